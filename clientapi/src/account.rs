@@ -1,0 +1,10 @@
+//! Password change, deactivation and third-party identifiers.
+
+use axum::Router;
+
+use crate::AppState;
+
+/// The routes of this module.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+}

@@ -1,0 +1,10 @@
+//! Room aliases, the public room directory and the user directory.
+
+use axum::Router;
+
+use crate::AppState;
+
+/// The routes of this module.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+}

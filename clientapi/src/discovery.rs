@@ -1,0 +1,10 @@
+//! Discovery: well-known, versions, capabilities, TURN and third-party protocols.
+
+use axum::Router;
+
+use crate::AppState;
+
+/// The routes of this module.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+}

@@ -1,0 +1,83 @@
+//! The Matrix client-server API of a Grove node: an axum router that parses requests with ruma,
+//! authenticates them, calls the server core and maps the results onto the wire.
+//!
+//! Handlers are thin: parse (the [`extract::Ruma`] extractor), call `grove_server`, map the
+//! result. This crate holds no SQL and no Matrix logic of its own, and knows nothing of the
+//! overlay. Every failure reaches the client as a Matrix error body ([`error::ApiError`]).
+
+mod account;
+pub mod cors;
+mod devices;
+mod directory;
+mod discovery;
+pub mod error;
+pub mod extract;
+mod keys;
+mod profile;
+mod rooms;
+mod session;
+mod sync;
+mod userdata;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::Request,
+    http::{Method, StatusCode},
+    response::{IntoResponse, Response},
+};
+use grove_server::Homeserver;
+
+use crate::error::ApiError;
+
+/// Limits applied to client requests.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The largest request body accepted; larger ones get `413 M_TOO_LARGE`.
+    pub max_body_bytes: usize,
+    /// The longest a `/sync` long-poll may wait, whatever the client asks.
+    pub max_sync_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body_bytes: 1024 * 1024, max_sync_timeout_ms: 60_000 }
+    }
+}
+
+/// What every handler may reach: the homeserver core and the request limits.
+#[derive(Clone)]
+pub struct AppState {
+    /// The homeserver core.
+    pub hs: Homeserver,
+    /// Request limits.
+    pub limits: Arc<Limits>,
+    /// The client-facing base URL, for `.well-known/matrix/client`.
+    pub public_base_url: Arc<str>,
+}
+
+/// The client API router, with CORS and Matrix-shaped fallbacks, ready to serve.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(discovery::routes())
+        .merge(session::routes())
+        .merge(account::routes())
+        .merge(devices::routes())
+        .merge(profile::routes())
+        .merge(userdata::routes())
+        .merge(keys::routes())
+        .merge(rooms::routes())
+        .merge(directory::routes())
+        .merge(sync::routes())
+        .fallback(unrecognized)
+        .layer(axum::middleware::from_fn(cors::cors))
+        .with_state(state)
+}
+
+async fn unrecognized(request: Request) -> Response {
+    if request.method() == Method::OPTIONS {
+        return StatusCode::OK.into_response();
+    }
+    ApiError::unrecognized().into_response()
+}

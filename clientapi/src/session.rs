@@ -1,0 +1,10 @@
+//! Login, logout, registration and whoami (owned by the accounts work).
+
+use axum::Router;
+
+use crate::AppState;
+
+/// The routes of this module.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+}

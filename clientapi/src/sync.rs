@@ -1,0 +1,10 @@
+//! The /v3/sync endpoint.
+
+use axum::Router;
+
+use crate::AppState;
+
+/// The routes of this module.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+}

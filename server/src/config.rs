@@ -1,0 +1,51 @@
+//! The part of the node's configuration that the server core reads.
+
+use ruma::{OwnedServerName, RoomVersionId};
+
+/// Who may register an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// Nobody may register through the client API.
+    Closed,
+    /// Anyone may register (user-interactive auth with `m.login.dummy`).
+    Open,
+    /// Registration requires one of the configured tokens (`m.login.registration_token`).
+    Token,
+}
+
+/// Settings of the homeserver core.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The Matrix server name (by default the node key's hex form).
+    pub server_name: OwnedServerName,
+    /// `sqlite://path` or `postgres://...`.
+    pub database_url: String,
+    /// Who may register.
+    pub registration: Registration,
+    /// Tokens accepted by `m.login.registration_token`.
+    pub registration_tokens: Vec<String>,
+    /// Room version of rooms created without an explicit one.
+    pub default_room_version: RoomVersionId,
+    /// TURN servers handed to clients by `voip/turnServer`, if any.
+    pub turn_uris: Vec<String>,
+    /// Shared secret for TURN credentials (REST API scheme), if any.
+    pub turn_shared_secret: Option<String>,
+    /// Lifetime of TURN credentials, in seconds.
+    pub turn_ttl_secs: u64,
+}
+
+impl ServerConfig {
+    /// A configuration with the defaults for the given server name and database.
+    pub fn new(server_name: OwnedServerName, database_url: impl Into<String>) -> Self {
+        Self {
+            server_name,
+            database_url: database_url.into(),
+            registration: Registration::Open,
+            registration_tokens: Vec::new(),
+            default_room_version: RoomVersionId::V12,
+            turn_uris: Vec::new(),
+            turn_shared_secret: None,
+            turn_ttl_secs: 86_400,
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The database: a sqlx pool over SQLite (embedded default) or PostgreSQL.
+//!
+//! Queries are written once, with `$1`-style placeholders that both backends accept, through
+//! sqlx's `Any` driver; each backend has its own migrations under `migrations/<backend>/`, kept
+//! equivalent. Types crossing the boundary are limited to what both backends store alike:
+//! `i64`, `bool`, `String` and `Vec<u8>` (JSON is stored as `TEXT`).
+//!
+//! Writes that allocate stream positions go through [`Storage::write`], which serialises them
+//! behind one lock, so positions become visible to readers in the order they were allocated, and
+//! advances the [`Notifier`] only after the transaction has committed.
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use sqlx::{
+    Any, AnyConnection, AnyPool, Executor, Transaction,
+    any::AnyPoolOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
+};
+use tokio::sync::{Mutex, MutexGuard};
+use tracing::{debug, warn};
+
+use crate::{
+    error::{Error, Result},
+    notifier::{Notifier, StreamPosition},
+};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How often the SQLite write-ahead log is truncated, so it cannot grow without bound.
+const WAL_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// Connections in the pool; SQLite writes are serialised anyway, reads run in parallel.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// Which database engine is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file in WAL mode.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// A handle to the database, cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: AnyPool,
+    backend: Backend,
+    /// Guards every write that allocates stream positions; holds the last allocated position.
+    writer: Mutex<i64>,
+    notifier: Notifier,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database at `url` and runs its migrations.
+    ///
+    /// `url` is `sqlite://<path>` or `postgres://...`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (pool, backend) = if url.starts_with("sqlite:") {
+            // Parsed through the SQLite options so the pragmas are validated, then handed to
+            // the Any driver as a URL with the same settings.
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10))
+                .pragma("journal_size_limit", "67108864")
+                .pragma("wal_autocheckpoint", "1000");
+            // Create the file and switch it to WAL once (the journal mode is stored in the
+            // file); the Any pool's connections re-apply the per-connection pragmas.
+            let conn = sqlx::ConnectOptions::connect(&options).await?;
+            sqlx::Connection::close(conn).await?;
+            let pool = AnyPoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .min_connections(1)
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute(
+                            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                             PRAGMA busy_timeout = 10000; PRAGMA journal_size_limit = 67108864;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .connect(url)
+                .await?;
+            (pool, Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = AnyPoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .connect(url)
+                .await?;
+            (pool, Backend::Postgres)
+        } else {
+            return Err(Error::InvalidParam(format!(
+                "database url must start with sqlite:// or postgres://, got {url:?}"
+            )));
+        };
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        let position: (i64,) = sqlx::query_as("SELECT stream_position FROM meta WHERE id = 1")
+            .fetch_one(&pool)
+            .await?;
+        let storage = Storage {
+            inner: Arc::new(Inner {
+                pool,
+                backend,
+                writer: Mutex::new(position.0),
+                notifier: Notifier::new(StreamPosition(position.0)),
+            }),
+        };
+        if backend == Backend::Sqlite {
+            storage.spawn_checkpointer();
+        }
+        debug!(?backend, position = position.0, "storage opened");
+        Ok(storage)
+    }
+
+    /// The connection pool, for reads.
+    pub fn pool(&self) -> &AnyPool {
+        &self.inner.pool
+    }
+
+    /// The engine behind the pool.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// The notifier advanced by every committed [`WriteTxn`].
+    pub fn notifier(&self) -> Notifier {
+        self.inner.notifier.clone()
+    }
+
+    /// Starts a write transaction that may allocate stream positions.
+    ///
+    /// Only one runs at a time; hold it briefly and do no network IO inside it.
+    pub async fn write(&self) -> Result<WriteTxn<'_>> {
+        let guard = self.inner.writer.lock().await;
+        let txn = self.inner.pool.begin().await?;
+        let start = *guard;
+        Ok(WriteTxn { guard, txn: Some(txn), start, notifier: &self.inner.notifier })
+    }
+
+    /// Waits for in-flight writes, truncates the SQLite log and closes the pool.
+    pub async fn close(&self) {
+        let _guard = self.inner.writer.lock().await;
+        if self.inner.backend == Backend::Sqlite
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.inner.pool)
+                .await
+        {
+            warn!(error = %e, "final wal checkpoint failed");
+        }
+        self.inner.pool.close().await;
+    }
+
+    fn spawn_checkpointer(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WAL_CHECKPOINT_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                if inner.pool.is_closed() {
+                    break;
+                }
+                // Holding the writer lock keeps our own writers out; readers may still pin
+                // old frames, in which case SQLite truncates what it can.
+                let _guard = inner.writer.lock().await;
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&inner.pool)
+                    .await
+                {
+                    warn!(error = %e, "wal checkpoint failed");
+                }
+            }
+        });
+    }
+}
+
+/// A write transaction holding the writer lock. Dropping it without [`WriteTxn::commit`] rolls
+/// back and hands its positions out again.
+pub struct WriteTxn<'a> {
+    guard: MutexGuard<'a, i64>,
+    txn: Option<Transaction<'static, Any>>,
+    start: i64,
+    notifier: &'a Notifier,
+}
+
+impl WriteTxn<'_> {
+    /// The connection to run statements on.
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        // The transaction is only taken by `commit`, which consumes `self`.
+        self.txn.as_mut().expect("transaction present until commit")
+    }
+
+    /// Allocates the next stream position; positions are visible to sync once committed.
+    pub fn next_position(&mut self) -> StreamPosition {
+        *self.guard += 1;
+        StreamPosition(*self.guard)
+    }
+
+    /// Commits, persists the stream position and wakes waiting syncs.
+    pub async fn commit(mut self) -> Result<StreamPosition> {
+        let position = *self.guard;
+        let Some(mut txn) = self.txn.take() else {
+            return Err(Error::Internal("write transaction committed twice".into()));
+        };
+        if position != self.start {
+            sqlx::query("UPDATE meta SET stream_position = $1 WHERE id = 1")
+                .bind(position)
+                .execute(&mut *txn)
+                .await?;
+        }
+        txn.commit().await?;
+        // From here on the positions are durable: a drop must not hand them out again.
+        self.start = position;
+        if position != self.notifier.current().0 {
+            self.notifier.advance(StreamPosition(position));
+        }
+        Ok(StreamPosition(position))
+    }
+}
+
+impl Drop for WriteTxn<'_> {
+    fn drop(&mut self) {
+        *self.guard = self.start;
+    }
+}

@@ -1,0 +1,1 @@
+//! Assembling `/sync` responses from the stream of changes between two positions.

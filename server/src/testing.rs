@@ -1,0 +1,105 @@
+//! Databases for tests: a fresh SQLite file or a fresh PostgreSQL database per test.
+//!
+//! PostgreSQL is reached at `GROVE_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each [`TestDb`] creates its own database
+//! there and drops it when the value is dropped.
+
+use std::path::PathBuf;
+
+use rand::RngCore;
+use sqlx::{Connection, Executor, PgConnection};
+
+use crate::storage::Backend;
+
+/// The PostgreSQL server used by tests.
+pub fn postgres_admin_url() -> String {
+    std::env::var("GROVE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A throw-away database; its URL is valid until it is dropped.
+pub struct TestDb {
+    /// The URL to hand to [`crate::Storage::connect`] or to a node's config.
+    pub url: String,
+    backend: Backend,
+    pg_name: Option<String>,
+    _dir: Option<tempdir::TempDir>,
+}
+
+impl TestDb {
+    /// Creates an empty database on `backend`.
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempdir::TempDir::new();
+                let url = format!("sqlite://{}", dir.path.join("grove.db").display());
+                Self { url, backend, pg_name: None, _dir: Some(dir) }
+            }
+            Backend::Postgres => {
+                let name = format!("grove_test_{:016x}", rand::rngs::OsRng.next_u64());
+                let admin = postgres_admin_url();
+                let mut conn = PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("test postgres at {admin}: {e}"));
+                conn.execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .unwrap_or_else(|e| panic!("creating test database: {e}"));
+                let _ = conn.close().await;
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+                let url = format!("{base}/{name}");
+                Self { url, backend, pg_name: Some(name), _dir: None }
+            }
+        }
+    }
+
+    /// The engine behind this database.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else { return };
+        // Dropped from sync and async contexts alike: use a thread with its own runtime.
+        let admin = postgres_admin_url();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                    let _ = conn
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A minimal temporary directory, removed on drop.
+mod tempdir {
+    use super::*;
+
+    pub(super) struct TempDir {
+        pub(super) path: PathBuf,
+    }
+
+    impl TempDir {
+        pub(super) fn new() -> Self {
+            let path = std::env::temp_dir()
+                .join(format!("grove-test-{:016x}", rand::rngs::OsRng.next_u64()));
+            std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {path:?}: {e}"));
+            Self { path }
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

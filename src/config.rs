@@ -1,0 +1,154 @@
+//! The node's configuration: a TOML file, overridden by `GROVE_*` environment variables and
+//! command-line flags. Unknown keys and bad values are errors, reported in one line.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::Deserialize;
+
+/// Where the client API listens unless told otherwise.
+pub const DEFAULT_CLIENT_LISTEN: &str = "127.0.0.1:8008";
+/// The data directory used when none is configured, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "grove-data";
+
+/// Who may register accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// Anyone who can reach the client API.
+    #[default]
+    Open,
+    /// Holders of a registration token.
+    Token,
+    /// Nobody.
+    Closed,
+}
+
+impl std::str::FromStr for RegistrationMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(Self::Open),
+            "token" => Ok(Self::Token),
+            "closed" => Ok(Self::Closed),
+            other => Err(format!("registration must be open, token or closed, not {other:?}")),
+        }
+    }
+}
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The directory holding the node key and the SQLite database.
+    pub data_dir: PathBuf,
+    /// The Matrix server name; by default the node key's hex form.
+    pub server_name: Option<String>,
+    /// `postgres://...` or `sqlite://...`; by default `grove.db` in the data directory.
+    pub database_url: Option<String>,
+    /// Client API settings.
+    pub client: ClientConfig,
+    /// Registration settings.
+    pub registration: RegistrationConfig,
+    /// TURN settings handed to clients.
+    pub turn: TurnConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            server_name: None,
+            database_url: None,
+            client: ClientConfig::default(),
+            registration: RegistrationConfig::default(),
+            turn: TurnConfig::default(),
+        }
+    }
+}
+
+/// Client API settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// The address to serve the client API on.
+    pub listen: SocketAddr,
+    /// The base URL clients are told to use; by default `http://<listen>`.
+    pub public_base_url: Option<String>,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_CLIENT_LISTEN.parse().expect("valid default address"),
+            public_base_url: None,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Registration settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Who may register.
+    pub mode: RegistrationMode,
+    /// Tokens accepted when `mode = "token"`.
+    pub tokens: Vec<String>,
+}
+
+/// TURN settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// TURN URIs; none means `voip/turnServer` answers with an empty object.
+    pub uris: Vec<String>,
+    /// Shared secret for time-limited credentials.
+    pub shared_secret: Option<String>,
+    /// Credential lifetime in seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self { uris: Vec::new(), shared_secret: None, ttl_secs: 86_400 }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid, or has an unknown key or a bad value.
+    #[error("config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, on one line.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML configuration file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })
+    }
+
+    /// Parses TOML text; the error is one line.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.message().replace('\n', " ").trim().to_owned()
+            + &e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default())
+    }
+}

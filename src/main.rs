@@ -1,0 +1,139 @@
+//! The `grove` daemon: runs one node until interrupted.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use grove::{Config, Node, config::RegistrationMode};
+use tracing_subscriber::EnvFilter;
+
+/// A Matrix homeserver that needs no server room.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, short, env = "GROVE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the node key and the SQLite database.
+    #[arg(long, env = "GROVE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the client API.
+    #[arg(long, env = "GROVE_CLIENT_LISTEN")]
+    client_listen: Option<SocketAddr>,
+    /// Base URL announced to clients.
+    #[arg(long, env = "GROVE_PUBLIC_BASE_URL")]
+    public_base_url: Option<String>,
+    /// Matrix server name (default: the node key in hex).
+    #[arg(long, env = "GROVE_SERVER_NAME")]
+    server_name: Option<String>,
+    /// Database URL: sqlite://PATH or postgres://...
+    #[arg(long, env = "GROVE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Who may register: open, token or closed.
+    #[arg(long, env = "GROVE_REGISTRATION")]
+    registration: Option<RegistrationMode>,
+    /// Registration token (repeatable; comma-separated in the environment).
+    #[arg(long = "registration-token", env = "GROVE_REGISTRATION_TOKENS", value_delimiter = ',')]
+    registration_tokens: Vec<String>,
+    /// Log filter, such as `info` or `grove=debug`.
+    #[arg(long, env = "GROVE_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = match EnvFilter::try_new(&args.log) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("grove: invalid --log filter {:?}: {e}", args.log);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let config = match load_config(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("grove: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("grove: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("grove: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(args: Args) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(listen) = args.client_listen {
+        config.client.listen = listen;
+    }
+    if let Some(url) = args.public_base_url {
+        config.client.public_base_url = Some(url);
+    }
+    if let Some(name) = args.server_name {
+        config.server_name = Some(name);
+    }
+    if let Some(url) = args.database_url {
+        config.database_url = Some(url);
+    }
+    if let Some(mode) = args.registration {
+        config.registration.mode = mode;
+    }
+    if !args.registration_tokens.is_empty() {
+        config.registration.tokens = args.registration_tokens;
+    }
+    if config.registration.mode == RegistrationMode::Token && config.registration.tokens.is_empty()
+    {
+        anyhow::bail!("registration mode is token but no registration token is configured");
+    }
+    Ok(config)
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let node = Node::builder().config(config).start().await?;
+    println!("Grove is running.");
+    println!("  server name: {}", node.server_name());
+    println!("  client URL:  {}", node.client_url());
+    std::io::Write::flush(&mut std::io::stdout())?;
+    shutdown_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,211 @@
+//! `grove::Node`: start a whole node in-process and stop it again.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), grove::NodeError> {
+//! let node = grove::Node::builder().data_dir("/tmp/grove").start().await?;
+//! println!("{} at {}", node.server_name(), node.client_url());
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use grove_clientapi::{AppState, Limits};
+use grove_server::{Homeserver, NodeKey, ServerConfig, config::Registration};
+use ruma::{OwnedServerName, ServerName};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tracing::{info, warn};
+
+use crate::config::{Config, RegistrationMode};
+
+/// How long a stopping node lets in-flight requests (long-polls included) finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory could not be created or used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A configured value is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The client API address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The homeserver core failed to open (key, database, migrations).
+    #[error("{0}")]
+    Server(#[from] grove_server::Error),
+}
+
+/// Builds a [`Node`]; every setting has a working default.
+#[derive(Debug, Clone, Default)]
+pub struct NodeBuilder {
+    config: Config,
+}
+
+impl NodeBuilder {
+    /// Starts from a whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The directory for the node key and the SQLite database.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.data_dir = dir.into();
+        self
+    }
+
+    /// The address of the client API (`127.0.0.1:0` picks a free port).
+    pub fn client_listen(mut self, addr: SocketAddr) -> Self {
+        self.config.client.listen = addr;
+        self
+    }
+
+    /// Uses this database instead of SQLite in the data directory.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.config.database_url = Some(url.into());
+        self
+    }
+
+    /// Who may register.
+    pub fn registration(mut self, mode: RegistrationMode, tokens: Vec<String>) -> Self {
+        self.config.registration.mode = mode;
+        self.config.registration.tokens = tokens;
+        self
+    }
+
+    /// Starts the node: data directory, key, database, client API.
+    pub async fn start(self) -> Result<Node, NodeError> {
+        Node::start(self.config).await
+    }
+}
+
+/// A running node. Dropping it without [`Node::shutdown`] leaves its tasks running until the
+/// runtime stops.
+pub struct Node {
+    hs: Homeserver,
+    client_addr: SocketAddr,
+    client_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    serve: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// A builder with defaults: `./grove-data`, SQLite, client API on 127.0.0.1:8008.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    async fn start(config: Config) -> Result<Node, NodeError> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|source| NodeError::DataDir { path: data_dir.clone(), source })?;
+        let key = NodeKey::load_or_create(&data_dir.join("node.key"))?;
+        let server_name: OwnedServerName = match &config.server_name {
+            Some(name) => ServerName::parse(name)
+                .map_err(|e| NodeError::Config(format!("server_name {name:?}: {e}")))?,
+            None => key.server_name(),
+        };
+        let database_url = match &config.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", data_dir.join("grove.db").display()),
+        };
+        let mut server_config = ServerConfig::new(server_name.clone(), database_url);
+        server_config.registration = match config.registration.mode {
+            RegistrationMode::Open => Registration::Open,
+            RegistrationMode::Token => Registration::Token,
+            RegistrationMode::Closed => Registration::Closed,
+        };
+        server_config.registration_tokens = config.registration.tokens.clone();
+        server_config.turn_uris = config.turn.uris.clone();
+        server_config.turn_shared_secret = config.turn.shared_secret.clone();
+        server_config.turn_ttl_secs = config.turn.ttl_secs;
+
+        // Bind before opening the database so a busy port fails fast and touches nothing.
+        let listener = TcpListener::bind(config.client.listen)
+            .await
+            .map_err(|source| NodeError::Listen { addr: config.client.listen, source })?;
+        let client_addr = listener
+            .local_addr()
+            .map_err(|source| NodeError::Listen { addr: config.client.listen, source })?;
+        let client_url = format!("http://{client_addr}");
+
+        let hs = Homeserver::open(server_config, key).await?;
+        let state = AppState {
+            hs: hs.clone(),
+            limits: Arc::new(Limits {
+                max_body_bytes: config.client.max_body_bytes,
+                ..Limits::default()
+            }),
+            public_base_url: config
+                .client
+                .public_base_url
+                .clone()
+                .unwrap_or_else(|| client_url.clone())
+                .into(),
+        };
+        let app = grove_clientapi::router(state);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let serve = tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                warn!(error = %e, "client API server stopped");
+            }
+        });
+        info!(%server_name, %client_url, "node started");
+        Ok(Node { hs, client_addr, client_url, stop: Some(stop_tx), serve: Some(serve) })
+    }
+
+    /// The client API base URL, such as `http://127.0.0.1:8008`.
+    pub fn client_url(&self) -> &str {
+        &self.client_url
+    }
+
+    /// The address the client API is bound to.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// The node's Matrix server name.
+    pub fn server_name(&self) -> &ServerName {
+        &self.hs.config.server_name
+    }
+
+    /// The homeserver core, for embedding applications that act without HTTP.
+    pub fn homeserver(&self) -> &Homeserver {
+        &self.hs
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish for a short grace period (so
+    /// that acknowledged writes are complete), then closes the database.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut serve) = self.serve.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await.is_err()
+        {
+            // Long-polling syncs hold connections open; they have nothing unacknowledged.
+            serve.abort();
+            let _ = serve.await;
+        }
+        self.hs.close().await;
+        info!("node stopped");
+    }
+}
