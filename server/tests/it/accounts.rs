@@ -1,0 +1,1 @@
+//! Tests of accounts in the server core.

@@ -1,0 +1,5 @@
+//! Tests of the server core against real SQLite files and a real PostgreSQL.
+
+mod accounts;
+mod rooms;
+mod storage;

@@ -1,0 +1,1 @@
+//! Tests of rooms in the server core.

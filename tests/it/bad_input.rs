@@ -1,0 +1,1 @@
+//! Bad input: malformed JSON, wrong types, huge bodies, unknown endpoints, bad tokens.

@@ -1,0 +1,9 @@
+//! Integration tests: real nodes, real HTTP, real SQLite files and a real PostgreSQL.
+
+mod accounts;
+mod bad_input;
+mod e2ee;
+mod rooms;
+mod support;
+mod sync;
+mod userdata;

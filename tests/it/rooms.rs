@@ -1,0 +1,1 @@
+//! Tests of rooms through the client API.

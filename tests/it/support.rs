@@ -1,0 +1,149 @@
+//! Verbs for tests that start real nodes and talk real HTTP to them.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use grove::{Node, config::RegistrationMode};
+use grove_server::{storage::Backend, testing::TestDb};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Both storage backends; storage-touching tests run once on each.
+pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+/// Prints the node's logs with the test's output.
+pub fn subscribe() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GROVE_TEST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A node started in-process on a free loopback port, with its own data directory and database.
+pub struct TestNode {
+    /// The running node (None after [`TestNode::restart`] has stopped it briefly).
+    pub node: Option<Node>,
+    /// The data directory.
+    pub dir: tempfile::TempDir,
+    /// The database, kept alive as long as the node.
+    pub db: TestDb,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl TestNode {
+    /// Starts a node on `backend` with open registration.
+    pub async fn start(backend: Backend) -> TestNode {
+        subscribe();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = TestDb::new(backend).await;
+        let node = start_node(dir.path().to_owned(), &db.url, None).await;
+        TestNode { node: Some(node), dir, db, http: reqwest::Client::new() }
+    }
+
+    /// The running node.
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("node running")
+    }
+
+    /// The client API base URL.
+    pub fn url(&self) -> String {
+        self.node().client_url().to_owned()
+    }
+
+    /// The server name.
+    pub fn server_name(&self) -> String {
+        self.node().server_name().to_string()
+    }
+
+    /// Stops the node and starts it again on the same data directory, database and port.
+    pub async fn restart(&mut self) {
+        let node = self.node.take().expect("node running");
+        let addr = node.client_addr();
+        node.shutdown().await;
+        self.node = Some(start_node(self.dir.path().to_owned(), &self.db.url, Some(addr)).await);
+    }
+
+    /// Sends a request and returns the status and the JSON body (`Null` if not JSON).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.url(), path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body read");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// GET with an optional token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    /// POST a JSON body.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    /// PUT a JSON body.
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(Method::PUT, path, token, Some(body)).await
+    }
+
+    /// Registers `localpart` with a password through user-interactive auth (`m.login.dummy`)
+    /// and returns the new user.
+    pub async fn register(&self, localpart: &str) -> TestUser {
+        let body = json!({ "username": localpart, "password": "correct horse battery" });
+        let (status, first) = self.post("/_matrix/client/v3/register", None, body.clone()).await;
+        let done = if status == StatusCode::UNAUTHORIZED {
+            let session = first["session"].as_str().expect("uia session").to_owned();
+            let mut body = body;
+            body["auth"] = json!({ "type": "m.login.dummy", "session": session });
+            let (status, done) = self.post("/_matrix/client/v3/register", None, body).await;
+            assert_eq!(status, StatusCode::OK, "register {localpart}: {done}");
+            done
+        } else {
+            assert_eq!(status, StatusCode::OK, "register {localpart}: {first}");
+            first
+        };
+        TestUser {
+            user_id: done["user_id"].as_str().expect("user_id").to_owned(),
+            token: done["access_token"].as_str().expect("access_token").to_owned(),
+            device_id: done["device_id"].as_str().expect("device_id").to_owned(),
+        }
+    }
+}
+
+/// A registered user with a logged-in device.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// The full user ID.
+    pub user_id: String,
+    /// The access token.
+    pub token: String,
+    /// The device ID.
+    pub device_id: String,
+}
+
+async fn start_node(dir: PathBuf, database_url: &str, addr: Option<SocketAddr>) -> Node {
+    Node::builder()
+        .data_dir(dir)
+        .database_url(database_url)
+        .client_listen(addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr")))
+        .registration(RegistrationMode::Open, Vec::new())
+        .start()
+        .await
+        .expect("node starts")
+}

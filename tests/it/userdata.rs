@@ -1,0 +1,1 @@
+//! Tests of userdata through the client API.
