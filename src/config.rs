@@ -31,7 +31,9 @@ impl std::str::FromStr for RegistrationMode {
             "open" => Ok(Self::Open),
             "token" => Ok(Self::Token),
             "closed" => Ok(Self::Closed),
-            other => Err(format!("registration must be open, token or closed, not {other:?}")),
+            other => Err(format!(
+                "registration must be open, token or closed, not {other:?}"
+            )),
         }
     }
 }
@@ -82,7 +84,9 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_CLIENT_LISTEN.parse().expect("valid default address"),
+            listen: DEFAULT_CLIENT_LISTEN
+                .parse()
+                .expect("valid default address"),
             public_base_url: None,
             max_body_bytes: 1024 * 1024,
         }
@@ -113,7 +117,11 @@ pub struct TurnConfig {
 
 impl Default for TurnConfig {
     fn default() -> Self {
-        Self { uris: Vec::new(), shared_secret: None, ttl_secs: 86_400 }
+        Self {
+            uris: Vec::new(),
+            shared_secret: None,
+            ttl_secs: 86_400,
+        }
     }
 }
 
@@ -141,14 +149,23 @@ pub enum ConfigError {
 impl Config {
     /// Reads a TOML configuration file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
     }
 
     /// Parses TOML text; the error is one line.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.message().replace('\n', " ").trim().to_owned()
-            + &e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default())
+        toml::from_str(text).map_err(|e| {
+            e.message().replace('\n', " ").trim().to_owned()
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default()
+        })
     }
 }

@@ -32,7 +32,11 @@ struct Args {
     #[arg(long, env = "GROVE_REGISTRATION")]
     registration: Option<RegistrationMode>,
     /// Registration token (repeatable; comma-separated in the environment).
-    #[arg(long = "registration-token", env = "GROVE_REGISTRATION_TOKENS", value_delimiter = ',')]
+    #[arg(
+        long = "registration-token",
+        env = "GROVE_REGISTRATION_TOKENS",
+        value_delimiter = ','
+    )]
     registration_tokens: Vec<String>,
     /// Log filter, such as `info` or `grove=debug`.
     #[arg(long, env = "GROVE_LOG", default_value = "info")]
@@ -56,7 +60,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("grove: cannot start the async runtime: {e}");

@@ -110,8 +110,10 @@ impl Node {
 
     async fn start(config: Config) -> Result<Node, NodeError> {
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)
-            .map_err(|source| NodeError::DataDir { path: data_dir.clone(), source })?;
+        std::fs::create_dir_all(&data_dir).map_err(|source| NodeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
         let key = NodeKey::load_or_create(&data_dir.join("node.key"))?;
         let server_name: OwnedServerName = match &config.server_name {
             Some(name) => ServerName::parse(name)
@@ -136,10 +138,14 @@ impl Node {
         // Bind before opening the database so a busy port fails fast and touches nothing.
         let listener = TcpListener::bind(config.client.listen)
             .await
-            .map_err(|source| NodeError::Listen { addr: config.client.listen, source })?;
-        let client_addr = listener
-            .local_addr()
-            .map_err(|source| NodeError::Listen { addr: config.client.listen, source })?;
+            .map_err(|source| NodeError::Listen {
+                addr: config.client.listen,
+                source,
+            })?;
+        let client_addr = listener.local_addr().map_err(|source| NodeError::Listen {
+            addr: config.client.listen,
+            source,
+        })?;
         let client_url = format!("http://{client_addr}");
 
         let hs = Homeserver::open(server_config, key).await?;
@@ -169,7 +175,13 @@ impl Node {
             }
         });
         info!(%server_name, %client_url, "node started");
-        Ok(Node { hs, client_addr, client_url, stop: Some(stop_tx), serve: Some(serve) })
+        Ok(Node {
+            hs,
+            client_addr,
+            client_url,
+            stop: Some(stop_tx),
+            serve: Some(serve),
+        })
     }
 
     /// The client API base URL, such as `http://127.0.0.1:8008`.
@@ -199,7 +211,9 @@ impl Node {
             let _ = stop.send(());
         }
         if let Some(mut serve) = self.serve.take()
-            && tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await.is_err()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut serve)
+                .await
+                .is_err()
         {
             // Long-polling syncs hold connections open; they have nothing unacknowledged.
             serve.abort();

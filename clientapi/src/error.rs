@@ -24,7 +24,12 @@ pub struct ApiError {
 impl ApiError {
     /// An error with the given status, code and message.
     pub fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
-        Self { status, errcode, message: message.into(), extra: None }
+        Self {
+            status,
+            errcode,
+            message: message.into(),
+            extra: None,
+        }
     }
 
     /// `400 M_BAD_JSON`.
@@ -59,35 +64,59 @@ impl ApiError {
 
     /// `404 M_UNRECOGNIZED`: no such endpoint.
     pub fn unrecognized() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "Unrecognized request")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "M_UNRECOGNIZED",
+            "Unrecognized request",
+        )
     }
 
     /// `401 M_MISSING_TOKEN`.
     pub fn missing_token() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", "Missing access token")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "M_MISSING_TOKEN",
+            "Missing access token",
+        )
     }
 
     /// `401 M_UNKNOWN_TOKEN`.
     pub fn unknown_token() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", "Unknown access token")
-            .with_extra(json!({ "soft_logout": false }))
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "M_UNKNOWN_TOKEN",
+            "Unknown access token",
+        )
+        .with_extra(json!({ "soft_logout": false }))
     }
 
     /// `413 M_TOO_LARGE`.
     pub fn too_large() -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", "Request body too large")
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            "Request body too large",
+        )
     }
 
     /// `429 M_LIMIT_EXCEEDED` with a retry hint.
     pub fn limit_exceeded(retry_after_ms: u64) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", "Too many requests")
-            .with_extra(json!({ "retry_after_ms": retry_after_ms }))
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "M_LIMIT_EXCEEDED",
+            "Too many requests",
+        )
+        .with_extra(json!({ "retry_after_ms": retry_after_ms }))
     }
 
     /// `500 M_UNKNOWN`, with the detail logged and not sent.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         error!(%detail, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Internal server error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "M_UNKNOWN",
+            "Internal server error",
+        )
     }
 
     /// Adds top-level fields to the body.
@@ -105,9 +134,11 @@ impl From<grove_server::Error> for ApiError {
             E::NotFound(m) => Self::not_found(m),
             E::BadJson(m) => Self::bad_json(m),
             E::InvalidParam(m) => Self::invalid_param(m),
-            E::UserInUse => {
-                Self::new(StatusCode::BAD_REQUEST, "M_USER_IN_USE", "User ID already taken")
-            }
+            E::UserInUse => Self::new(
+                StatusCode::BAD_REQUEST,
+                "M_USER_IN_USE",
+                "User ID already taken",
+            ),
             E::InvalidUsername(m) => Self::new(StatusCode::BAD_REQUEST, "M_INVALID_USERNAME", m),
             E::RoomInUse(m) => Self::new(StatusCode::BAD_REQUEST, "M_ROOM_IN_USE", m),
             E::UnsupportedRoomVersion(m) => {

@@ -87,11 +87,11 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let app = AppState::from_ref(state);
         let (mut parts, body) = req.into_parts();
-        let path_args: Vec<String> = match RawPathParams::from_request_parts(&mut parts, state).await
-        {
-            Ok(params) => params.iter().map(|(_, v)| v.to_owned()).collect(),
-            Err(_) => return Err(ApiError::invalid_param("Invalid path parameters")),
-        };
+        let path_args: Vec<String> =
+            match RawPathParams::from_request_parts(&mut parts, state).await {
+                Ok(params) => params.iter().map(|(_, v)| v.to_owned()).collect(),
+                Err(_) => return Err(ApiError::invalid_param("Invalid path parameters")),
+            };
         let bytes = axum::body::to_bytes(body, app.limits.max_body_bytes)
             .await
             .map_err(|_| ApiError::too_large())?;
@@ -118,7 +118,11 @@ where
         let request = axum::http::Request::from_parts(parts, bytes);
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let body = T::try_from_http_request(request, &args).map_err(map_parse_error)?;
-        Ok(Ruma { body, session, access_token })
+        Ok(Ruma {
+            body,
+            session,
+            access_token,
+        })
     }
 }
 
@@ -145,7 +149,9 @@ pub fn bearer_or_query_token(parts: &axum::http::request::Parts) -> Option<Strin
         return Some(token.trim().to_owned());
     }
     let query = parts.uri.query()?;
-    form_urlencoded_pairs(query).find(|(k, _)| k == "access_token").map(|(_, v)| v)
+    form_urlencoded_pairs(query)
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v)
 }
 
 fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {

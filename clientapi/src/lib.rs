@@ -42,7 +42,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, max_sync_timeout_ms: 60_000 }
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_sync_timeout_ms: 60_000,
+        }
     }
 }
 

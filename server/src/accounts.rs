@@ -15,7 +15,11 @@ pub struct Accounts {
 impl Accounts {
     /// The accounts component over `storage`.
     pub fn new(storage: Storage, notifier: Notifier, config: Arc<ServerConfig>) -> Self {
-        Self { storage, notifier, config }
+        Self {
+            storage,
+            notifier,
+            config,
+        }
     }
 }
 

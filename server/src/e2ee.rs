@@ -19,7 +19,9 @@ impl E2ee {
 
 use std::collections::BTreeMap;
 
-use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedUserId, UInt, UserId, events::AnyToDeviceEvent, serde::Raw};
+use ruma::{
+    DeviceId, OneTimeKeyAlgorithm, OwnedUserId, UInt, UserId, events::AnyToDeviceEvent, serde::Raw,
+};
 
 use crate::{Result, StreamPosition};
 

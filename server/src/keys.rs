@@ -99,7 +99,9 @@ impl NodeKey {
 
 impl std::fmt::Debug for NodeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeKey").field("public", &self.hex()).finish_non_exhaustive()
+        f.debug_struct("NodeKey")
+            .field("public", &self.hex())
+            .finish_non_exhaustive()
     }
 }
 

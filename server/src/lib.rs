@@ -71,7 +71,16 @@ impl Homeserver {
         .await?;
         let e2ee = e2ee::E2ee::new(storage.clone(), notifier.clone());
         let userdata = userdata::UserData::new(storage.clone(), notifier.clone(), config.clone());
-        Ok(Self { config, key, storage, notifier, accounts, rooms, e2ee, userdata })
+        Ok(Self {
+            config,
+            key,
+            storage,
+            notifier,
+            accounts,
+            rooms,
+            e2ee,
+            userdata,
+        })
     }
 
     /// Waits for in-flight writes and closes the database.

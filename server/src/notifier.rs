@@ -25,7 +25,9 @@ pub struct Notifier {
 impl Notifier {
     /// A notifier starting at `position`.
     pub fn new(position: StreamPosition) -> Self {
-        Self { tx: Arc::new(watch::Sender::new(position)) }
+        Self {
+            tx: Arc::new(watch::Sender::new(position)),
+        }
     }
 
     /// The last committed position.

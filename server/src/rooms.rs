@@ -22,7 +22,12 @@ impl Rooms {
         config: Arc<ServerConfig>,
         key: Arc<NodeKey>,
     ) -> Result<Self> {
-        Ok(Self { storage, notifier, config, key })
+        Ok(Self {
+            storage,
+            notifier,
+            config,
+            key,
+        })
     }
 }
 
@@ -50,5 +55,13 @@ impl Rooms {
     ) -> Result<()> {
         let _ = (user, displayname, avatar_url);
         Ok(())
+    }
+}
+
+impl Rooms {
+    /// Whether `user` is currently joined to `room`.
+    pub async fn is_joined(&self, user: &UserId, room: &ruma::RoomId) -> Result<bool> {
+        let _ = (user, room);
+        Ok(false)
     }
 }

@@ -147,7 +147,12 @@ impl Storage {
         let guard = self.inner.writer.lock().await;
         let txn = self.inner.pool.begin().await?;
         let start = *guard;
-        Ok(WriteTxn { guard, txn: Some(txn), start, notifier: &self.inner.notifier })
+        Ok(WriteTxn {
+            guard,
+            txn: Some(txn),
+            start,
+            notifier: &self.inner.notifier,
+        })
     }
 
     /// Waits for in-flight writes, truncates the SQLite log and closes the pool.

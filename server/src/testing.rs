@@ -33,7 +33,12 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempdir::TempDir::new();
                 let url = format!("sqlite://{}", dir.path.join("grove.db").display());
-                Self { url, backend, pg_name: None, _dir: Some(dir) }
+                Self {
+                    url,
+                    backend,
+                    pg_name: None,
+                    _dir: Some(dir),
+                }
             }
             Backend::Postgres => {
                 let name = format!("grove_test_{:016x}", rand::rngs::OsRng.next_u64());
@@ -45,9 +50,16 @@ impl TestDb {
                     .await
                     .unwrap_or_else(|e| panic!("creating test database: {e}"));
                 let _ = conn.close().await;
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+                let base = admin
+                    .rsplit_once('/')
+                    .map_or(admin.as_str(), |(base, _)| base);
                 let url = format!("{base}/{name}");
-                Self { url, backend, pg_name: Some(name), _dir: None }
+                Self {
+                    url,
+                    backend,
+                    pg_name: Some(name),
+                    _dir: None,
+                }
             }
         }
     }
@@ -60,11 +72,16 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else { return };
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
         // Dropped from sync and async contexts alike: use a thread with its own runtime.
         let admin = postgres_admin_url();
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {

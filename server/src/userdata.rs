@@ -16,7 +16,11 @@ pub struct UserData {
 impl UserData {
     /// The user-data component over `storage`.
     pub fn new(storage: Storage, notifier: Notifier, config: Arc<ServerConfig>) -> Self {
-        Self { storage, notifier, config }
+        Self {
+            storage,
+            notifier,
+            config,
+        }
     }
 }
 
@@ -42,7 +46,14 @@ impl UserData {
         since: StreamPosition,
         upto: StreamPosition,
     ) -> Result<Vec<Raw<AnyGlobalAccountDataEvent>>> {
-        let _ = (user, since, upto, &self.storage, &self.notifier, &self.config);
+        let _ = (
+            user,
+            since,
+            upto,
+            &self.storage,
+            &self.notifier,
+            &self.config,
+        );
         Ok(Vec::new())
     }
 
@@ -89,7 +100,11 @@ impl UserData {
     }
 
     /// The user's fully-read marker in `room`, if set.
-    pub async fn fully_read(&self, user: &UserId, room: &RoomId) -> Result<Option<ruma::OwnedEventId>> {
+    pub async fn fully_read(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+    ) -> Result<Option<ruma::OwnedEventId>> {
         let _ = (user, room);
         Ok(None)
     }
@@ -109,5 +124,18 @@ impl UserData {
     pub async fn profile(&self, user: &UserId) -> Result<Profile> {
         let _ = user;
         Ok(Profile::default())
+    }
+}
+
+impl UserData {
+    /// The event of the user's latest public or private read receipt in `room` (main timeline
+    /// or unthreaded), for unread counts.
+    pub async fn read_up_to(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+    ) -> Result<Option<ruma::OwnedEventId>> {
+        let _ = (user, room);
+        Ok(None)
     }
 }

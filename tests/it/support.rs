@@ -40,7 +40,12 @@ impl TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = TestDb::new(backend).await;
         let node = start_node(dir.path().to_owned(), &db.url, None).await;
-        TestNode { node: Some(node), dir, db, http: reqwest::Client::new() }
+        TestNode {
+            node: Some(node),
+            dir,
+            db,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// The running node.
@@ -84,7 +89,10 @@ impl TestNode {
         let resp = req.send().await.expect("request sent");
         let status = resp.status();
         let bytes = resp.bytes().await.expect("body read");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// GET with an optional token.
@@ -106,7 +114,9 @@ impl TestNode {
     /// and returns the new user.
     pub async fn register(&self, localpart: &str) -> TestUser {
         let body = json!({ "username": localpart, "password": "correct horse battery" });
-        let (status, first) = self.post("/_matrix/client/v3/register", None, body.clone()).await;
+        let (status, first) = self
+            .post("/_matrix/client/v3/register", None, body.clone())
+            .await;
         let done = if status == StatusCode::UNAUTHORIZED {
             let session = first["session"].as_str().expect("uia session").to_owned();
             let mut body = body;
@@ -120,7 +130,10 @@ impl TestNode {
         };
         TestUser {
             user_id: done["user_id"].as_str().expect("user_id").to_owned(),
-            token: done["access_token"].as_str().expect("access_token").to_owned(),
+            token: done["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_owned(),
             device_id: done["device_id"].as_str().expect("device_id").to_owned(),
         }
     }

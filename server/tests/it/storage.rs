@@ -25,7 +25,11 @@ async fn positions_survive_reopen_and_rollback() {
         storage.close().await;
 
         let storage = Storage::connect(&db.url).await.expect("reopen");
-        assert_eq!(storage.notifier().current(), StreamPosition(3), "{backend:?}");
+        assert_eq!(
+            storage.notifier().current(),
+            StreamPosition(3),
+            "{backend:?}"
+        );
         storage.close().await;
     }
 }
