@@ -159,13 +159,18 @@ impl Config {
         })
     }
 
-    /// Parses TOML text; the error is one line.
+    /// Parses TOML text; the error is one line naming the offending line.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| {
-            e.message().replace('\n', " ").trim().to_owned()
-                + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
-                    .unwrap_or_default()
+            let message = e.message().replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+                    format!("line {line_no} ({line}): {}", message.trim())
+                }
+                None => message.trim().to_owned(),
+            }
         })
     }
 }

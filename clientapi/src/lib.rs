@@ -74,8 +74,18 @@ pub fn router(state: AppState) -> Router {
         .merge(directory::routes())
         .merge(sync::routes())
         .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(cors::cors))
         .with_state(state)
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "M_UNRECOGNIZED",
+        "Method not allowed",
+    )
+    .into_response()
 }
 
 async fn unrecognized(request: Request) -> Response {
