@@ -54,6 +54,16 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// TURN settings handed to clients.
     pub turn: TurnConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics`; none (the default) serves no metrics.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -65,6 +75,7 @@ impl Default for Config {
             client: ClientConfig::default(),
             registration: RegistrationConfig::default(),
             turn: TurnConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
