@@ -594,3 +594,25 @@ impl Rooms {
             .is_some_and(|(m, _)| m == "join"))
     }
 }
+
+impl Rooms {
+    /// A stored event by ID (in redacted form once redacted).
+    pub async fn pdu(&self, event_id: &str) -> Result<Option<Pdu>> {
+        Ok(store::event(self.storage.pool(), event_id)
+            .await?
+            .map(|s| s.pdu))
+    }
+
+    /// The content of a current state event of a room.
+    pub async fn state_content(
+        &self,
+        room: &RoomId,
+        kind: &StateEventType,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        Ok(self
+            .current_state_event(room, kind, key)
+            .await?
+            .map(|e| e.content_value()))
+    }
+}

@@ -8,7 +8,7 @@ CREATE TABLE rooms (
     room_version TEXT NOT NULL,
     current_group BIGINT NOT NULL,
     extremities TEXT NOT NULL,
-    published BOOLEAN NOT NULL DEFAULT FALSE
+    published BIGINT NOT NULL DEFAULT 0
 );
 
 -- Every event (PDU) of every room. `position` is the node-wide stream position (NULL for
@@ -25,7 +25,7 @@ CREATE TABLE events (
     origin_server_ts BIGINT NOT NULL,
     pdu TEXT NOT NULL,
     state_group BIGINT,
-    rejected BOOLEAN NOT NULL DEFAULT FALSE,
+    rejected BIGINT NOT NULL DEFAULT 0,
     redacted_by TEXT,
     txn_device TEXT,
     txn_id TEXT
@@ -65,7 +65,7 @@ CREATE TABLE memberships (
     membership TEXT NOT NULL,
     event_id TEXT NOT NULL,
     position BIGINT NOT NULL,
-    forgotten BOOLEAN NOT NULL DEFAULT FALSE,
+    forgotten BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (room_id, user_id)
 );
 CREATE INDEX memberships_user ON memberships (user_id);

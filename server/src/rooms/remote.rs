@@ -95,27 +95,37 @@ impl Rooms {
             };
             states.push((*self.state_at_group(group).await?).clone());
         }
-        self.resolve_states(rules, states).await
+        self.resolve_states(rules, states, &[]).await
     }
 
-    /// Resolves state maps on a blocking thread, after loading their events and auth chains.
+    /// Resolves state maps on a blocking thread, after loading their events and auth chains;
+    /// `extra` are events not stored yet (the one being added).
     pub async fn resolve_states(
         &self,
         rules: &ruma::room_version_rules::RoomVersionRules,
         mut states: Vec<StateMap>,
+        extra: &[Arc<Pdu>],
     ) -> Result<StateMap> {
         states.dedup();
         if states.len() <= 1 {
             return Ok(states.pop().unwrap_or_default());
         }
-        let mut ids: Vec<OwnedEventId> = states.iter().flat_map(|s| s.values().cloned()).collect();
+        let mut ids: Vec<OwnedEventId> = states
+            .iter()
+            .flat_map(|s| s.values().cloned())
+            .chain(extra.iter().flat_map(|e| e.auth_events.iter().cloned()))
+            .filter(|id| !extra.iter().any(|e| e.event_id == *id))
+            .collect();
         ids.sort();
         ids.dedup();
         let loaded = store::auth_chain_events(self.storage.pool(), &ids, MAX_AUTH_CHAIN).await?;
-        let events: HashMap<OwnedEventId, Arc<Pdu>> = loaded
+        let mut events: HashMap<OwnedEventId, Arc<Pdu>> = loaded
             .into_iter()
             .map(|(id, p)| (id, Arc::new(p)))
             .collect();
+        for event in extra {
+            events.insert(event.event_id.clone(), event.clone());
+        }
         let rules = rules.clone();
         tokio::task::spawn_blocking(move || resolve::resolve(&rules, &states, &events))
             .await
@@ -201,7 +211,8 @@ impl Rooms {
             }
         }
         let current = if accepted {
-            self.resolve_states(&rules, head_states).await?
+            self.resolve_states(&rules, head_states, std::slice::from_ref(&pdu))
+                .await?
         } else {
             (*state.state).clone()
         };

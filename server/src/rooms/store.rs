@@ -106,7 +106,7 @@ pub(crate) async fn insert_event(conn: &mut AnyConnection, row: &EventRow<'_>) -
     .bind(i64::from(pdu.origin_server_ts.get()))
     .bind(&*pdu.json)
     .bind(row.state_group)
-    .bind(pdu.rejected)
+    .bind(i64::from(pdu.rejected))
     .bind(device)
     .bind(txn_id)
     .execute(&mut *conn)
@@ -128,9 +128,9 @@ pub(crate) async fn insert_event(conn: &mut AnyConnection, row: &EventRow<'_>) -
     if let Some((user, membership)) = &row.membership {
         sqlx::query(
             "INSERT INTO memberships (room_id, user_id, membership, event_id, position, forgotten) \
-             VALUES ($1, $2, $3, $4, $5, FALSE) \
+             VALUES ($1, $2, $3, $4, $5, 0) \
              ON CONFLICT (room_id, user_id) DO UPDATE SET membership = $3, event_id = $4, \
-             position = $5, forgotten = FALSE",
+             position = $5, forgotten = 0",
         )
         .bind(pdu.room.as_str())
         .bind(user.as_str())
@@ -212,7 +212,7 @@ pub(crate) async fn room_head(
     pool: &AnyPool,
     room: &RoomId,
 ) -> Result<Option<(String, i64, Vec<OwnedEventId>, bool)>> {
-    let row: Option<(String, i64, String, bool)> = sqlx::query_as(
+    let row: Option<(String, i64, String, i64)> = sqlx::query_as(
         "SELECT room_version, current_group, extremities, published FROM rooms WHERE room_id = $1",
     )
     .bind(room.as_str())
@@ -221,7 +221,7 @@ pub(crate) async fn room_head(
     match row {
         Some((version, group, ext, published)) => {
             let ext: Vec<OwnedEventId> = serde_json::from_str(&ext)?;
-            Ok(Some((version, group, ext, published)))
+            Ok(Some((version, group, ext, published != 0)))
         }
         None => Ok(None),
     }
@@ -280,12 +280,12 @@ fn stored_from_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent> {
     let redacted_by: Option<String> = row.try_get(5)?;
     let device: Option<String> = row.try_get(6)?;
     let txn_id: Option<String> = row.try_get(7)?;
-    let rejected: bool = row.try_get(8)?;
+    let rejected: i64 = row.try_get(8)?;
     let event_id = OwnedEventId::try_from(event_id).map_err(|e| Error::Corrupt(e.to_string()))?;
     let room = OwnedRoomId::try_from(room_id).map_err(|e| Error::Corrupt(e.to_string()))?;
     let mut pdu = Pdu::parse(event_id, Some(&room), &json)
         .map_err(|e| Error::Corrupt(format!("stored event: {e}")))?;
-    pdu.rejected = rejected;
+    pdu.rejected = rejected != 0;
     Ok(StoredEvent {
         pdu,
         position,
@@ -447,13 +447,14 @@ pub(crate) async fn membership(
     room: &RoomId,
     user: &UserId,
 ) -> Result<Option<(String, bool)>> {
-    Ok(sqlx::query_as(
+    let row: Option<(String, i64)> = sqlx::query_as(
         "SELECT membership, forgotten FROM memberships WHERE room_id = $1 AND user_id = $2",
     )
     .bind(room.as_str())
     .bind(user.as_str())
     .fetch_optional(pool)
-    .await?)
+    .await?;
+    Ok(row.map(|(m, f)| (m, f != 0)))
 }
 
 /// Members of a room with the given membership.
@@ -490,7 +491,7 @@ pub(crate) async fn users_sharing_rooms(pool: &AnyPool, user: &UserId) -> Result
 
 /// Marks a room forgotten for a user.
 pub(crate) async fn forget(pool: &AnyPool, room: &RoomId, user: &UserId) -> Result<()> {
-    sqlx::query("UPDATE memberships SET forgotten = TRUE WHERE room_id = $1 AND user_id = $2")
+    sqlx::query("UPDATE memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2")
         .bind(room.as_str())
         .bind(user.as_str())
         .execute(pool)
@@ -585,7 +586,7 @@ pub(crate) async fn room_aliases(pool: &AnyPool, room: &RoomId) -> Result<Vec<St
 /// Sets whether a room is listed in the public directory.
 pub(crate) async fn set_published(pool: &AnyPool, room: &RoomId, published: bool) -> Result<()> {
     sqlx::query("UPDATE rooms SET published = $1 WHERE room_id = $2")
-        .bind(published)
+        .bind(i64::from(published))
         .bind(room.as_str())
         .execute(pool)
         .await?;
@@ -595,7 +596,7 @@ pub(crate) async fn set_published(pool: &AnyPool, room: &RoomId, published: bool
 /// Rooms listed in the public directory, or all rooms.
 pub(crate) async fn rooms(pool: &AnyPool, published_only: bool) -> Result<Vec<OwnedRoomId>> {
     let sql = if published_only {
-        "SELECT room_id FROM rooms WHERE published = TRUE ORDER BY room_id"
+        "SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_id"
     } else {
         "SELECT room_id FROM rooms ORDER BY room_id"
     };
