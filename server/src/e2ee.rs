@@ -45,8 +45,19 @@ impl E2ee {
         since: StreamPosition,
         upto: StreamPosition,
     ) -> Result<Vec<OwnedUserId>> {
-        let _ = (since, upto);
-        Ok(Vec::new())
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT user_id FROM device_list_changes \
+             WHERE position > $1 AND position <= $2 ORDER BY user_id",
+        )
+        .bind(since.0)
+        .bind(upto.0)
+        .fetch_all(self.storage.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(u,)| {
+                OwnedUserId::try_from(u).map_err(|e| crate::Error::Corrupt(format!("user id: {e}")))
+            })
+            .collect()
     }
 
     /// Unclaimed one-time keys of a device, by algorithm.

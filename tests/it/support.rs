@@ -36,10 +36,27 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node on `backend` with open registration.
     pub async fn start(backend: Backend) -> TestNode {
+        Self::start_with_registration(backend, RegistrationMode::Open, Vec::new()).await
+    }
+
+    /// Starts a node on `backend` with the given registration mode and tokens (restarts keep
+    /// open registration).
+    pub async fn start_with_registration(
+        backend: Backend,
+        mode: RegistrationMode,
+        tokens: Vec<String>,
+    ) -> TestNode {
         subscribe();
         let dir = tempfile::tempdir().expect("temp dir");
         let db = TestDb::new(backend).await;
-        let node = start_node(dir.path().to_owned(), &db.url, None).await;
+        let node = Node::builder()
+            .data_dir(dir.path().to_owned())
+            .database_url(&db.url)
+            .client_listen("127.0.0.1:0".parse().expect("addr"))
+            .registration(mode, tokens)
+            .start()
+            .await
+            .expect("node starts");
         TestNode {
             node: Some(node),
             dir,
