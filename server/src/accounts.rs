@@ -9,6 +9,7 @@
 mod ids;
 mod password;
 mod ratelimit;
+mod turn;
 mod uia;
 
 use std::{sync::Arc, time::Instant};
@@ -24,6 +25,7 @@ use tracing::info;
 pub(crate) use ids::{now_ms, random_string};
 pub use ratelimit::RateLimited;
 use ratelimit::RateLimiter;
+pub use turn::TurnCredentials;
 pub use uia::UiaFlows;
 
 use crate::{Error, Result, ServerConfig, Storage, config::Registration, notifier::Notifier};

@@ -272,3 +272,289 @@ async fn repeated_wrong_logins_are_rate_limited() {
         );
     }
 }
+
+/// Runs a request that needs the password through user-interactive auth: first without
+/// auth (expecting the `401` flows), then with the password.
+async fn with_password(
+    node: &TestNode,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    user_id: &str,
+    password: &str,
+    mut body: Value,
+) -> (StatusCode, Value) {
+    let (status, uia) = node
+        .request(method.clone(), path, Some(token), Some(body.clone()))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{uia}");
+    assert_eq!(uia["flows"], json!([{ "stages": ["m.login.password"] }]));
+    body["auth"] = json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": user_id },
+        "password": password,
+        "session": uia["session"],
+    });
+    node.request(method, path, Some(token), Some(body)).await
+}
+
+#[tokio::test]
+async fn devices_list_rename_and_delete_with_password() {
+    for backend in BACKENDS {
+        let node = TestNode::start(backend).await;
+        let alice = node.register("alice").await;
+        let mut second = login_body("alice", PASSWORD);
+        second["device_id"] = json!("SECOND");
+        second["initial_device_display_name"] = json!("tablet");
+        let (status, second) = node.post(LOGIN, None, second).await;
+        assert_eq!(status, StatusCode::OK, "{second}");
+        let second_token = second["access_token"].as_str().expect("token").to_owned();
+
+        let (status, list) = node
+            .get("/_matrix/client/v3/devices", Some(&alice.token))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        let mut ids: Vec<&str> = list["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .filter_map(|d| d["device_id"].as_str())
+            .collect();
+        ids.sort_unstable();
+        let mut want = vec![alice.device_id.as_str(), "SECOND"];
+        want.sort_unstable();
+        assert_eq!(ids, want);
+
+        let (status, one) = node
+            .get("/_matrix/client/v3/devices/SECOND", Some(&alice.token))
+            .await;
+        assert_eq!(
+            (status, one["display_name"].clone()),
+            (StatusCode::OK, json!("tablet"))
+        );
+        let (status, _) = node
+            .put(
+                "/_matrix/client/v3/devices/SECOND",
+                Some(&alice.token),
+                json!({ "display_name": "old tablet" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, one) = node
+            .get("/_matrix/client/v3/devices/SECOND", Some(&alice.token))
+            .await;
+        assert_eq!(one["display_name"], "old tablet");
+        check_error(
+            node.get("/_matrix/client/v3/devices/NOPE", Some(&alice.token))
+                .await,
+            StatusCode::NOT_FOUND,
+            "M_NOT_FOUND",
+        );
+        check_error(
+            node.put(
+                "/_matrix/client/v3/devices/NOPE",
+                Some(&alice.token),
+                json!({}),
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "M_NOT_FOUND",
+        );
+
+        // A wrong password keeps the device and says why.
+        let (status, uia) = node
+            .request(
+                reqwest::Method::DELETE,
+                "/_matrix/client/v3/devices/SECOND",
+                Some(&alice.token),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uia}");
+        let wrong = json!({ "auth": { "type": "m.login.password", "session": uia["session"],
+            "identifier": { "type": "m.id.user", "user": "alice" }, "password": "nope" } });
+        let (status, refused) = node
+            .request(
+                reqwest::Method::DELETE,
+                "/_matrix/client/v3/devices/SECOND",
+                Some(&alice.token),
+                Some(wrong),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+        assert_eq!(refused["errcode"], "M_FORBIDDEN");
+        assert_eq!(
+            node.get(WHOAMI, Some(&second_token)).await.0,
+            StatusCode::OK
+        );
+
+        let (status, body) = with_password(
+            &node,
+            reqwest::Method::DELETE,
+            "/_matrix/client/v3/devices/SECOND",
+            &alice.token,
+            &alice.user_id,
+            PASSWORD,
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        check_error(
+            node.get(WHOAMI, Some(&second_token)).await,
+            StatusCode::UNAUTHORIZED,
+            "M_UNKNOWN_TOKEN",
+        );
+
+        let (status, third) = node.post(LOGIN, None, login_body("alice", PASSWORD)).await;
+        assert_eq!(status, StatusCode::OK);
+        let third_device = third["device_id"].as_str().expect("device").to_owned();
+        let (status, body) = with_password(
+            &node,
+            reqwest::Method::POST,
+            "/_matrix/client/v3/delete_devices",
+            &alice.token,
+            &alice.user_id,
+            PASSWORD,
+            json!({ "devices": [third_device] }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, list) = node
+            .get("/_matrix/client/v3/devices", Some(&alice.token))
+            .await;
+        assert_eq!(list["devices"].as_array().map(Vec::len), Some(1));
+    }
+}
+
+#[tokio::test]
+async fn password_change_and_deactivation() {
+    for backend in BACKENDS {
+        let node = TestNode::start(backend).await;
+        let alice = node.register("alice").await;
+        let (_, other) = node.post(LOGIN, None, login_body("alice", PASSWORD)).await;
+        let other = other["access_token"].as_str().expect("token").to_owned();
+
+        let (status, body) = with_password(
+            &node,
+            reqwest::Method::POST,
+            "/_matrix/client/v3/account/password",
+            &alice.token,
+            &alice.user_id,
+            PASSWORD,
+            json!({ "new_password": "battery staple", "logout_devices": true }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(node.get(WHOAMI, Some(&alice.token)).await.0, StatusCode::OK);
+        check_error(
+            node.get(WHOAMI, Some(&other)).await,
+            StatusCode::UNAUTHORIZED,
+            "M_UNKNOWN_TOKEN",
+        );
+        check_error(
+            node.post(LOGIN, None, login_body("alice", PASSWORD)).await,
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+        );
+        assert_eq!(
+            node.post(LOGIN, None, login_body("alice", "battery staple"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        let (status, threepids) = node
+            .get("/_matrix/client/v3/account/3pid", Some(&alice.token))
+            .await;
+        assert_eq!(
+            (status, threepids["threepids"].clone()),
+            (StatusCode::OK, json!([]))
+        );
+
+        let (status, body) = with_password(
+            &node,
+            reqwest::Method::POST,
+            "/_matrix/client/v3/account/deactivate",
+            &alice.token,
+            &alice.user_id,
+            "battery staple",
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        check_error(
+            node.get(WHOAMI, Some(&alice.token)).await,
+            StatusCode::UNAUTHORIZED,
+            "M_UNKNOWN_TOKEN",
+        );
+        check_error(
+            node.post(LOGIN, None, login_body("alice", "battery staple"))
+                .await,
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+        );
+        check_error(
+            node.get("/_matrix/client/v3/register/available?username=alice", None)
+                .await,
+            StatusCode::BAD_REQUEST,
+            "M_USER_IN_USE",
+        );
+    }
+}
+
+#[tokio::test]
+async fn discovery_endpoints() {
+    for backend in BACKENDS {
+        let node = TestNode::start(backend).await;
+        let alice = node.register("alice").await;
+        let (status, wk) = node.get("/.well-known/matrix/client", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(wk["m.homeserver"]["base_url"], node.url().as_str());
+        let (status, versions) = node.get("/_matrix/client/versions", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            versions["versions"]
+                .as_array()
+                .is_some_and(|v| v.contains(&json!("v1.12")))
+        );
+        assert_eq!(
+            versions["unstable_features"]["org.matrix.e2e_cross_signing"],
+            true
+        );
+        let (status, caps) = node
+            .get("/_matrix/client/v3/capabilities", Some(&alice.token))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{caps}");
+        assert_eq!(caps["capabilities"]["m.room_versions"]["default"], "12");
+        assert_eq!(
+            caps["capabilities"]["m.room_versions"]["available"]["10"],
+            "stable"
+        );
+        assert_eq!(caps["capabilities"]["m.change_password"]["enabled"], true);
+        check_error(
+            node.get("/_matrix/client/v3/capabilities", None).await,
+            StatusCode::UNAUTHORIZED,
+            "M_MISSING_TOKEN",
+        );
+        let (status, turn) = node
+            .get("/_matrix/client/v3/voip/turnServer", Some(&alice.token))
+            .await;
+        assert_eq!((status, turn), (StatusCode::OK, json!({})));
+        let (status, protocols) = node
+            .get(
+                "/_matrix/client/v3/thirdparty/protocols",
+                Some(&alice.token),
+            )
+            .await;
+        assert_eq!((status, protocols), (StatusCode::OK, json!({})));
+        for path in [
+            "/_matrix/client/v1/auth_metadata",
+            "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
+        ] {
+            check_error(
+                node.get(path, None).await,
+                StatusCode::NOT_FOUND,
+                "M_UNRECOGNIZED",
+            );
+        }
+    }
+}
