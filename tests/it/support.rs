@@ -36,10 +36,20 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node on `backend` with open registration.
     pub async fn start(backend: Backend) -> TestNode {
+        Self::start_with_registration(backend, RegistrationMode::Open, Vec::new()).await
+    }
+
+    /// Starts a node on `backend` with the given registration mode and tokens (restarts keep
+    /// open registration).
+    pub async fn start_with_registration(
+        backend: Backend,
+        mode: RegistrationMode,
+        tokens: Vec<String>,
+    ) -> TestNode {
         subscribe();
         let dir = tempfile::tempdir().expect("temp dir");
         let db = TestDb::new(backend).await;
-        let node = start_node(dir.path().to_owned(), &db.url, None).await;
+        let node = start_node(dir.path().to_owned(), &db.url, None, mode, tokens).await;
         TestNode {
             node: Some(node),
             dir,
@@ -68,7 +78,16 @@ impl TestNode {
         let node = self.node.take().expect("node running");
         let addr = node.client_addr();
         node.shutdown().await;
-        self.node = Some(start_node(self.dir.path().to_owned(), &self.db.url, Some(addr)).await);
+        self.node = Some(
+            start_node(
+                self.dir.path().to_owned(),
+                &self.db.url,
+                Some(addr),
+                RegistrationMode::Open,
+                Vec::new(),
+            )
+            .await,
+        );
     }
 
     /// Sends a request and returns the status and the JSON body (`Null` if not JSON).
@@ -150,12 +169,18 @@ pub struct TestUser {
     pub device_id: String,
 }
 
-async fn start_node(dir: PathBuf, database_url: &str, addr: Option<SocketAddr>) -> Node {
+async fn start_node(
+    dir: PathBuf,
+    database_url: &str,
+    addr: Option<SocketAddr>,
+    mode: RegistrationMode,
+    tokens: Vec<String>,
+) -> Node {
     Node::builder()
         .data_dir(dir)
         .database_url(database_url)
         .client_listen(addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr")))
-        .registration(RegistrationMode::Open, Vec::new())
+        .registration(mode, tokens)
         .start()
         .await
         .expect("node starts")
