@@ -35,9 +35,9 @@ const LOGIN_BURST: u32 = 10;
 /// Login attempts regained per second, per key.
 const LOGIN_PER_SECOND: f64 = 0.5;
 /// Registration requests one address may make in a burst (each registration takes two).
-const REGISTER_BURST: u32 = 30;
+const REGISTER_BURST: u32 = 60;
 /// Registration requests regained per second, per address.
-const REGISTER_PER_SECOND: f64 = 0.5;
+const REGISTER_PER_SECOND: f64 = 1.0;
 /// The longest localpart accepted, so that the whole user ID stays within 255 bytes.
 const MAX_USER_ID_LEN: usize = 255;
 
@@ -460,12 +460,24 @@ impl Accounts {
         Ok(())
     }
 
-    /// Deactivates `user`: no password, no devices; the user ID stays taken.
+    /// Deactivates `user`: no password, no devices, no cross-signing keys or key backups; the
+    /// user ID stays taken.
     pub async fn deactivate(&self, user: &UserId) -> Result<()> {
         sqlx::query("UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1")
             .bind(user.as_str())
             .execute(self.storage.pool())
             .await?;
+        for table in [
+            "cross_signing_keys",
+            "backup_keys",
+            "backup_versions",
+            "pushers",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                .bind(user.as_str())
+                .execute(self.storage.pool())
+                .await?;
+        }
         self.logout_all(user).await?;
         info!(%user, "deactivated");
         Ok(())
