@@ -583,6 +583,12 @@ async fn delete_device(conn: &mut AnyConnection, user: &UserId, device: &DeviceI
         .execute(&mut *conn)
         .await?;
     }
+    // Signatures others made on this device's keys go with it.
+    sqlx::query("DELETE FROM key_signatures WHERE target_user_id = $1 AND target_key_id = $2")
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -246,3 +246,49 @@ async fn password_uia_sessions_and_limits() {
         hs.close().await;
     }
 }
+
+#[tokio::test]
+async fn turn_credentials_follow_the_rest_api_scheme() {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+
+    for backend in BACKENDS {
+        let db = TestDb::new(backend).await;
+        let key = NodeKey::generate().expect("key");
+        let mut config = ServerConfig::new(key.server_name(), db.url.clone());
+        let user = ruma::UserId::parse(format!("@alice:{}", key.server_name())).expect("user");
+
+        let hs = Homeserver::open(config.clone(), NodeKey::generate().expect("key"))
+            .await
+            .expect("open");
+        assert_eq!(hs.accounts.turn_credentials(&user).expect("turn"), None);
+        hs.close().await;
+
+        config.turn_uris = vec!["turn:turn.example.org:3478?transport=udp".into()];
+        config.turn_shared_secret = Some("s3cret".into());
+        config.turn_ttl_secs = 600;
+        let hs = Homeserver::open(config, key).await.expect("open");
+        let turn = hs
+            .accounts
+            .turn_credentials(&user)
+            .expect("turn")
+            .expect("configured");
+        let (expiry, name) = turn.username.split_once(':').expect("expiry:user");
+        assert_eq!(name, user.as_str());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let expiry: u64 = expiry.parse().expect("number");
+        assert!(
+            (now + 590..=now + 610).contains(&expiry),
+            "{expiry} vs {now}"
+        );
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"s3cret").expect("hmac");
+        mac.update(turn.username.as_bytes());
+        let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(turn.password, want);
+        assert_eq!(turn.ttl_secs, 600);
+        hs.close().await;
+    }
+}
