@@ -123,11 +123,30 @@ async fn login(
         display_name: req.body.initial_device_display_name.clone(),
         ip,
     };
-    let done = state
-        .hs
-        .accounts
+    let accounts = &state.hs.accounts;
+    let done = match accounts
         .login_password(&user, &password.password, device)
-        .await?;
+        .await
+    {
+        Ok(done) => done,
+        Err(grove_server::Error::InvalidCredentials) => {
+            // A deactivated account has no password left; say so rather than "wrong password".
+            let deactivated = match accounts.resolve_user(&user) {
+                Ok(id) => accounts.is_deactivated(&id).await?,
+                Err(_) => false,
+            };
+            return Err(if deactivated {
+                ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "M_USER_DEACTIVATED",
+                    "This account has been deactivated",
+                )
+            } else {
+                grove_server::Error::InvalidCredentials.into()
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(RumaResponse(login::v3::Response::new(
         done.user_id,
         done.access_token,

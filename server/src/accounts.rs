@@ -215,6 +215,16 @@ impl Accounts {
         Ok(row.is_some())
     }
 
+    /// Whether `user` exists and was deactivated.
+    pub async fn is_deactivated(&self, user: &UserId) -> Result<bool> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT deactivated FROM users WHERE user_id = $1")
+                .bind(user.as_str())
+                .fetch_optional(self.storage.pool())
+                .await?;
+        Ok(matches!(row, Some((1,))))
+    }
+
     /// Checks that `localpart` is valid and free ([`Error::UserInUse`] or
     /// [`Error::InvalidUsername`] otherwise).
     pub async fn username_available(&self, localpart: &str) -> Result<OwnedUserId> {

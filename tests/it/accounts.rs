@@ -508,7 +508,7 @@ async fn password_change_and_deactivation() {
             node.post(LOGIN, None, login_body("alice", "battery staple"))
                 .await,
             StatusCode::FORBIDDEN,
-            "M_FORBIDDEN",
+            "M_USER_DEACTIVATED",
         );
         check_error(
             node.get("/_matrix/client/v3/register/available?username=alice", None)
