@@ -85,8 +85,21 @@ pub struct Rooms {
     inner: Arc<Inner>,
 }
 
+/// Unread-count entries kept; the cache is emptied when it grows past this.
+const UNREAD_CACHE_LIMIT: usize = 10_000;
+
+/// A user's unread counts in a room, valid for events in `(after, upto]`.
+#[derive(Debug, Clone, Copy)]
+struct UnreadCount {
+    after: i64,
+    upto: i64,
+    notify: u64,
+    highlight: u64,
+}
+
 struct Inner {
     rooms: Mutex<HashMap<OwnedRoomId, RoomHandle>>,
+    unread: Mutex<HashMap<(OwnedUserId, OwnedRoomId), UnreadCount>>,
     groups: GroupCache,
     next_group: AtomicI64,
 }
@@ -119,6 +132,7 @@ impl Rooms {
             key,
             inner: Arc::new(Inner {
                 rooms: Mutex::new(HashMap::new()),
+                unread: Mutex::new(HashMap::new()),
                 groups: GroupCache::default(),
                 next_group: AtomicI64::new(max_group + 1),
             }),
