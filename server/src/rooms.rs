@@ -104,6 +104,10 @@ struct Inner {
     next_group: AtomicI64,
 }
 
+/// An event built for [`Rooms::append`]: the event, its state group, the group it creates and
+/// its transaction.
+type Staged = (Arc<Pdu>, i64, Option<NewGroup>, Option<(String, String)>);
+
 /// A new event for [`Rooms::append`]: who sends what, with an optional transaction.
 pub(crate) struct Outgoing {
     /// The sender.
@@ -245,8 +249,7 @@ impl Rooms {
             server_name: &self.config.server_name,
             key_pair: self.key.key_pair(),
         };
-        let mut staged: Vec<(Arc<Pdu>, i64, Option<NewGroup>, Option<(String, String)>)> =
-            Vec::with_capacity(items.len());
+        let mut staged: Vec<Staged> = Vec::with_capacity(items.len());
         let mut redactions: Vec<(OwnedEventId, String, OwnedEventId)> = Vec::new();
         for item in items {
             let pdu = match item.prebuilt {
