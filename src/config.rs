@@ -54,6 +54,16 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// TURN settings handed to clients.
     pub turn: TurnConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics`; none (the default) serves no metrics.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -65,6 +75,7 @@ impl Default for Config {
             client: ClientConfig::default(),
             registration: RegistrationConfig::default(),
             turn: TurnConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -159,13 +170,18 @@ impl Config {
         })
     }
 
-    /// Parses TOML text; the error is one line.
+    /// Parses TOML text; the error is one line naming the offending line.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| {
-            e.message().replace('\n', " ").trim().to_owned()
-                + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
-                    .unwrap_or_default()
+            let message = e.message().replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+                    format!("line {line_no} ({line}): {}", message.trim())
+                }
+                None => message.trim().to_owned(),
+            }
         })
     }
 }

@@ -13,7 +13,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use grove_clientapi::{AppState, Limits};
 use grove_server::{Homeserver, NodeKey, ServerConfig, config::Registration};
 use ruma::{OwnedServerName, ServerName};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{info, warn};
 
 use crate::config::{Config, RegistrationMode};
@@ -79,6 +79,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Serves Prometheus metrics at `http://<addr>/metrics`.
+    pub fn metrics_listen(mut self, addr: SocketAddr) -> Self {
+        self.config.metrics.listen = Some(addr);
+        self
+    }
+
     /// Who may register.
     pub fn registration(mut self, mode: RegistrationMode, tokens: Vec<String>) -> Self {
         self.config.registration.mode = mode;
@@ -98,7 +104,8 @@ pub struct Node {
     hs: Homeserver,
     client_addr: SocketAddr,
     client_url: String,
-    stop: Option<oneshot::Sender<()>>,
+    metrics_url: Option<String>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
     serve: Option<JoinHandle<()>>,
 }
 
@@ -148,7 +155,17 @@ impl Node {
         })?;
         let client_url = format!("http://{client_addr}");
 
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
+
         let hs = Homeserver::open(server_config, key).await?;
+        let metrics = grove_clientapi::metrics::Metrics::new();
         let state = AppState {
             hs: hs.clone(),
             limits: Arc::new(Limits {
@@ -161,13 +178,46 @@ impl Node {
                 .clone()
                 .unwrap_or_else(|| client_url.clone())
                 .into(),
+            metrics: metrics.clone(),
         };
         let app = grove_clientapi::router(state);
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut metrics_url = None;
+        if let Some(listener) = metrics_listener {
+            let addr = listener.local_addr().map_err(|source| NodeError::Listen {
+                addr: client_addr,
+                source,
+            })?;
+            metrics_url = Some(format!("http://{addr}/metrics"));
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let metrics = metrics.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            metrics.encode(),
+                        )
+                    }
+                }),
+            );
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+            });
+        }
+        let mut stop = stop_rx;
         let serve = tokio::spawn(async move {
             let result = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
-                    let _ = stop_rx.await;
+                    let _ = stop.wait_for(|stop| *stop).await;
                 })
                 .await;
             if let Err(e) = result {
@@ -179,6 +229,7 @@ impl Node {
             hs,
             client_addr,
             client_url,
+            metrics_url,
             stop: Some(stop_tx),
             serve: Some(serve),
         })
@@ -192,6 +243,11 @@ impl Node {
     /// The address the client API is bound to.
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// The Prometheus metrics URL, when metrics are served.
+    pub fn metrics_url(&self) -> Option<&str> {
+        self.metrics_url.as_deref()
     }
 
     /// The node's Matrix server name.
@@ -208,7 +264,7 @@ impl Node {
     /// that acknowledged writes are complete), then closes the database.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         if let Some(mut serve) = self.serve.take()
             && tokio::time::timeout(SHUTDOWN_GRACE, &mut serve)

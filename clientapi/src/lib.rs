@@ -13,6 +13,7 @@ mod discovery;
 pub mod error;
 pub mod extract;
 mod keys;
+pub mod metrics;
 mod profile;
 mod rooms;
 mod session;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The client-facing base URL, for `.well-known/matrix/client`.
     pub public_base_url: Arc<str>,
+    /// Request metrics.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The client API router, with CORS and Matrix-shaped fallbacks, ready to serve.
@@ -74,8 +77,22 @@ pub fn router(state: AppState) -> Router {
         .merge(directory::routes())
         .merge(sync::routes())
         .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::record,
+        ))
         .layer(axum::middleware::from_fn(cors::cors))
         .with_state(state)
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "M_UNRECOGNIZED",
+        "Method not allowed",
+    )
+    .into_response()
 }
 
 async fn unrecognized(request: Request) -> Response {

@@ -2,6 +2,8 @@
 
 mod accounts;
 mod bad_input;
+mod clients;
+mod config;
 mod e2ee;
 mod rooms;
 mod support;

@@ -1,0 +1,111 @@
+//! A stock client against a real node: runs the matrix-js-sdk suite in `tests/clients/`
+//! (`node --test`, Rust crypto included) against an in-process node, once per backend.
+//!
+//! The node serves on a loopback port; the suite reads it from `GROVE_URL`. Node's output is
+//! printed when the suite fails, so the failing scenario and the client's log are in the test
+//! output.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::support::{BACKENDS, TestNode};
+
+/// The whole suite's time limit on one backend; a hung client must not hang CI.
+const SUITE_LIMIT: Duration = Duration::from_secs(600);
+
+/// What one run of the suite left behind.
+struct SuiteRun {
+    status: Option<ExitStatus>,
+    output: String,
+    elapsed: Duration,
+}
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// Runs `node --test` over the suite with `GROVE_URL` set, killing it past [`SUITE_LIMIT`].
+/// Blocking: call it from `spawn_blocking` so the node under test keeps serving.
+fn run_suite(url: &str) -> Result<SuiteRun, String> {
+    let dir = clients_dir();
+    let log = tempfile::NamedTempFile::new().map_err(|e| format!("temp file: {e}"))?;
+    let out = log.reopen().map_err(|e| format!("temp file: {e}"))?;
+    let err = log.reopen().map_err(|e| format!("temp file: {e}"))?;
+    let started = Instant::now();
+    let mut child = Command::new("node")
+        .args([
+            "--test",
+            "--test-concurrency=1",
+            "--test-reporter=spec",
+            "--test-force-exit",
+        ])
+        .arg(&dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("GROVE_URL", url)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot run `node` (Node.js 20 or newer must be on PATH): {e}"))?;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if started.elapsed() > SUITE_LIMIT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(format!("waiting for node: {e}")),
+        }
+    };
+    let output = std::fs::read_to_string(log.path()).unwrap_or_default();
+    Ok(SuiteRun {
+        status,
+        output,
+        elapsed: started.elapsed(),
+    })
+}
+
+#[tokio::test]
+async fn matrix_js_sdk_suite_passes() {
+    let modules = clients_dir().join("node_modules/matrix-js-sdk");
+    assert!(
+        modules.is_dir(),
+        "the client tests' packages are not installed ({} is missing): run \
+         `npm ci --prefix tests/clients` (or scripts/test, which does it)",
+        modules.display()
+    );
+    for backend in BACKENDS {
+        let node = TestNode::start(backend).await;
+        let url = node.url();
+        let run = tokio::task::spawn_blocking(move || run_suite(&url))
+            .await
+            .expect("suite runner thread")
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        match run.status {
+            Some(status) if status.success() => {
+                println!(
+                    "{backend:?}: matrix-js-sdk suite passed in {:.1} s\n{}",
+                    run.elapsed.as_secs_f64(),
+                    run.output
+                );
+            }
+            Some(status) => panic!(
+                "{backend:?}: matrix-js-sdk suite failed ({status}):\n{}",
+                run.output
+            ),
+            None => panic!(
+                "{backend:?}: matrix-js-sdk suite killed after {} s:\n{}",
+                SUITE_LIMIT.as_secs(),
+                run.output
+            ),
+        }
+        if let Some(node) = node.node {
+            node.shutdown().await;
+        }
+    }
+}

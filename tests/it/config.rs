@@ -1,0 +1,85 @@
+//! Configuration: bad files and unusable ports give one clear line and a non-zero exit.
+
+use std::process::Command;
+
+use grove::Config;
+
+#[track_caller]
+fn check_invalid(toml: &str, expected: &str) {
+    let err = Config::from_toml(toml).expect_err("config must be refused");
+    assert!(
+        err.contains(expected),
+        "error {err:?} should mention {expected:?}"
+    );
+    assert!(!err.contains('\n'), "error must be one line: {err:?}");
+}
+
+#[test]
+fn bad_config_files_are_refused() {
+    check_invalid("no_such_key = 1", "no_such_key");
+    check_invalid("[client]\nlisten = \"not an address\"", "listen");
+    check_invalid("[registration]\nmode = \"sometimes\"", "sometimes");
+    check_invalid("data_dir = [1, 2]", "data_dir");
+    check_invalid("[client]\nmax_body_bytes = -5", "max_body_bytes");
+}
+
+#[test]
+fn good_config_file_is_read() {
+    let config = Config::from_toml(
+        "data_dir = \"/tmp/x\"\n[client]\nlisten = \"127.0.0.1:9999\"\n[registration]\nmode = \"token\"\ntokens = [\"abc\"]\n",
+    )
+    .expect("valid config");
+    assert_eq!(config.client.listen.port(), 9999);
+    assert_eq!(config.registration.tokens, vec!["abc".to_owned()]);
+}
+
+fn run_grove(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_grove"))
+        .args(args)
+        .env_remove("GROVE_CONFIG")
+        .output()
+        .expect("grove runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn binary_exits_non_zero_on_bad_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("grove.toml");
+    std::fs::write(&path, "colour = \"blue\"\n").expect("write config");
+    let (code, stderr) = run_grove(&["--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 2, "stderr: {stderr}");
+    assert!(stderr.contains("colour"), "stderr: {stderr}");
+
+    let (code, stderr) = run_grove(&["--config", "/nonexistent/grove.toml"]);
+    assert_eq!(code, 2, "stderr: {stderr}");
+    assert!(
+        stderr.contains("cannot read config file"),
+        "stderr: {stderr}"
+    );
+
+    let (code, stderr) = run_grove(&["--registration", "sometimes"]);
+    assert_ne!(code, 0, "stderr: {stderr}");
+}
+
+#[test]
+fn binary_exits_non_zero_when_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (code, stderr) = run_grove(&[
+        "--data-dir",
+        dir.path().to_str().expect("utf-8 path"),
+        "--client-listen",
+        &addr,
+    ]);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "stderr: {stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
