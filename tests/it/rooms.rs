@@ -533,3 +533,87 @@ async fn membership_flows() {
         );
     }
 }
+
+#[tokio::test]
+async fn profile_changes_reach_rooms_and_user_directory() {
+    for backend in BACKENDS {
+        let node = TestNode::start(backend).await;
+        let alice = node.register("alice").await;
+        let bob = node.register("bob").await;
+        let room = create_room(&node, &alice, json!({ "preset": "public_chat" })).await;
+        node.post(
+            &format!("{V3}/rooms/{room}/join"),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+        let (status, body) = node
+            .put(
+                &format!("{V3}/profile/{}/displayname", bob.user_id),
+                Some(&bob.token),
+                json!({ "displayname": "Bobby Tables" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, members) = node
+            .get(
+                &format!("{V3}/rooms/{room}/joined_members"),
+                Some(&alice.token),
+            )
+            .await;
+        assert_eq!(
+            members["joined"][&bob.user_id]["display_name"],
+            "Bobby Tables"
+        );
+
+        let search_url = format!("{V3}/user_directory/search");
+        let search = |term: &str| {
+            node.post(
+                &search_url,
+                Some(&alice.token),
+                json!({ "search_term": term, "limit": 10 }),
+            )
+        };
+        let (_, found) = search("bobby").await;
+        let ids: Vec<&Value> = found["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|u| &u["user_id"])
+            .collect();
+        assert_eq!(ids, vec![&json!(bob.user_id)]);
+        assert_eq!(found["results"][0]["display_name"], "Bobby Tables");
+        let (_, found) = search("nobody-here").await;
+        assert_eq!(found["results"], json!([]));
+
+        // Directory filter by name.
+        node.put(
+            &format!("{V3}/directory/list/room/{room}"),
+            Some(&alice.token),
+            json!({ "visibility": "public" }),
+        )
+        .await;
+        node.put(
+            &format!("{V3}/rooms/{room}/state/m.room.name"),
+            Some(&alice.token),
+            json!({ "name": "Allotment" }),
+        )
+        .await;
+        let (_, list) = node
+            .post(
+                &format!("{V3}/publicRooms"),
+                Some(&bob.token),
+                json!({ "filter": { "generic_search_term": "allot" } }),
+            )
+            .await;
+        assert_eq!(list["chunk"][0]["name"], "Allotment");
+        let (_, list) = node
+            .post(
+                &format!("{V3}/publicRooms"),
+                Some(&bob.token),
+                json!({ "filter": { "generic_search_term": "zzz" } }),
+            )
+            .await;
+        assert_eq!(list["chunk"], json!([]));
+    }
+}
