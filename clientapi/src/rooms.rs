@@ -1,10 +1,234 @@
-//! Room creation, membership, sending, state, redaction and room reads.
+//! Room creation and membership:
+//!
+//! - `POST /_matrix/client/v3/createRoom`
+//! - `POST /_matrix/client/v3/join/{roomIdOrAlias}`, `POST .../rooms/{roomId}/join`
+//! - `POST .../rooms/{roomId}/leave|invite|kick|ban|unban|forget`
+//! - `GET /_matrix/client/v3/joined_rooms`
+//!
+//! Sending, state, redaction and reads are in `rooms/events.rs`.
 
-use axum::Router;
+mod events;
 
-use crate::AppState;
+use axum::{
+    Router,
+    extract::State,
+    routing::{get, post},
+};
+use grove_server::rooms::membership::MembershipChange;
+use ruma::{
+    RoomAliasId, RoomId, RoomOrAliasId,
+    api::client::{
+        membership::{
+            ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias,
+            joined_rooms, kick_user, leave_room, unban_user,
+        },
+        room::create_room,
+    },
+};
+
+use crate::{
+    AppState,
+    error::ApiError,
+    extract::{ApiResult, Ruma, RumaResponse},
+};
 
 /// The routes of this module.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
+        .route("/_matrix/client/v3/createRoom", post(create_room))
+        .route(
+            "/_matrix/client/v3/join/{room_id_or_alias}",
+            post(join_by_id_or_alias),
+        )
+        .route("/_matrix/client/v3/rooms/{room_id}/join", post(join_by_id))
+        .route("/_matrix/client/v3/rooms/{room_id}/leave", post(leave))
+        .route("/_matrix/client/v3/rooms/{room_id}/invite", post(invite))
+        .route("/_matrix/client/v3/rooms/{room_id}/kick", post(kick))
+        .route("/_matrix/client/v3/rooms/{room_id}/ban", post(ban))
+        .route("/_matrix/client/v3/rooms/{room_id}/unban", post(unban))
+        .route("/_matrix/client/v3/rooms/{room_id}/forget", post(forget))
+        .route("/_matrix/client/v3/joined_rooms", get(get_joined_rooms))
+        .merge(events::routes())
+}
+
+/// `POST /_matrix/client/v3/createRoom`
+async fn create_room(
+    State(app): State<AppState>,
+    ruma: Ruma<create_room::v3::Request>,
+) -> ApiResult<create_room::v3::Response> {
+    let user = &ruma.session()?.user_id;
+    let profile = app.hs.userdata.profile(user).await?;
+    let room_id = app.hs.rooms.create_room(user, &ruma.body, &profile).await?;
+    Ok(RumaResponse(create_room::v3::Response::new(room_id)))
+}
+
+async fn join(
+    app: &AppState,
+    user: &ruma::UserId,
+    room: &RoomId,
+) -> Result<ruma::OwnedRoomId, ApiError> {
+    let profile = app.hs.userdata.profile(user).await?;
+    Ok(app.hs.rooms.join(room, user, &profile).await?)
+}
+
+/// `POST /_matrix/client/v3/join/{roomIdOrAlias}`
+async fn join_by_id_or_alias(
+    State(app): State<AppState>,
+    ruma: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
+    let user = &ruma.session()?.user_id;
+    let target: &RoomOrAliasId = &ruma.body.room_id_or_alias;
+    let room = match <&RoomId>::try_from(target) {
+        Ok(room) => room.to_owned(),
+        Err(alias) => resolve(&app, alias).await?,
+    };
+    let room_id = join(&app, user, &room).await?;
+    Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
+        room_id,
+    )))
+}
+
+/// A local alias's room, or `M_NOT_FOUND`.
+pub(crate) async fn resolve(
+    app: &AppState,
+    alias: &RoomAliasId,
+) -> Result<ruma::OwnedRoomId, ApiError> {
+    app.hs
+        .rooms
+        .resolve_alias(alias)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Room alias not found"))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/join`
+async fn join_by_id(
+    State(app): State<AppState>,
+    ruma: Ruma<join_room_by_id::v3::Request>,
+) -> ApiResult<join_room_by_id::v3::Response> {
+    let user = &ruma.session()?.user_id;
+    let room_id = join(&app, user, &ruma.body.room_id).await?;
+    Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id)))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/leave`
+async fn leave(
+    State(app): State<AppState>,
+    ruma: Ruma<leave_room::v3::Request>,
+) -> ApiResult<leave_room::v3::Response> {
+    let user = &ruma.session()?.user_id;
+    app.hs
+        .rooms
+        .leave(&ruma.body.room_id, user, ruma.body.reason.as_deref())
+        .await?;
+    Ok(RumaResponse(leave_room::v3::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/invite`
+async fn invite(
+    State(app): State<AppState>,
+    ruma: Ruma<invite_user::v3::Request>,
+) -> ApiResult<invite_user::v3::Response> {
+    let user = &ruma.session()?.user_id;
+    let invite_user::v3::InvitationRecipient::UserId(invitee) = &ruma.body.recipient else {
+        return Err(ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            "M_UNRECOGNIZED",
+            "Third-party invites are not supported",
+        ));
+    };
+    app.hs
+        .rooms
+        .change_membership(
+            &ruma.body.room_id,
+            user,
+            &invitee.user_id,
+            MembershipChange::Invite,
+            invitee.reason.as_deref(),
+            false,
+        )
+        .await?;
+    Ok(RumaResponse(invite_user::v3::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/kick`
+async fn kick(
+    State(app): State<AppState>,
+    ruma: Ruma<kick_user::v3::Request>,
+) -> ApiResult<kick_user::v3::Response> {
+    let user = &ruma.session()?.user_id;
+    let b = &ruma.body;
+    app.hs
+        .rooms
+        .change_membership(
+            &b.room_id,
+            user,
+            &b.user_id,
+            MembershipChange::Kick,
+            b.reason.as_deref(),
+            false,
+        )
+        .await?;
+    Ok(RumaResponse(kick_user::v3::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/ban`
+async fn ban(
+    State(app): State<AppState>,
+    ruma: Ruma<ban_user::v3::Request>,
+) -> ApiResult<ban_user::v3::Response> {
+    let user = &ruma.session()?.user_id;
+    let b = &ruma.body;
+    app.hs
+        .rooms
+        .change_membership(
+            &b.room_id,
+            user,
+            &b.user_id,
+            MembershipChange::Ban,
+            b.reason.as_deref(),
+            false,
+        )
+        .await?;
+    Ok(RumaResponse(ban_user::v3::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/unban`
+async fn unban(
+    State(app): State<AppState>,
+    ruma: Ruma<unban_user::v3::Request>,
+) -> ApiResult<unban_user::v3::Response> {
+    let user = &ruma.session()?.user_id;
+    let b = &ruma.body;
+    app.hs
+        .rooms
+        .change_membership(
+            &b.room_id,
+            user,
+            &b.user_id,
+            MembershipChange::Unban,
+            b.reason.as_deref(),
+            false,
+        )
+        .await?;
+    Ok(RumaResponse(unban_user::v3::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/forget`
+async fn forget(
+    State(app): State<AppState>,
+    ruma: Ruma<forget_room::v3::Request>,
+) -> ApiResult<forget_room::v3::Response> {
+    let user = &ruma.session()?.user_id;
+    app.hs.rooms.forget(&ruma.body.room_id, user).await?;
+    Ok(RumaResponse(forget_room::v3::Response::new()))
+}
+
+/// `GET /_matrix/client/v3/joined_rooms`
+async fn get_joined_rooms(
+    State(app): State<AppState>,
+    ruma: Ruma<joined_rooms::v3::Request>,
+) -> ApiResult<joined_rooms::v3::Response> {
+    let user = &ruma.session()?.user_id;
+    let rooms = app.hs.rooms.joined_rooms(user).await?;
+    Ok(RumaResponse(joined_rooms::v3::Response::new(rooms)))
 }

@@ -85,11 +85,28 @@ pub struct Rooms {
     inner: Arc<Inner>,
 }
 
+/// Unread-count entries kept; the cache is emptied when it grows past this.
+const UNREAD_CACHE_LIMIT: usize = 10_000;
+
+/// A user's unread counts in a room, valid for events in `(after, upto]`.
+#[derive(Debug, Clone, Copy)]
+struct UnreadCount {
+    after: i64,
+    upto: i64,
+    notify: u64,
+    highlight: u64,
+}
+
 struct Inner {
     rooms: Mutex<HashMap<OwnedRoomId, RoomHandle>>,
+    unread: Mutex<HashMap<(OwnedUserId, OwnedRoomId), UnreadCount>>,
     groups: GroupCache,
     next_group: AtomicI64,
 }
+
+/// An event built for [`Rooms::append`]: the event, its state group, the group it creates and
+/// its transaction.
+type Staged = (Arc<Pdu>, i64, Option<NewGroup>, Option<(String, String)>);
 
 /// A new event for [`Rooms::append`]: who sends what, with an optional transaction.
 pub(crate) struct Outgoing {
@@ -119,6 +136,7 @@ impl Rooms {
             key,
             inner: Arc::new(Inner {
                 rooms: Mutex::new(HashMap::new()),
+                unread: Mutex::new(HashMap::new()),
                 groups: GroupCache::default(),
                 next_group: AtomicI64::new(max_group + 1),
             }),
@@ -231,8 +249,7 @@ impl Rooms {
             server_name: &self.config.server_name,
             key_pair: self.key.key_pair(),
         };
-        let mut staged: Vec<(Arc<Pdu>, i64, Option<NewGroup>, Option<(String, String)>)> =
-            Vec::with_capacity(items.len());
+        let mut staged: Vec<Staged> = Vec::with_capacity(items.len());
         let mut redactions: Vec<(OwnedEventId, String, OwnedEventId)> = Vec::new();
         for item in items {
             let pdu = match item.prebuilt {

@@ -116,6 +116,10 @@ async fn sync_once(
             && room_filter.rooms.as_ref().is_none_or(|r| r.contains(room))
     };
 
+    let active = match since {
+        Some(since) => Some(hs.rooms.rooms_with_events(since.0, upto.0).await?),
+        None => None,
+    };
     let mut response = Response::new(upto.0.to_string());
     let mut joined_rooms: Vec<OwnedRoomId> = Vec::new();
     let mut newly_joined: Vec<OwnedRoomId> = Vec::new();
@@ -136,6 +140,9 @@ async fn sync_once(
                     continue;
                 }
                 let fresh = since.is_none() || !was_joined || request.full_state;
+                if !fresh && active.as_ref().is_some_and(|a| !a.contains(room)) {
+                    continue;
+                }
                 let joined = room::joined_room(
                     hs,
                     request,
@@ -297,20 +304,18 @@ async fn device_lists(
         maybe_left.extend(hs.rooms.joined_user_ids(room).await?);
     }
     // Others joining or leaving rooms we are in.
-    for room in joined_rooms {
-        if newly_joined.contains(room) {
+    for (room, other, membership) in hs.rooms.member_changes(since, upto.0).await? {
+        if newly_joined.contains(&room) || !joined_rooms.contains(&room) {
             continue;
         }
-        for (other, membership) in hs.rooms.member_changes(room, since, upto.0).await? {
-            match membership.as_str() {
-                "join" => {
-                    changed.insert(other);
-                }
-                "leave" | "ban" => {
-                    maybe_left.insert(other);
-                }
-                _ => {}
+        match membership.as_str() {
+            "join" => {
+                changed.insert(other);
             }
+            "leave" | "ban" => {
+                maybe_left.insert(other);
+            }
+            _ => {}
         }
     }
     changed.remove(user);

@@ -58,10 +58,13 @@ impl RoomState {
     }
 }
 
+/// A cached state group: its full state and the length of its delta chain.
+type CachedGroup = (Arc<StateMap>, i64);
+
 /// A bounded cache of state groups by ID.
 #[derive(Clone, Default)]
 pub(crate) struct GroupCache {
-    groups: Arc<Mutex<HashMap<i64, (Arc<StateMap>, i64)>>>,
+    groups: Arc<Mutex<HashMap<i64, CachedGroup>>>,
 }
 
 impl GroupCache {

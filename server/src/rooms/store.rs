@@ -631,27 +631,25 @@ pub(crate) async fn membership_log(
         .collect()
 }
 
-/// Membership changes in `room` with positions in `(after, upto]`: (user, membership).
-pub(crate) async fn room_member_changes(
+/// Membership changes in any room with positions in `(after, upto]`: (room, user, membership).
+pub(crate) async fn member_changes(
     pool: &AnyPool,
-    room: &RoomId,
     after: i64,
     upto: i64,
-) -> Result<Vec<(OwnedUserId, String)>> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT user_id, membership FROM membership_log WHERE room_id = $1 AND position > $2 \
-         AND position <= $3 ORDER BY position",
+) -> Result<Vec<(OwnedRoomId, OwnedUserId, String)>> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT room_id, user_id, membership FROM membership_log WHERE position > $1 \
+         AND position <= $2 ORDER BY position",
     )
-    .bind(room.as_str())
     .bind(after)
     .bind(upto)
     .fetch_all(pool)
     .await?;
     rows.into_iter()
-        .map(|(u, m)| {
-            OwnedUserId::try_from(u)
-                .map(|u| (u, m))
-                .map_err(|e| Error::Corrupt(e.to_string()))
+        .map(|(r, u, m)| {
+            let room = OwnedRoomId::try_from(r).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let user = OwnedUserId::try_from(u).map_err(|e| Error::Corrupt(e.to_string()))?;
+            Ok((room, user, m))
         })
         .collect()
 }
@@ -664,4 +662,22 @@ pub(crate) async fn event_position(pool: &AnyPool, event_id: &str) -> Result<Opt
             .fetch_optional(pool)
             .await?;
     Ok(row.and_then(|(p,)| p))
+}
+
+/// Rooms with events at positions in `(after, upto]`.
+pub(crate) async fn rooms_with_events(
+    pool: &AnyPool,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<OwnedRoomId>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT room_id FROM events WHERE position > $1 AND position <= $2",
+    )
+    .bind(after)
+    .bind(upto)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(r,)| OwnedRoomId::try_from(r).map_err(|e| Error::Corrupt(e.to_string())))
+        .collect()
 }

@@ -23,6 +23,18 @@ impl Rooms {
         store::membership_log(self.storage.pool(), user, upto).await
     }
 
+    /// Rooms with events in `(after, upto]`.
+    pub(crate) async fn rooms_with_events(
+        &self,
+        after: i64,
+        upto: i64,
+    ) -> Result<std::collections::HashSet<OwnedRoomId>> {
+        Ok(store::rooms_with_events(self.storage.pool(), after, upto)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
     /// Events of `room` in `(after, upto]`, newest first, at most `limit`.
     pub(crate) async fn latest_events(
         &self,
@@ -54,14 +66,13 @@ impl Rooms {
         }
     }
 
-    /// Membership changes in `room` in `(after, upto]`.
+    /// Membership changes in any room in `(after, upto]`: (room, user, membership).
     pub(crate) async fn member_changes(
         &self,
-        room: &RoomId,
         after: i64,
         upto: i64,
-    ) -> Result<Vec<(OwnedUserId, String)>> {
-        store::room_member_changes(self.storage.pool(), room, after, upto).await
+    ) -> Result<Vec<(OwnedRoomId, OwnedUserId, String)>> {
+        store::member_changes(self.storage.pool(), after, upto).await
     }
 
     /// Joined members of a room now.
@@ -128,17 +139,29 @@ impl Rooms {
                 .unwrap_or(joined_at),
             None => joined_at,
         };
+        // Counts are kept per (user, room) and extended by the events since the last count,
+        // so a sync after one new message reads one event, not the whole unread backlog.
+        let key = (user.to_owned(), room.to_owned());
+        let cached = self
+            .inner
+            .unread
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).copied())
+            .filter(|c| c.after == after && c.upto <= upto);
+        let (from, mut notify, mut highlight) = match cached {
+            Some(c) => (c.upto, c.notify, c.highlight),
+            None => (after, 0, 0),
+        };
         let events = store::room_events(
             self.storage.pool(),
             room,
-            after,
+            from,
             upto,
             Direction::Backward,
             MAX_UNREAD_SCAN,
         )
         .await?;
-        let mut notify = 0;
-        let mut highlight = 0;
         for stored in events {
             let pdu = &stored.pdu;
             if pdu.sender == user || pdu.state_key.is_some() {
@@ -155,6 +178,20 @@ impl Rooms {
             if mentions(pdu, user) {
                 highlight += 1;
             }
+        }
+        if let Ok(mut cache) = self.inner.unread.lock() {
+            if cache.len() >= super::UNREAD_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(
+                key,
+                super::UnreadCount {
+                    after,
+                    upto,
+                    notify,
+                    highlight,
+                },
+            );
         }
         Ok((notify, highlight))
     }

@@ -418,7 +418,7 @@ impl Rooms {
         let state = if filter.lazy_load_options.is_disabled() {
             self.state_events_client(&state_map).await?
         } else {
-            self.member_events(room, &[stored.pdu.sender.clone()])
+            self.member_events(room, std::slice::from_ref(&stored.pdu.sender))
                 .await?
         };
         Ok(EventContext {
