@@ -1,9 +1,79 @@
 //! Rooms: event creation and hashing, the DAG, authorization, state, timelines, aliases and the
 //! public directory.
+//!
+//! # How an event is added
+//!
+//! 1. Take the room's lock ([`Rooms::room`] loads the room's head into memory on first use).
+//! 2. Build the event over the current head: `prev_events` = forward extremities, `auth_events`
+//!    chosen by `auth_types_for_event`, then hash and sign it ([`builder`]).
+//! 3. Authorize it against the current state ([`auth`]); a failure is `M_FORBIDDEN` and nothing
+//!    is stored.
+//! 4. Apply it to the in-memory head (state, extremities, DAG window).
+//! 5. Write the event row, its edges, a state-group delta (state events only), the membership
+//!    change and the new head in one `storage.write()` transaction; committing wakes syncs.
+//!
+//! If the write fails, the room's in-memory head is marked stale and reloaded from the database
+//! by the next caller, so memory never runs ahead of disk.
 
-use std::sync::Arc;
+pub mod auth;
+pub mod builder;
+pub mod create;
+pub mod dag;
+pub mod directory;
+pub mod membership;
+pub mod pdu;
+mod power;
+pub mod remote;
+pub mod resolve;
+mod state;
+mod store;
+pub(crate) mod streams;
+pub mod timeline;
 
-use crate::{NodeKey, Result, ServerConfig, Storage, notifier::Notifier};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
+};
+
+use ruma::{
+    CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
+    RoomVersionId, UserId,
+    canonical_json::redact,
+    events::{StateEventType, TimelineEventType},
+};
+use tokio::sync::Mutex as AsyncMutex;
+use tracing::{debug, warn};
+
+pub use self::{
+    builder::{EventTemplate, SUPPORTED_VERSIONS},
+    pdu::Pdu,
+    store::Direction,
+};
+use self::{
+    builder::{Placement, Signer},
+    dag::RoomGraph,
+    state::{GroupCache, RoomState},
+    store::{EventRow, NewGroup},
+};
+use crate::{Error, NodeKey, Result, ServerConfig, Storage, StreamPosition, notifier::Notifier};
+
+/// A room state: `(event type, state key)` → event ID.
+pub type StateMap = ruma::state_res::StateMap<OwnedEventId>;
+
+/// Parents named by one new event at most (the rest stay extremities for a later event).
+const MAX_PREV_EVENTS: usize = 20;
+/// Recent events loaded into a room's DAG window when the room is loaded.
+const LOAD_RECENT_EVENTS: i64 = 200;
+
+type RoomHandle = Arc<AsyncMutex<Loaded>>;
+
+/// A room head in memory, or a marker that it must be reloaded.
+pub(crate) struct Loaded {
+    state: Option<RoomState>,
+}
 
 /// The rooms this node takes part in.
 #[derive(Clone)]
@@ -12,37 +82,474 @@ pub struct Rooms {
     notifier: Notifier,
     config: Arc<ServerConfig>,
     key: Arc<NodeKey>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rooms: Mutex<HashMap<OwnedRoomId, RoomHandle>>,
+    groups: GroupCache,
+    next_group: AtomicI64,
+}
+
+/// A new event for [`Rooms::append`]: who sends what, with an optional transaction.
+pub(crate) struct Outgoing {
+    /// The sender.
+    pub(crate) sender: OwnedUserId,
+    /// The event.
+    pub(crate) template: EventTemplate,
+    /// Device and transaction ID, for idempotent sends.
+    pub(crate) txn: Option<(String, String)>,
+    /// An event already built (a create event whose ID names the room); only checked.
+    pub(crate) prebuilt: Option<Pdu>,
 }
 
 impl Rooms {
-    /// The rooms component over `storage`, loading recent room graphs.
+    /// The rooms component over `storage`. Room heads are loaded on first use.
     pub async fn new(
         storage: Storage,
         notifier: Notifier,
         config: Arc<ServerConfig>,
         key: Arc<NodeKey>,
     ) -> Result<Self> {
+        let max_group = store::max_group_id(storage.pool()).await?;
         Ok(Self {
             storage,
             notifier,
             config,
             key,
+            inner: Arc::new(Inner {
+                rooms: Mutex::new(HashMap::new()),
+                groups: GroupCache::default(),
+                next_group: AtomicI64::new(max_group + 1),
+            }),
         })
     }
-}
 
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
+    /// The server name events are signed under.
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.config.server_name
+    }
+
+    /// The notifier, for positions.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    fn handle(&self, room: &RoomId) -> RoomHandle {
+        let mut rooms = match self.inner.rooms.lock() {
+            Ok(rooms) => rooms,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| Arc::new(AsyncMutex::new(Loaded { state: None })))
+            .clone()
+    }
+
+    /// Locks a room's head, loading it when needed; `NotFound` when the room is unknown.
+    pub(crate) async fn lock(&self, room: &RoomId) -> Result<tokio::sync::OwnedMutexGuard<Loaded>> {
+        let handle = self.handle(room);
+        let mut guard = handle.lock_owned().await;
+        if guard.state.is_none() {
+            guard.state = Some(self.load(room).await?);
+        }
+        Ok(guard)
+    }
+
+    async fn load(&self, room: &RoomId) -> Result<RoomState> {
+        let pool = self.storage.pool();
+        let Some((version, group, extremities, published)) = store::room_head(pool, room).await?
+        else {
+            return Err(Error::NotFound(format!("unknown room {room}")));
+        };
+        let version = RoomVersionId::try_from(version.as_str())
+            .map_err(|e| Error::Corrupt(format!("room version: {e}")))?;
+        let rules = builder::rules_for(&version)?;
+        let (state, chain_len) = self.inner.groups.load(pool, group).await?;
+        let ids: Vec<OwnedEventId> = state.values().cloned().collect();
+        let stored = store::events_by_id(pool, &ids).await?;
+        let state_events: HashMap<OwnedEventId, Arc<Pdu>> = stored
+            .into_iter()
+            .map(|(id, s)| (id, Arc::new(s.pdu)))
+            .collect();
+        let mut graph = RoomGraph::new();
+        let mut recent = store::room_events(
+            pool,
+            room,
+            0,
+            i64::MAX,
+            Direction::Backward,
+            LOAD_RECENT_EVENTS,
+        )
+        .await?;
+        recent.reverse();
+        let mut depth = 0;
+        for event in &recent {
+            graph.add(&event.pdu.event_id, &event.pdu.prev_events);
+            depth = depth.max(event.pdu.depth);
+        }
+        debug!(%room, events = recent.len(), "room loaded");
+        Ok(RoomState {
+            room_id: room.to_owned(),
+            version,
+            rules,
+            group,
+            chain_len,
+            state,
+            state_events,
+            extremities,
+            depth,
+            graph,
+            published,
+        })
+    }
+
+    /// Builds, authorizes and persists events in order, in one transaction, under the room's
+    /// lock. Returns the events and the position of the last one.
+    pub(crate) async fn append(
+        &self,
+        loaded: &mut Loaded,
+        items: Vec<Outgoing>,
+    ) -> Result<(Vec<Arc<Pdu>>, StreamPosition)> {
+        let Some(room) = loaded.state.as_mut() else {
+            return Err(Error::Internal("room head not loaded".into()));
+        };
+        let result = self.append_to(room, items).await;
+        if result.is_err() {
+            // Memory may be ahead of disk now: reload on next use.
+            loaded.state = None;
+        }
+        result
+    }
+
+    async fn append_to(
+        &self,
+        room: &mut RoomState,
+        items: Vec<Outgoing>,
+    ) -> Result<(Vec<Arc<Pdu>>, StreamPosition)> {
+        let signer = Signer {
+            server_name: &self.config.server_name,
+            key_pair: self.key.key_pair(),
+        };
+        let mut staged: Vec<(Arc<Pdu>, i64, Option<NewGroup>, Option<(String, String)>)> =
+            Vec::with_capacity(items.len());
+        let mut redactions: Vec<(OwnedEventId, String, OwnedEventId)> = Vec::new();
+        for item in items {
+            let pdu = match item.prebuilt {
+                Some(pdu) => {
+                    auth::check_local(room, &pdu)?;
+                    pdu
+                }
+                None => self.build_checked(room, &signer, &item.sender, &item.template)?,
+            };
+            let pdu = Arc::new(pdu);
+            let new_group = self.apply(room, &pdu);
+            if let Some(target) = &pdu.redacts
+                && let Some(redacted) = self.redacted_form(room, target).await?
+            {
+                redactions.push((target.clone(), redacted, pdu.event_id.clone()));
+            }
+            staged.push((pdu, room.group, new_group, item.txn));
+        }
+        let mut txn = self.storage.write().await?;
+        let mut last = StreamPosition(0);
+        for (pdu, group, new_group, txn_id) in &staged {
+            let position = txn.next_position();
+            last = position;
+            let membership = (pdu.kind == TimelineEventType::RoomMember)
+                .then(|| {
+                    let user = pdu
+                        .state_key
+                        .as_deref()
+                        .and_then(|k| UserId::parse(k).ok())?;
+                    Some((user, pdu.content_str("membership")?))
+                })
+                .flatten();
+            store::insert_event(
+                txn.conn(),
+                &EventRow {
+                    pdu,
+                    position,
+                    state_group: *group,
+                    new_group: new_group.as_ref().map(|g| NewGroup {
+                        id: g.id,
+                        prev: g.prev,
+                        chain_len: g.chain_len,
+                        entries: g.entries.clone(),
+                    }),
+                    membership,
+                    txn: txn_id.clone(),
+                },
+            )
+            .await?;
+        }
+        for (target, redacted, by) in &redactions {
+            store::store_redaction(txn.conn(), target, redacted, by).await?;
+        }
+        if staged
+            .first()
+            .is_some_and(|(p, ..)| p.kind == TimelineEventType::RoomCreate)
+        {
+            store::insert_room(
+                txn.conn(),
+                &room.room_id,
+                room.version.as_str(),
+                room.group,
+                &room.extremities,
+            )
+            .await?;
+        } else {
+            store::update_room_head(txn.conn(), &room.room_id, room.group, &room.extremities)
+                .await?;
+        }
+        txn.commit().await?;
+        self.inner
+            .groups
+            .insert(room.group, room.state.clone(), room.chain_len);
+        // Redacted state events change what auth sees (e.g. a redacted power levels event).
+        for (target, redacted, _) in &redactions {
+            if room.state_events.contains_key(target)
+                && let Ok(pdu) = Pdu::parse(target.clone(), Some(&room.room_id), redacted)
+            {
+                room.state_events.insert(target.clone(), Arc::new(pdu));
+            }
+        }
+        Ok((staged.into_iter().map(|(p, ..)| p).collect(), last))
+    }
+
+    /// Builds an event over the room's head and checks it against the current state.
+    fn build_checked(
+        &self,
+        room: &RoomState,
+        signer: &Signer<'_>,
+        sender: &UserId,
+        template: &EventTemplate,
+    ) -> Result<Pdu> {
+        let is_create = template.kind == TimelineEventType::RoomCreate;
+        let auth_events = if is_create {
+            Vec::new()
+        } else {
+            auth::auth_events_for(room, sender, template)?
+        };
+        let prev: Vec<OwnedEventId> = room
+            .extremities
+            .iter()
+            .take(MAX_PREV_EVENTS)
+            .cloned()
+            .collect();
+        let derived_id = is_create
+            && room.rules.room_id_format == ruma::room_version_rules::RoomIdFormatVersion::V2;
+        let placement = Placement {
+            room: (!derived_id).then_some(&*room.room_id),
+            prev_events: &prev,
+            auth_events: &auth_events,
+            depth: room.depth.saturating_add(1),
+        };
+        let pdu = builder::build_event(
+            &room.rules,
+            signer,
+            sender,
+            template,
+            &placement,
+            MilliSecondsSinceUnixEpoch::now(),
+        )?;
+        if pdu.room != room.room_id {
+            return Err(Error::Internal("built event for another room".into()));
+        }
+        auth::check_local(room, &pdu)?;
+        Ok(pdu)
+    }
+
+    /// Applies an accepted event to the in-memory head; returns the state group it creates.
+    fn apply(&self, room: &mut RoomState, pdu: &Arc<Pdu>) -> Option<NewGroup> {
+        room.graph.add(&pdu.event_id, &pdu.prev_events);
+        room.extremities
+            .retain(|e| !pdu.prev_events.contains(e) && *e != pdu.event_id);
+        room.extremities.push(pdu.event_id.clone());
+        room.depth = room.depth.max(pdu.depth);
+        let key = pdu.state_key_pair()?;
+        let id = self.inner.next_group.fetch_add(1, Ordering::Relaxed);
+        let prev_group = room.group;
+        Arc::make_mut(&mut room.state).insert(key.clone(), pdu.event_id.clone());
+        room.state_events.insert(pdu.event_id.clone(), pdu.clone());
+        let snapshot = room.chain_len + 1 > store::MAX_DELTA_CHAIN || prev_group == 0;
+        let group = if snapshot {
+            room.chain_len = 0;
+            NewGroup {
+                id,
+                prev: None,
+                chain_len: 0,
+                entries: room
+                    .state
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }
+        } else {
+            room.chain_len += 1;
+            NewGroup {
+                id,
+                prev: Some(prev_group),
+                chain_len: room.chain_len,
+                entries: vec![(key, pdu.event_id.clone())],
+            }
+        };
+        room.group = id;
+        // Keep only events still in the state among those auth may fetch.
+        if room.state_events.len() > room.state.len() + 64 {
+            let live: std::collections::HashSet<&OwnedEventId> = room.state.values().collect();
+            room.state_events.retain(|id, _| live.contains(id));
+        }
+        Some(group)
+    }
+
+    /// The redacted PDU text of `target` if it is an event of this room not yet redacted.
+    async fn redacted_form(
+        &self,
+        room: &RoomState,
+        target: &OwnedEventId,
+    ) -> Result<Option<String>> {
+        let Some(stored) = store::event(self.storage.pool(), target.as_str()).await? else {
+            return Ok(None);
+        };
+        if stored.pdu.room != room.room_id || stored.redacted_by.is_some() {
+            return Ok(None);
+        }
+        let object = stored.pdu.to_canonical()?;
+        let redacted = redact(object, &room.rules.redaction, None)
+            .map_err(|e| Error::Internal(format!("redacting {target}: {e}")))?;
+        Ok(Some(serde_json::to_string(&CanonicalJsonValue::Object(
+            redacted,
+        ))?))
+    }
+
+    /// Sends one event as `sender`. With a transaction ID, a repeated send from the same device
+    /// returns the first event's ID and sends nothing.
+    pub async fn send(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        txn: Option<(&str, &str)>,
+        template: EventTemplate,
+    ) -> Result<OwnedEventId> {
+        if let Some((device, txn_id)) = txn
+            && let Some(id) =
+                store::event_for_txn(self.storage.pool(), sender, device, txn_id).await?
+        {
+            return Ok(id);
+        }
+        let mut guard = self.lock(room).await?;
+        // Checked again under the lock: two concurrent sends of one transaction.
+        if let Some((device, txn_id)) = txn
+            && let Some(id) =
+                store::event_for_txn(self.storage.pool(), sender, device, txn_id).await?
+        {
+            return Ok(id);
+        }
+        let (events, _) = self
+            .append(
+                &mut guard,
+                vec![Outgoing {
+                    sender: sender.to_owned(),
+                    template,
+                    txn: txn.map(|(d, t)| (d.to_owned(), t.to_owned())),
+                    prebuilt: None,
+                }],
+            )
+            .await?;
+        events
+            .first()
+            .map(|e| e.event_id.clone())
+            .ok_or_else(|| Error::Internal("no event sent".into()))
+    }
+
+    /// The current state of a room as loaded in memory: `(map, events)`.
+    pub(crate) async fn current_state(
+        &self,
+        room: &RoomId,
+    ) -> Result<(Arc<StateMap>, Vec<Arc<Pdu>>)> {
+        let guard = self.lock(room).await?;
+        let Some(state) = guard.state.as_ref() else {
+            return Err(Error::Internal("room head not loaded".into()));
+        };
+        let events = state
+            .state
+            .values()
+            .filter_map(|id| state.state_events.get(id).cloned())
+            .collect();
+        Ok((state.state.clone(), events))
+    }
+
+    /// The current state event of `(kind, key)` in `room`.
+    pub(crate) async fn current_state_event(
+        &self,
+        room: &RoomId,
+        kind: &StateEventType,
+        key: &str,
+    ) -> Result<Option<Arc<Pdu>>> {
+        let guard = self.lock(room).await?;
+        Ok(guard.state.as_ref().and_then(|s| s.get(kind, key).cloned()))
+    }
+
+    /// The version of a room.
+    pub async fn room_version(&self, room: &RoomId) -> Result<RoomVersionId> {
+        let guard = self.lock(room).await?;
+        guard
+            .state
+            .as_ref()
+            .map(|s| s.version.clone())
+            .ok_or_else(|| Error::Internal("room head not loaded".into()))
+    }
+
+    /// The full state at a state group.
+    pub(crate) async fn state_at_group(&self, group: i64) -> Result<Arc<StateMap>> {
+        Ok(self.inner.groups.load(self.storage.pool(), group).await?.0)
+    }
+
+    /// Events by ID, as stored.
+    pub(crate) async fn pdus(
+        &self,
+        ids: &[OwnedEventId],
+    ) -> Result<HashMap<OwnedEventId, Arc<Pdu>>> {
+        Ok(store::events_by_id(self.storage.pool(), ids)
+            .await?
+            .into_iter()
+            .map(|(id, s)| (id, Arc::new(s.pdu)))
+            .collect())
+    }
+
+    /// The forward extremities and the recent DAG's gaps of a room.
+    pub async fn extremities_and_gaps(
+        &self,
+        room: &RoomId,
+    ) -> Result<(Vec<OwnedEventId>, Vec<OwnedEventId>)> {
+        let guard = self.lock(room).await?;
+        let Some(state) = guard.state.as_ref() else {
+            return Err(Error::Internal("room head not loaded".into()));
+        };
+        let mut ext = state.extremities.clone();
+        ext.sort();
+        if ext != state.graph.extremities() {
+            warn!(room = %room, "stored extremities differ from the in-memory DAG");
+        }
+        Ok((ext, state.graph.gaps()))
+    }
+}
 
 impl Rooms {
     /// Rooms `user` is joined to.
     pub async fn joined_rooms(&self, user: &UserId) -> Result<Vec<OwnedRoomId>> {
-        let _ = (user, &self.storage, &self.notifier, &self.config, &self.key);
-        Ok(Vec::new())
+        store::rooms_with_membership(self.storage.pool(), user, "join").await
     }
 
     /// Every user that shares at least one joined room with `user` (including `user`).
     pub async fn users_sharing_rooms_with(&self, user: &UserId) -> Result<Vec<OwnedUserId>> {
-        Ok(vec![user.to_owned()])
+        let mut users = store::users_sharing_rooms(self.storage.pool(), user).await?;
+        if !users.iter().any(|u| u == user) {
+            users.push(user.to_owned());
+        }
+        users.sort();
+        Ok(users)
     }
 
     /// Sends new `m.room.member` events carrying the user's current display name and avatar to
@@ -53,15 +560,59 @@ impl Rooms {
         displayname: Option<&str>,
         avatar_url: Option<&ruma::MxcUri>,
     ) -> Result<()> {
-        let _ = (user, displayname, avatar_url);
+        for room in self.joined_rooms(user).await? {
+            let previous = self
+                .current_state_event(&room, &StateEventType::RoomMember, user.as_str())
+                .await?;
+            let mut content = previous
+                .map(|p| p.content_value())
+                .unwrap_or_else(|| serde_json::json!({}));
+            if let Some(map) = content.as_object_mut() {
+                map.insert("membership".into(), "join".into());
+                match displayname {
+                    Some(name) => map.insert("displayname".into(), name.into()),
+                    None => map.remove("displayname"),
+                };
+                match avatar_url {
+                    Some(url) => map.insert("avatar_url".into(), url.as_str().into()),
+                    None => map.remove("avatar_url"),
+                };
+            }
+            let template =
+                EventTemplate::state(TimelineEventType::RoomMember, user.as_str(), content);
+            if let Err(e) = self.send(&room, user, None, template).await {
+                warn!(%room, %user, error = %e, "profile update not sent to room");
+            }
+        }
         Ok(())
+    }
+
+    /// Whether `user` is currently joined to `room`.
+    pub async fn is_joined(&self, user: &UserId, room: &RoomId) -> Result<bool> {
+        Ok(store::membership(self.storage.pool(), room, user)
+            .await?
+            .is_some_and(|(m, _)| m == "join"))
     }
 }
 
 impl Rooms {
-    /// Whether `user` is currently joined to `room`.
-    pub async fn is_joined(&self, user: &UserId, room: &ruma::RoomId) -> Result<bool> {
-        let _ = (user, room);
-        Ok(false)
+    /// A stored event by ID (in redacted form once redacted).
+    pub async fn pdu(&self, event_id: &str) -> Result<Option<Pdu>> {
+        Ok(store::event(self.storage.pool(), event_id)
+            .await?
+            .map(|s| s.pdu))
+    }
+
+    /// The content of a current state event of a room.
+    pub async fn state_content(
+        &self,
+        room: &RoomId,
+        kind: &StateEventType,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        Ok(self
+            .current_state_event(room, kind, key)
+            .await?
+            .map(|e| e.content_value()))
     }
 }

@@ -1,1 +1,347 @@
 //! Assembling `/sync` responses from the stream of changes between two positions.
+//!
+//! A sync reads everything in `(since, upto]`, where `upto` is the notifier's committed
+//! position when the read starts; `upto` becomes `next_batch`. An incremental sync with
+//! nothing to report waits on [`crate::Notifier::wait_beyond`] (never polling) and reads again,
+//! until something arrives or the timeout passes. Because tokens are stream positions stored
+//! with the rows, a token from before a restart keeps working.
+
+mod room;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    time::{Duration, Instant},
+};
+
+use ruma::{
+    DeviceId, OwnedRoomId, OwnedUserId, UserId,
+    api::client::{
+        filter::FilterDefinition,
+        sync::sync_events::{
+            DeviceLists,
+            v3::{InviteState, InvitedRoom, Response},
+        },
+    },
+    serde::Raw,
+};
+
+use crate::{
+    Error, Homeserver, Result, StreamPosition,
+    rooms::streams::{MembershipChange, memberships_as_of},
+};
+
+/// The timeline length when the filter sets none.
+pub const DEFAULT_TIMELINE_LIMIT: usize = 10;
+/// The longest timeline a filter may ask for.
+pub const MAX_TIMELINE_LIMIT: usize = 500;
+
+/// What a client asks `/sync` for.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    /// The syncing user.
+    pub user: OwnedUserId,
+    /// The syncing device.
+    pub device: ruma::OwnedDeviceId,
+    /// The previous `next_batch`, if any.
+    pub since: Option<String>,
+    /// Send the full state of every room.
+    pub full_state: bool,
+    /// The filter in force.
+    pub filter: FilterDefinition,
+    /// How long to wait for something to report (already capped by the caller).
+    pub timeout: Duration,
+}
+
+/// Parses a sync token.
+pub fn parse_since(token: &str) -> Result<StreamPosition> {
+    token
+        .trim_start_matches('s')
+        .parse::<i64>()
+        .ok()
+        .filter(|p| *p >= 0)
+        .map(StreamPosition)
+        .ok_or_else(|| Error::InvalidParam(format!("bad sync token {token:?}")))
+}
+
+/// Answers a `/sync`.
+pub async fn sync(hs: &Homeserver, request: &SyncRequest) -> Result<Response> {
+    let since = request.since.as_deref().map(parse_since).transpose()?;
+    let deadline = Instant::now() + request.timeout;
+    let mut upto = hs.notifier.current();
+    if let Some(since) = since
+        && since > upto
+    {
+        // A token from the future (another node's, or a restored database): treat as now.
+        return sync_once(hs, request, Some(upto), upto).await;
+    }
+    loop {
+        let response = sync_once(hs, request, since, upto).await?;
+        let Some(since) = since else {
+            return Ok(response);
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if request.full_state || !is_empty(&response) || remaining.is_zero() {
+            return Ok(response);
+        }
+        let waited_from = upto.max(since);
+        upto = hs.notifier.wait_beyond(waited_from, remaining).await;
+        if upto <= waited_from {
+            return Ok(response);
+        }
+    }
+}
+
+fn is_empty(r: &Response) -> bool {
+    r.rooms.is_empty()
+        && r.presence.is_empty()
+        && r.account_data.is_empty()
+        && r.to_device.is_empty()
+        && r.device_lists.is_empty()
+}
+
+async fn sync_once(
+    hs: &Homeserver,
+    request: &SyncRequest,
+    since: Option<StreamPosition>,
+    upto: StreamPosition,
+) -> Result<Response> {
+    let user = &request.user;
+    let since_pos = since.map_or(0, |s| s.0);
+    let log = hs.rooms.membership_log(user, upto.0).await?;
+    let now = memberships_as_of(&log, upto.0);
+    let before = memberships_as_of(&log, since_pos);
+    let room_filter = &request.filter.room;
+    let wanted = |room: &OwnedRoomId| {
+        !room_filter.not_rooms.contains(room)
+            && room_filter.rooms.as_ref().is_none_or(|r| r.contains(room))
+    };
+
+    let mut response = Response::new(upto.0.to_string());
+    let mut joined_rooms: Vec<OwnedRoomId> = Vec::new();
+    let mut newly_joined: Vec<OwnedRoomId> = Vec::new();
+    let mut newly_left: Vec<OwnedRoomId> = Vec::new();
+    let mut changes: Vec<&MembershipChange> = now.values().collect();
+    changes.sort_by_key(|c| c.position);
+    for change in changes {
+        let room = &change.room;
+        let changed_since = since.is_none() || change.position > since_pos;
+        match change.membership.as_str() {
+            "join" => {
+                joined_rooms.push(room.clone());
+                let was_joined = before.get(room).is_some_and(|b| b.membership == "join");
+                if since.is_some() && !was_joined {
+                    newly_joined.push(room.clone());
+                }
+                if !wanted(room) {
+                    continue;
+                }
+                let fresh = since.is_none() || !was_joined || request.full_state;
+                let joined = room::joined_room(
+                    hs,
+                    request,
+                    room,
+                    room::Range {
+                        since: if fresh && since.is_some() && !was_joined {
+                            0
+                        } else {
+                            since_pos
+                        },
+                        upto: upto.0,
+                        full: fresh,
+                        incremental_since: since_pos,
+                    },
+                    change.position,
+                )
+                .await?;
+                if let Some(joined) = joined {
+                    response.rooms.join.insert(room.clone(), joined);
+                }
+            }
+            "invite" if changed_since && wanted(room) => {
+                let events: Vec<Raw<ruma::events::AnyStrippedStateEvent>> = hs
+                    .rooms
+                    .invite_state(room, user)
+                    .await?
+                    .into_iter()
+                    .filter_map(|v| serde_json::value::to_raw_value(&v).ok())
+                    .map(Raw::from_json)
+                    .collect();
+                let mut invited = InvitedRoom::new();
+                invited.invite_state = InviteState::from(events);
+                response.rooms.invite.insert(room.clone(), invited);
+            }
+            "leave" | "ban" => {
+                let was_joined = before.get(room).is_some_and(|b| b.membership == "join");
+                if was_joined && since.is_some() {
+                    newly_left.push(room.clone());
+                }
+                let include = changed_since
+                    && (since.is_some() || room_filter.include_leave)
+                    && wanted(room)
+                    && !hs.rooms.is_forgotten(room, user).await?;
+                if include {
+                    let left = room::left_room(
+                        hs,
+                        request,
+                        room,
+                        room::Range {
+                            since: since_pos,
+                            upto: change.position,
+                            full: since.is_none() || request.full_state,
+                            incremental_since: since_pos,
+                        },
+                    )
+                    .await?;
+                    response.rooms.leave.insert(room.clone(), left);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Ephemeral events and room account data of joined rooms.
+    let ephemeral = hs
+        .userdata
+        .ephemeral_since(user, &joined_rooms, StreamPosition(since_pos), upto)
+        .await?;
+    let room_data = hs
+        .userdata
+        .room_account_data_since(user, StreamPosition(since_pos), upto)
+        .await?;
+    for room in &joined_rooms {
+        let events = ephemeral.get(room).cloned().unwrap_or_default();
+        let data = room_data.get(room).cloned().unwrap_or_default();
+        if events.is_empty() && data.is_empty() {
+            continue;
+        }
+        if !wanted(room) {
+            continue;
+        }
+        let entry = match response.rooms.join.get_mut(room) {
+            Some(entry) => entry,
+            None => {
+                let mut fresh = ruma::api::client::sync::sync_events::v3::JoinedRoom::new();
+                fresh.timeline.prev_batch = Some(upto.0.to_string());
+                response.rooms.join.entry(room.clone()).or_insert(fresh)
+            }
+        };
+        entry.ephemeral.events = events;
+        entry.account_data.events = data;
+    }
+
+    response.account_data.events = hs
+        .userdata
+        .global_account_data_since(user, StreamPosition(since_pos), upto)
+        .await?;
+    response.to_device.events = hs
+        .e2ee
+        .sync_to_device(user, &request.device, StreamPosition(since_pos), upto)
+        .await?;
+    response.device_one_time_keys_count =
+        hs.e2ee.one_time_key_counts(user, &request.device).await?;
+    response.device_unused_fallback_key_types = Some(
+        hs.e2ee
+            .unused_fallback_key_types(user, &request.device)
+            .await?,
+    );
+    let sharing = hs.rooms.users_sharing_rooms_with(user).await?;
+    response.presence.events = hs
+        .userdata
+        .presence_since(&sharing, StreamPosition(since_pos), upto)
+        .await?;
+    if since.is_some() {
+        response.device_lists = device_lists(
+            hs,
+            user,
+            &request.device,
+            since_pos,
+            upto,
+            &sharing,
+            &joined_rooms,
+            &newly_joined,
+            &newly_left,
+        )
+        .await?;
+    }
+    Ok(response)
+}
+
+/// Users whose devices the client must refetch (`changed`) or may forget (`left`).
+#[allow(clippy::too_many_arguments)]
+async fn device_lists(
+    hs: &Homeserver,
+    user: &UserId,
+    _device: &DeviceId,
+    since: i64,
+    upto: StreamPosition,
+    sharing: &[OwnedUserId],
+    joined_rooms: &[OwnedRoomId],
+    newly_joined: &[OwnedRoomId],
+    newly_left: &[OwnedRoomId],
+) -> Result<DeviceLists> {
+    let sharing: HashSet<&OwnedUserId> = sharing.iter().collect();
+    let mut changed: BTreeSet<OwnedUserId> = hs
+        .e2ee
+        .users_with_key_changes(StreamPosition(since), upto)
+        .await?
+        .into_iter()
+        .filter(|u| sharing.contains(u))
+        .collect();
+    let mut maybe_left: BTreeSet<OwnedUserId> = BTreeSet::new();
+    // Everyone in a room we just joined now shares a room with us.
+    for room in newly_joined {
+        changed.extend(hs.rooms.joined_user_ids(room).await?);
+    }
+    // Members of rooms we just left may no longer share any room.
+    for room in newly_left {
+        maybe_left.extend(hs.rooms.joined_user_ids(room).await?);
+    }
+    // Others joining or leaving rooms we are in.
+    for room in joined_rooms {
+        if newly_joined.contains(room) {
+            continue;
+        }
+        for (other, membership) in hs.rooms.member_changes(room, since, upto.0).await? {
+            match membership.as_str() {
+                "join" => {
+                    changed.insert(other);
+                }
+                "leave" | "ban" => {
+                    maybe_left.insert(other);
+                }
+                _ => {}
+            }
+        }
+    }
+    changed.remove(user);
+    let left: Vec<OwnedUserId> = maybe_left
+        .into_iter()
+        .filter(|u| u != user && !sharing.contains(u))
+        .collect();
+    let changed: Vec<OwnedUserId> = changed
+        .into_iter()
+        .filter(|u| sharing.contains(u))
+        .collect();
+    let mut lists = DeviceLists::new();
+    lists.changed = changed;
+    lists.left = left;
+    Ok(lists)
+}
+
+/// The filter of a sync request: an inline JSON definition, a stored filter's ID, or none.
+pub async fn resolve_filter(
+    hs: &Homeserver,
+    user: &UserId,
+    filter: Option<&ruma::api::client::sync::sync_events::v3::Filter>,
+) -> Result<FilterDefinition> {
+    use ruma::api::client::sync::sync_events::v3::Filter;
+    match filter {
+        None => Ok(FilterDefinition::default()),
+        Some(Filter::FilterDefinition(def)) => Ok(def.clone()),
+        Some(Filter::FilterId(id)) => Ok(hs.userdata.filter(user, id).await?.unwrap_or_default()),
+        Some(_) => Ok(FilterDefinition::default()),
+    }
+}
+
+/// The per-room map type of responses, re-exported for the client API.
+pub type JoinedRooms = BTreeMap<OwnedRoomId, ruma::api::client::sync::sync_events::v3::JoinedRoom>;

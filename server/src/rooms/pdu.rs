@@ -1,0 +1,232 @@
+//! The event (PDU) type: a parsed view of a signed event's canonical JSON, the form handed to
+//! ruma's authorization and state resolution, and the conversion to the client format.
+
+use std::sync::Arc;
+
+use ruma::{
+    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId,
+    RoomId, UInt, UserId,
+    events::{StateEventType, TimelineEventType},
+    serde::Raw,
+};
+use serde::Deserialize;
+use serde_json::{Value, value::RawValue};
+
+use crate::{Error, Result};
+
+/// A persisted or about-to-be-persisted event of a room.
+#[derive(Debug, Clone)]
+pub struct Pdu {
+    /// The event ID (reference hash).
+    pub event_id: OwnedEventId,
+    /// The room the event belongs to (for a v12 create event, derived from its ID).
+    pub room: OwnedRoomId,
+    /// The `room_id` field as written in the PDU (absent on v12 create events).
+    room_id_field: Option<OwnedRoomId>,
+    /// The sender.
+    pub sender: OwnedUserId,
+    /// The sender's timestamp.
+    pub origin_server_ts: MilliSecondsSinceUnixEpoch,
+    /// The event type.
+    pub kind: TimelineEventType,
+    /// The content, as sent.
+    pub content: Box<RawValue>,
+    /// The state key, for state events.
+    pub state_key: Option<String>,
+    /// The parents in the DAG.
+    pub prev_events: Vec<OwnedEventId>,
+    /// The events that authorize this one.
+    pub auth_events: Vec<OwnedEventId>,
+    /// The event redacted by this one, for redactions.
+    pub redacts: Option<OwnedEventId>,
+    /// The depth in the DAG.
+    pub depth: u64,
+    /// Whether the event failed the checks on receipt.
+    pub rejected: bool,
+    /// The full PDU as canonical JSON text.
+    pub json: Arc<str>,
+}
+
+#[derive(Deserialize)]
+struct Fields {
+    room_id: Option<OwnedRoomId>,
+    sender: OwnedUserId,
+    origin_server_ts: MilliSecondsSinceUnixEpoch,
+    #[serde(rename = "type")]
+    kind: TimelineEventType,
+    content: Box<RawValue>,
+    state_key: Option<String>,
+    #[serde(default)]
+    prev_events: Vec<OwnedEventId>,
+    #[serde(default)]
+    auth_events: Vec<OwnedEventId>,
+    redacts: Option<OwnedEventId>,
+    depth: UInt,
+}
+
+#[derive(Deserialize)]
+struct RedactsInContent {
+    redacts: Option<OwnedEventId>,
+}
+
+impl Pdu {
+    /// Parses the PDU text of an event whose ID is `event_id`. `room` is needed for a v12
+    /// create event, which carries no `room_id`.
+    pub fn parse(event_id: OwnedEventId, room: Option<&RoomId>, json: &str) -> Result<Self> {
+        let fields: Fields = serde_json::from_str(json)
+            .map_err(|e| Error::BadJson(format!("malformed event {event_id}: {e}")))?;
+        let room = match (&fields.room_id, room) {
+            (Some(id), _) => id.clone(),
+            (None, Some(room)) => room.to_owned(),
+            (None, None) => {
+                // A v12 create event: the room ID is its own reference hash.
+                RoomId::parse(format!("!{}", event_id.localpart()))
+                    .map_err(|e| Error::BadJson(format!("event {event_id}: {e}")))?
+            }
+        };
+        let redacts = match fields.redacts {
+            Some(id) => Some(id),
+            None if fields.kind == TimelineEventType::RoomRedaction => {
+                serde_json::from_str::<RedactsInContent>(fields.content.get())
+                    .ok()
+                    .and_then(|c| c.redacts)
+            }
+            None => None,
+        };
+        Ok(Self {
+            event_id,
+            room,
+            room_id_field: fields.room_id,
+            sender: fields.sender,
+            origin_server_ts: fields.origin_server_ts,
+            kind: fields.kind,
+            content: fields.content,
+            state_key: fields.state_key,
+            prev_events: fields.prev_events,
+            auth_events: fields.auth_events,
+            redacts,
+            depth: fields.depth.into(),
+            rejected: false,
+            json: Arc::from(json),
+        })
+    }
+
+    /// The PDU as a canonical JSON object.
+    pub fn to_canonical(&self) -> Result<CanonicalJsonObject> {
+        Ok(serde_json::from_str(&self.json)?)
+    }
+
+    /// The `(type, state_key)` key of a state event.
+    pub fn state_key_pair(&self) -> Option<(StateEventType, String)> {
+        self.state_key
+            .as_ref()
+            .map(|key| (StateEventType::from(self.kind.to_string()), key.clone()))
+    }
+
+    /// The content as a JSON value (an empty object when it does not parse).
+    pub fn content_value(&self) -> Value {
+        serde_json::from_str(self.content.get())
+            .unwrap_or_else(|_| Value::Object(Default::default()))
+    }
+
+    /// A string field of the content.
+    pub fn content_str(&self, field: &str) -> Option<String> {
+        self.content_value()
+            .get(field)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    /// The event in the client format; `room_id` is left out for sync timelines.
+    pub fn to_client_value(&self, with_room_id: bool, unsigned: Option<Value>) -> Value {
+        let mut map = serde_json::Map::new();
+        map.insert("content".into(), self.content_value());
+        map.insert("event_id".into(), Value::String(self.event_id.to_string()));
+        map.insert(
+            "origin_server_ts".into(),
+            Value::from(u64::from(self.origin_server_ts.get())),
+        );
+        if with_room_id {
+            map.insert("room_id".into(), Value::String(self.room.to_string()));
+        }
+        map.insert("sender".into(), Value::String(self.sender.to_string()));
+        map.insert("type".into(), Value::String(self.kind.to_string()));
+        if let Some(key) = &self.state_key {
+            map.insert("state_key".into(), Value::String(key.clone()));
+        }
+        if let Some(redacts) = &self.redacts {
+            map.insert("redacts".into(), Value::String(redacts.to_string()));
+        }
+        if let Some(unsigned) = unsigned {
+            map.insert("unsigned".into(), unsigned);
+        }
+        Value::Object(map)
+    }
+
+    /// The event in the client format as a typed raw value.
+    pub fn to_client_raw<T>(&self, with_room_id: bool, unsigned: Option<Value>) -> Raw<T> {
+        let value = self.to_client_value(with_room_id, unsigned);
+        // Serialising a `Value` cannot fail; `null` is only a formal fallback.
+        let raw =
+            serde_json::value::to_raw_value(&value).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        Raw::from_json(raw)
+    }
+
+    /// The stripped form of a state event, for invite and knock state.
+    pub fn to_stripped_value(&self) -> Value {
+        serde_json::json!({
+            "content": self.content_value(),
+            "sender": self.sender.as_str(),
+            "state_key": self.state_key.clone().unwrap_or_default(),
+            "type": self.kind.to_string(),
+        })
+    }
+}
+
+impl ruma::state_res::Event for Pdu {
+    type Id = OwnedEventId;
+
+    fn event_id(&self) -> &Self::Id {
+        &self.event_id
+    }
+
+    fn room_id(&self) -> Option<&RoomId> {
+        self.room_id_field.as_deref()
+    }
+
+    fn sender(&self) -> &UserId {
+        &self.sender
+    }
+
+    fn origin_server_ts(&self) -> MilliSecondsSinceUnixEpoch {
+        self.origin_server_ts
+    }
+
+    fn event_type(&self) -> &TimelineEventType {
+        &self.kind
+    }
+
+    fn content(&self) -> &RawValue {
+        &self.content
+    }
+
+    fn state_key(&self) -> Option<&str> {
+        self.state_key.as_deref()
+    }
+
+    fn prev_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
+        Box::new(self.prev_events.iter())
+    }
+
+    fn auth_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
+        Box::new(self.auth_events.iter())
+    }
+
+    fn redacts(&self) -> Option<&Self::Id> {
+        self.redacts.as_ref()
+    }
+
+    fn rejected(&self) -> bool {
+        self.rejected
+    }
+}

@@ -1,0 +1,302 @@
+//! Adding an event that was built elsewhere (a remote server's PDU, or one built here over
+//! chosen parents): format and hash checks, the state before it from its parents (resolved
+//! when they disagree), the three auth checks, and the new current state over the new forward
+//! extremities (resolved when they disagree). State resolution runs on a blocking thread over
+//! events loaded beforehand.
+
+use std::{collections::HashMap, sync::Arc};
+
+use ruma::{
+    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedEventId, RoomId, UserId,
+    events::TimelineEventType, signatures::content_hash, state_res::check_pdu_format,
+};
+
+use super::{
+    EventTemplate, Rooms, StateMap,
+    auth::{self, RemoteVerdict},
+    builder::{self, Placement, Signer},
+    pdu::Pdu,
+    resolve,
+    store::{self, EventRow, NewGroup},
+};
+use crate::{Error, Result, StreamPosition};
+
+/// Auth-chain events loaded for one resolution, at most.
+const MAX_AUTH_CHAIN: usize = resolve::MAX_RESOLUTION_EVENTS;
+
+impl Rooms {
+    /// Builds and signs an event as `sender` over the given parents without adding it (what a
+    /// remote server's make_join asks for, and how tests make forks).
+    pub async fn build_over(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        template: &EventTemplate,
+        prev_events: &[OwnedEventId],
+    ) -> Result<CanonicalJsonObject> {
+        let guard = self.lock(room).await?;
+        let Some(state) = guard.state.as_ref() else {
+            return Err(Error::Internal("room head not loaded".into()));
+        };
+        let parents = self.pdus(prev_events).await?;
+        let depth = parents.values().map(|p| p.depth).max().unwrap_or(0);
+        let before = self.state_after(&state.rules, room, prev_events).await?;
+        let auth_room = super::state::RoomState {
+            room_id: state.room_id.clone(),
+            version: state.version.clone(),
+            rules: state.rules.clone(),
+            group: state.group,
+            chain_len: state.chain_len,
+            state: Arc::new(before.clone()),
+            state_events: HashMap::new(),
+            extremities: Vec::new(),
+            depth,
+            graph: super::dag::RoomGraph::new(),
+            published: false,
+        };
+        let auth_events = auth::auth_events_for(&auth_room, sender, template)?;
+        let pdu = builder::build_event(
+            &state.rules,
+            &Signer {
+                server_name: &self.config.server_name,
+                key_pair: self.key.key_pair(),
+            },
+            sender,
+            template,
+            &Placement {
+                room: Some(room),
+                prev_events,
+                auth_events: &auth_events,
+                depth: depth.saturating_add(1),
+            },
+            MilliSecondsSinceUnixEpoch::now(),
+        )?;
+        pdu.to_canonical()
+    }
+
+    /// The state after the given events (resolved when they disagree).
+    async fn state_after(
+        &self,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        room: &RoomId,
+        events: &[OwnedEventId],
+    ) -> Result<StateMap> {
+        let stored = store::events_by_id(self.storage.pool(), events).await?;
+        let mut states = Vec::new();
+        for id in events {
+            let Some(event) = stored.get(id) else {
+                return Err(Error::NotFound(format!("missing parent {id}")));
+            };
+            if event.pdu.room != room {
+                return Err(Error::BadJson(format!("parent {id} is in another room")));
+            }
+            let Some(group) = event.state_group else {
+                return Err(Error::NotFound(format!("no state known at {id}")));
+            };
+            states.push((*self.state_at_group(group).await?).clone());
+        }
+        self.resolve_states(rules, states, &[]).await
+    }
+
+    /// Resolves state maps on a blocking thread, after loading their events and auth chains;
+    /// `extra` are events not stored yet (the one being added).
+    pub async fn resolve_states(
+        &self,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        mut states: Vec<StateMap>,
+        extra: &[Arc<Pdu>],
+    ) -> Result<StateMap> {
+        states.dedup();
+        if states.len() <= 1 {
+            return Ok(states.pop().unwrap_or_default());
+        }
+        let mut ids: Vec<OwnedEventId> = states
+            .iter()
+            .flat_map(|s| s.values().cloned())
+            .chain(extra.iter().flat_map(|e| e.auth_events.iter().cloned()))
+            .filter(|id| !extra.iter().any(|e| e.event_id == *id))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let loaded = store::auth_chain_events(self.storage.pool(), &ids, MAX_AUTH_CHAIN).await?;
+        let mut events: HashMap<OwnedEventId, Arc<Pdu>> = loaded
+            .into_iter()
+            .map(|(id, p)| (id, Arc::new(p)))
+            .collect();
+        for event in extra {
+            events.insert(event.event_id.clone(), event.clone());
+        }
+        let rules = rules.clone();
+        tokio::task::spawn_blocking(move || resolve::resolve(&rules, &states, &events))
+            .await
+            .map_err(|e| Error::Internal(format!("state resolution task: {e}")))?
+    }
+
+    /// Adds an event built elsewhere. Returns how it fared; rejected events are stored as
+    /// rejected (outside timelines), soft-failed ones are stored but do not become extremities.
+    pub async fn add_pdu(
+        &self,
+        room: &RoomId,
+        object: CanonicalJsonObject,
+    ) -> Result<RemoteVerdict> {
+        let mut guard = self.lock(room).await?;
+        let Some(state) = guard.state.as_mut() else {
+            return Err(Error::Internal("room head not loaded".into()));
+        };
+        let rules = state.rules.clone();
+        check_pdu_format(&object, &rules.event_format).map_err(Error::BadJson)?;
+        let event_id = builder::event_id_of(&object, &rules)?;
+        if store::event(self.storage.pool(), event_id.as_str())
+            .await?
+            .is_some()
+        {
+            return Ok(RemoteVerdict::Accepted);
+        }
+        // A content hash that does not match means the event must be redacted before use;
+        // events arriving here are taken whole only when the hash matches.
+        let hash = content_hash(&object).map_err(|e| Error::BadJson(e.to_string()))?;
+        let claimed = object
+            .get("hashes")
+            .and_then(|h| match h {
+                ruma::CanonicalJsonValue::Object(m) => m.get("sha256"),
+                _ => None,
+            })
+            .and_then(|v| match v {
+                ruma::CanonicalJsonValue::String(s) => Some(s.clone()),
+                _ => None,
+            });
+        if claimed.as_deref() != Some(hash.encode().as_str()) {
+            return Err(Error::BadJson("content hash mismatch".into()));
+        }
+        let text = serde_json::to_string(&object)?;
+        let mut pdu = Pdu::parse(event_id, Some(room), &text)?;
+        if pdu.room != room {
+            return Err(Error::BadJson("event is for another room".into()));
+        }
+        let before = self.state_after(&rules, room, &pdu.prev_events).await?;
+        let mut ids: Vec<OwnedEventId> = before.values().cloned().collect();
+        ids.extend(pdu.auth_events.iter().cloned());
+        ids.extend(state.state.values().cloned());
+        ids.sort();
+        ids.dedup();
+        let events = self.pdus(&ids).await?;
+        let verdict =
+            auth::check_remote(&rules.authorization, &pdu, &events, &before, &state.state);
+        pdu.rejected = matches!(verdict, RemoteVerdict::Rejected(_));
+        let pdu = Arc::new(pdu);
+
+        // The state after the event, and the new head.
+        let mut after = before.clone();
+        if !pdu.rejected
+            && let Some(key) = pdu.state_key_pair()
+        {
+            after.insert(key, pdu.event_id.clone());
+        }
+        let accepted = verdict == RemoteVerdict::Accepted;
+        let mut extremities = state.extremities.clone();
+        if accepted {
+            extremities.retain(|e| !pdu.prev_events.contains(e));
+            extremities.push(pdu.event_id.clone());
+        }
+        let group_id = self.next_group_id();
+        let mut head_states = Vec::new();
+        for ext in &extremities {
+            if *ext == pdu.event_id {
+                head_states.push(after.clone());
+            } else {
+                head_states.push(
+                    self.state_after(&rules, room, std::slice::from_ref(ext))
+                        .await?,
+                );
+            }
+        }
+        let current = if accepted {
+            self.resolve_states(&rules, head_states, std::slice::from_ref(&pdu))
+                .await?
+        } else {
+            (*state.state).clone()
+        };
+        let current_group = if accepted && current != *state.state {
+            Some(self.next_group_id())
+        } else {
+            None
+        };
+
+        let mut txn = self.storage.write().await?;
+        let position: StreamPosition = txn.next_position();
+        let membership = (accepted && pdu.kind == TimelineEventType::RoomMember)
+            .then(|| {
+                let user = pdu
+                    .state_key
+                    .as_deref()
+                    .and_then(|k| UserId::parse(k).ok())?;
+                Some((user, pdu.content_str("membership")?))
+            })
+            .flatten();
+        store::insert_event(
+            txn.conn(),
+            &EventRow {
+                pdu: &pdu,
+                position,
+                state_group: group_id,
+                new_group: Some(NewGroup {
+                    id: group_id,
+                    prev: None,
+                    chain_len: 0,
+                    entries: after.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                }),
+                membership,
+                txn: None,
+            },
+        )
+        .await?;
+        let head_group = match current_group {
+            Some(id) => {
+                store::insert_group(
+                    txn.conn(),
+                    room,
+                    &NewGroup {
+                        id,
+                        prev: None,
+                        chain_len: 0,
+                        entries: current
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    },
+                )
+                .await?;
+                id
+            }
+            None => state.group,
+        };
+        store::update_room_head(txn.conn(), room, head_group, &extremities).await?;
+        txn.commit().await?;
+
+        let current = Arc::new(current);
+        self.inner.groups.insert(group_id, Arc::new(after), 0);
+        self.inner.groups.insert(head_group, current.clone(), 0);
+        state.graph.add(&pdu.event_id, &pdu.prev_events);
+        state.depth = state.depth.max(pdu.depth);
+        state.extremities = extremities;
+        state.group = head_group;
+        state.chain_len = 0;
+        let missing: Vec<OwnedEventId> = current
+            .values()
+            .filter(|id| !state.state_events.contains_key(*id))
+            .cloned()
+            .collect();
+        state.state = current;
+        state.state_events.insert(pdu.event_id.clone(), pdu.clone());
+        for (id, event) in self.pdus(&missing).await? {
+            state.state_events.insert(id, event);
+        }
+        Ok(verdict)
+    }
+
+    fn next_group_id(&self) -> i64 {
+        self.inner
+            .next_group
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,667 @@
+//! The SQL of rooms: every statement that reads or writes events, edges, state groups,
+//! memberships and aliases lives here.
+//!
+//! State is stored as *state groups*: a group is either a full snapshot or a delta over a
+//! previous group, and every event row names the group of the state after it. Only state events
+//! create groups (a message shares the group of its parent), so a message costs no state rows;
+//! a state event costs one delta row. Delta chains are cut at [`MAX_DELTA_CHAIN`] by writing a
+//! snapshot, so "state at any event" is at most that many small reads, and the loaded maps are
+//! cached in memory (see `state.rs`).
+
+use std::collections::HashMap;
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::StateEventType};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use super::pdu::Pdu;
+use crate::{Error, Result, StreamPosition};
+
+/// The longest delta chain before a state group is written as a full snapshot.
+pub(crate) const MAX_DELTA_CHAIN: i64 = 32;
+
+/// One event to insert with everything that changes with it.
+pub(crate) struct EventRow<'a> {
+    /// The event.
+    pub(crate) pdu: &'a Pdu,
+    /// Its stream position.
+    pub(crate) position: StreamPosition,
+    /// The state group after it.
+    pub(crate) state_group: i64,
+    /// A new state group the event creates.
+    pub(crate) new_group: Option<NewGroup>,
+    /// The membership change it makes to current state.
+    pub(crate) membership: Option<(OwnedUserId, String)>,
+    /// The sending device and transaction ID, for idempotent sends.
+    pub(crate) txn: Option<(String, String)>,
+}
+
+/// A state group to write.
+pub(crate) struct NewGroup {
+    /// Its ID.
+    pub(crate) id: i64,
+    /// The group it is a delta over (None: a snapshot).
+    pub(crate) prev: Option<i64>,
+    /// Length of the delta chain down to a snapshot.
+    pub(crate) chain_len: i64,
+    /// Its entries (the delta, or the whole state for a snapshot).
+    pub(crate) entries: Vec<((StateEventType, String), OwnedEventId)>,
+}
+
+/// Inserts a room row.
+pub(crate) async fn insert_room(
+    conn: &mut AnyConnection,
+    room: &RoomId,
+    version: &str,
+    group: i64,
+    extremities: &[OwnedEventId],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO rooms (room_id, room_version, current_group, extremities) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(room.as_str())
+    .bind(version)
+    .bind(group)
+    .bind(serde_json::to_string(extremities)?)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves the room's current state group and forward extremities.
+pub(crate) async fn update_room_head(
+    conn: &mut AnyConnection,
+    room: &RoomId,
+    group: i64,
+    extremities: &[OwnedEventId],
+) -> Result<()> {
+    sqlx::query("UPDATE rooms SET current_group = $1, extremities = $2 WHERE room_id = $3")
+        .bind(group)
+        .bind(serde_json::to_string(extremities)?)
+        .bind(room.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts an event with its edges, its new state group and its membership change.
+pub(crate) async fn insert_event(conn: &mut AnyConnection, row: &EventRow<'_>) -> Result<()> {
+    let pdu = row.pdu;
+    let (device, txn_id) = match &row.txn {
+        Some((d, t)) => (Some(d.as_str()), Some(t.as_str())),
+        None => (None, None),
+    };
+    sqlx::query(
+        "INSERT INTO events (event_id, room_id, position, depth, event_type, state_key, sender, \
+         origin_server_ts, pdu, state_group, rejected, txn_device, txn_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(pdu.event_id.as_str())
+    .bind(pdu.room.as_str())
+    .bind(row.position.0)
+    .bind(i64::try_from(pdu.depth).unwrap_or(i64::MAX))
+    .bind(pdu.kind.to_string())
+    .bind(pdu.state_key.as_deref())
+    .bind(pdu.sender.as_str())
+    .bind(i64::from(pdu.origin_server_ts.get()))
+    .bind(&*pdu.json)
+    .bind(row.state_group)
+    .bind(i64::from(pdu.rejected))
+    .bind(device)
+    .bind(txn_id)
+    .execute(&mut *conn)
+    .await?;
+    for prev in &pdu.prev_events {
+        sqlx::query(
+            "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(pdu.event_id.as_str())
+        .bind(prev.as_str())
+        .bind(pdu.room.as_str())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(group) = &row.new_group {
+        insert_group(conn, &pdu.room, group).await?;
+    }
+    if let Some((user, membership)) = &row.membership {
+        sqlx::query(
+            "INSERT INTO memberships (room_id, user_id, membership, event_id, position, forgotten) \
+             VALUES ($1, $2, $3, $4, $5, 0) \
+             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = $3, event_id = $4, \
+             position = $5, forgotten = 0",
+        )
+        .bind(pdu.room.as_str())
+        .bind(user.as_str())
+        .bind(membership.as_str())
+        .bind(pdu.event_id.as_str())
+        .bind(row.position.0)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO membership_log (user_id, position, room_id, membership, event_id) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(user.as_str())
+        .bind(row.position.0)
+        .bind(pdu.room.as_str())
+        .bind(membership.as_str())
+        .bind(pdu.event_id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn insert_group(
+    conn: &mut AnyConnection,
+    room: &RoomId,
+    group: &NewGroup,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(group.id)
+    .bind(room.as_str())
+    .bind(group.prev)
+    .bind(group.chain_len)
+    .execute(&mut *conn)
+    .await?;
+    for ((kind, key), event_id) in &group.entries {
+        sqlx::query(
+            "INSERT INTO state_group_entries (group_id, event_type, state_key, event_id) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(group.id)
+        .bind(kind.to_string())
+        .bind(key.as_str())
+        .bind(event_id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Replaces an event's stored PDU with its redacted form.
+pub(crate) async fn store_redaction(
+    conn: &mut AnyConnection,
+    target: &OwnedEventId,
+    redacted_json: &str,
+    redacted_by: &OwnedEventId,
+) -> Result<()> {
+    sqlx::query("UPDATE events SET pdu = $1, redacted_by = $2 WHERE event_id = $3")
+        .bind(redacted_json)
+        .bind(redacted_by.as_str())
+        .bind(target.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The largest state group ID in use.
+pub(crate) async fn max_group_id(pool: &AnyPool) -> Result<i64> {
+    let row: (Option<i64>,) = sqlx::query_as("SELECT MAX(group_id) FROM state_groups")
+        .fetch_one(pool)
+        .await?;
+    Ok(row.0.unwrap_or(0))
+}
+
+/// A room's stored head: version, current group and forward extremities.
+pub(crate) async fn room_head(
+    pool: &AnyPool,
+    room: &RoomId,
+) -> Result<Option<(String, i64, Vec<OwnedEventId>, bool)>> {
+    let row: Option<(String, i64, String, i64)> = sqlx::query_as(
+        "SELECT room_version, current_group, extremities, published FROM rooms WHERE room_id = $1",
+    )
+    .bind(room.as_str())
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some((version, group, ext, published)) => {
+            let ext: Vec<OwnedEventId> = serde_json::from_str(&ext)?;
+            Ok(Some((version, group, ext, published != 0)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// One link of a state group chain: (prev_group, entries).
+pub(crate) async fn group_link(
+    pool: &AnyPool,
+    group: i64,
+) -> Result<(Option<i64>, Vec<((StateEventType, String), OwnedEventId)>)> {
+    let prev: Option<(Option<i64>,)> =
+        sqlx::query_as("SELECT prev_group FROM state_groups WHERE group_id = $1")
+            .bind(group)
+            .fetch_optional(pool)
+            .await?;
+    let Some((prev,)) = prev else {
+        return Err(Error::Corrupt(format!("missing state group {group}")));
+    };
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT event_type, state_key, event_id FROM state_group_entries WHERE group_id = $1",
+    )
+    .bind(group)
+    .fetch_all(pool)
+    .await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for (kind, key, id) in rows {
+        let id = OwnedEventId::try_from(id).map_err(|e| Error::Corrupt(e.to_string()))?;
+        entries.push(((StateEventType::from(kind), key), id));
+    }
+    Ok((prev, entries))
+}
+
+/// A stored event, with its stream position and state group.
+pub(crate) struct StoredEvent {
+    /// The event.
+    pub(crate) pdu: Pdu,
+    /// Its stream position (None for outliers).
+    pub(crate) position: Option<i64>,
+    /// The state group after it.
+    pub(crate) state_group: Option<i64>,
+    /// The redaction that redacted it.
+    pub(crate) redacted_by: Option<OwnedEventId>,
+    /// The sending device and transaction ID.
+    pub(crate) txn: Option<(String, String)>,
+}
+
+const EVENT_COLUMNS: &str =
+    "event_id, room_id, pdu, position, state_group, redacted_by, txn_device, txn_id, rejected";
+
+fn stored_from_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent> {
+    let event_id: String = row.try_get(0)?;
+    let room_id: String = row.try_get(1)?;
+    let json: String = row.try_get(2)?;
+    let position: Option<i64> = row.try_get(3)?;
+    let state_group: Option<i64> = row.try_get(4)?;
+    let redacted_by: Option<String> = row.try_get(5)?;
+    let device: Option<String> = row.try_get(6)?;
+    let txn_id: Option<String> = row.try_get(7)?;
+    let rejected: i64 = row.try_get(8)?;
+    let event_id = OwnedEventId::try_from(event_id).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let room = OwnedRoomId::try_from(room_id).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let mut pdu = Pdu::parse(event_id, Some(&room), &json)
+        .map_err(|e| Error::Corrupt(format!("stored event: {e}")))?;
+    pdu.rejected = rejected != 0;
+    Ok(StoredEvent {
+        pdu,
+        position,
+        state_group,
+        redacted_by: redacted_by.and_then(|id| OwnedEventId::try_from(id).ok()),
+        txn: device.zip(txn_id),
+    })
+}
+
+/// One event by ID.
+pub(crate) async fn event(pool: &AnyPool, event_id: &str) -> Result<Option<StoredEvent>> {
+    let row = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
+    ))
+    .bind(event_id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(stored_from_row).transpose()
+}
+
+/// Events by ID (missing ones are left out).
+pub(crate) async fn events_by_id(
+    pool: &AnyPool,
+    ids: &[OwnedEventId],
+) -> Result<HashMap<OwnedEventId, StoredEvent>> {
+    let mut out = HashMap::with_capacity(ids.len());
+    // Fetched in chunks so the statement stays within both engines' parameter limits.
+    for chunk in ids.chunks(200) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        for row in query.fetch_all(pool).await? {
+            let stored = stored_from_row(&row)?;
+            out.insert(stored.pdu.event_id.clone(), stored);
+        }
+    }
+    Ok(out)
+}
+
+/// The event a device already sent with this transaction ID.
+pub(crate) async fn event_for_txn(
+    pool: &AnyPool,
+    user: &UserId,
+    device: &str,
+    txn_id: &str,
+) -> Result<Option<OwnedEventId>> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_id = $3",
+    )
+    .bind(user.as_str())
+    .bind(device)
+    .bind(txn_id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(id,)| OwnedEventId::try_from(id).map_err(|e| Error::Corrupt(e.to_string())))
+        .transpose()
+}
+
+/// Which way a range of the timeline is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest first, positions above the start.
+    Forward,
+    /// Newest first, positions at or below the start.
+    Backward,
+}
+
+/// Events of a room in `(after, upto]` newest first (Backward) or oldest first (Forward), at
+/// most `limit`.
+pub(crate) async fn room_events(
+    pool: &AnyPool,
+    room: &RoomId,
+    after: i64,
+    upto: i64,
+    direction: Direction,
+    limit: i64,
+) -> Result<Vec<StoredEvent>> {
+    let order = match direction {
+        Direction::Forward => "ASC",
+        Direction::Backward => "DESC",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND position > $2 \
+         AND position <= $3 ORDER BY position {order} LIMIT $4"
+    ))
+    .bind(room.as_str())
+    .bind(after)
+    .bind(upto)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(stored_from_row).collect()
+}
+
+/// The state group after the last event of `room` at or before `position`.
+pub(crate) async fn group_at(pool: &AnyPool, room: &RoomId, position: i64) -> Result<Option<i64>> {
+    let row: Option<(Option<i64>,)> = sqlx::query_as(
+        "SELECT state_group FROM events WHERE room_id = $1 AND position <= $2 \
+         ORDER BY position DESC LIMIT 1",
+    )
+    .bind(room.as_str())
+    .bind(position)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(g,)| g))
+}
+
+/// A row of a user's membership log.
+#[derive(Debug, Clone)]
+pub(crate) struct MembershipChange {
+    /// The room.
+    pub(crate) room: OwnedRoomId,
+    /// The new membership.
+    pub(crate) membership: String,
+    /// Its position.
+    pub(crate) position: i64,
+}
+
+/// The user's membership in every room as of `upto`, with the position of its last change.
+pub(crate) async fn memberships_at(
+    pool: &AnyPool,
+    user: &UserId,
+    upto: i64,
+) -> Result<HashMap<OwnedRoomId, MembershipChange>> {
+    Ok(membership_log(pool, user, upto)
+        .await?
+        .into_iter()
+        .map(|m| (m.room.clone(), m))
+        .collect())
+}
+
+/// Rooms where the user's current membership is `membership`.
+pub(crate) async fn rooms_with_membership(
+    pool: &AnyPool,
+    user: &UserId,
+    membership: &str,
+) -> Result<Vec<OwnedRoomId>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT room_id FROM memberships WHERE user_id = $1 AND membership = $2 ORDER BY room_id",
+    )
+    .bind(user.as_str())
+    .bind(membership)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(r,)| OwnedRoomId::try_from(r).map_err(|e| Error::Corrupt(e.to_string())))
+        .collect()
+}
+
+/// The user's current membership in a room, with whether they forgot it.
+pub(crate) async fn membership(
+    pool: &AnyPool,
+    room: &RoomId,
+    user: &UserId,
+) -> Result<Option<(String, bool)>> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT membership, forgotten FROM memberships WHERE room_id = $1 AND user_id = $2",
+    )
+    .bind(room.as_str())
+    .bind(user.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(m, f)| (m, f != 0)))
+}
+
+/// Members of a room with the given membership.
+pub(crate) async fn members_with(
+    pool: &AnyPool,
+    room: &RoomId,
+    membership: &str,
+) -> Result<Vec<OwnedUserId>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT user_id FROM memberships WHERE room_id = $1 AND membership = $2 ORDER BY user_id",
+    )
+    .bind(room.as_str())
+    .bind(membership)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(u,)| OwnedUserId::try_from(u).map_err(|e| Error::Corrupt(e.to_string())))
+        .collect()
+}
+
+/// Users joined to at least one room that `user` is joined to.
+pub(crate) async fn users_sharing_rooms(pool: &AnyPool, user: &UserId) -> Result<Vec<OwnedUserId>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT b.user_id FROM memberships a JOIN memberships b ON a.room_id = b.room_id \
+         WHERE a.user_id = $1 AND a.membership = 'join' AND b.membership = 'join'",
+    )
+    .bind(user.as_str())
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(u,)| OwnedUserId::try_from(u).map_err(|e| Error::Corrupt(e.to_string())))
+        .collect()
+}
+
+/// Marks a room forgotten for a user.
+pub(crate) async fn forget(pool: &AnyPool, room: &RoomId, user: &UserId) -> Result<()> {
+    sqlx::query("UPDATE memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2")
+        .bind(room.as_str())
+        .bind(user.as_str())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Walks the auth chains of `start` through stored events, at most `limit` events, loop-based.
+pub(crate) async fn auth_chain_events(
+    pool: &AnyPool,
+    start: &[OwnedEventId],
+    limit: usize,
+) -> Result<HashMap<OwnedEventId, Pdu>> {
+    let mut seen: HashMap<OwnedEventId, Pdu> = HashMap::new();
+    let mut frontier: Vec<OwnedEventId> = start.to_vec();
+    while !frontier.is_empty() {
+        if seen.len() >= limit {
+            return Err(Error::LimitExceeded(format!(
+                "auth chain longer than {limit} events"
+            )));
+        }
+        frontier.retain(|id| !seen.contains_key(id));
+        frontier.sort();
+        frontier.dedup();
+        let found = events_by_id(pool, &frontier).await?;
+        let mut next = Vec::new();
+        for (id, stored) in found {
+            next.extend(stored.pdu.auth_events.iter().cloned());
+            seen.insert(id, stored.pdu);
+        }
+        frontier = next;
+    }
+    Ok(seen)
+}
+
+/// The room an alias points to.
+pub(crate) async fn alias_room(
+    pool: &AnyPool,
+    alias: &str,
+) -> Result<Option<(OwnedRoomId, String)>> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
+            .bind(alias)
+            .fetch_optional(pool)
+            .await?;
+    row.map(|(r, c)| {
+        OwnedRoomId::try_from(r)
+            .map(|r| (r, c))
+            .map_err(|e| Error::Corrupt(e.to_string()))
+    })
+    .transpose()
+}
+
+/// Adds an alias; false when it is taken.
+pub(crate) async fn insert_alias(
+    pool: &AnyPool,
+    alias: &str,
+    room: &RoomId,
+    creator: &UserId,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3) \
+         ON CONFLICT (alias) DO NOTHING",
+    )
+    .bind(alias)
+    .bind(room.as_str())
+    .bind(creator.as_str())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Removes an alias.
+pub(crate) async fn delete_alias(pool: &AnyPool, alias: &str) -> Result<()> {
+    sqlx::query("DELETE FROM room_aliases WHERE alias = $1")
+        .bind(alias)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The local aliases of a room.
+pub(crate) async fn room_aliases(pool: &AnyPool, room: &RoomId) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
+            .bind(room.as_str())
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(|(a,)| a).collect())
+}
+
+/// Sets whether a room is listed in the public directory.
+pub(crate) async fn set_published(pool: &AnyPool, room: &RoomId, published: bool) -> Result<()> {
+    sqlx::query("UPDATE rooms SET published = $1 WHERE room_id = $2")
+        .bind(i64::from(published))
+        .bind(room.as_str())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Rooms listed in the public directory, or all rooms.
+pub(crate) async fn rooms(pool: &AnyPool, published_only: bool) -> Result<Vec<OwnedRoomId>> {
+    let sql = if published_only {
+        "SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_id"
+    } else {
+        "SELECT room_id FROM rooms ORDER BY room_id"
+    };
+    let rows: Vec<(String,)> = sqlx::query_as(sql).fetch_all(pool).await?;
+    rows.into_iter()
+        .map(|(r,)| OwnedRoomId::try_from(r).map_err(|e| Error::Corrupt(e.to_string())))
+        .collect()
+}
+
+/// Every membership change of a user up to `upto`, oldest first.
+pub(crate) async fn membership_log(
+    pool: &AnyPool,
+    user: &UserId,
+    upto: i64,
+) -> Result<Vec<MembershipChange>> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT room_id, membership, position FROM membership_log \
+         WHERE user_id = $1 AND position <= $2 ORDER BY position",
+    )
+    .bind(user.as_str())
+    .bind(upto)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(room, membership, position)| {
+            Ok(MembershipChange {
+                room: OwnedRoomId::try_from(room).map_err(|e| Error::Corrupt(e.to_string()))?,
+                membership,
+                position,
+            })
+        })
+        .collect()
+}
+
+/// Membership changes in `room` with positions in `(after, upto]`: (user, membership).
+pub(crate) async fn room_member_changes(
+    pool: &AnyPool,
+    room: &RoomId,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<(OwnedUserId, String)>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT user_id, membership FROM membership_log WHERE room_id = $1 AND position > $2 \
+         AND position <= $3 ORDER BY position",
+    )
+    .bind(room.as_str())
+    .bind(after)
+    .bind(upto)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(u, m)| {
+            OwnedUserId::try_from(u)
+                .map(|u| (u, m))
+                .map_err(|e| Error::Corrupt(e.to_string()))
+        })
+        .collect()
+}
+
+/// The stream position of an event.
+pub(crate) async fn event_position(pool: &AnyPool, event_id: &str) -> Result<Option<i64>> {
+    let row: Option<(Option<i64>,)> =
+        sqlx::query_as("SELECT position FROM events WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.and_then(|(p,)| p))
+}

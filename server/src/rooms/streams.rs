@@ -1,0 +1,189 @@
+//! What sync reads from rooms: membership history, timeline ranges, state at positions,
+//! membership changes of others and unread counts.
+
+use std::{collections::HashMap, sync::Arc};
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::StateEventType};
+
+use super::{Direction, Rooms, StateMap, pdu::Pdu, store};
+use crate::Result;
+
+pub(crate) use super::store::{MembershipChange, StoredEvent};
+
+/// Events counted for unread notifications, at most, per room.
+const MAX_UNREAD_SCAN: i64 = 1_000;
+
+impl Rooms {
+    /// Every membership change of `user` up to `upto`, oldest first.
+    pub(crate) async fn membership_log(
+        &self,
+        user: &UserId,
+        upto: i64,
+    ) -> Result<Vec<MembershipChange>> {
+        store::membership_log(self.storage.pool(), user, upto).await
+    }
+
+    /// Events of `room` in `(after, upto]`, newest first, at most `limit`.
+    pub(crate) async fn latest_events(
+        &self,
+        room: &RoomId,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>> {
+        store::room_events(
+            self.storage.pool(),
+            room,
+            after,
+            upto,
+            Direction::Backward,
+            limit,
+        )
+        .await
+    }
+
+    /// The room state after the event at or before `position` (empty before the room began).
+    pub(crate) async fn state_at_position(
+        &self,
+        room: &RoomId,
+        position: i64,
+    ) -> Result<Arc<StateMap>> {
+        match store::group_at(self.storage.pool(), room, position).await? {
+            Some(group) => self.state_at_group(group).await,
+            None => Ok(Arc::new(StateMap::default())),
+        }
+    }
+
+    /// Membership changes in `room` in `(after, upto]`.
+    pub(crate) async fn member_changes(
+        &self,
+        room: &RoomId,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<(OwnedUserId, String)>> {
+        store::room_member_changes(self.storage.pool(), room, after, upto).await
+    }
+
+    /// Joined members of a room now.
+    pub(crate) async fn joined_user_ids(&self, room: &RoomId) -> Result<Vec<OwnedUserId>> {
+        store::members_with(self.storage.pool(), room, "join").await
+    }
+
+    /// Events by ID.
+    pub(crate) async fn load_pdus(
+        &self,
+        ids: &[OwnedEventId],
+    ) -> Result<HashMap<OwnedEventId, Arc<Pdu>>> {
+        self.pdus(ids).await
+    }
+
+    /// The stripped state shown with an invite: the room's identity and the invite itself.
+    pub(crate) async fn invite_state(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Vec<serde_json::Value>> {
+        let (map, _) = self.current_state(room).await?;
+        let keys = [
+            (StateEventType::RoomCreate, String::new()),
+            (StateEventType::RoomJoinRules, String::new()),
+            (StateEventType::RoomName, String::new()),
+            (StateEventType::RoomAvatar, String::new()),
+            (StateEventType::RoomCanonicalAlias, String::new()),
+            (StateEventType::RoomEncryption, String::new()),
+            (StateEventType::RoomTopic, String::new()),
+            (StateEventType::RoomMember, user.to_string()),
+        ];
+        let ids: Vec<OwnedEventId> = keys.iter().filter_map(|k| map.get(k).cloned()).collect();
+        let events = self.pdus(&ids).await?;
+        let member_id = map.get(&(StateEventType::RoomMember, user.to_string()));
+        let mut out = Vec::new();
+        for id in &ids {
+            let Some(event) = events.get(id) else {
+                continue;
+            };
+            // The invite itself is shown as a full event, which carries its ID and timestamp.
+            if Some(id) == member_id {
+                out.push(event.to_client_value(false, None));
+            } else {
+                out.push(event.to_stripped_value());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Unread counts of `user` in `room` after the event `read_up_to` (or after their join):
+    /// (notifications, highlights). Counts messages by others, up to `upto`.
+    pub(crate) async fn unread_counts(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        read_up_to: Option<&OwnedEventId>,
+        joined_at: i64,
+        upto: i64,
+    ) -> Result<(u64, u64)> {
+        let after = match read_up_to {
+            Some(id) => store::event_position(self.storage.pool(), id.as_str())
+                .await?
+                .unwrap_or(joined_at),
+            None => joined_at,
+        };
+        let events = store::room_events(
+            self.storage.pool(),
+            room,
+            after,
+            upto,
+            Direction::Backward,
+            MAX_UNREAD_SCAN,
+        )
+        .await?;
+        let mut notify = 0;
+        let mut highlight = 0;
+        for stored in events {
+            let pdu = &stored.pdu;
+            if pdu.sender == user || pdu.state_key.is_some() {
+                continue;
+            }
+            let kind = pdu.kind.to_string();
+            if !matches!(
+                kind.as_str(),
+                "m.room.message" | "m.room.encrypted" | "m.sticker"
+            ) {
+                continue;
+            }
+            notify += 1;
+            if mentions(pdu, user) {
+                highlight += 1;
+            }
+        }
+        Ok((notify, highlight))
+    }
+}
+
+/// Whether a message mentions `user` (intentional mentions, or the ID or localpart in the body).
+fn mentions(pdu: &Pdu, user: &UserId) -> bool {
+    let content = pdu.content_value();
+    if let Some(ids) = content
+        .get("m.mentions")
+        .and_then(|m| m.get("user_ids"))
+        .and_then(|u| u.as_array())
+    {
+        return ids.iter().any(|u| u.as_str() == Some(user.as_str()));
+    }
+    content
+        .get("body")
+        .and_then(|b| b.as_str())
+        .is_some_and(|body| body.contains(user.as_str()) || body.contains(user.localpart()))
+}
+
+/// Rooms in `log` as of a position: the last change per room at or before it.
+pub(crate) fn memberships_as_of(
+    log: &[MembershipChange],
+    position: i64,
+) -> HashMap<OwnedRoomId, MembershipChange> {
+    let mut out = HashMap::new();
+    for change in log.iter().filter(|c| c.position <= position) {
+        out.insert(change.room.clone(), change.clone());
+    }
+    out
+}
