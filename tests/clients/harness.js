@@ -180,7 +180,7 @@ export class RequestLog {
   /** A `fetch` that records into this log. */
   fetchFn() {
     return async (input, init) => {
-      const url = typeof input === "string" ? input : input.url;
+      const url = typeof input === "string" ? input : input instanceof URL ? input.href : input.url;
       const entry = { url, method: init?.method ?? "GET", start: performance.now(), end: null };
       this.entries.push(entry);
       try {
