@@ -50,6 +50,10 @@ struct Args {
     /// Measure this `grove` daemon binary instead of this binary's built-in node.
     #[arg(long)]
     grove: Option<PathBuf>,
+    /// Measure only the traffic figures of a homeserver already running at this base URL
+    /// (open registration needed); start-up and memory are then not measured.
+    #[arg(long, conflicts_with_all = ["grove", "database_url"])]
+    url: Option<String>,
 }
 
 /// The hidden mode in which this binary is the measured node.
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
                 sync_rounds: args.sync_rounds,
                 starts: args.starts.max(1),
                 grove: args.grove,
+                url: args.url,
                 settle: Duration::from_millis(500),
             };
             runtime.block_on(measure::run(plan))

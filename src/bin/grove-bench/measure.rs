@@ -34,6 +34,8 @@ pub(crate) struct Plan {
     pub(crate) starts: usize,
     /// A daemon binary to measure instead of the built-in node.
     pub(crate) grove: Option<PathBuf>,
+    /// A running homeserver to measure instead of starting one.
+    pub(crate) url: Option<String>,
     /// Pause before reading idle memory.
     pub(crate) settle: Duration,
 }
@@ -50,6 +52,17 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         .build()
         .context("HTTP client")?;
     let mut figures = Figures::new(&plan, &program);
+
+    if let Some(url) = &plan.url {
+        let url = url.trim_end_matches('/');
+        figures.idle_rss = Err("not measured (external server)".to_owned());
+        figures.loaded_rss = Err("not measured (external server)".to_owned());
+        if let Err(e) = traffic(&plan, url, None, &http, &mut figures).await {
+            figures.fail(format!("{e:#}"));
+        }
+        print_table(&figures);
+        return Ok(());
+    }
 
     // Start-up: fresh data directory each time; the last node stays up for the rest.
     let mut node = None;
@@ -77,7 +90,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     tokio::time::sleep(plan.settle).await;
     figures.idle_rss = node.rss().map_err(|e| format!("{e:#}"));
 
-    if let Err(e) = traffic(&plan, &node, &http, &mut figures).await {
+    if let Err(e) = traffic(&plan, &node.url, Some(&node), &http, &mut figures).await {
         figures.fail(format!("{e:#}"));
     }
     node.stop().await;
@@ -85,18 +98,21 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Registers two users in one room and measures sends, then send → sync. `node` is the child
+/// process whose memory is read, when the bench started it.
 async fn traffic(
     plan: &Plan,
-    node: &ChildNode,
+    url: &str,
+    node: Option<&ChildNode>,
     http: &reqwest::Client,
     figures: &mut Figures,
 ) -> anyhow::Result<()> {
     // Distinct names per run, so a reused PostgreSQL database does not refuse them.
     let run = format!("{:08x}", rand::random::<u32>());
-    let alice = client::register(http, &node.url, &format!("alice-{run}"))
+    let alice = client::register(http, url, &format!("alice-{run}"))
         .await
         .context("registering the sender")?;
-    let bob = client::register(http, &node.url, &format!("bob-{run}"))
+    let bob = client::register(http, url, &format!("bob-{run}"))
         .await
         .context("registering the receiver")?;
     let room_id = alice
@@ -116,7 +132,9 @@ async fn traffic(
         latencies.push(sent.elapsed());
     }
     figures.sends = Some((latencies, started.elapsed()));
-    figures.loaded_rss = node.rss().map_err(|e| format!("{e:#}"));
+    if let Some(node) = node {
+        figures.loaded_rss = node.rss().map_err(|e| format!("{e:#}"));
+    }
 
     figures.sync_latencies = Some(send_to_sync(plan, &alice, &bob, &room_id, &run).await?);
     Ok(())

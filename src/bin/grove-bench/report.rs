@@ -31,14 +31,16 @@ pub(crate) struct Figures {
 impl Figures {
     /// Nothing measured yet.
     pub(crate) fn new(plan: &Plan, program: &NodeProgram) -> Figures {
-        let backend = match &plan.database_url {
-            Some(url) if url.starts_with("postgres") => "PostgreSQL",
-            Some(_) => "the given database",
-            None => "SQLite",
+        let backend = match (&plan.database_url, &plan.url) {
+            (_, Some(_)) => "its own database",
+            (Some(url), None) if url.starts_with("postgres") => "PostgreSQL",
+            (Some(_), None) => "the given database",
+            (None, None) => "SQLite",
         };
-        let node = match program {
-            NodeProgram::BuiltIn => "built-in node".to_owned(),
-            NodeProgram::Daemon(path) => format!("daemon {}", path.display()),
+        let node = match (program, &plan.url) {
+            (_, Some(url)) => format!("running server {url}"),
+            (NodeProgram::BuiltIn, None) => "built-in node".to_owned(),
+            (NodeProgram::Daemon(path), None) => format!("daemon {}", path.display()),
         };
         let cores = std::thread::available_parallelism().map_or(0, usize::from);
         Figures {
@@ -120,6 +122,7 @@ pub(crate) fn print_table(f: &Figures) {
     let loaded = format!("RSS after {} messages", f.messages);
     match &f.loaded_rss {
         Ok(bytes) => row(&loaded, mib(*bytes), "—".to_owned(), "—"),
+        Err(why) if f.failure.is_none() => row(&loaded, why.clone(), "—".to_owned(), "—"),
         Err(_) => row(&loaded, f.missing(), "—".to_owned(), "—"),
     }
     match &f.sends {
