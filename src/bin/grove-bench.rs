@@ -10,7 +10,7 @@
 //!
 //! ```sh
 //! cargo run --release --bin grove-bench                      # SQLite in a temp data dir
-//! cargo run --release --bin grove-bench -- --database-url postgres://postgres@127.0.0.1/bench
+//! cargo run --release --bin grove-bench -- --database-url postgres://postgres@127.0.0.1/EMPTY_DB
 //! ```
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -34,8 +34,8 @@ mod report;
 struct Args {
     #[command(subcommand)]
     mode: Option<Mode>,
-    /// Database for the measured node (default: SQLite in a fresh temp data directory). A
-    /// PostgreSQL database should be empty or hold only an earlier bench's data.
+    /// Database for the measured node (default: SQLite in a fresh temp data directory), such
+    /// as an empty PostgreSQL database. Its starts after the first are warm.
     #[arg(long)]
     database_url: Option<String>,
     /// Messages sent for throughput, send latency and the loaded RSS figure.

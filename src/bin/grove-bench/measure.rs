@@ -64,13 +64,22 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    // Start-up: fresh data directory each time; the last node stays up for the rest.
+    // Start-up: on SQLite a fresh data directory each time (key, database and migrations
+    // included). A given database belongs to one node key, so those starts share one data
+    // directory and all but the first are warm. The last node stays up for the rest.
     let mut node = None;
+    let mut data_dir = None;
     for _ in 0..plan.starts {
         if let Some(previous) = node.take() {
             ChildNode::stop(previous).await;
         }
-        match ChildNode::start(&program, plan.database_url.as_deref(), &http).await {
+        if data_dir.is_none() || plan.database_url.is_none() {
+            data_dir = Some(tempfile::tempdir().context("temp data directory")?);
+        }
+        let Some(dir) = &data_dir else {
+            continue;
+        };
+        match ChildNode::start(&program, dir.path(), plan.database_url.as_deref(), &http).await {
             Ok(started) => {
                 figures.startups.push(started.startup);
                 node = Some(started);

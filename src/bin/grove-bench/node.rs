@@ -61,17 +61,16 @@ pub(crate) struct ChildNode {
     pub(crate) url: String,
     /// From spawn to the first answered `versions`.
     pub(crate) startup: Duration,
-    _data_dir: tempfile::TempDir,
 }
 
 impl ChildNode {
-    /// Starts a node on a fresh data directory and waits until it answers `versions`.
+    /// Starts a node on `data_dir` and waits until it answers `versions`.
     pub(crate) async fn start(
         program: &NodeProgram,
+        data_dir: &Path,
         database_url: Option<&str>,
         http: &reqwest::Client,
     ) -> anyhow::Result<ChildNode> {
-        let data_dir = tempfile::tempdir().context("temp data directory")?;
         let addr = free_loopback_addr()?;
         let mut cmd = match program {
             NodeProgram::BuiltIn => {
@@ -86,7 +85,7 @@ impl ChildNode {
             }
         };
         cmd.arg("--data-dir")
-            .arg(data_dir.path())
+            .arg(data_dir)
             .arg("--client-listen")
             .arg(addr.to_string());
         if let Some(url) = database_url {
@@ -104,7 +103,6 @@ impl ChildNode {
             child,
             url,
             startup: Duration::ZERO,
-            _data_dir: data_dir,
         };
         let versions = format!("{}/_matrix/client/versions", node.url);
         loop {
