@@ -1,10 +1,254 @@
-//! End-to-end encryption keys, to-device messages and key backup.
+//! End-to-end encryption keys and to-device messages.
+//!
+//! - `POST /_matrix/client/v3/keys/upload`, `/keys/query`, `/keys/claim`
+//! - `GET /_matrix/client/v3/keys/changes`
+//! - `POST /_matrix/client/v3/keys/device_signing/upload` (user-interactive auth when it
+//!   replaces existing keys), `POST /_matrix/client/v3/keys/signatures/upload`
+//! - `PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnId}`
+//! - key backup: see [`backup`]
 
-use axum::Router;
+mod backup;
 
-use crate::AppState;
+use std::collections::BTreeMap;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    routing::{get, post, put},
+};
+use grove_server::{
+    StreamPosition,
+    e2ee::{CrossSigningUpload, Target},
+};
+use ruma::{
+    OwnedUserId,
+    api::client::{
+        keys::{
+            claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures,
+            upload_signing_keys,
+        },
+        to_device::send_event_to_device,
+    },
+    serde::Raw,
+    to_device::DeviceIdOrAllDevices,
+};
+use serde_json::{Map, Value, json};
+
+use crate::{AppState, error::ApiError, extract::Ruma};
 
 /// The routes of this module.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
+        .route("/_matrix/client/v3/keys/upload", post(upload_keys))
+        .route("/_matrix/client/v3/keys/query", post(get_keys))
+        .route("/_matrix/client/v3/keys/claim", post(claim_keys))
+        .route("/_matrix/client/v3/keys/changes", get(get_key_changes))
+        .route(
+            "/_matrix/client/v3/keys/device_signing/upload",
+            post(upload_signing_keys),
+        )
+        .route(
+            "/_matrix/client/v3/keys/signatures/upload",
+            post(upload_signatures),
+        )
+        .route(
+            "/_matrix/client/v3/sendToDevice/{event_type}/{txn_id}",
+            put(send_to_device),
+        )
+        .merge(backup::routes())
+}
+
+/// The JSON of a raw value, as an untyped value.
+fn value_of<T>(raw: &Raw<T>) -> Result<Value, ApiError> {
+    serde_json::from_str(raw.json().get()).map_err(|e| ApiError::bad_json(e.to_string()))
+}
+
+fn counts_json(counts: &BTreeMap<ruma::OneTimeKeyAlgorithm, ruma::UInt>) -> Map<String, Value> {
+    counts
+        .iter()
+        .map(|(a, c)| (a.to_string(), json!(u64::from(*c))))
+        .collect()
+}
+
+async fn upload_keys(
+    State(state): State<AppState>,
+    req: Ruma<upload_keys::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let session = req.session()?;
+    let device_keys = req.body.device_keys.as_ref().map(value_of).transpose()?;
+    let one_time: BTreeMap<String, Value> = req
+        .body
+        .one_time_keys
+        .iter()
+        .map(|(id, k)| Ok((id.to_string(), value_of(k)?)))
+        .collect::<Result<_, ApiError>>()?;
+    let fallback: BTreeMap<String, Value> = req
+        .body
+        .fallback_keys
+        .iter()
+        .map(|(id, k)| Ok((id.to_string(), value_of(k)?)))
+        .collect::<Result<_, ApiError>>()?;
+    let counts = state
+        .hs
+        .e2ee
+        .upload_keys(
+            &session.user_id,
+            &session.device_id,
+            device_keys.as_ref(),
+            &one_time,
+            &fallback,
+        )
+        .await?;
+    Ok(Json(json!({ "one_time_key_counts": counts_json(&counts) })))
+}
+
+async fn get_keys(
+    State(state): State<AppState>,
+    req: Ruma<get_keys::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let session = req.session()?;
+    let result = state
+        .hs
+        .e2ee
+        .query_keys(&session.user_id, &req.body.device_keys)
+        .await?;
+    Ok(Json(json!({
+        "device_keys": result.device_keys,
+        "master_keys": result.master_keys,
+        "self_signing_keys": result.self_signing_keys,
+        "user_signing_keys": result.user_signing_keys,
+        "failures": {},
+    })))
+}
+
+async fn claim_keys(
+    State(state): State<AppState>,
+    req: Ruma<claim_keys::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    req.session()?;
+    let claims = req
+        .body
+        .one_time_keys
+        .iter()
+        .map(|(user, devices)| {
+            let devices = devices
+                .iter()
+                .map(|(d, a)| (d.clone(), a.to_string()))
+                .collect();
+            (user.clone(), devices)
+        })
+        .collect();
+    let keys = state.hs.e2ee.claim_keys(&claims).await?;
+    Ok(Json(json!({ "one_time_keys": keys, "failures": {} })))
+}
+
+fn position(token: &str) -> Result<StreamPosition, ApiError> {
+    // Sync tokens are decimal positions; accept a leading `s` some clients keep from others.
+    token
+        .trim_start_matches('s')
+        .parse::<i64>()
+        .map(StreamPosition)
+        .map_err(|_| ApiError::invalid_param("Invalid stream token"))
+}
+
+async fn get_key_changes(
+    State(state): State<AppState>,
+    req: Ruma<get_key_changes::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let session = req.session()?;
+    let from = position(&req.body.from)?;
+    let to = position(&req.body.to)?.min(state.hs.notifier.current());
+    let changed = state.hs.e2ee.users_with_key_changes(from, to).await?;
+    let sharing = state
+        .hs
+        .rooms
+        .users_sharing_rooms_with(&session.user_id)
+        .await?;
+    let changed: Vec<OwnedUserId> = changed
+        .into_iter()
+        .filter(|u| sharing.contains(u))
+        .collect();
+    Ok(Json(json!({ "changed": changed, "left": [] })))
+}
+
+async fn upload_signing_keys(
+    State(state): State<AppState>,
+    req: Ruma<upload_signing_keys::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let session = req.session()?;
+    let upload = CrossSigningUpload {
+        master: req.body.master_key.as_ref().map(value_of).transpose()?,
+        self_signing: req
+            .body
+            .self_signing_key
+            .as_ref()
+            .map(value_of)
+            .transpose()?,
+        user_signing: req
+            .body
+            .user_signing_key
+            .as_ref()
+            .map(value_of)
+            .transpose()?,
+    };
+    let e2ee = &state.hs.e2ee;
+    if e2ee
+        .cross_signing_upload_replaces(&session.user_id, &upload)
+        .await?
+    {
+        let accounts = &state.hs.accounts;
+        let flows = accounts.password_flows(&session.user_id).await?;
+        accounts
+            .check_uia(Some(&session.user_id), &flows, req.body.auth.as_ref())
+            .await?;
+    }
+    e2ee.upload_cross_signing(&session.user_id, &upload).await?;
+    Ok(Json(json!({})))
+}
+
+async fn upload_signatures(
+    State(state): State<AppState>,
+    req: Ruma<upload_signatures::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let session = req.session()?;
+    let signed = match serde_json::to_value(&req.body.signed_keys) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(ApiError::bad_json("Expected an object of signed keys")),
+    };
+    let failures = state
+        .hs
+        .e2ee
+        .upload_signatures(&session.user_id, &signed)
+        .await?;
+    Ok(Json(json!({ "failures": failures })))
+}
+
+async fn send_to_device(
+    State(state): State<AppState>,
+    req: Ruma<send_event_to_device::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let session = req.session()?;
+    let mut messages: BTreeMap<OwnedUserId, Vec<(Target, Value)>> = BTreeMap::new();
+    for (user, devices) in &req.body.messages {
+        let list = messages.entry(user.clone()).or_default();
+        for (device, content) in devices {
+            let target = match device {
+                DeviceIdOrAllDevices::AllDevices => Target::AllDevices,
+                DeviceIdOrAllDevices::DeviceId(d) => Target::Device(d.to_string()),
+            };
+            list.push((target, value_of(content)?));
+        }
+    }
+    state
+        .hs
+        .e2ee
+        .send_to_device(
+            &session.user_id,
+            &session.device_id,
+            &req.body.event_type.to_string(),
+            req.body.txn_id.as_str(),
+            &messages,
+        )
+        .await?;
+    Ok(Json(json!({})))
 }

@@ -8,10 +8,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// Both storage backends; storage-touching tests run once on each.
-pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+pub(crate) const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
 
 /// Prints the node's logs with the test's output.
-pub fn subscribe() {
+pub(crate) fn subscribe() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GROVE_TEST_LOG")
@@ -22,24 +22,34 @@ pub fn subscribe() {
 }
 
 /// A node started in-process on a free loopback port, with its own data directory and database.
-pub struct TestNode {
+pub(crate) struct TestNode {
     /// The running node (None after [`TestNode::restart`] has stopped it briefly).
-    pub node: Option<Node>,
+    pub(crate) node: Option<Node>,
     /// The data directory.
-    pub dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
     /// The database, kept alive as long as the node.
-    pub db: TestDb,
+    pub(crate) db: TestDb,
     /// An HTTP client.
-    pub http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 impl TestNode {
     /// Starts a node on `backend` with open registration.
-    pub async fn start(backend: Backend) -> TestNode {
+    pub(crate) async fn start(backend: Backend) -> TestNode {
+        Self::start_with_registration(backend, RegistrationMode::Open, Vec::new()).await
+    }
+
+    /// Starts a node on `backend` with the given registration mode and tokens (restarts keep
+    /// open registration).
+    pub(crate) async fn start_with_registration(
+        backend: Backend,
+        mode: RegistrationMode,
+        tokens: Vec<String>,
+    ) -> TestNode {
         subscribe();
         let dir = tempfile::tempdir().expect("temp dir");
         let db = TestDb::new(backend).await;
-        let node = start_node(dir.path().to_owned(), &db.url, None).await;
+        let node = start_node(dir.path().to_owned(), &db.url, None, mode, tokens).await;
         TestNode {
             node: Some(node),
             dir,
@@ -49,30 +59,39 @@ impl TestNode {
     }
 
     /// The running node.
-    pub fn node(&self) -> &Node {
+    pub(crate) fn node(&self) -> &Node {
         self.node.as_ref().expect("node running")
     }
 
     /// The client API base URL.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.node().client_url().to_owned()
     }
 
     /// The server name.
-    pub fn server_name(&self) -> String {
+    pub(crate) fn server_name(&self) -> String {
         self.node().server_name().to_string()
     }
 
     /// Stops the node and starts it again on the same data directory, database and port.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         let node = self.node.take().expect("node running");
         let addr = node.client_addr();
         node.shutdown().await;
-        self.node = Some(start_node(self.dir.path().to_owned(), &self.db.url, Some(addr)).await);
+        self.node = Some(
+            start_node(
+                self.dir.path().to_owned(),
+                &self.db.url,
+                Some(addr),
+                RegistrationMode::Open,
+                Vec::new(),
+            )
+            .await,
+        );
     }
 
     /// Sends a request and returns the status and the JSON body (`Null` if not JSON).
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: Method,
         path: &str,
@@ -96,23 +115,23 @@ impl TestNode {
     }
 
     /// GET with an optional token.
-    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         self.request(Method::GET, path, token, None).await
     }
 
     /// POST a JSON body.
-    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
         self.request(Method::POST, path, token, Some(body)).await
     }
 
     /// PUT a JSON body.
-    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
         self.request(Method::PUT, path, token, Some(body)).await
     }
 
     /// Registers `localpart` with a password through user-interactive auth (`m.login.dummy`)
     /// and returns the new user.
-    pub async fn register(&self, localpart: &str) -> TestUser {
+    pub(crate) async fn register(&self, localpart: &str) -> TestUser {
         let body = json!({ "username": localpart, "password": "correct horse battery" });
         let (status, first) = self
             .post("/_matrix/client/v3/register", None, body.clone())
@@ -141,21 +160,27 @@ impl TestNode {
 
 /// A registered user with a logged-in device.
 #[derive(Debug, Clone)]
-pub struct TestUser {
+pub(crate) struct TestUser {
     /// The full user ID.
-    pub user_id: String,
+    pub(crate) user_id: String,
     /// The access token.
-    pub token: String,
+    pub(crate) token: String,
     /// The device ID.
-    pub device_id: String,
+    pub(crate) device_id: String,
 }
 
-async fn start_node(dir: PathBuf, database_url: &str, addr: Option<SocketAddr>) -> Node {
+async fn start_node(
+    dir: PathBuf,
+    database_url: &str,
+    addr: Option<SocketAddr>,
+    mode: RegistrationMode,
+    tokens: Vec<String>,
+) -> Node {
     Node::builder()
         .data_dir(dir)
         .database_url(database_url)
         .client_listen(addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr")))
-        .registration(RegistrationMode::Open, Vec::new())
+        .registration(mode, tokens)
         .start()
         .await
         .expect("node starts")

@@ -1,0 +1,148 @@
+//! To-device messages: an inbox per device, each message at a stream position, delivered by
+//! sync and deleted once the client's next sync token shows it was received.
+
+use std::collections::BTreeMap;
+
+use ruma::{DeviceId, OwnedUserId, UserId, events::AnyToDeviceEvent, serde::Raw};
+use serde_json::{Value, json};
+
+use super::E2ee;
+use crate::{Error, Result, StreamPosition};
+
+/// The target of one message: one device or all of the user's devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One device.
+    Device(String),
+    /// Every device (`*`).
+    AllDevices,
+}
+
+/// The largest number of messages one request may carry.
+const MAX_MESSAGES: usize = 10_000;
+
+impl E2ee {
+    /// Queues messages from `sender`'s `sender_device`. Repeating a transaction ID from the
+    /// same device does nothing. Messages for other servers' users are dropped (no federation
+    /// yet).
+    pub async fn send_to_device(
+        &self,
+        sender: &UserId,
+        sender_device: &DeviceId,
+        event_type: &str,
+        txn_id: &str,
+        messages: &BTreeMap<OwnedUserId, Vec<(Target, Value)>>,
+    ) -> Result<()> {
+        if messages.values().map(Vec::len).sum::<usize>() > MAX_MESSAGES {
+            return Err(Error::LimitExceeded("too many to-device messages".into()));
+        }
+        let mut txn = self.storage.write().await?;
+        let seen: Option<(String,)> = sqlx::query_as(
+            "SELECT txn_id FROM to_device_txns WHERE user_id = $1 AND device_id = $2 \
+             AND txn_id = $3",
+        )
+        .bind(sender.as_str())
+        .bind(sender_device.as_str())
+        .bind(txn_id)
+        .fetch_optional(txn.conn())
+        .await?;
+        if seen.is_some() {
+            return Ok(());
+        }
+        sqlx::query("INSERT INTO to_device_txns (user_id, device_id, txn_id) VALUES ($1, $2, $3)")
+            .bind(sender.as_str())
+            .bind(sender_device.as_str())
+            .bind(txn_id)
+            .execute(txn.conn())
+            .await?;
+        let position = txn.next_position();
+        for (user, targets) in messages {
+            if user.server_name() != sender.server_name() {
+                continue;
+            }
+            let devices: Vec<(String,)> =
+                sqlx::query_as("SELECT device_id FROM devices WHERE user_id = $1")
+                    .bind(user.as_str())
+                    .fetch_all(txn.conn())
+                    .await?;
+            for (target, content) in targets {
+                let event = serde_json::to_string(&json!({
+                    "type": event_type,
+                    "sender": sender,
+                    "content": content,
+                }))?;
+                for (device,) in &devices {
+                    let hit = match target {
+                        Target::AllDevices => true,
+                        Target::Device(d) => d == device,
+                    };
+                    if !hit {
+                        continue;
+                    }
+                    // One message per device per request; a later target for the same
+                    // device replaces the earlier one.
+                    sqlx::query(
+                        "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 \
+                         AND position = $3",
+                    )
+                    .bind(user.as_str())
+                    .bind(device)
+                    .bind(position.0)
+                    .execute(txn.conn())
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO to_device_messages (user_id, device_id, position, \
+                         event_json) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(user.as_str())
+                    .bind(device)
+                    .bind(position.0)
+                    .bind(&event)
+                    .execute(txn.conn())
+                    .await?;
+                }
+            }
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// To-device messages for a device with positions in `(since, upto]`; messages at or before
+    /// `since` were acknowledged by the client's sync token and are deleted.
+    pub async fn sync_to_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        since: StreamPosition,
+        upto: StreamPosition,
+    ) -> Result<Vec<Raw<AnyToDeviceEvent>>> {
+        if since.0 > 0 {
+            sqlx::query(
+                "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 \
+                 AND position <= $3",
+            )
+            .bind(user.as_str())
+            .bind(device.as_str())
+            .bind(since.0)
+            .execute(self.storage.pool())
+            .await?;
+        }
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT event_json FROM to_device_messages WHERE user_id = $1 AND device_id = $2 \
+             AND position > $3 AND position <= $4 ORDER BY position",
+        )
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .bind(since.0)
+        .bind(upto.0)
+        .fetch_all(self.storage.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(e,)| {
+                serde_json::value::RawValue::from_string(e)
+                    .map(Raw::from_json)
+                    .map_err(Error::from)
+            })
+            .collect()
+    }
+}

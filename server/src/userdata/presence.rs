@@ -1,0 +1,165 @@
+//! Presence of local users and their profiles.
+
+use ruma::{OwnedUserId, UserId, events::presence::PresenceEvent, serde::Raw};
+use serde_json::json;
+
+use super::{Profile, UserData};
+use crate::{Error, Result, StreamPosition, accounts::now_ms};
+
+/// The longest status message kept.
+const MAX_STATUS_BYTES: usize = 1024;
+
+/// A user's presence as last set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// `online`, `unavailable` or `offline`.
+    pub state: String,
+    /// The status message, if any.
+    pub status_msg: Option<String>,
+    /// When the presence was last set, in ms since the epoch.
+    pub last_active_ts: i64,
+}
+
+/// A presence row: user, state, status message, last active time.
+type PresenceRow = (String, String, Option<String>, i64);
+
+impl UserData {
+    /// Sets `user`'s presence at a new stream position.
+    pub async fn set_presence(
+        &self,
+        user: &UserId,
+        state: &str,
+        status_msg: Option<&str>,
+    ) -> Result<StreamPosition> {
+        if !matches!(state, "online" | "unavailable" | "offline") {
+            return Err(Error::InvalidParam(format!("unknown presence {state}")));
+        }
+        if status_msg.is_some_and(|m| m.len() > MAX_STATUS_BYTES) {
+            return Err(Error::InvalidParam("status_msg too long".into()));
+        }
+        let mut txn = self.storage.write().await?;
+        let position = txn.next_position();
+        sqlx::query("DELETE FROM presence WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(txn.conn())
+            .await?;
+        sqlx::query(
+            "INSERT INTO presence (user_id, state, status_msg, last_active_ts, position) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(user.as_str())
+        .bind(state)
+        .bind(status_msg.map(str::to_owned))
+        .bind(now_ms())
+        .bind(position.0)
+        .execute(txn.conn())
+        .await?;
+        txn.commit().await?;
+        Ok(position)
+    }
+
+    /// `user`'s presence, if ever set.
+    pub async fn presence(&self, user: &UserId) -> Result<Option<Presence>> {
+        let row: Option<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT state, status_msg, last_active_ts FROM presence WHERE user_id = $1",
+        )
+        .bind(user.as_str())
+        .fetch_optional(self.storage.pool())
+        .await?;
+        Ok(row.map(|(state, status_msg, last_active_ts)| Presence {
+            state,
+            status_msg,
+            last_active_ts,
+        }))
+    }
+
+    /// Presence of `users` that changed in `(since, upto]`.
+    pub async fn presence_since(
+        &self,
+        users: &[OwnedUserId],
+        since: StreamPosition,
+        upto: StreamPosition,
+    ) -> Result<Vec<Raw<PresenceEvent>>> {
+        let rows: Vec<PresenceRow> = sqlx::query_as(
+            "SELECT user_id, state, status_msg, last_active_ts FROM presence \
+             WHERE position > $1 AND position <= $2 ORDER BY position",
+        )
+        .bind(since.0)
+        .bind(upto.0)
+        .fetch_all(self.storage.pool())
+        .await?;
+        let now = now_ms();
+        let mut out = Vec::new();
+        for (user, state, status_msg, ts) in rows {
+            if !users.iter().any(|u| u.as_str() == user) {
+                continue;
+            }
+            let mut content = json!({
+                "presence": state,
+                "last_active_ago": (now - ts).max(0),
+                "currently_active": state == "online",
+            });
+            if let Some(msg) = status_msg {
+                content["status_msg"] = msg.into();
+            }
+            let event = json!({ "type": "m.presence", "sender": user, "content": content });
+            out.push(Raw::from_json(serde_json::value::to_raw_value(&event)?));
+        }
+        Ok(out)
+    }
+
+    /// The profile of a local user (empty when never set).
+    pub async fn profile(&self, user: &UserId) -> Result<Profile> {
+        let row: Option<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT displayname, avatar_url FROM profiles WHERE user_id = $1")
+                .bind(user.as_str())
+                .fetch_optional(self.storage.pool())
+                .await?;
+        let Some((displayname, avatar_url)) = row else {
+            return Ok(Profile::default());
+        };
+        Ok(Profile {
+            displayname,
+            avatar_url: avatar_url.map(Into::into),
+        })
+    }
+
+    /// Replaces the display name (`None` removes it) and returns the new profile.
+    pub async fn set_displayname(&self, user: &UserId, name: Option<&str>) -> Result<Profile> {
+        if name.is_some_and(|n| n.len() > 256) {
+            return Err(Error::InvalidParam("displayname too long".into()));
+        }
+        let mut profile = self.profile(user).await?;
+        profile.displayname = name.map(str::to_owned);
+        self.store_profile(user, &profile).await?;
+        Ok(profile)
+    }
+
+    /// Replaces the avatar (`None` removes it) and returns the new profile.
+    pub async fn set_avatar_url(
+        &self,
+        user: &UserId,
+        url: Option<&ruma::MxcUri>,
+    ) -> Result<Profile> {
+        let mut profile = self.profile(user).await?;
+        profile.avatar_url = url.map(ToOwned::to_owned);
+        self.store_profile(user, &profile).await?;
+        Ok(profile)
+    }
+
+    async fn store_profile(&self, user: &UserId, profile: &Profile) -> Result<()> {
+        let mut txn = self.storage.write().await?;
+        sqlx::query("DELETE FROM profiles WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(txn.conn())
+            .await?;
+        sqlx::query("INSERT INTO profiles (user_id, displayname, avatar_url) VALUES ($1, $2, $3)")
+            .bind(user.as_str())
+            .bind(profile.displayname.clone())
+            .bind(profile.avatar_url.as_ref().map(|u| u.to_string()))
+            .execute(txn.conn())
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
