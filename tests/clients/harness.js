@@ -48,7 +48,7 @@ function safeJson(value) {
 }
 
 // The Rust crypto writes its tracing straight to the console, so the console is captured.
-for (const level of ["log", "info", "debug", "warn"]) {
+for (const level of ["log", "info", "debug", "warn", "error"]) {
   console[level] = (...args) => keep(level, args);
 }
 sdkLogger.setLevel(liveLog ? "debug" : "info", false);
