@@ -46,9 +46,9 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// The client's address as the rate limits key it: the peer address when the server was
-/// started with connection info, else one shared key for everyone (an embedded node is
-/// reached over loopback only, where the address says nothing anyway).
-pub(crate) struct ClientIp(pub(crate) String);
+/// started with connection info, else `None` (an embedded node is reached over loopback
+/// only, where the address says nothing anyway).
+pub(crate) struct ClientIp(pub(crate) Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = ApiError;
@@ -57,10 +57,13 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "local".to_owned(), |c| c.0.ip().to_string());
+            .map(|c| c.0.ip().to_string());
         Ok(ClientIp(ip))
     }
 }
+
+/// The registration bucket shared by clients whose address is unknown.
+const UNKNOWN_IP: &str = "unknown";
 
 fn limit(state: &AppState, kind: Attempt, key: &str) -> Result<(), ApiError> {
     state
@@ -83,7 +86,11 @@ async fn login(
     ClientIp(ip): ClientIp,
     req: Ruma<login::v3::Request>,
 ) -> ApiResult<login::v3::Response> {
-    limit(&state, Attempt::Login, &ip)?;
+    // Without a known address only the per-user bucket applies, so one client's typos
+    // cannot lock every user of the node out.
+    if let Some(ip) = &ip {
+        limit(&state, Attempt::Login, ip)?;
+    }
     let login::v3::LoginInfo::Password(password) = &req.body.login_info else {
         return Err(ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,
@@ -114,13 +121,32 @@ async fn login(
     let device = NewDevice {
         device_id: req.body.device_id.clone(),
         display_name: req.body.initial_device_display_name.clone(),
-        ip: Some(ip),
+        ip,
     };
-    let done = state
-        .hs
-        .accounts
+    let accounts = &state.hs.accounts;
+    let done = match accounts
         .login_password(&user, &password.password, device)
-        .await?;
+        .await
+    {
+        Ok(done) => done,
+        Err(grove_server::Error::InvalidCredentials) => {
+            // A deactivated account has no password left; say so rather than "wrong password".
+            let deactivated = match accounts.resolve_user(&user) {
+                Ok(id) => accounts.is_deactivated(&id).await?,
+                Err(_) => false,
+            };
+            return Err(if deactivated {
+                ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "M_USER_DEACTIVATED",
+                    "This account has been deactivated",
+                )
+            } else {
+                grove_server::Error::InvalidCredentials.into()
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(RumaResponse(login::v3::Response::new(
         done.user_id,
         done.access_token,
@@ -160,7 +186,11 @@ async fn register(
     ClientIp(ip): ClientIp,
     req: Ruma<register::v3::Request>,
 ) -> ApiResult<register::v3::Response> {
-    limit(&state, Attempt::Register, &ip)?;
+    limit(
+        &state,
+        Attempt::Register,
+        ip.as_deref().unwrap_or(UNKNOWN_IP),
+    )?;
     let body = req.body;
     if body.kind == register::RegistrationKind::Guest {
         return Err(ApiError::new(
@@ -175,7 +205,7 @@ async fn register(
         device: NewDevice {
             device_id: body.device_id,
             display_name: body.initial_device_display_name,
-            ip: Some(ip),
+            ip,
         },
         inhibit_login: body.inhibit_login,
     };
@@ -197,7 +227,11 @@ async fn get_username_availability(
     ClientIp(ip): ClientIp,
     req: Ruma<get_username_availability::v3::Request>,
 ) -> ApiResult<get_username_availability::v3::Response> {
-    limit(&state, Attempt::Register, &ip)?;
+    limit(
+        &state,
+        Attempt::Register,
+        ip.as_deref().unwrap_or(UNKNOWN_IP),
+    )?;
     state
         .hs
         .accounts
@@ -213,7 +247,11 @@ async fn check_registration_token_validity(
     ClientIp(ip): ClientIp,
     req: Ruma<check_registration_token_validity::v1::Request>,
 ) -> ApiResult<check_registration_token_validity::v1::Response> {
-    limit(&state, Attempt::Register, &ip)?;
+    limit(
+        &state,
+        Attempt::Register,
+        ip.as_deref().unwrap_or(UNKNOWN_IP),
+    )?;
     if state.hs.config.registration == grove_server::config::Registration::Closed {
         return Err(ApiError::forbidden("Registration is disabled"));
     }

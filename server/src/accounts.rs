@@ -35,9 +35,9 @@ const LOGIN_BURST: u32 = 10;
 /// Login attempts regained per second, per key.
 const LOGIN_PER_SECOND: f64 = 0.5;
 /// Registration requests one address may make in a burst (each registration takes two).
-const REGISTER_BURST: u32 = 30;
+const REGISTER_BURST: u32 = 60;
 /// Registration requests regained per second, per address.
-const REGISTER_PER_SECOND: f64 = 0.5;
+const REGISTER_PER_SECOND: f64 = 1.0;
 /// The longest localpart accepted, so that the whole user ID stays within 255 bytes.
 const MAX_USER_ID_LEN: usize = 255;
 
@@ -213,6 +213,16 @@ impl Accounts {
             .fetch_optional(self.storage.pool())
             .await?;
         Ok(row.is_some())
+    }
+
+    /// Whether `user` exists and was deactivated.
+    pub async fn is_deactivated(&self, user: &UserId) -> Result<bool> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT deactivated FROM users WHERE user_id = $1")
+                .bind(user.as_str())
+                .fetch_optional(self.storage.pool())
+                .await?;
+        Ok(matches!(row, Some((1,))))
     }
 
     /// Checks that `localpart` is valid and free ([`Error::UserInUse`] or
@@ -460,12 +470,24 @@ impl Accounts {
         Ok(())
     }
 
-    /// Deactivates `user`: no password, no devices; the user ID stays taken.
+    /// Deactivates `user`: no password, no devices, no cross-signing keys or key backups; the
+    /// user ID stays taken.
     pub async fn deactivate(&self, user: &UserId) -> Result<()> {
         sqlx::query("UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1")
             .bind(user.as_str())
             .execute(self.storage.pool())
             .await?;
+        for table in [
+            "cross_signing_keys",
+            "backup_keys",
+            "backup_versions",
+            "pushers",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                .bind(user.as_str())
+                .execute(self.storage.pool())
+                .await?;
+        }
         self.logout_all(user).await?;
         info!(%user, "deactivated");
         Ok(())
@@ -571,6 +593,12 @@ async fn delete_device(conn: &mut AnyConnection, user: &UserId, device: &DeviceI
         .execute(&mut *conn)
         .await?;
     }
+    // Signatures others made on this device's keys go with it.
+    sqlx::query("DELETE FROM key_signatures WHERE target_user_id = $1 AND target_key_id = $2")
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -68,6 +68,24 @@ async fn register_with_dummy_auth_then_whoami() {
 }
 
 #[tokio::test]
+async fn register_starting_from_an_empty_body() {
+    for backend in BACKENDS {
+        let node = TestNode::start(backend).await;
+        // Some clients first ask for the flows with an empty body.
+        let (status, uia) = node.post(REGISTER, None, json!({})).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uia}");
+        let body = json!({ "username": "zoe", "password": PASSWORD, "device_id": "ZOEPHONE",
+                           "auth": { "type": "m.login.dummy", "session": uia["session"] } });
+        let (status, done) = node.post(REGISTER, None, body).await;
+        assert_eq!(status, StatusCode::OK, "{done}");
+        assert_eq!(done["device_id"], "ZOEPHONE");
+        let token = done["access_token"].as_str().expect("token");
+        let (_, devices) = node.get("/_matrix/client/v3/devices", Some(token)).await;
+        assert_eq!(devices["devices"][0]["device_id"], "ZOEPHONE");
+    }
+}
+
+#[tokio::test]
 async fn register_rejects_taken_and_invalid_names() {
     for backend in BACKENDS {
         let node = TestNode::start(backend).await;
@@ -490,7 +508,7 @@ async fn password_change_and_deactivation() {
             node.post(LOGIN, None, login_body("alice", "battery staple"))
                 .await,
             StatusCode::FORBIDDEN,
-            "M_FORBIDDEN",
+            "M_USER_DEACTIVATED",
         );
         check_error(
             node.get("/_matrix/client/v3/register/available?username=alice", None)

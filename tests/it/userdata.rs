@@ -262,6 +262,39 @@ async fn push_rules_and_pushers() {
         let (_, actions) = node.get(&format!("{rule}/actions"), t).await;
         assert_eq!(actions["actions"], json!([]));
 
+        // `before` and `after` place a new rule among the existing ones of its kind.
+        let room_rule = |id: &str| format!("/_matrix/client/v3/pushrules/global/room/{id}");
+        for (id, query) in [
+            ("!a:x", ""),
+            ("!b:x", "?after=!a:x"),
+            ("!c:x", "?before=!a:x"),
+        ] {
+            let (status, body) = node
+                .put(
+                    &format!("{}{query}", room_rule(id)),
+                    t,
+                    json!({ "actions": [] }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let (_, all) = node.get("/_matrix/client/v3/pushrules/", t).await;
+        let order: Vec<&str> = all["global"]["room"]
+            .as_array()
+            .map(|l| l.iter().filter_map(|r| r["rule_id"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(order, vec!["!c:x", "!a:x", "!b:x", "!r:example.org"]);
+        check_error(
+            node.put(
+                &format!("{}?before=!nope:x", room_rule("!d:x")),
+                t,
+                json!({ "actions": [] }),
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "M_NOT_FOUND",
+        );
+
         // Server-default rules can be toggled but not deleted.
         let master = "/_matrix/client/v3/pushrules/global/override/.m.rule.master";
         let (status, _) = node
