@@ -61,6 +61,8 @@ pub(crate) struct ChildNode {
     pub(crate) url: String,
     /// From spawn to the first answered `versions`.
     pub(crate) startup: Duration,
+    /// Whether closing stdin stops it (the built-in node) or it must be killed (the daemon).
+    stops_on_stdin_close: bool,
 }
 
 impl ChildNode {
@@ -103,6 +105,7 @@ impl ChildNode {
             child,
             url,
             startup: Duration::ZERO,
+            stops_on_stdin_close: matches!(program, NodeProgram::BuiltIn),
         };
         let versions = format!("{}/_matrix/client/versions", node.url);
         loop {
@@ -138,6 +141,9 @@ impl ChildNode {
     /// still runs after a grace period (the daemon, which ignores stdin) is killed.
     pub(crate) async fn stop(mut self) {
         drop(self.child.stdin.take());
+        if !self.stops_on_stdin_close {
+            return; // Drop kills it.
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
