@@ -48,7 +48,7 @@ function safeJson(value) {
 }
 
 // The Rust crypto writes its tracing straight to the console, so the console is captured.
-for (const level of ["log", "info", "debug", "warn"]) {
+for (const level of ["log", "info", "debug", "warn", "error"]) {
   console[level] = (...args) => keep(level, args);
 }
 sdkLogger.setLevel(liveLog ? "debug" : "info", false);
@@ -124,29 +124,53 @@ export async function waitUntil(emitter, events, check, what, { ms = WAIT_MS, de
 }
 
 /**
+ * Runs `request`, and again after the server's `retry_after_ms` while it answers
+ * M_LIMIT_EXCEEDED, as clients do; gives up after WAIT_MS.
+ */
+async function respectingRateLimits(what, request) {
+  const deadline = performance.now() + WAIT_MS;
+  for (;;) {
+    try {
+      return await request();
+    } catch (e) {
+      if (e?.errcode !== "M_LIMIT_EXCEEDED" || performance.now() > deadline) throw e;
+      const wait = Number(e.data?.retry_after_ms ?? 1000);
+      keep("warn", [`${what}: rate limited, retrying in ${wait} ms`]);
+      await sleep(Math.min(Math.max(wait, 10), 5000));
+    }
+  }
+}
+
+/**
  * Registers a fresh user the way a client does: the SDK's user-interactive auth driver sees the
  * server's flows and completes the `m.login.dummy` stage itself.
  */
 export async function register(prefix) {
   const username = uniqueName(prefix);
   const tmp = sdk.createClient({ baseUrl: baseUrl() });
-  const auth = new sdk.InteractiveAuth({
-    matrixClient: tmp,
-    doRequest: (authDict) =>
-      tmp.registerRequest({
-        username,
-        password: PASSWORD,
-        initial_device_display_name: `grove test ${prefix}`,
-        ...(authDict ? { auth: authDict } : {}),
-      }),
-    stateUpdated: (stage, status) => {
-      // Only dummy is expected; anything else would wait for a human forever.
-      throw new Error(`registration asked for stage ${stage}: ${safeJson(status)}`);
-    },
-    requestEmailToken: () => Promise.reject(new Error("no e-mail here")),
-    supportedStages: ["m.login.dummy"],
-  });
-  const resp = await within(WAIT_MS, `registration of ${username}`, auth.attemptAuth());
+  // A fresh driver per attempt: a rate-limited attempt is started over.
+  const attempt = () =>
+    new sdk.InteractiveAuth({
+      matrixClient: tmp,
+      doRequest: (authDict) =>
+        tmp.registerRequest({
+          username,
+          password: PASSWORD,
+          initial_device_display_name: `grove test ${prefix}`,
+          ...(authDict ? { auth: authDict } : {}),
+        }),
+      stateUpdated: (stage, status) => {
+        // Only dummy is expected; anything else would wait for a human forever.
+        throw new Error(`registration asked for stage ${stage}: ${safeJson(status)}`);
+      },
+      requestEmailToken: () => Promise.reject(new Error("no e-mail here")),
+      supportedStages: ["m.login.dummy"],
+    }).attemptAuth();
+  const resp = await within(
+    2 * WAIT_MS,
+    `registration of ${username}`,
+    respectingRateLimits(`registration of ${username}`, attempt),
+  );
   if (!resp.user_id || !resp.access_token || !resp.device_id) {
     throw new Error(`registration answered without credentials: ${safeJson(resp)}`);
   }
@@ -159,11 +183,13 @@ export async function login(user) {
   const resp = await within(
     WAIT_MS,
     `password login of ${user.userId}`,
-    tmp.loginRequest({
-      type: "m.login.password",
-      identifier: { type: "m.id.user", user: user.username },
-      password: PASSWORD,
-    }),
+    respectingRateLimits(`login of ${user.userId}`, () =>
+      tmp.loginRequest({
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user: user.username },
+        password: PASSWORD,
+      }),
+    ),
   );
   return { ...user, accessToken: resp.access_token, deviceId: resp.device_id };
 }
@@ -180,7 +206,7 @@ export class RequestLog {
   /** A `fetch` that records into this log. */
   fetchFn() {
     return async (input, init) => {
-      const url = typeof input === "string" ? input : input.url;
+      const url = typeof input === "string" ? input : input instanceof URL ? input.href : input.url;
       const entry = { url, method: init?.method ?? "GET", start: performance.now(), end: null };
       this.entries.push(entry);
       try {

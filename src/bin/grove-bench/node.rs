@@ -1,0 +1,188 @@
+//! The measured node: started as a child process so its memory can be read on its own.
+
+use std::{
+    io::Read,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use grove::{Node, config::RegistrationMode};
+
+/// How long a node may take to answer `versions` before the bench gives up on it.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs a node in this process until stdin closes (the bench dropped its end) or a signal.
+pub(crate) async fn serve(
+    data_dir: PathBuf,
+    client_listen: SocketAddr,
+    database_url: Option<String>,
+) -> anyhow::Result<()> {
+    let mut builder = Node::builder()
+        .data_dir(data_dir)
+        .client_listen(client_listen)
+        .registration(RegistrationMode::Open, Vec::new());
+    if let Some(url) = database_url {
+        builder = builder.database_url(url);
+    }
+    let node = builder.start().await?;
+    // The parent holds our stdin; when it exits or drops it, we stop.
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = closed_tx.send(());
+    });
+    let _ = closed_rx.await;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub(crate) enum NodeProgram {
+    /// This binary's hidden `node` mode.
+    BuiltIn,
+    /// A `grove` daemon binary.
+    Daemon(PathBuf),
+}
+
+/// A node running as a child process, killed when dropped.
+pub(crate) struct ChildNode {
+    child: Child,
+    /// The client API base URL.
+    pub(crate) url: String,
+    /// From spawn to the first answered `versions`.
+    pub(crate) startup: Duration,
+    /// Whether closing stdin stops it (the built-in node) or it must be killed (the daemon).
+    stops_on_stdin_close: bool,
+}
+
+impl ChildNode {
+    /// Starts a node on `data_dir` and waits until it answers `versions`.
+    pub(crate) async fn start(
+        program: &NodeProgram,
+        data_dir: &Path,
+        database_url: Option<&str>,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<ChildNode> {
+        let addr = free_loopback_addr()?;
+        let mut cmd = match program {
+            NodeProgram::BuiltIn => {
+                let mut cmd = Command::new(std::env::current_exe().context("own path")?);
+                cmd.arg("node");
+                cmd
+            }
+            NodeProgram::Daemon(path) => {
+                let mut cmd = Command::new(path);
+                cmd.args(["--registration", "open", "--log", "warn"]);
+                cmd
+            }
+        };
+        cmd.arg("--data-dir")
+            .arg(data_dir)
+            .arg("--client-listen")
+            .arg(addr.to_string());
+        if let Some(url) = database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .env("GROVE_LOG", "warn");
+        let url = format!("http://{addr}");
+        let started = Instant::now();
+        let child = cmd.spawn().context("spawning the node")?;
+        // From here on, dropping the value (on any error too) kills the process.
+        let mut node = ChildNode {
+            child,
+            url,
+            startup: Duration::ZERO,
+            stops_on_stdin_close: matches!(program, NodeProgram::BuiltIn),
+        };
+        let versions = format!("{}/_matrix/client/versions", node.url);
+        loop {
+            if let Ok(resp) = http.get(&versions).send().await
+                && resp.status().is_success()
+            {
+                break;
+            }
+            if let Some(status) = node.child.try_wait().context("node process")? {
+                bail!("the node exited during start-up ({status})");
+            }
+            if started.elapsed() > START_LIMIT {
+                bail!(
+                    "the node did not answer {versions} within {} s",
+                    START_LIMIT.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        node.startup = started.elapsed();
+        Ok(node)
+    }
+
+    /// The node's resident memory now, in bytes.
+    pub(crate) fn rss(&self) -> anyhow::Result<u64> {
+        let status = Path::new("/proc")
+            .join(self.child.id().to_string())
+            .join("status");
+        rss_of(&status)
+    }
+
+    /// Stops the node: closing stdin asks the built-in node to shut down cleanly; whatever
+    /// still runs after a grace period (the daemon, which ignores stdin) is killed.
+    pub(crate) async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        if !self.stops_on_stdin_close {
+            return; // Drop kills it.
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `VmRSS` from a `/proc/<pid>/status` file, in bytes.
+fn rss_of(status: &Path) -> anyhow::Result<u64> {
+    let text =
+        std::fs::read_to_string(status).with_context(|| format!("reading {}", status.display()))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS line (not Linux?)")?;
+    let kib: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("unreadable {line:?}"))?;
+    Ok(kib * 1024)
+}
+
+/// A loopback address with a port free right now (the node binds it a moment later).
+fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}
