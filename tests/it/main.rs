@@ -5,6 +5,8 @@ mod bad_input;
 mod clients;
 mod config;
 mod e2ee;
+mod metrics;
+mod restart;
 mod rooms;
 mod support;
 mod sync;

@@ -120,12 +120,22 @@ impl TestNode {
     }
 
     /// POST a JSON body.
-    pub(crate) async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
         self.request(Method::POST, path, token, Some(body)).await
     }
 
     /// PUT a JSON body.
-    pub(crate) async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn put(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
         self.request(Method::PUT, path, token, Some(body)).await
     }
 

@@ -61,6 +61,15 @@ impl Rooms {
             Visibility::Public => RoomPreset::PublicChat,
             _ => RoomPreset::PrivateChat,
         });
+        if !matches!(
+            preset,
+            RoomPreset::PublicChat | RoomPreset::PrivateChat | RoomPreset::TrustedPrivateChat
+        ) {
+            return Err(Error::BadJson(format!(
+                "unknown preset {:?}",
+                preset.as_str()
+            )));
+        }
         let trusted = preset == RoomPreset::TrustedPrivateChat;
         let v12 = rules.authorization.explicitly_privilege_room_creators;
 
