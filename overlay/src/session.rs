@@ -20,6 +20,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -47,6 +48,9 @@ pub const MAX_SESSION_NODES: usize = 16 * 1024;
 /// Incoming sessions queued per listener before new ones are refused.
 pub const ACCEPT_QUEUE_LIMIT: usize = 64;
 
+/// Time allowed to open a session before giving up (quinn alone would wait its idle timeout).
+pub const SESSION_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Errors opening or accepting sessions.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -62,6 +66,9 @@ pub enum SessionError {
     /// The session table is full.
     #[error("too many session nodes")]
     TableFull,
+    /// The node did not answer within [`SESSION_CONNECT_TIMEOUT`].
+    #[error("session set-up timed out")]
+    Timeout,
     /// The endpoint could not be created.
     #[error("endpoint: {0}")]
     Io(#[from] io::Error),
@@ -327,7 +334,11 @@ impl Sessions {
         let addr = self.shared.table.lock().ok().and_then(|mut t| t.insert(key)).ok_or(SessionError::TableFull)?;
         let mut config = tls::client_config(&self.identity, Expect::Key(key), alpn)?;
         config.transport_config(Arc::new(transport_config()));
-        Ok(self.endpoint.connect_with(config, addr, tls::server_name())?.await?)
+        let connecting = self.endpoint.connect_with(config, addr, tls::server_name())?;
+        match tokio::time::timeout(SESSION_CONNECT_TIMEOUT, connecting).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(SessionError::Timeout),
+        }
     }
 
     /// Accepts sessions for `alpn`; a second call for the same ALPN replaces the first listener.

@@ -98,6 +98,13 @@ impl Identity {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, secret.public_key().to_hex());
+        // Without rcgen's hashing feature the serial must be given; the key's first bytes
+        // (high bit cleared, so the DER integer stays positive) make it unique per node.
+        let mut serial = public.get(..16).map(<[u8]>::to_vec).unwrap_or_default();
+        if let Some(first) = serial.first_mut() {
+            *first &= 0x7f;
+        }
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
         let cert = params.self_signed(&CertSigner(secret, public))?;
         Ok(Self { cert: cert.der().clone(), key: pkcs8_of(secret) })
     }
