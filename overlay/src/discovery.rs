@@ -61,12 +61,20 @@ pub struct DiscoveryConfig {
 impl DiscoveryConfig {
     /// Discovery switched off.
     pub fn disabled() -> Self {
-        Self { enabled: false, port: DEFAULT_PORT, include_loopback: false, only_interfaces: None }
+        Self {
+            enabled: false,
+            port: DEFAULT_PORT,
+            include_loopback: false,
+            only_interfaces: None,
+        }
     }
 
     /// Discovery on every suitable interface, on the default port.
     pub fn enabled() -> Self {
-        Self { enabled: true, ..Self::disabled() }
+        Self {
+            enabled: true,
+            ..Self::disabled()
+        }
     }
 }
 
@@ -90,7 +98,9 @@ struct Interface {
 /// Reads the interfaces that should carry beacons, keyed by name.
 fn interfaces(config: &DiscoveryConfig) -> BTreeMap<String, Interface> {
     let mut out: BTreeMap<String, Interface> = BTreeMap::new();
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return out };
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return out;
+    };
     for a in addrs {
         let loopback = a.flags.contains(InterfaceFlags::IFF_LOOPBACK);
         if !a.flags.contains(InterfaceFlags::IFF_UP)
@@ -100,11 +110,21 @@ fn interfaces(config: &DiscoveryConfig) -> BTreeMap<String, Interface> {
         {
             continue;
         }
-        if config.only_interfaces.as_ref().is_some_and(|only| !only.contains(&a.interface_name)) {
+        if config
+            .only_interfaces
+            .as_ref()
+            .is_some_and(|only| !only.contains(&a.interface_name))
+        {
             continue;
         }
-        let Ok(index) = nix::net::if_::if_nametoindex(a.interface_name.as_str()) else { continue };
-        let entry = out.entry(a.interface_name.clone()).or_insert(Interface { index, v4: None, v6: false });
+        let Ok(index) = nix::net::if_::if_nametoindex(a.interface_name.as_str()) else {
+            continue;
+        };
+        let entry = out.entry(a.interface_name.clone()).or_insert(Interface {
+            index,
+            v4: None,
+            v6: false,
+        });
         if let Some(addr) = &a.address {
             if let Some(v4) = addr.as_sockaddr_in() {
                 entry.v4.get_or_insert(v4.ip());
@@ -201,13 +221,17 @@ impl Task {
                     interval = (interval * 2).min(INTERVAL_MAX);
                 }
                 r = self.v4.recv_from(&mut buf4) => {
-                    if let Ok((len, from)) = r {
-                        if !self.on_datagram(buf4.get(..len).unwrap_or_default(), from, &tx) { return; }
+                    if let Ok((len, from)) = r
+                        && !self.on_datagram(buf4.get(..len).unwrap_or_default(), from, &tx)
+                    {
+                        return;
                     }
                 }
                 r = recv_v6(self.v6.as_ref(), &mut buf6) => {
-                    if let Ok((len, from)) = r {
-                        if !self.on_datagram(buf6.get(..len).unwrap_or_default(), from, &tx) { return; }
+                    if let Ok((len, from)) = r
+                        && !self.on_datagram(buf6.get(..len).unwrap_or_default(), from, &tx)
+                    {
+                        return;
                     }
                 }
             }
@@ -224,15 +248,15 @@ impl Task {
             if self.interfaces.get(name) == Some(iface) {
                 continue;
             }
-            if let Some(v4) = iface.v4 {
-                if let Err(e) = self.v4.join_multicast_v4(GROUP_V4, v4) {
-                    tracing::debug!(%name, error = %e, "joining the IPv4 discovery group failed");
-                }
+            if let Some(v4) = iface.v4
+                && let Err(e) = self.v4.join_multicast_v4(GROUP_V4, v4)
+            {
+                tracing::debug!(%name, error = %e, "joining the IPv4 discovery group failed");
             }
-            if let (true, Some(v6)) = (iface.v6, &self.v6) {
-                if let Err(e) = v6.join_multicast_v6(&GROUP_V6, iface.index) {
-                    tracing::debug!(%name, error = %e, "joining the IPv6 discovery group failed");
-                }
+            if let (true, Some(v6)) = (iface.v6, &self.v6)
+                && let Err(e) = v6.join_multicast_v6(&GROUP_V6, iface.index)
+            {
+                tracing::debug!(%name, error = %e, "joining the IPv6 discovery group failed");
             }
         }
         tracing::debug!(interfaces = ?now.keys().collect::<Vec<_>>(), "discovery interfaces changed");
@@ -244,7 +268,11 @@ impl Task {
         for (name, iface) in &self.interfaces {
             if let Some(v4) = iface.v4 {
                 let sent = match SockRef::from(&self.v4).set_multicast_if_v4(&v4) {
-                    Ok(()) => self.v4.send_to(&self.beacon, (GROUP_V4, self.config.port)).await.map(|_| ()),
+                    Ok(()) => self
+                        .v4
+                        .send_to(&self.beacon, (GROUP_V4, self.config.port))
+                        .await
+                        .map(|_| ()),
                     Err(e) => Err(e),
                 };
                 self.count_send(name, sent);
@@ -295,7 +323,10 @@ impl Task {
             SocketAddr::V4(a) => SocketAddr::new(IpAddr::V4(*a.ip()), found.port),
             SocketAddr::V6(a) => SocketAddrV6::new(*a.ip(), found.port, 0, a.scope_id()).into(),
         };
-        match tx.try_send(Discovered { key: found.key, addr }) {
+        match tx.try_send(Discovered {
+            key: found.key,
+            addr,
+        }) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.drop_reason("discovered_queue_full");

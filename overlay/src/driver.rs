@@ -59,7 +59,13 @@ pub struct Config {
 impl Config {
     /// A node with `secret` on `bind`, no static peers, open network, discovery off.
     pub fn new(secret: NodeSecret, bind: SocketAddr) -> Self {
-        Self { secret, bind, static_peers: Vec::new(), network_id: None, discovery: DiscoveryConfig::disabled() }
+        Self {
+            secret,
+            bind,
+            static_peers: Vec::new(),
+            network_id: None,
+            discovery: DiscoveryConfig::disabled(),
+        }
     }
 }
 
@@ -180,7 +186,13 @@ impl Overlay {
         });
         tokio::spawn(driver.run(command_rx));
         let handle = OverlayHandle {
-            inner: Arc::new(Inner { public_key, local_addr, commands, metrics, sessions }),
+            inner: Arc::new(Inner {
+                public_key,
+                local_addr,
+                commands,
+                metrics,
+                sessions,
+            }),
         };
         Ok((handle, events_rx))
     }
@@ -242,7 +254,11 @@ impl OverlayHandle {
     }
 
     /// Opens an end-to-end session to `key` speaking `alpn`.
-    pub async fn open_session(&self, key: NodeKey, alpn: &[u8]) -> Result<quinn::Connection, SessionError> {
+    pub async fn open_session(
+        &self,
+        key: NodeKey,
+        alpn: &[u8],
+    ) -> Result<quinn::Connection, SessionError> {
         self.inner.sessions.open(key, alpn).await
     }
 
@@ -261,6 +277,10 @@ impl OverlayHandle {
     }
 
     async fn command(&self, command: Command) -> Result<(), HandleError> {
-        self.inner.commands.send(command).await.map_err(|_| HandleError::Stopped)
+        self.inner
+            .commands
+            .send(command)
+            .await
+            .map_err(|_| HandleError::Stopped)
     }
 }

@@ -79,7 +79,12 @@ impl HelloError {
 impl Hello {
     /// This build's hello for the given network id.
     pub fn ours(network_id: Option<[u8; 32]>) -> Self {
-        Self { version_min: VERSION_MIN, version_max: VERSION_MAX, capabilities: CAPABILITIES, network_id }
+        Self {
+            version_min: VERSION_MIN,
+            version_max: VERSION_MAX,
+            capabilities: CAPABILITIES,
+            network_id,
+        }
     }
 
     /// Encodes the hello.
@@ -105,7 +110,25 @@ impl Hello {
             .get(..BASE_LEN)
             .and_then(|h| h.try_into().ok())
             .ok_or(HelloError::Malformed)?;
-        let [m0, m1, m2, m3, v0, v1, w0, w1, c0, c1, c2, c3, c4, c5, c6, c7, flags] = *head;
+        let [
+            m0,
+            m1,
+            m2,
+            m3,
+            v0,
+            v1,
+            w0,
+            w1,
+            c0,
+            c1,
+            c2,
+            c3,
+            c4,
+            c5,
+            c6,
+            c7,
+            flags,
+        ] = *head;
         if [m0, m1, m2, m3] != HELLO_MAGIC {
             return Err(HelloError::Malformed);
         }
@@ -121,7 +144,12 @@ impl Hello {
             FLAG_NETWORK_ID => Some(<[u8; 32]>::try_from(tail).map_err(|_| HelloError::Malformed)?),
             _ => return Err(HelloError::Malformed),
         };
-        Ok(Self { version_min, version_max, capabilities, network_id })
+        Ok(Self {
+            version_min,
+            version_max,
+            capabilities,
+            network_id,
+        })
     }
 
     /// Negotiates our hello against theirs.
@@ -133,7 +161,10 @@ impl Hello {
         if version < self.version_min.max(theirs.version_min) {
             return Err(HelloError::Version);
         }
-        Ok(Negotiated { version, capabilities: self.capabilities & theirs.capabilities })
+        Ok(Negotiated {
+            version,
+            capabilities: self.capabilities & theirs.capabilities,
+        })
     }
 }
 

@@ -201,18 +201,34 @@ pub async fn dial(
     let run = async {
         let mut config = tls::client_config(identity, expect, tls::PEER_ALPN)?;
         config.transport_config(Arc::new(transport_config()));
-        let conn = endpoint.connect_with(config, addr, tls::server_name())?.await?;
+        let conn = endpoint
+            .connect_with(config, addr, tls::server_name())?
+            .await?;
         let key = tls::peer_key(&conn)?;
         let (mut send, mut recv) = conn.open_bi().await?;
-        write_frame(&mut send, &hello.encode()).await.map_err(|e| stream_err(&conn, e))?;
+        write_frame(&mut send, &hello.encode())
+            .await
+            .map_err(|e| stream_err(&conn, e))?;
         let theirs = match read_frame(&mut recv).await {
             Ok(bytes) => Hello::decode(&bytes)?,
             Err(e) => return Err(stream_err(&conn, e)),
         };
-        let negotiated = hello.negotiate(&theirs).inspect_err(|e| refuse(&conn, *e))?;
-        Ok(Established { conn, key, kind, dialled: true, negotiated, send, recv })
+        let negotiated = hello
+            .negotiate(&theirs)
+            .inspect_err(|e| refuse(&conn, *e))?;
+        Ok(Established {
+            conn,
+            key,
+            kind,
+            dialled: true,
+            negotiated,
+            send,
+            recv,
+        })
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, run).await.map_err(|_| LinkError::Timeout)?
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
+        .await
+        .map_err(|_| LinkError::Timeout)?
 }
 
 /// Completes an inbound connection: TLS, the dialler's hello, our answer.
@@ -225,11 +241,25 @@ pub async fn accept(incoming: quinn::Incoming, hello: Hello) -> Result<Establish
             Ok(bytes) => Hello::decode(&bytes).inspect_err(|e| refuse(&conn, *e))?,
             Err(e) => return Err(stream_err(&conn, e)),
         };
-        let negotiated = hello.negotiate(&theirs).inspect_err(|e| refuse(&conn, *e))?;
-        write_frame(&mut send, &hello.encode()).await.map_err(|e| stream_err(&conn, e))?;
-        Ok(Established { conn, key, kind: LinkKind::Inbound, dialled: false, negotiated, send, recv })
+        let negotiated = hello
+            .negotiate(&theirs)
+            .inspect_err(|e| refuse(&conn, *e))?;
+        write_frame(&mut send, &hello.encode())
+            .await
+            .map_err(|e| stream_err(&conn, e))?;
+        Ok(Established {
+            conn,
+            key,
+            kind: LinkKind::Inbound,
+            dialled: false,
+            negotiated,
+            send,
+            recv,
+        })
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, run).await.map_err(|_| LinkError::Timeout)?
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
+        .await
+        .map_err(|_| LinkError::Timeout)?
 }
 
 /// Closes `conn` because its hello was refused, naming the reason for the other side.
@@ -269,21 +299,29 @@ pub async fn write_frame(send: &mut quinn::SendStream, frame: &[u8]) -> Result<(
         return Err(FrameError::Oversized(frame.len()));
     }
     let len = u32::try_from(frame.len()).map_err(|_| FrameError::Oversized(frame.len()))?;
-    send.write_all(&len.to_be_bytes()).await.map_err(|e| FrameError::Stream(e.to_string()))?;
-    send.write_all(frame).await.map_err(|e| FrameError::Stream(e.to_string()))
+    send.write_all(&len.to_be_bytes())
+        .await
+        .map_err(|e| FrameError::Stream(e.to_string()))?;
+    send.write_all(frame)
+        .await
+        .map_err(|e| FrameError::Stream(e.to_string()))
 }
 
 /// Reads one length-prefixed control frame, refusing lengths over [`MAX_CONTROL_FRAME`] before
 /// reading the body.
 pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Bytes, FrameError> {
     let mut len = [0u8; 4];
-    recv.read_exact(&mut len).await.map_err(|e| FrameError::Stream(e.to_string()))?;
+    recv.read_exact(&mut len)
+        .await
+        .map_err(|e| FrameError::Stream(e.to_string()))?;
     let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
     if len > MAX_CONTROL_FRAME {
         return Err(FrameError::Oversized(len));
     }
     let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await.map_err(|e| FrameError::Stream(e.to_string()))?;
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| FrameError::Stream(e.to_string()))?;
     Ok(Bytes::from(body))
 }
 
@@ -357,7 +395,12 @@ pub fn spawn(
     inputs: mpsc::Sender<LinkInput>,
     metrics: Arc<Metrics>,
 ) -> LinkTx {
-    let Established { conn, mut send, mut recv, .. } = established;
+    let Established {
+        conn,
+        mut send,
+        mut recv,
+        ..
+    } = established;
     let (control_tx, mut control_rx) = mpsc::channel::<Bytes>(CONTROL_QUEUE_LIMIT);
     let (traffic_tx, mut traffic_rx) = mpsc::channel::<Bytes>(TRAFFIC_QUEUE_LIMIT);
 
@@ -368,14 +411,22 @@ pub fn spawn(
             match read_frame(&mut recv).await {
                 Ok(bytes) => {
                     m.frame_in(Channel::Control, bytes.len());
-                    let input = LinkInput::Frame { peer, bytes, channel: Channel::Control };
+                    let input = LinkInput::Frame {
+                        peer,
+                        bytes,
+                        channel: Channel::Control,
+                    };
                     if tx.send(input).await.is_err() {
                         break;
                     }
                 }
                 Err(FrameError::Oversized(len)) => {
                     m.drop_reason("oversized_frame");
-                    tracing::warn!(?peer, len, "peer sent an oversized control frame; dropping it");
+                    tracing::warn!(
+                        ?peer,
+                        len,
+                        "peer sent an oversized control frame; dropping it"
+                    );
                     c.close(close::PROTOCOL.into(), b"oversized frame");
                     break;
                 }
@@ -395,7 +446,11 @@ pub fn spawn(
             match c.read_datagram().await {
                 Ok(bytes) => {
                     m.frame_in(Channel::Datagram, bytes.len());
-                    let input = LinkInput::Frame { peer, bytes, channel: Channel::Datagram };
+                    let input = LinkInput::Frame {
+                        peer,
+                        bytes,
+                        channel: Channel::Datagram,
+                    };
                     if tx.send(input).await.is_err() {
                         break "driver stopped".to_owned();
                     }
@@ -423,11 +478,16 @@ pub fn spawn(
             let len = frame.len();
             match c.send_datagram_wait(frame).await {
                 Ok(()) => metrics.frame_out(Channel::Datagram, len),
-                Err(quinn::SendDatagramError::TooLarge) => metrics.drop_reason("datagram_too_large"),
+                Err(quinn::SendDatagramError::TooLarge) => {
+                    metrics.drop_reason("datagram_too_large")
+                }
                 Err(_) => break,
             }
         }
     });
 
-    LinkTx { control: control_tx, traffic: traffic_tx }
+    LinkTx {
+        control: control_tx,
+        traffic: traffic_tx,
+    }
 }

@@ -128,7 +128,9 @@ pub struct SessionShared {
 
 impl fmt::Debug for SessionShared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionShared").field("local", &self.local).finish_non_exhaustive()
+        f.debug_struct("SessionShared")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
     }
 }
 
@@ -139,7 +141,9 @@ impl SessionShared {
             self.metrics.drop_reason("session_table_full");
             return;
         };
-        let Ok(mut inbound) = self.inbound.lock() else { return };
+        let Ok(mut inbound) = self.inbound.lock() else {
+            return;
+        };
         if inbound.queue.len() >= SESSION_INBOUND_LIMIT {
             self.metrics.drop_reason("session_inbound_full");
             return;
@@ -167,17 +171,29 @@ struct SessionSocket(Arc<SessionShared>);
 
 impl quinn::AsyncUdpSocket for SessionSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
-        Box::pin(Poller { shared: self.0.clone(), wait: None })
+        Box::pin(Poller {
+            shared: self.0.clone(),
+            wait: None,
+        })
     }
 
     fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> io::Result<()> {
-        let key = self.0.table.lock().ok().and_then(|t| t.by_addr.get(&transmit.destination).copied());
+        let key = self
+            .0
+            .table
+            .lock()
+            .ok()
+            .and_then(|t| t.by_addr.get(&transmit.destination).copied());
         let Some(key) = key else {
             // quinn only sends to addresses we gave it; an unknown one is a stale label.
             self.0.metrics.drop_reason("session_unknown_address");
             return Ok(());
         };
-        match self.0.outbound.try_send((key, Bytes::copy_from_slice(transmit.contents))) {
+        match self
+            .0
+            .outbound
+            .try_send((key, Bytes::copy_from_slice(transmit.contents)))
+        {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(io::ErrorKind::WouldBlock.into()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(io::ErrorKind::BrokenPipe.into()),
@@ -195,13 +211,21 @@ impl quinn::AsyncUdpSocket for SessionSocket {
         };
         let mut filled = 0;
         for (buf, m) in bufs.iter_mut().zip(meta.iter_mut()) {
-            let Some((addr, packet)) = inbound.queue.pop_front() else { break };
+            let Some((addr, packet)) = inbound.queue.pop_front() else {
+                break;
+            };
             let Some(dst) = buf.get_mut(..packet.len()) else {
                 self.0.metrics.drop_reason("session_packet_too_large");
                 continue;
             };
             dst.copy_from_slice(&packet);
-            *m = quinn::udp::RecvMeta { addr, len: packet.len(), stride: packet.len(), ecn: None, dst_ip: None };
+            *m = quinn::udp::RecvMeta {
+                addr,
+                len: packet.len(),
+                stride: packet.len(),
+                ecn: None,
+                dst_ip: None,
+            };
             filled += 1;
         }
         if filled > 0 {
@@ -292,7 +316,9 @@ pub struct Sessions {
 /// Transport settings of sessions: fixed 1,200-byte packets.
 fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.initial_mtu(SESSION_MTU).min_mtu(SESSION_MTU).mtu_discovery_config(None);
+    t.initial_mtu(SESSION_MTU)
+        .min_mtu(SESSION_MTU)
+        .mtu_discovery_config(None);
     t
 }
 
@@ -319,7 +345,12 @@ impl Sessions {
             socket,
             Arc::new(quinn::TokioRuntime),
         )?;
-        let sessions = Self { shared, endpoint, identity, listeners: Arc::default() };
+        let sessions = Self {
+            shared,
+            endpoint,
+            identity,
+            listeners: Arc::default(),
+        };
         sessions.spawn_acceptor();
         Ok((sessions, rx))
     }
@@ -331,10 +362,18 @@ impl Sessions {
 
     /// Opens a session to `key` for the protocol `alpn`.
     pub async fn open(&self, key: NodeKey, alpn: &[u8]) -> Result<quinn::Connection, SessionError> {
-        let addr = self.shared.table.lock().ok().and_then(|mut t| t.insert(key)).ok_or(SessionError::TableFull)?;
+        let addr = self
+            .shared
+            .table
+            .lock()
+            .ok()
+            .and_then(|mut t| t.insert(key))
+            .ok_or(SessionError::TableFull)?;
         let mut config = tls::client_config(&self.identity, Expect::Key(key), alpn)?;
         config.transport_config(Arc::new(transport_config()));
-        let connecting = self.endpoint.connect_with(config, addr, tls::server_name())?;
+        let connecting = self
+            .endpoint
+            .connect_with(config, addr, tls::server_name())?;
         match tokio::time::timeout(SESSION_CONNECT_TIMEOUT, connecting).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(SessionError::Timeout),
@@ -382,10 +421,17 @@ impl Sessions {
                         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
                         .and_then(|d| d.protocol);
                     let remote = tls::peer_key(&conn);
-                    let listener = alpn.and_then(|a| listeners.lock().ok().and_then(|l| l.get(&a).cloned()));
+                    let listener =
+                        alpn.and_then(|a| listeners.lock().ok().and_then(|l| l.get(&a).cloned()));
                     match (remote, listener) {
                         (Ok(remote), Some(tx)) => {
-                            if tx.try_send(IncomingSession { remote, connection: conn.clone() }).is_err() {
+                            if tx
+                                .try_send(IncomingSession {
+                                    remote,
+                                    connection: conn.clone(),
+                                })
+                                .is_err()
+                            {
                                 metrics.drop_reason("session_accept_queue_full");
                                 conn.close(1u32.into(), b"busy");
                             }

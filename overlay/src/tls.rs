@@ -85,7 +85,10 @@ pub struct Identity {
 
 impl Clone for Identity {
     fn clone(&self) -> Self {
-        Self { cert: self.cert.clone(), key: self.key.clone_key() }
+        Self {
+            cert: self.cert.clone(),
+            key: self.key.clone_key(),
+        }
     }
 }
 
@@ -106,7 +109,10 @@ impl Identity {
         }
         params.serial_number = Some(rcgen::SerialNumber::from(serial));
         let cert = params.self_signed(&CertSigner(secret, public))?;
-        Ok(Self { cert: cert.der().clone(), key: pkcs8_of(secret) })
+        Ok(Self {
+            cert: cert.der().clone(),
+            key: pkcs8_of(secret),
+        })
     }
 
     fn key_der(&self) -> PrivateKeyDer<'static> {
@@ -153,10 +159,15 @@ pub fn client_config(
 }
 
 /// rustls server configuration accepting any node key, for the given ALPNs.
-pub fn server_config(identity: &Identity, alpns: &[Vec<u8>]) -> Result<quinn::ServerConfig, TlsError> {
+pub fn server_config(
+    identity: &Identity,
+    alpns: &[Vec<u8>],
+) -> Result<quinn::ServerConfig, TlsError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(NodeCertVerifier { expect: Expect::AnyKey }))
+        .with_client_cert_verifier(Arc::new(NodeCertVerifier {
+            expect: Expect::AnyKey,
+        }))
         .with_single_cert(vec![identity.cert.clone()], identity.key_der())?;
     tls.alpn_protocols = alpns.to_vec();
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
@@ -181,7 +192,9 @@ impl NodeCertVerifier {
         intermediates: &[CertificateDer<'_>],
     ) -> Result<(), rustls::Error> {
         if !intermediates.is_empty() {
-            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding));
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::BadEncoding,
+            ));
         }
         let key = cert::node_key_of(end_entity).map_err(|e| {
             tracing::debug!(error = %e, "refusing peer certificate");
@@ -208,16 +221,18 @@ impl NodeCertVerifier {
                 rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
             ));
         }
-        let key = cert::node_key_of(cert)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
-        let signature: [u8; 64] = dss
-            .signature()
-            .try_into()
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature))?;
+        let key = cert::node_key_of(cert).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        let signature: [u8; 64] = dss.signature().try_into().map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)
+        })?;
         if key.verify(message, &signature) {
             Ok(HandshakeSignatureValid::assertion())
         } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature))
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::BadSignature,
+            ))
         }
     }
 }
@@ -241,7 +256,9 @@ impl ServerCertVerifier for NodeCertVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -279,7 +296,9 @@ impl ClientCertVerifier for NodeCertVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(

@@ -64,7 +64,10 @@ impl BeaconError {
 pub fn network_hash(id: Option<&[u8; 32]>) -> [u8; 16] {
     let mut out = [0u8; 16];
     if let Some(id) = id {
-        let digest = Sha256::new().chain_update(b"grove network id").chain_update(id).finalize();
+        let digest = Sha256::new()
+            .chain_update(b"grove network id")
+            .chain_update(id)
+            .finalize();
         for (o, d) in out.iter_mut().zip(digest.iter()) {
             *o = *d;
         }
@@ -97,7 +100,9 @@ pub fn decode(bytes: &[u8]) -> Result<Beacon, BeaconError> {
     if magic != MAGIC {
         return Err(BeaconError::Malformed);
     }
-    let [version, flags, rest @ ..] = rest else { return Err(BeaconError::Malformed) };
+    let [version, flags, rest @ ..] = rest else {
+        return Err(BeaconError::Malformed);
+    };
     if *version != VERSION {
         return Err(BeaconError::UnknownVersion);
     }
@@ -128,14 +133,25 @@ mod tests {
     fn round_trips() {
         let net = network_hash(Some(&[5; 32]));
         let bytes = encode(&secret(), 60614, net);
-        assert_eq!(decode(&bytes), Ok(Beacon { key: secret().public_key(), port: 60614, network: net }));
+        assert_eq!(
+            decode(&bytes),
+            Ok(Beacon {
+                key: secret().public_key(),
+                port: 60614,
+                network: net
+            })
+        );
     }
 
     #[test]
     fn bytes_are_pinned() {
         let bytes = encode(&secret(), 0x1234, network_hash(None));
         let head = hex::encode(&bytes[..SIGNED_LEN]);
-        let expected = format!("475256420100{}1234{}", secret().public_key().to_hex(), "00".repeat(16));
+        let expected = format!(
+            "475256420100{}1234{}",
+            secret().public_key().to_hex(),
+            "00".repeat(16)
+        );
         assert_eq!(head, expected);
         assert_eq!(bytes.len(), 120);
     }

@@ -27,7 +27,12 @@ pub trait RoutingCore: Send + 'static {
     }
 
     /// A frame arrived from `peer`, on the control stream or as a datagram.
-    fn handle_frame(&mut self, peer: PeerId, frame: &[u8], now: Instant) -> Result<(), FrameRejected>;
+    fn handle_frame(
+        &mut self,
+        peer: PeerId,
+        frame: &[u8],
+        now: Instant,
+    ) -> Result<(), FrameRejected>;
 
     /// The time given by [`poll_timeout`](Self::poll_timeout) has come.
     fn handle_timeout(&mut self, now: Instant);

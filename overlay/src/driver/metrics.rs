@@ -99,11 +99,31 @@ impl Metrics {
         registry.register("frames_out", "Frames sent", self.frames_out.clone());
         registry.register("bytes_in", "Frame bytes received", self.bytes_in.clone());
         registry.register("bytes_out", "Frame bytes sent", self.bytes_out.clone());
-        registry.register("drops", "Frames, packets or peers dropped", self.drops.clone());
-        registry.register("hello_refused", "Peer hellos refused", self.hello_refused.clone());
-        registry.register("link_failures", "Link set-ups that failed", self.link_failures.clone());
-        registry.register("beacons", "Discovery beacons received", self.beacons.clone());
-        registry.register("beacons_sent", "Discovery beacons sent", self.beacons_sent.clone());
+        registry.register(
+            "drops",
+            "Frames, packets or peers dropped",
+            self.drops.clone(),
+        );
+        registry.register(
+            "hello_refused",
+            "Peer hellos refused",
+            self.hello_refused.clone(),
+        );
+        registry.register(
+            "link_failures",
+            "Link set-ups that failed",
+            self.link_failures.clone(),
+        );
+        registry.register(
+            "beacons",
+            "Discovery beacons received",
+            self.beacons.clone(),
+        );
+        registry.register(
+            "beacons_sent",
+            "Discovery beacons sent",
+            self.beacons_sent.clone(),
+        );
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
             tracing::error!("encoding metrics failed");

@@ -41,7 +41,12 @@ pub struct StaticState {
 impl StaticState {
     /// A peer to dial at once.
     pub fn new(peer: StaticPeer, now: Instant) -> Self {
-        Self { peer, backoff: BACKOFF_INITIAL, next_dial: Some(now), dialling: false }
+        Self {
+            peer,
+            backoff: BACKOFF_INITIAL,
+            next_dial: Some(now),
+            dialling: false,
+        }
     }
 
     /// Schedules the next attempt after a failure and doubles the delay.
@@ -79,7 +84,10 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_the_cap_and_resets() {
         let now = Instant::now();
-        let peer = StaticPeer { addr: SocketAddr::from(([127, 0, 0, 1], 1)), key: None };
+        let peer = StaticPeer {
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            key: None,
+        };
         let mut s = StaticState::new(peer, now);
         let mut last = Duration::ZERO;
         for _ in 0..20 {

@@ -14,7 +14,9 @@ use super::statics::StaticState;
 use super::{Command, Config, OverlayEvent, PeerInfo};
 use crate::discovery::Discovered;
 use crate::hello::{Hello, Negotiated};
-use crate::link::{self, Established, LinkError, LinkInput, LinkKind, LinkTx, PeerId, Queued, close};
+use crate::link::{
+    self, Established, LinkError, LinkInput, LinkKind, LinkTx, PeerId, Queued, close,
+};
 use crate::session::SessionShared;
 use crate::tls::keys::NodeKey;
 use crate::tls::{Expect, Identity};
@@ -101,7 +103,13 @@ impl Driver {
         let now = Instant::now();
         let (link_tx, link_rx) = mpsc::channel(LINK_INPUT_LIMIT);
         let (setup_tx, setup_rx) = mpsc::channel(MAX_PENDING_HANDSHAKES);
-        let statics = parts.config.static_peers.iter().cloned().map(|p| StaticState::new(p, now)).collect();
+        let statics = parts
+            .config
+            .static_peers
+            .iter()
+            .cloned()
+            .map(|p| StaticState::new(p, now))
+            .collect();
         Self {
             core: parts.core,
             me: parts.config.secret.public_key(),
@@ -197,7 +205,9 @@ impl Driver {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::AddStaticPeer(peer) => self.statics.push(StaticState::new(peer, Instant::now())),
+            Command::AddStaticPeer(peer) => {
+                self.statics.push(StaticState::new(peer, Instant::now()))
+            }
             Command::Peers(reply) => {
                 let _ = reply.send(self.peer_infos());
             }
@@ -263,8 +273,12 @@ impl Driver {
 
     fn spawn_acceptor(&self) {
         let endpoint = self.endpoint.clone();
-        let (permits, setup, metrics, hello) =
-            (self.handshakes.clone(), self.setup_tx.clone(), self.metrics.clone(), self.hello);
+        let (permits, setup, metrics, hello) = (
+            self.handshakes.clone(),
+            self.setup_tx.clone(),
+            self.metrics.clone(),
+            self.hello,
+        );
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -276,7 +290,11 @@ impl Driver {
                 tokio::spawn(async move {
                     let result = link::accept(incoming, hello).await;
                     drop(permit);
-                    let origin = Origin { kind: LinkKind::Inbound, static_index: None, expect: None };
+                    let origin = Origin {
+                        kind: LinkKind::Inbound,
+                        static_index: None,
+                        expect: None,
+                    };
                     let _ = setup.send(SetupResult { origin, result }).await;
                 });
             }
@@ -284,13 +302,19 @@ impl Driver {
     }
 
     fn dial(&self, addr: SocketAddr, origin: Origin) {
-        let (endpoint, identity, setup, hello) =
-            (self.endpoint.clone(), self.identity.clone(), self.setup_tx.clone(), self.hello);
+        let (endpoint, identity, setup, hello) = (
+            self.endpoint.clone(),
+            self.identity.clone(),
+            self.setup_tx.clone(),
+            self.hello,
+        );
         let permits = self.handshakes.clone();
         tokio::spawn(async move {
             let expect = origin.expect.map_or(Expect::AnyKey, Expect::Key);
             let result = match permits.acquire_owned().await {
-                Ok(_permit) => link::dial(&endpoint, &identity, expect, addr, origin.kind, hello).await,
+                Ok(_permit) => {
+                    link::dial(&endpoint, &identity, expect, addr, origin.kind, hello).await
+                }
                 Err(_) => Err(LinkError::Timeout),
             };
             let _ = setup.send(SetupResult { origin, result }).await;
@@ -308,7 +332,14 @@ impl Driver {
                 }
                 s.next_dial = None;
                 s.dialling = true;
-                due.push((s.peer.addr, Origin { kind: LinkKind::Static, static_index: Some(i), expect: s.peer.key }));
+                due.push((
+                    s.peer.addr,
+                    Origin {
+                        kind: LinkKind::Static,
+                        static_index: Some(i),
+                        expect: s.peer.key,
+                    },
+                ));
             }
         }
         for (addr, origin) in due {
@@ -318,7 +349,10 @@ impl Driver {
     }
 
     fn on_beacon(&mut self, found: Discovered) {
-        if found.key == self.me || self.by_key.contains_key(&found.key) || self.lan_dialling.contains(&found.key) {
+        if found.key == self.me
+            || self.by_key.contains_key(&found.key)
+            || self.lan_dialling.contains(&found.key)
+        {
             return;
         }
         if self.lan_dialling.len() >= MAX_PENDING_HANDSHAKES {
@@ -327,7 +361,14 @@ impl Driver {
         }
         tracing::debug!(key = ?found.key, addr = %found.addr, "dialling node seen on the LAN");
         self.lan_dialling.insert(found.key);
-        self.dial(found.addr, Origin { kind: LinkKind::Lan, static_index: None, expect: Some(found.key) });
+        self.dial(
+            found.addr,
+            Origin {
+                kind: LinkKind::Lan,
+                static_index: None,
+                expect: Some(found.key),
+            },
+        );
     }
 
     fn on_setup(&mut self, SetupResult { origin, result }: SetupResult) {
@@ -339,10 +380,17 @@ impl Driver {
             Ok(e) => e,
             Err(error) => {
                 tracing::info!(kind = origin.kind.label(), %error, "peer link set-up failed");
-                self.metrics.link_failures.get_or_create(&super::metrics::Reason { reason: error.label() }).inc();
+                self.metrics
+                    .link_failures
+                    .get_or_create(&super::metrics::Reason {
+                        reason: error.label(),
+                    })
+                    .inc();
                 match &error {
                     LinkError::Hello(e) => self.metrics.hello_refused(e.label()),
-                    LinkError::RefusedByPeer(reason) => self.metrics.hello_refused(peer_reason(reason)),
+                    LinkError::RefusedByPeer(reason) => {
+                        self.metrics.hello_refused(peer_reason(reason))
+                    }
                     _ => {}
                 }
                 if let Some(s) = origin.static_index.and_then(|i| self.statics.get_mut(i)) {
@@ -363,7 +411,9 @@ impl Driver {
         if let Some(&old) = self.by_key.get(&key) {
             if !self.replaces(&established, old) {
                 tracing::debug!(?key, "keeping the existing link to this peer");
-                established.conn.close(close::DUPLICATE.into(), b"duplicate");
+                established
+                    .conn
+                    .close(close::DUPLICATE.into(), b"duplicate");
                 return;
             }
             if let Some(l) = self.links.get(&old) {
@@ -373,11 +423,30 @@ impl Driver {
         }
         let peer = PeerId(self.next_peer);
         self.next_peer += 1;
-        let (kind, dialled, negotiated, conn) =
-            (established.kind, established.dialled, established.negotiated, established.conn.clone());
-        let tx = link::spawn(peer, established, self.link_tx.clone(), self.metrics.clone());
+        let (kind, dialled, negotiated, conn) = (
+            established.kind,
+            established.dialled,
+            established.negotiated,
+            established.conn.clone(),
+        );
+        let tx = link::spawn(
+            peer,
+            established,
+            self.link_tx.clone(),
+            self.metrics.clone(),
+        );
         tracing::info!(?key, kind = kind.label(), remote = %conn.remote_address(), "peer link up");
-        self.links.insert(peer, Link { key, kind, dialled, conn, tx, negotiated });
+        self.links.insert(
+            peer,
+            Link {
+                key,
+                kind,
+                dialled,
+                conn,
+                tx,
+                negotiated,
+            },
+        );
         self.by_key.insert(key, peer);
         self.metrics.peers.inc();
         self.core.handle_peer_up(peer, key, now);
@@ -388,7 +457,9 @@ impl Driver {
     /// without talking: keep the link dialled by the higher key; if both links were dialled by
     /// the same side, the newer one wins (the older is usually a dead link not yet noticed).
     fn replaces(&self, new: &Established, old: PeerId) -> bool {
-        let Some(old) = self.links.get(&old) else { return true };
+        let Some(old) = self.links.get(&old) else {
+            return true;
+        };
         if old.dialled == new.dialled {
             return true;
         }
@@ -397,16 +468,25 @@ impl Driver {
     }
 
     fn remove_link(&mut self, peer: PeerId, now: Instant) {
-        let Some(link) = self.links.remove(&peer) else { return };
+        let Some(link) = self.links.remove(&peer) else {
+            return;
+        };
         if self.by_key.get(&link.key) == Some(&peer) {
             self.by_key.remove(&link.key);
         }
         self.metrics.peers.dec();
         self.core.handle_peer_down(peer, now);
         tracing::info!(key = ?link.key, kind = link.kind.label(), "peer link down");
-        self.emit(OverlayEvent::PeerDown { key: link.key, kind: link.kind });
+        self.emit(OverlayEvent::PeerDown {
+            key: link.key,
+            kind: link.kind,
+        });
         if !self.by_key.contains_key(&link.key) {
-            for s in self.statics.iter_mut().filter(|s| s.peer.key == Some(link.key)) {
+            for s in self
+                .statics
+                .iter_mut()
+                .filter(|s| s.peer.key == Some(link.key))
+            {
                 s.lost(now);
             }
         }
@@ -422,9 +502,14 @@ impl Driver {
                 if let Err(rejected) = self.core.handle_frame(peer, &bytes, now) {
                     self.metrics.drop_reason(rejected.reason);
                     if rejected.verdict == Verdict::DropPeer {
-                        tracing::warn!(?peer, reason = rejected.reason, "dropping peer after a bad frame");
+                        tracing::warn!(
+                            ?peer,
+                            reason = rejected.reason,
+                            "dropping peer after a bad frame"
+                        );
                         if let Some(l) = self.links.get(&peer) {
-                            l.conn.close(close::PROTOCOL.into(), rejected.reason.as_bytes());
+                            l.conn
+                                .close(close::PROTOCOL.into(), rejected.reason.as_bytes());
                         }
                         self.remove_link(peer, now);
                     }
@@ -468,7 +553,9 @@ impl Driver {
             match event {
                 CoreEvent::Delivered { from, payload } => self.sessions.deliver(from, payload),
                 CoreEvent::NodeReachable(key) => self.emit(OverlayEvent::NodeReachable(key)),
-                CoreEvent::TreeParentChanged(parent) => self.emit(OverlayEvent::TreeParentChanged(parent)),
+                CoreEvent::TreeParentChanged(parent) => {
+                    self.emit(OverlayEvent::TreeParentChanged(parent))
+                }
             }
         }
     }

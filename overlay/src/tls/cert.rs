@@ -33,12 +33,18 @@ struct Element<'a> {
 
 /// Splits the first DER element off `input`.
 fn element(input: &[u8]) -> Result<(Element<'_>, &[u8]), CertError> {
-    let (&tag, rest) = input.split_first().ok_or(CertError::Malformed("truncated"))?;
-    let (&first, rest) = rest.split_first().ok_or(CertError::Malformed("truncated"))?;
+    let (&tag, rest) = input
+        .split_first()
+        .ok_or(CertError::Malformed("truncated"))?;
+    let (&first, rest) = rest
+        .split_first()
+        .ok_or(CertError::Malformed("truncated"))?;
     let (len, rest) = match first {
         0..=0x7f => (usize::from(first), rest),
         0x81 => {
-            let (&b, rest) = rest.split_first().ok_or(CertError::Malformed("truncated"))?;
+            let (&b, rest) = rest
+                .split_first()
+                .ok_or(CertError::Malformed("truncated"))?;
             (usize::from(b), rest)
         }
         0x82 => {
@@ -51,7 +57,14 @@ fn element(input: &[u8]) -> Result<(Element<'_>, &[u8]), CertError> {
     let content = rest.get(..len).ok_or(CertError::Malformed("truncated"))?;
     let header_len = input.len() - rest.len();
     let whole = &input[..header_len + len];
-    Ok((Element { tag, content, whole }, &rest[len..]))
+    Ok((
+        Element {
+            tag,
+            content,
+            whole,
+        },
+        &rest[len..],
+    ))
 }
 
 /// Takes the next element and checks its tag.

@@ -30,12 +30,24 @@ async fn two_nodes_on_loopback_find_each_other() {
     let mut a = TestNode::start(a_cfg);
     let mut b = TestNode::start(b_cfg);
     let (ka, kb) = (a.key(), b.key());
-    let up = a.wait_for(Duration::from_secs(10), |e| matches!(e, OverlayEvent::PeerUp { .. })).await;
+    let up = a
+        .wait_for(Duration::from_secs(10), |e| {
+            matches!(e, OverlayEvent::PeerUp { .. })
+        })
+        .await;
     assert!(matches!(up, OverlayEvent::PeerUp { key, .. } if key == kb));
-    let up = b.wait_for(Duration::from_secs(10), |e| matches!(e, OverlayEvent::PeerUp { .. })).await;
+    let up = b
+        .wait_for(Duration::from_secs(10), |e| {
+            matches!(e, OverlayEvent::PeerUp { .. })
+        })
+        .await;
     assert!(matches!(up, OverlayEvent::PeerUp { key, .. } if key == ka));
     let peers = a.handle.peers().await.expect("peers");
     assert_eq!(peers.len(), 1);
     assert!(matches!(peers[0].kind, LinkKind::Lan | LinkKind::Inbound));
-    assert!(a.handle.metrics().contains("grove_overlay_beacons_total{reason=\"accepted\"}"));
+    assert!(
+        a.handle
+            .metrics()
+            .contains("grove_overlay_beacons_total{reason=\"accepted\"}")
+    );
 }

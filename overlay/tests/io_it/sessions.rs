@@ -22,7 +22,10 @@ async fn mesh(seeds: &[u8]) -> Vec<TestNode> {
     for &seed in seeds {
         let mut cfg = config(seed);
         for n in &nodes {
-            cfg.static_peers.push(StaticPeer { addr: n.handle.local_addr(), key: Some(n.key()) });
+            cfg.static_peers.push(StaticPeer {
+                addr: n.handle.local_addr(),
+                key: Some(n.key()),
+            });
         }
         nodes.push(TestNode::start(cfg));
     }
@@ -30,7 +33,8 @@ async fn mesh(seeds: &[u8]) -> Vec<TestNode> {
         let want = seeds.len() - 1;
         let mut seen = 0;
         while seen < want {
-            n.wait_for(WAIT, |e| matches!(e, OverlayEvent::PeerUp { .. })).await;
+            n.wait_for(WAIT, |e| matches!(e, OverlayEvent::PeerUp { .. }))
+                .await;
             seen += 1;
         }
     }
@@ -53,7 +57,11 @@ async fn transfer(from: &TestNode, to: &TestNode, len: usize) -> ([u8; 32], [u8;
         let _ = incoming.connection.closed().await;
         digest
     });
-    let conn = from.handle.open_session(to.key(), ALPN).await.expect("open session");
+    let conn = from
+        .handle
+        .open_session(to.key(), ALPN)
+        .await
+        .expect("open session");
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     let data = pattern(len);
     send.write_all(&data).await.expect("write");
@@ -73,7 +81,10 @@ async fn a_session_carries_ten_megabytes_intact() {
     let (sent, received) = transfer(&nodes[0], &nodes[1], 10 * 1024 * 1024).await;
     assert_eq!(sent, received);
     let metrics = nodes[0].handle.metrics();
-    assert!(metrics.contains("grove_overlay_frames_out_total{channel=\"datagram\"}"), "{metrics}");
+    assert!(
+        metrics.contains("grove_overlay_frames_out_total{channel=\"datagram\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -97,7 +108,10 @@ async fn a_session_to_an_unreachable_node_fails() {
     )
     .await
     .expect("open_session gives up by itself");
-    assert!(matches!(result, Err(grove_overlay::session::SessionError::Timeout)), "{result:?}");
+    assert!(
+        matches!(result, Err(grove_overlay::session::SessionError::Timeout)),
+        "{result:?}"
+    );
     assert!(nodes[0].handle.metrics().contains("reason=\"no_route\""));
 }
 
@@ -107,6 +121,9 @@ async fn a_session_pinned_to_a_key_refuses_another_node() {
     let nodes = mesh(&[28, 29]).await;
     let _listener = nodes[1].handle.listen(ALPN).expect("listen");
     // Open to node 1 but with another ALPN nobody listens on: refused, not hung.
-    let result = nodes[0].handle.open_session(nodes[1].key(), b"nobody/1").await;
+    let result = nodes[0]
+        .handle
+        .open_session(nodes[1].key(), b"nobody/1")
+        .await;
     assert!(result.is_err());
 }

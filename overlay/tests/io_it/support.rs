@@ -37,32 +37,50 @@ impl RoutingCore for DirectCore {
     }
 
     fn handle_peer_down(&mut self, peer: PeerId, _now: Instant) {
-        if let Some(key) = self.peers.remove(&peer) {
-            if self.by_key.get(&key) == Some(&peer) {
-                self.by_key.remove(&key);
-            }
+        if let Some(key) = self.peers.remove(&peer)
+            && self.by_key.get(&key) == Some(&peer)
+        {
+            self.by_key.remove(&key);
         }
     }
 
-    fn handle_frame(&mut self, peer: PeerId, frame: &[u8], _now: Instant) -> Result<(), FrameRejected> {
-        let reject = FrameRejected { reason: "unknown_frame", verdict: Verdict::DropPeer };
+    fn handle_frame(
+        &mut self,
+        peer: PeerId,
+        frame: &[u8],
+        _now: Instant,
+    ) -> Result<(), FrameRejected> {
+        let reject = FrameRejected {
+            reason: "unknown_frame",
+            verdict: Verdict::DropPeer,
+        };
         let (&tag, payload) = frame.split_first().ok_or(reject)?;
         if tag != TRAFFIC {
             return Err(reject);
         }
         let from = *self.peers.get(&peer).ok_or(reject)?;
-        self.events.push_back(CoreEvent::Delivered { from, payload: Bytes::copy_from_slice(payload) });
+        self.events.push_back(CoreEvent::Delivered {
+            from,
+            payload: Bytes::copy_from_slice(payload),
+        });
         Ok(())
     }
 
     fn handle_timeout(&mut self, _now: Instant) {}
 
     fn send(&mut self, to: NodeKey, payload: Bytes, _now: Instant) -> Result<(), SendRejected> {
-        let peer = *self.by_key.get(&to).ok_or(SendRejected { reason: "no_route" })?;
+        let peer = *self
+            .by_key
+            .get(&to)
+            .ok_or(SendRejected { reason: "no_route" })?;
         let mut bytes = BytesMut::with_capacity(payload.len() + 1);
         bytes.put_u8(TRAFFIC);
         bytes.put_slice(&payload);
-        self.transmits.push_back(Transmit { peer, bytes: bytes.freeze(), reliable: false });
+        self.transmits.push_back(Transmit {
+            peer,
+            bytes: bytes.freeze(),
+            reliable: false,
+        });
         Ok(())
     }
 
@@ -115,12 +133,17 @@ pub(crate) struct TestNode {
 impl TestNode {
     /// Starts a node with the direct core.
     pub(crate) fn start(config: Config) -> Self {
-        let (handle, events) = Overlay::start(config, DirectCore::default()).expect("overlay starts");
+        let (handle, events) =
+            Overlay::start(config, DirectCore::default()).expect("overlay starts");
         Self { handle, events }
     }
 
     /// Waits for an event matching `pred`, failing after `within`.
-    pub(crate) async fn wait_for(&mut self, within: Duration, pred: impl Fn(&OverlayEvent) -> bool) -> OverlayEvent {
+    pub(crate) async fn wait_for(
+        &mut self,
+        within: Duration,
+        pred: impl Fn(&OverlayEvent) -> bool,
+    ) -> OverlayEvent {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
@@ -146,7 +169,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + within;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {within:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
