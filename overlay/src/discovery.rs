@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::net::if_::InterfaceFlags;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -75,6 +75,37 @@ impl DiscoveryConfig {
             enabled: true,
             ..Self::disabled()
         }
+    }
+}
+
+/// When to send beacons: every [`INTERVAL_MIN`] at first, doubling up to [`INTERVAL_MAX`], and
+/// from the start again when the interfaces change. Sans-IO: the caller passes the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BeaconSchedule {
+    interval: Duration,
+    next: Instant,
+}
+
+impl BeaconSchedule {
+    /// A schedule whose first beacon is due at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self { interval: INTERVAL_MIN, next: now }
+    }
+
+    /// When the next beacon is due.
+    pub fn next(&self) -> Instant {
+        self.next
+    }
+
+    /// A beacon was sent at `now`: the next one waits the current interval, which then grows.
+    pub fn sent(&mut self, now: Instant) {
+        self.next = now + self.interval;
+        self.interval = (self.interval * 2).min(INTERVAL_MAX);
+    }
+
+    /// The interfaces changed at `now`: send at once and start from the shortest interval.
+    pub fn reset(&mut self, now: Instant) {
+        *self = Self::new(now);
     }
 }
 
@@ -201,8 +232,7 @@ struct Task {
 
 impl Task {
     async fn run(mut self, tx: mpsc::Sender<Discovered>) {
-        let mut interval = INTERVAL_MIN;
-        let mut next_beacon = tokio::time::Instant::now();
+        let mut schedule = BeaconSchedule::new(Instant::now());
         let mut next_poll = tokio::time::Instant::now();
         let mut buf4 = [0u8; 512];
         let mut buf6 = [0u8; 512];
@@ -211,14 +241,12 @@ impl Task {
                 () = tokio::time::sleep_until(next_poll) => {
                     next_poll += INTERFACE_POLL;
                     if self.refresh_interfaces() {
-                        interval = INTERVAL_MIN;
-                        next_beacon = tokio::time::Instant::now();
+                        schedule.reset(Instant::now());
                     }
                 }
-                () = tokio::time::sleep_until(next_beacon) => {
+                () = tokio::time::sleep_until(schedule.next().into()) => {
                     self.send_beacons().await;
-                    next_beacon = tokio::time::Instant::now() + interval;
-                    interval = (interval * 2).min(INTERVAL_MAX);
+                    schedule.sent(Instant::now());
                 }
                 r = self.v4.recv_from(&mut buf4) => {
                     if let Ok((len, from)) = r
@@ -342,5 +370,29 @@ async fn recv_v6(socket: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usiz
     match socket {
         Some(s) => s.recv_from(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beacon_interval_grows_to_the_cap_and_resets() {
+        let t0 = Instant::now();
+        let mut s = BeaconSchedule::new(t0);
+        assert_eq!(s.next(), t0);
+        let mut now = t0;
+        let mut gaps = Vec::new();
+        for _ in 0..7 {
+            s.sent(now);
+            gaps.push((s.next() - now).as_secs());
+            now = s.next();
+        }
+        assert_eq!(gaps, [1, 2, 4, 8, 15, 15, 15]);
+        s.reset(now);
+        assert_eq!(s.next(), now);
+        s.sent(now);
+        assert_eq!(s.next() - now, INTERVAL_MIN);
     }
 }

@@ -107,12 +107,6 @@ pub struct PeerInfo {
     pub negotiated: Negotiated,
 }
 
-impl serde::Serialize for NodeKey {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
 /// Errors starting the overlay.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

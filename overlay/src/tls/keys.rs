@@ -58,6 +58,12 @@ impl fmt::Debug for NodeKey {
     }
 }
 
+impl serde::Serialize for NodeKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
 /// A node's ed25519 secret key.
 #[derive(Clone)]
 pub struct NodeSecret(SigningKey);
