@@ -1,13 +1,14 @@
 //! Peer links: one QUIC connection per neighbour, set up with TLS and a hello.
 //!
 //! ```text
-//!  dial / accept task ──(Established)──► driver ──registers──► four link tasks:
+//!  dial / accept task ──(Established)──► driver ──registers──► three link tasks:
 //!    control reader : length-prefixed frames from the control stream ─► driver
 //!    datagram reader: QUIC datagrams ─► driver; reports the link closed when the connection ends
 //!    control writer : driver ─► bounded control queue ─► control stream (never dropped; a full
 //!                     queue means the peer stalled, and the link is closed)
-//!    traffic writer : driver ─► bounded traffic queue ─► QUIC datagrams (dropped and counted
-//!                     when full)
+//!  traffic          : the driver hands datagrams straight to quinn, whose datagram send buffer
+//!                     ([`TRAFFIC_QUEUE_BYTES`]) is the per-peer traffic queue; when it is full
+//!                     the new datagram is dropped and counted (no task hop per packet)
 //! ```
 //!
 //! The dialler opens the one bidirectional stream and writes its hello; the acceptor reads it,
@@ -32,8 +33,8 @@ pub const MAX_CONTROL_FRAME: usize = 64 * 1024;
 /// Control frames queued per peer before the peer counts as stalled and is dropped.
 pub const CONTROL_QUEUE_LIMIT: usize = 256;
 
-/// Traffic frames queued per peer before new ones are dropped.
-pub const TRAFFIC_QUEUE_LIMIT: usize = 512;
+/// Bytes of traffic datagrams queued per peer (in each direction) before new ones are dropped.
+pub const TRAFFIC_QUEUE_BYTES: usize = 1024 * 1024;
 
 /// Time allowed for TLS and the hello together.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,9 +48,6 @@ pub const LINK_KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// UDP payload size assumed on every link. It leaves room for a 1,200-byte session packet, the
 /// routing header and the link's own QUIC overhead in one datagram.
 pub const LINK_MTU: u16 = 1400;
-
-/// Bytes of datagrams quinn buffers per link in each direction.
-const DATAGRAM_BUFFER: usize = 1024 * 1024;
 
 /// Application close codes on peer links.
 pub mod close {
@@ -162,8 +160,8 @@ pub fn transport_config() -> quinn::TransportConfig {
         .min_mtu(LINK_MTU)
         .max_concurrent_bidi_streams(1u32.into())
         .max_concurrent_uni_streams(0u32.into())
-        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
-        .datagram_send_buffer_size(DATAGRAM_BUFFER)
+        .datagram_receive_buffer_size(Some(TRAFFIC_QUEUE_BYTES))
+        .datagram_send_buffer_size(TRAFFIC_QUEUE_BYTES)
         .keep_alive_interval(Some(LINK_KEEP_ALIVE));
     if let Ok(idle) = quinn::IdleTimeout::try_from(LINK_IDLE_TIMEOUT) {
         t.max_idle_timeout(Some(idle));
@@ -359,7 +357,8 @@ pub enum LinkInput {
 #[derive(Debug, Clone)]
 pub struct LinkTx {
     control: mpsc::Sender<Bytes>,
-    traffic: mpsc::Sender<Bytes>,
+    conn: quinn::Connection,
+    metrics: Arc<Metrics>,
 }
 
 /// What happened to a frame handed to [`LinkTx::send`].
@@ -367,8 +366,8 @@ pub struct LinkTx {
 pub enum Queued {
     /// Queued for sending.
     Yes,
-    /// A traffic frame dropped because the traffic queue is full.
-    TrafficDropped,
+    /// A traffic frame dropped, for the given reason.
+    Dropped(&'static str),
     /// A control frame could not be queued: the peer has stalled and must be dropped.
     Stalled,
 }
@@ -376,19 +375,29 @@ pub enum Queued {
 impl LinkTx {
     /// Queues a frame without waiting.
     pub fn send(&self, bytes: Bytes, reliable: bool) -> Queued {
-        let (queue, full) = if reliable {
-            (&self.control, Queued::Stalled)
-        } else {
-            (&self.traffic, Queued::TrafficDropped)
-        };
-        match queue.try_send(bytes) {
-            Ok(()) => Queued::Yes,
-            Err(_) => full,
+        if reliable {
+            return match self.control.try_send(bytes) {
+                Ok(()) => Queued::Yes,
+                Err(_) => Queued::Stalled,
+            };
+        }
+        let len = bytes.len();
+        // quinn would make room by dropping the oldest datagram; drop the newest instead, counted.
+        if self.conn.datagram_send_buffer_space() < len {
+            return Queued::Dropped("traffic_queue_full");
+        }
+        match self.conn.send_datagram(bytes) {
+            Ok(()) => {
+                self.metrics.frame_out(Channel::Datagram, len);
+                Queued::Yes
+            }
+            Err(quinn::SendDatagramError::TooLarge) => Queued::Dropped("datagram_too_large"),
+            Err(_) => Queued::Dropped("link_closed"),
         }
     }
 }
 
-/// Starts the four tasks of a registered link and returns its writers.
+/// Starts the three tasks of a registered link and returns its writers.
 pub fn spawn(
     peer: PeerId,
     established: Established,
@@ -402,7 +411,6 @@ pub fn spawn(
         ..
     } = established;
     let (control_tx, mut control_rx) = mpsc::channel::<Bytes>(CONTROL_QUEUE_LIMIT);
-    let (traffic_tx, mut traffic_rx) = mpsc::channel::<Bytes>(TRAFFIC_QUEUE_LIMIT);
 
     // Control reader: a bad frame is the peer's fault, so the whole link goes.
     let (c, tx, m) = (conn.clone(), inputs.clone(), metrics.clone());
@@ -472,22 +480,9 @@ pub fn spawn(
         }
     });
 
-    let c = conn;
-    tokio::spawn(async move {
-        while let Some(frame) = traffic_rx.recv().await {
-            let len = frame.len();
-            match c.send_datagram_wait(frame).await {
-                Ok(()) => metrics.frame_out(Channel::Datagram, len),
-                Err(quinn::SendDatagramError::TooLarge) => {
-                    metrics.drop_reason("datagram_too_large")
-                }
-                Err(_) => break,
-            }
-        }
-    });
-
     LinkTx {
         control: control_tx,
-        traffic: traffic_tx,
+        conn,
+        metrics,
     }
 }

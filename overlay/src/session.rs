@@ -42,6 +42,9 @@ pub const SESSION_INBOUND_LIMIT: usize = 1024;
 /// Packets written by quinn and not yet taken by the driver; quinn waits when it is full.
 pub const SESSION_OUTBOUND_LIMIT: usize = 256;
 
+/// Packets quinn may hand over in one call.
+const SESSION_BATCH: usize = 16;
+
 /// Nodes with a synthetic address at once; packets from further nodes are dropped.
 pub const MAX_SESSION_NODES: usize = 16 * 1024;
 
@@ -189,15 +192,28 @@ impl quinn::AsyncUdpSocket for SessionSocket {
             self.0.metrics.drop_reason("session_unknown_address");
             return Ok(());
         };
-        match self
-            .0
-            .outbound
-            .try_send((key, Bytes::copy_from_slice(transmit.contents)))
-        {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(io::ErrorKind::WouldBlock.into()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(io::ErrorKind::BrokenPipe.into()),
+        // quinn may hand over several packets at once (as for UDP segmentation offload); each
+        // becomes one overlay packet. Take all or none, so quinn retries whole batches.
+        let size = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
+        let count = transmit.contents.len().div_ceil(size);
+        if self.0.outbound.is_closed() {
+            return Err(io::ErrorKind::BrokenPipe.into());
         }
+        if self.0.outbound.capacity() < count {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        for packet in transmit.contents.chunks(size) {
+            if self.0.outbound.try_send((key, Bytes::copy_from_slice(packet))).is_err() {
+                // Another connection took the room in between; the rest is lost like on a wire.
+                self.0.metrics.drop_reason("session_outbound_full");
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        SESSION_BATCH
     }
 
     fn poll_recv(

@@ -540,7 +540,7 @@ impl Driver {
             };
             match link.tx.send(t.bytes, t.reliable) {
                 Queued::Yes => {}
-                Queued::TrafficDropped => self.metrics.drop_reason("traffic_queue_full"),
+                Queued::Dropped(reason) => self.metrics.drop_reason(reason),
                 Queued::Stalled => {
                     self.metrics.drop_reason("control_queue_full");
                     tracing::warn!(peer = ?t.peer, "peer stalled on control frames; dropping it");
