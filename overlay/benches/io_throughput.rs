@@ -65,7 +65,8 @@ async fn plain_quinn() -> f64 {
     let server_id = Identity::new(&secret(200)).expect("identity");
     let client_id = Identity::new(&secret(201)).expect("identity");
     let server_cfg = tls::server_config(&server_id, &[ALPN.to_vec()]).expect("server config");
-    let server = quinn::Endpoint::server(server_cfg, SocketAddr::from(([127, 0, 0, 1], 0))).expect("server");
+    let server =
+        quinn::Endpoint::server(server_cfg, SocketAddr::from(([127, 0, 0, 1], 0))).expect("server");
     let addr = server.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Some(incoming) = server.accept().await {
@@ -75,8 +76,13 @@ async fn plain_quinn() -> f64 {
         }
     });
     let client = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client");
-    let cfg = tls::client_config(&client_id, Expect::Key(secret(200).public_key()), ALPN).expect("client config");
-    let conn = client.connect_with(cfg, addr, tls::server_name()).expect("connect").await.expect("handshake");
+    let cfg = tls::client_config(&client_id, Expect::Key(secret(200).public_key()), ALPN)
+        .expect("client config");
+    let conn = client
+        .connect_with(cfg, addr, tls::server_name())
+        .expect("connect")
+        .await
+        .expect("handshake");
     let mut best = Duration::MAX;
     for _ in 0..ROUNDS {
         best = best.min(push(&conn, TRANSFER).await);
@@ -87,10 +93,19 @@ async fn plain_quinn() -> f64 {
 async fn one_hop_session() -> f64 {
     let mut a = TestNode::start(config(210));
     let mut cfg = config(211);
-    cfg.static_peers.push(StaticPeer { addr: a.handle.local_addr(), key: Some(a.key()) });
+    cfg.static_peers.push(StaticPeer {
+        addr: a.handle.local_addr(),
+        key: Some(a.key()),
+    });
     let mut b = TestNode::start(cfg);
-    a.wait_for(Duration::from_secs(10), |e| matches!(e, OverlayEvent::PeerUp { .. })).await;
-    b.wait_for(Duration::from_secs(10), |e| matches!(e, OverlayEvent::PeerUp { .. })).await;
+    a.wait_for(Duration::from_secs(10), |e| {
+        matches!(e, OverlayEvent::PeerUp { .. })
+    })
+    .await;
+    b.wait_for(Duration::from_secs(10), |e| {
+        matches!(e, OverlayEvent::PeerUp { .. })
+    })
+    .await;
     let mut listener = b.handle.listen(ALPN).expect("listen");
     tokio::spawn(async move {
         while let Some(incoming) = listener.accept().await {
@@ -103,7 +118,10 @@ async fn one_hop_session() -> f64 {
         best = best.min(push(&conn, TRANSFER).await);
     }
     let drops = a.handle.metrics();
-    let dropped: Vec<&str> = drops.lines().filter(|l| l.starts_with("grove_overlay_drops_total")).collect();
+    let dropped: Vec<&str> = drops
+        .lines()
+        .filter(|l| l.starts_with("grove_overlay_drops_total"))
+        .collect();
     if !dropped.is_empty() {
         println!("drops on the sender: {dropped:?}");
     }
@@ -131,12 +149,18 @@ async fn memory_per_idle_peer() -> u64 {
     let before = rss();
     for s in &spokes {
         s.handle
-            .add_static_peer(StaticPeer { addr: hub.handle.local_addr(), key: Some(hub.key()) })
+            .add_static_peer(StaticPeer {
+                addr: hub.handle.local_addr(),
+                key: Some(hub.key()),
+            })
             .await
             .expect("add");
     }
     for _ in 0..IDLE_PEERS {
-        hub.wait_for(Duration::from_secs(30), |e| matches!(e, OverlayEvent::PeerUp { .. })).await;
+        hub.wait_for(Duration::from_secs(30), |e| {
+            matches!(e, OverlayEvent::PeerUp { .. })
+        })
+        .await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss();
@@ -145,7 +169,10 @@ async fn memory_per_idle_peer() -> u64 {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let plain = plain_quinn().await;
         let session = one_hop_session().await;
@@ -155,6 +182,9 @@ fn main() {
         println!("| plain quinn, loopback, one stream | {plain:.0} Mbit/s |");
         println!("| session over one overlay hop | {session:.0} Mbit/s |");
         println!("| ratio (target >= 0.80) | {:.2} |", session / plain);
-        println!("| memory per idle peer link end (incl. QUIC state, target <= 64 KiB) | {:.1} KiB |", memory as f64 / 1024.0);
+        println!(
+            "| memory per idle peer link end (incl. QUIC state, target <= 64 KiB) | {:.1} KiB |",
+            memory as f64 / 1024.0
+        );
     });
 }

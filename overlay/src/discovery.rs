@@ -89,7 +89,10 @@ pub struct BeaconSchedule {
 impl BeaconSchedule {
     /// A schedule whose first beacon is due at `now`.
     pub fn new(now: Instant) -> Self {
-        Self { interval: INTERVAL_MIN, next: now }
+        Self {
+            interval: INTERVAL_MIN,
+            next: now,
+        }
     }
 
     /// When the next beacon is due.

@@ -194,7 +194,10 @@ impl quinn::AsyncUdpSocket for SessionSocket {
         };
         // quinn may hand over several packets at once (as for UDP segmentation offload); each
         // becomes one overlay packet. Take all or none, so quinn retries whole batches.
-        let size = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
+        let size = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
         let count = transmit.contents.len().div_ceil(size);
         if self.0.outbound.is_closed() {
             return Err(io::ErrorKind::BrokenPipe.into());
@@ -203,7 +206,12 @@ impl quinn::AsyncUdpSocket for SessionSocket {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         for packet in transmit.contents.chunks(size) {
-            if self.0.outbound.try_send((key, Bytes::copy_from_slice(packet))).is_err() {
+            if self
+                .0
+                .outbound
+                .try_send((key, Bytes::copy_from_slice(packet)))
+                .is_err()
+            {
                 // Another connection took the room in between; the rest is lost like on a wire.
                 self.0.metrics.drop_reason("session_outbound_full");
                 break;

@@ -28,7 +28,7 @@ const LINK_INPUT_LIMIT: usize = 1024;
 const MAX_PENDING_HANDSHAKES: usize = 64;
 
 /// How often link round-trip times are passed to the routing core.
-const RTT_REPORT_INTERVAL: Duration = Duration::from_secs(2);
+const RTT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Inputs taken in one go before outputs are flushed, so a busy link cannot starve the rest.
 const BATCH: usize = 64;
