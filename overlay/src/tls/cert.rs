@@ -48,22 +48,25 @@ fn element(input: &[u8]) -> Result<(Element<'_>, &[u8]), CertError> {
             (usize::from(b), rest)
         }
         0x82 => {
-            let bytes = rest.get(..2).ok_or(CertError::Malformed("truncated"))?;
-            let len = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
-            (len, &rest[2..])
+            let [hi, lo, rest @ ..] = rest else {
+                return Err(CertError::Malformed("truncated"));
+            };
+            (usize::from(u16::from_be_bytes([*hi, *lo])), rest)
         }
         _ => return Err(CertError::Malformed("length form")),
     };
     let content = rest.get(..len).ok_or(CertError::Malformed("truncated"))?;
-    let header_len = input.len() - rest.len();
-    let whole = &input[..header_len + len];
+    let after = rest.get(len..).ok_or(CertError::Malformed("truncated"))?;
+    let whole = input
+        .get(..input.len() - after.len())
+        .ok_or(CertError::Malformed("truncated"))?;
     Ok((
         Element {
             tag,
             content,
             whole,
         },
-        &rest[len..],
+        after,
     ))
 }
 
