@@ -27,6 +27,12 @@ const LINK_INPUT_LIMIT: usize = 1024;
 /// Handshakes (inbound and outbound) under way at once; further inbound ones are refused.
 const MAX_PENDING_HANDSHAKES: usize = 64;
 
+/// After a failed dial to a LAN node, its beacons are ignored this long (they keep coming).
+const LAN_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// LAN nodes remembered as failed at once.
+const LAN_FAILED_LIMIT: usize = 256;
+
 /// How often link round-trip times are passed to the routing core.
 const RTT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -90,6 +96,8 @@ pub(super) struct Driver {
     next_peer: u64,
     statics: Vec<StaticState>,
     lan_dialling: HashSet<NodeKey>,
+    /// LAN nodes whose last dial failed, and until when their beacons are ignored.
+    lan_failed: HashMap<NodeKey, Instant>,
     handshakes: Arc<Semaphore>,
     link_tx: mpsc::Sender<LinkInput>,
     link_rx: mpsc::Receiver<LinkInput>,
@@ -126,6 +134,7 @@ impl Driver {
             next_peer: 1,
             statics,
             lan_dialling: HashSet::new(),
+            lan_failed: HashMap::new(),
             handshakes: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
             link_tx,
             link_rx,
@@ -349,10 +358,20 @@ impl Driver {
     }
 
     fn on_beacon(&mut self, found: Discovered) {
+        let now = Instant::now();
         if found.key == self.me
             || self.by_key.contains_key(&found.key)
             || self.lan_dialling.contains(&found.key)
+            || self
+                .lan_failed
+                .get(&found.key)
+                .is_some_and(|until| *until > now)
         {
+            return;
+        }
+        // An IPv4-only endpoint cannot dial an IPv6 sender; the node's IPv4 beacon will do.
+        let local_v4 = self.endpoint.local_addr().is_ok_and(|a| a.is_ipv4());
+        if local_v4 && found.addr.is_ipv6() {
             return;
         }
         if self.lan_dialling.len() >= MAX_PENDING_HANDSHAKES {
@@ -373,7 +392,8 @@ impl Driver {
 
     fn on_setup(&mut self, SetupResult { origin, result }: SetupResult) {
         let now = Instant::now();
-        if let Some(key) = origin.expect.filter(|_| origin.kind == LinkKind::Lan) {
+        let lan_key = origin.expect.filter(|_| origin.kind == LinkKind::Lan);
+        if let Some(key) = lan_key {
             self.lan_dialling.remove(&key);
         }
         let established = match result {
@@ -395,6 +415,14 @@ impl Driver {
                 }
                 if let Some(s) = origin.static_index.and_then(|i| self.statics.get_mut(i)) {
                     s.failed(now);
+                }
+                if let Some(key) = lan_key {
+                    if self.lan_failed.len() >= LAN_FAILED_LIMIT {
+                        self.lan_failed.retain(|_, until| *until > now);
+                    }
+                    if self.lan_failed.len() < LAN_FAILED_LIMIT {
+                        self.lan_failed.insert(key, now + LAN_RETRY_AFTER);
+                    }
                 }
                 return;
             }
