@@ -27,6 +27,9 @@ pub(crate) struct DirectCore {
     by_key: HashMap<NodeKey, PeerId>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<CoreEvent>,
+    /// The highest neighbour key seen, reported as a stand-in tree parent so the driver's
+    /// forwarding of parent changes can be observed.
+    parent: Option<NodeKey>,
 }
 
 impl RoutingCore for DirectCore {
@@ -34,6 +37,11 @@ impl RoutingCore for DirectCore {
         self.peers.insert(peer, key);
         self.by_key.insert(key, peer);
         self.events.push_back(CoreEvent::NodeReachable(key));
+        if self.parent.is_none_or(|p| key > p) {
+            self.parent = Some(key);
+            self.events
+                .push_back(CoreEvent::TreeParentChanged(Some(key)));
+        }
     }
 
     fn handle_peer_down(&mut self, peer: PeerId, _now: Instant) {
