@@ -288,9 +288,11 @@ impl quinn::UdpPoller for Poller {
             Box::pin(async move {
                 let notified = shared.writable.notified();
                 tokio::pin!(notified);
-                // Register before checking, so a notification in between is not lost.
+                // Register before checking, so a notification in between is not lost. Wait for
+                // room for a whole batch: `try_send` takes all of a batch or nothing, and a
+                // smaller gap would have quinn retry in a tight loop.
                 notified.as_mut().enable();
-                if shared.outbound.capacity() > 0 || shared.outbound.is_closed() {
+                if shared.outbound.capacity() >= SESSION_BATCH || shared.outbound.is_closed() {
                     return;
                 }
                 notified.await;
