@@ -2,3 +2,10 @@
 //! spanning tree and a virtual ring, linked by QUIC.
 //!
 //! This crate knows nothing of Matrix.
+
+pub mod discovery;
+pub mod driver;
+pub mod hello;
+pub mod link;
+pub mod session;
+pub mod tls;
