@@ -296,6 +296,7 @@ impl Rooms {
                     }),
                     membership,
                     txn: txn_id.clone(),
+                    soft_failed: false,
                 },
             )
             .await?;
@@ -449,14 +450,9 @@ impl Rooms {
         txn: Option<(&str, &str)>,
         template: EventTemplate,
     ) -> Result<OwnedEventId> {
-        if let Some((device, txn_id)) = txn
-            && let Some(id) =
-                store::event_for_txn(self.storage.pool(), sender, device, txn_id).await?
-        {
-            return Ok(id);
-        }
         let mut guard = self.lock(room).await?;
-        // Checked again under the lock: two concurrent sends of one transaction.
+        // Checked under the room's lock, so two concurrent sends of one transaction cannot
+        // both pass.
         if let Some((device, txn_id)) = txn
             && let Some(id) =
                 store::event_for_txn(self.storage.pool(), sender, device, txn_id).await?
