@@ -206,6 +206,12 @@ impl Rooms {
             graph.add(&event.pdu.event_id, &event.pdu.prev_events);
             depth = depth.max(event.pdu.depth);
         }
+        let older = graph.gaps();
+        let stored_parents: Vec<OwnedEventId> = store::events_by_id(pool, &older)
+            .await?
+            .into_keys()
+            .collect();
+        graph.mark_on_disk(&stored_parents);
         debug!(%room, events = recent.len(), "room loaded");
         Ok(RoomState {
             room_id: room.to_owned(),

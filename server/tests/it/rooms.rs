@@ -581,6 +581,12 @@ async fn send_is_idempotent_per_transaction_and_survives_reopen() {
             .await
             .expect("sent");
         assert_eq!(first, again, "transaction remembered across restarts");
+        let (head, gaps) = hs.rooms.extremities_and_gaps(&room).await.expect("head");
+        assert_eq!(
+            (head.len(), gaps.len()),
+            (1, 0),
+            "reloaded DAG: one extremity, no gaps"
+        );
         let viewer = Viewer {
             user: &alice,
             device: None,
