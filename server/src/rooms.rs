@@ -206,6 +206,12 @@ impl Rooms {
             graph.add(&event.pdu.event_id, &event.pdu.prev_events);
             depth = depth.max(event.pdu.depth);
         }
+        let older = graph.gaps();
+        let stored_parents: Vec<OwnedEventId> = store::events_by_id(pool, &older)
+            .await?
+            .into_keys()
+            .collect();
+        graph.mark_on_disk(&stored_parents);
         debug!(%room, events = recent.len(), "room loaded");
         Ok(RoomState {
             room_id: room.to_owned(),
@@ -296,6 +302,7 @@ impl Rooms {
                     }),
                     membership,
                     txn: txn_id.clone(),
+                    soft_failed: false,
                 },
             )
             .await?;
@@ -449,14 +456,9 @@ impl Rooms {
         txn: Option<(&str, &str)>,
         template: EventTemplate,
     ) -> Result<OwnedEventId> {
-        if let Some((device, txn_id)) = txn
-            && let Some(id) =
-                store::event_for_txn(self.storage.pool(), sender, device, txn_id).await?
-        {
-            return Ok(id);
-        }
         let mut guard = self.lock(room).await?;
-        // Checked again under the lock: two concurrent sends of one transaction.
+        // Checked under the room's lock, so two concurrent sends of one transaction cannot
+        // both pass.
         if let Some((device, txn_id)) = txn
             && let Some(id) =
                 store::event_for_txn(self.storage.pool(), sender, device, txn_id).await?

@@ -18,6 +18,8 @@ pub const GRAPH_WINDOW: usize = 2_000;
 struct Node {
     id: OwnedEventId,
     known: bool,
+    /// A parent older than the window that the database holds: history, not a gap.
+    on_disk: bool,
 }
 
 /// The recent DAG of one room. Edges point from an event to its parents.
@@ -42,6 +44,7 @@ impl RoomGraph {
         let ix = self.graph.add_node(Node {
             id: id.to_owned(),
             known: false,
+            on_disk: false,
         });
         self.index.insert(id.to_owned(), ix);
         ix
@@ -91,6 +94,19 @@ impl RoomGraph {
         }
     }
 
+    /// Marks parents outside the window as stored history rather than gaps.
+    pub fn mark_on_disk(&mut self, ids: &[OwnedEventId]) {
+        for id in ids {
+            if let Some(node) = self
+                .index
+                .get(id)
+                .and_then(|ix| self.graph.node_weight_mut(*ix))
+            {
+                node.on_disk = true;
+            }
+        }
+    }
+
     /// Whether the event is in the window.
     pub fn contains(&self, id: &EventId) -> bool {
         self.index
@@ -124,7 +140,7 @@ impl RoomGraph {
             .graph
             .node_indices()
             .filter_map(|ix| self.graph.node_weight(ix))
-            .filter(|n| !n.known)
+            .filter(|n| !n.known && !n.on_disk)
             .map(|n| n.id.clone())
             .collect();
         out.sort();

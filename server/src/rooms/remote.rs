@@ -247,6 +247,7 @@ impl Rooms {
                 }),
                 membership,
                 txn: None,
+                soft_failed: matches!(verdict, RemoteVerdict::SoftFailed(_)),
             },
         )
         .await?;
@@ -276,8 +277,11 @@ impl Rooms {
         let current = Arc::new(current);
         self.inner.groups.insert(group_id, Arc::new(after), 0);
         self.inner.groups.insert(head_group, current.clone(), 0);
-        state.graph.add(&pdu.event_id, &pdu.prev_events);
-        state.depth = state.depth.max(pdu.depth);
+        // Rejected and soft-failed events stay out of the head; only accepted ones extend it.
+        if accepted {
+            state.graph.add(&pdu.event_id, &pdu.prev_events);
+            state.depth = state.depth.max(pdu.depth);
+        }
         state.extremities = extremities;
         state.group = head_group;
         state.chain_len = 0;

@@ -33,7 +33,16 @@ pub(crate) struct EventRow<'a> {
     pub(crate) membership: Option<(OwnedUserId, String)>,
     /// The sending device and transaction ID, for idempotent sends.
     pub(crate) txn: Option<(String, String)>,
+    /// Whether the event soft-failed: kept in the DAG, left out of timelines and state.
+    pub(crate) soft_failed: bool,
 }
+
+/// `events.rejected` of an accepted event.
+const ACCEPTED: i64 = 0;
+/// `events.rejected` of an event that failed auth against its auth events or prior state.
+const REJECTED: i64 = 1;
+/// `events.rejected` of an event that failed auth against the current state only.
+const SOFT_FAILED: i64 = 2;
 
 /// A state group to write.
 pub(crate) struct NewGroup {
@@ -106,7 +115,13 @@ pub(crate) async fn insert_event(conn: &mut AnyConnection, row: &EventRow<'_>) -
     .bind(i64::from(pdu.origin_server_ts.get()))
     .bind(&*pdu.json)
     .bind(row.state_group)
-    .bind(i64::from(pdu.rejected))
+    .bind(if pdu.rejected {
+        REJECTED
+    } else if row.soft_failed {
+        SOFT_FAILED
+    } else {
+        ACCEPTED
+    })
     .bind(device)
     .bind(txn_id)
     .execute(&mut *conn)
@@ -285,7 +300,7 @@ fn stored_from_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent> {
     let room = OwnedRoomId::try_from(room_id).map_err(|e| Error::Corrupt(e.to_string()))?;
     let mut pdu = Pdu::parse(event_id, Some(&room), &json)
         .map_err(|e| Error::Corrupt(format!("stored event: {e}")))?;
-    pdu.rejected = rejected != 0;
+    pdu.rejected = rejected == REJECTED;
     Ok(StoredEvent {
         pdu,
         position,
@@ -375,7 +390,7 @@ pub(crate) async fn room_events(
     };
     let rows = sqlx::query(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND position > $2 \
-         AND position <= $3 ORDER BY position {order} LIMIT $4"
+         AND position <= $3 AND rejected = 0 ORDER BY position {order} LIMIT $4"
     ))
     .bind(room.as_str())
     .bind(after)
@@ -390,7 +405,7 @@ pub(crate) async fn room_events(
 pub(crate) async fn group_at(pool: &AnyPool, room: &RoomId, position: i64) -> Result<Option<i64>> {
     let row: Option<(Option<i64>,)> = sqlx::query_as(
         "SELECT state_group FROM events WHERE room_id = $1 AND position <= $2 \
-         ORDER BY position DESC LIMIT 1",
+         AND rejected = 0 ORDER BY position DESC LIMIT 1",
     )
     .bind(room.as_str())
     .bind(position)

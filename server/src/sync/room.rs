@@ -91,6 +91,15 @@ async fn build(
             .push(hs.rooms.client_event(stored, viewer, false).await?);
     }
 
+    let lazy = !filter.state.lazy_load_options.is_disabled();
+    if !range.full && !limited && !lazy && range.since == range.incremental_since {
+        // The timeline holds every event since the last sync, so no state changed before it.
+        return Ok(Some(Built {
+            timeline,
+            state: Vec::new(),
+            has_member_changes,
+        }));
+    }
     let at_start = hs.rooms.state_at_position(room, timeline_start).await?;
     let mut state: StateMap = if range.full {
         (*at_start).clone()
@@ -105,7 +114,7 @@ async fn build(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     };
-    if !filter.state.lazy_load_options.is_disabled() {
+    if lazy {
         senders.insert(request.user.clone());
         state.retain(|(kind, key), _| {
             *kind != StateEventType::RoomMember || is_one_of(&senders, key)

@@ -334,6 +334,7 @@ async fn check_power_beats_topic(node: &Node, version: RoomVersionId) {
         .expect("head");
     assert_eq!(head.len(), 1);
     assert!(gaps.is_empty());
+    let fork_point = head.clone();
 
     let topic = node
         .hs
@@ -427,6 +428,91 @@ async fn check_power_beats_topic(node: &Node, version: RoomVersionId) {
         .rooms
         .send_state(&room, &bob, "m.room.topic", "", json!({ "topic": "again" }))
         .await;
+    // A late event on the old branch: allowed by its own past, not by the present.
+    let late = node
+        .hs
+        .rooms
+        .build_over(
+            &room,
+            &bob,
+            &EventTemplate::state("m.room.topic", "", json!({ "topic": "late" })),
+            &fork_point,
+        )
+        .await
+        .expect("late topic built");
+    let verdict = node
+        .hs
+        .rooms
+        .add_pdu(&room, late)
+        .await
+        .expect("late added");
+    assert!(
+        matches!(verdict, RemoteVerdict::SoftFailed(_)),
+        "{version}: {verdict:?}"
+    );
+    // An outsider's message is rejected outright.
+    let eve = node.user("eve");
+    let (head, _) = node
+        .hs
+        .rooms
+        .extremities_and_gaps(&room)
+        .await
+        .expect("head");
+    let intrusion = node
+        .hs
+        .rooms
+        .build_over(
+            &room,
+            &eve,
+            &EventTemplate::message("m.room.message", json!({ "body": "hi" })),
+            &head,
+        )
+        .await
+        .expect("built");
+    let verdict = node
+        .hs
+        .rooms
+        .add_pdu(&room, intrusion)
+        .await
+        .expect("added");
+    assert!(
+        matches!(verdict, RemoteVerdict::Rejected(_)),
+        "{version}: {verdict:?}"
+    );
+    let topic_now = node
+        .hs
+        .rooms
+        .state_content(&room, &StateEventType::RoomTopic, "")
+        .await
+        .expect("read");
+    assert_eq!(
+        topic_now,
+        Some(json!({ "topic": "original" })),
+        "{version}: neither changed state"
+    );
+    let viewer = Viewer {
+        user: &alice,
+        device: None,
+    };
+    let page = node
+        .hs
+        .rooms
+        .messages(
+            &room,
+            viewer,
+            None,
+            None,
+            grove_server::rooms::Direction::Backward,
+            3,
+            &Default::default(),
+        )
+        .await
+        .expect("messages");
+    let last: Value = page.chunk[0].deserialize_as_unchecked().expect("json");
+    assert_eq!(
+        last["content"]["body"], "merged",
+        "{version}: failed events stay out of the timeline"
+    );
     assert!(
         matches!(refused, Err(Error::Forbidden(_))),
         "{version}: bob demoted: {refused:?}"
@@ -495,6 +581,12 @@ async fn send_is_idempotent_per_transaction_and_survives_reopen() {
             .await
             .expect("sent");
         assert_eq!(first, again, "transaction remembered across restarts");
+        let (head, gaps) = hs.rooms.extremities_and_gaps(&room).await.expect("head");
+        assert_eq!(
+            (head.len(), gaps.len()),
+            (1, 0),
+            "reloaded DAG: one extremity, no gaps"
+        );
         let viewer = Viewer {
             user: &alice,
             device: None,

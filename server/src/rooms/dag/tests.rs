@@ -24,3 +24,13 @@ fn fork_and_merge() {
     assert_eq!(order.first(), Some(&owned_event_id!("$a")));
     assert_eq!(order.last(), Some(&owned_event_id!("$d")));
 }
+
+#[test]
+fn parents_on_disk_are_not_gaps() {
+    let mut g = RoomGraph::new();
+    g.add(&owned_event_id!("$b"), &ids(&["$a", "$x"]));
+    assert_eq!(g.gaps(), ids(&["$a", "$x"]));
+    g.mark_on_disk(&ids(&["$a"]));
+    assert_eq!(g.gaps(), ids(&["$x"]));
+    assert_eq!(g.extremities(), ids(&["$b"]));
+}
