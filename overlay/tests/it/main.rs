@@ -1,0 +1,1 @@
+//! Integration tests of the overlay: routers wired together in virtual time, and seeded simulations held to their targets.
