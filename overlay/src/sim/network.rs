@@ -95,6 +95,10 @@ pub struct Network {
     pub auto_reply: bool,
     /// Frames a router refused.
     pub frame_errors: u64,
+    /// Whether to keep the events other than deliveries in [`Network::events`].
+    pub record_events: bool,
+    /// Events other than deliveries, by node (when `record_events` is set).
+    pub events: Vec<(usize, Event)>,
 }
 
 impl Network {
@@ -115,6 +119,8 @@ impl Network {
             deliveries: Vec::new(),
             auto_reply: true,
             frame_errors: 0,
+            record_events: false,
+            events: Vec::new(),
         }
     }
 
@@ -345,6 +351,9 @@ impl Network {
             let mut any = false;
             while let Some(ev) = self.nodes[i].router.poll_event() {
                 any = true;
+                if self.record_events && !matches!(ev, Event::Delivered { .. }) {
+                    self.events.push((i, ev.clone()));
+                }
                 if let Event::Delivered {
                     from,
                     payload,
