@@ -175,19 +175,21 @@ impl SigCache {
     }
 }
 
-/// Byte-wise wrapping distance `to - from` on the 256-bit ring, as a big-endian number.
+/// Wrapping distance `to - from` on the 256-bit ring, as a big-endian number.
 pub fn ring_distance(from: &PublicKey, to: &PublicKey) -> [u8; PUBLIC_KEY_LEN] {
+    // Four big-endian 64-bit limbs, subtracted from the least significant up with a borrow.
+    let limb = |k: &PublicKey, i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&k.0[i * 8..i * 8 + 8]);
+        u64::from_be_bytes(b)
+    };
     let mut out = [0u8; PUBLIC_KEY_LEN];
-    let mut borrow = 0i16;
-    for i in (0..PUBLIC_KEY_LEN).rev() {
-        let mut d = i16::from(to.0[i]) - i16::from(from.0[i]) - borrow;
-        if d < 0 {
-            d += 256;
-            borrow = 1;
-        } else {
-            borrow = 0;
-        }
-        out[i] = d as u8;
+    let mut borrow = false;
+    for i in (0..4).rev() {
+        let (d1, b1) = limb(to, i).overflowing_sub(limb(from, i));
+        let (d2, b2) = d1.overflowing_sub(u64::from(borrow));
+        borrow = b1 || b2;
+        out[i * 8..i * 8 + 8].copy_from_slice(&d2.to_be_bytes());
     }
     out
 }

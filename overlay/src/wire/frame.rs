@@ -1,6 +1,7 @@
 //! Routing frames: layouts, encodings and the exact bytes each signature covers.
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::identity::{NodeKeypair, PUBLIC_KEY_LEN, PublicKey, SIGNATURE_LEN, SigCache, Signature};
 use crate::wire::codec::{Reader, put_ports};
@@ -100,15 +101,24 @@ pub struct Announcement {
 }
 
 impl Announcement {
-    /// The bytes hop number `upto` signs when its signer sends out of `port`.
+    /// The bytes hop number `upto` signs when its signer sends out of `port`: the root, the
+    /// sequence, a digest chained over the hops before it, and the port. The chain keeps each
+    /// signed message short however deep the tree is.
     pub fn signing_bytes(&self, upto: usize, port: u16) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + upto * 98);
+        let mut chain = Sha256::new();
+        for h in self.hops.iter().take(upto) {
+            chain_hop(&mut chain, h);
+        }
+        self.signing_bytes_with(&chain, port)
+    }
+
+    fn signing_bytes_with(&self, chain: &Sha256, port: u16) -> Vec<u8> {
+        let digest: [u8; 32] = chain.clone().finalize().into();
+        let mut out = Vec::with_capacity(TREE_DOMAIN.len() + 32 + 8 + 32 + 2);
         out.extend_from_slice(TREE_DOMAIN);
         out.extend_from_slice(&self.root.0);
         out.extend_from_slice(&self.seq.to_be_bytes());
-        for h in self.hops.iter().take(upto) {
-            put_hop(&mut out, h);
-        }
+        out.extend_from_slice(&digest);
         out.extend_from_slice(&port.to_be_bytes());
         out
     }
@@ -142,14 +152,20 @@ impl Announcement {
             ));
         }
         let mut seen: Vec<&PublicKey> = Vec::with_capacity(self.hops.len());
-        for (i, h) in self.hops.iter().enumerate() {
+        let mut chain = Sha256::new();
+        for h in &self.hops {
             if seen.contains(&&h.signer) {
                 return Err(WireError::Invalid("announcement loops"));
             }
             seen.push(&h.signer);
-            if !cache.verify(&h.signer, &self.signing_bytes(i, h.port), &h.signature) {
+            if !cache.verify(
+                &h.signer,
+                &self.signing_bytes_with(&chain, h.port),
+                &h.signature,
+            ) {
                 return Err(WireError::BadSignature);
             }
+            chain_hop(&mut chain, h);
         }
         Ok(())
     }
@@ -173,6 +189,12 @@ impl Announcement {
     fn encoded_body_len(&self) -> usize {
         PUBLIC_KEY_LEN + 8 + 1 + self.hops.len() * (2 + PUBLIC_KEY_LEN + SIGNATURE_LEN)
     }
+}
+
+fn chain_hop(chain: &mut Sha256, h: &AnnouncementHop) {
+    chain.update(h.port.to_be_bytes());
+    chain.update(h.signer.0);
+    chain.update(h.signature.0);
 }
 
 fn put_hop(out: &mut Vec<u8>, h: &AnnouncementHop) {
