@@ -6,6 +6,8 @@
 //! it frames and poll it for frames to send, events and its next timeout. The simulator
 //! ([`sim`]) drives the very same `Router` in virtual time.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod identity;
 pub mod router;
 pub mod sim;
