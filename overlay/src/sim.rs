@@ -58,6 +58,8 @@ pub struct SimOptions {
     pub max_converge: Duration,
     /// Idle measurement window.
     pub idle_window: Duration,
+    /// Whether to run the leave phase (re-convergence after a node leaves).
+    pub leave: bool,
     /// Router configuration for every node.
     pub config: Config,
 }
@@ -69,6 +71,7 @@ impl Default for SimOptions {
             latency_ms: (1, 10),
             max_converge: Duration::from_secs(300),
             idle_window: Duration::from_secs(300),
+            leave: true,
             config: Config::default(),
         }
     }
@@ -97,8 +100,9 @@ pub struct Report {
     pub cold_convergence: Option<Duration>,
     /// Re-convergence time after a node left (virtual), if reached.
     pub reconvergence: Option<Duration>,
-    /// Share of surviving pairs delivered right after re-convergence, in percent.
-    pub reachability_after_leave: f64,
+    /// Share of surviving pairs delivered right after re-convergence, in percent (`None` when
+    /// the leave phase did not run).
+    pub reachability_after_leave: Option<f64>,
     /// Protocol bytes sent per node per second with no traffic.
     pub idle_bytes_per_node_sec: f64,
     /// Mean routing state per node, in bytes.
@@ -158,8 +162,8 @@ pub fn run_with(spec: &TopologySpec, seed: u64, opts: &SimOptions) -> Result<Rep
         .copied()
         .filter(|i| net.neighbours(*i).len() >= 2)
         .collect();
-    let (reconv, reach_after) = if candidates.is_empty() {
-        (None, 100.0)
+    let (reconv, reach_after) = if candidates.is_empty() || !opts.leave {
+        (None, None)
     } else {
         let victim = candidates[rng.gen_range(0..candidates.len())];
         net.remove_node(victim);
@@ -178,7 +182,7 @@ pub fn run_with(spec: &TopologySpec, seed: u64, opts: &SimOptions) -> Result<Rep
         } else {
             100.0 * got as f64 / survivors.len() as f64
         };
-        (reconv, pct)
+        (reconv, Some(pct))
     };
 
     Ok(Report {

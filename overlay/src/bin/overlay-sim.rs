@@ -138,7 +138,7 @@ fn secs(d: Option<std::time::Duration>) -> String {
 
 fn print_row(r: &Report) {
     println!(
-        "| {} | {} | {} | {:.3} | {:.2} | {:.2} | {:.1} | {} | {} | {:.1} | {:.1} | {:.0} | {:.1} |",
+        "| {} | {} | {} | {:.3} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {:.1} | {:.0} | {:.1} |",
         r.name,
         r.nodes,
         r.edges,
@@ -148,7 +148,8 @@ fn print_row(r: &Report) {
         r.reachability,
         secs(r.cold_convergence),
         secs(r.reconvergence),
-        r.reachability_after_leave,
+        r.reachability_after_leave
+            .map_or_else(|| "n/a".to_owned(), |p| format!("{p:.1}")),
         r.idle_bytes_per_node_sec,
         r.state_bytes_per_node,
         r.wall.as_secs_f64(),
