@@ -72,7 +72,11 @@ impl Default for SimOptions {
             max_converge: Duration::from_secs(300),
             idle_window: Duration::from_secs(300),
             leave: true,
-            config: Config::default(),
+            // Crawled graphs have hubs with hundreds of links; simulate them as they are.
+            config: Config {
+                max_peers: 4096,
+                ..Config::default()
+            },
         }
     }
 }

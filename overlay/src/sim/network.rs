@@ -189,17 +189,33 @@ impl Network {
         if a == b || self.links.contains_key(&(a, b)) {
             return;
         }
+        let now = self.base + self.now;
+        let (ka, kb) = (self.key(a), self.key(b));
+        // A router may refuse a peer (its peer limit): then the link is not made, as a driver
+        // would close it.
+        if self.nodes[a]
+            .router
+            .handle_peer_up(PeerId(b as u64), kb, now)
+            .is_err()
+        {
+            return;
+        }
+        if self.nodes[b]
+            .router
+            .handle_peer_up(PeerId(a as u64), ka, now)
+            .is_err()
+        {
+            self.nodes[a].router.handle_peer_down(PeerId(b as u64), now);
+            self.flush(a);
+            return;
+        }
         self.links.insert((a, b), latency);
         self.links.insert((b, a), latency);
         self.adj[a].push(b);
         self.adj[b].push(a);
-        let now = self.base + self.now;
         for (x, y) in [(a, b), (b, a)] {
-            let ky = self.key(y);
-            let node = &mut self.nodes[x];
-            // A duplicate id cannot happen: links are checked above.
-            let _ = node.router.handle_peer_up(PeerId(y as u64), ky, now);
-            node.router
+            self.nodes[x]
+                .router
                 .handle_peer_latency(PeerId(y as u64), latency * 2, now);
         }
         self.flush(a);
