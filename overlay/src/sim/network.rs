@@ -1,0 +1,406 @@
+//! An in-process network of real [`Router`]s in virtual time: a discrete-event queue of frames
+//! (delivered after each link's latency) and timer wake-ups. Tests and the simulator share it;
+//! its verbs are `add_node`, `connect`, `disconnect`, `remove_node`, `send`, `run_for`,
+//! `run_until_idle` and `wait`.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::identity::{NodeKeypair, PublicKey};
+use crate::router::{Config, Event, PeerId, Router};
+
+/// Payload prefix of a ping the network answers automatically (with [`PONG`]).
+pub const PING: u8 = 0xA1;
+/// Payload prefix of an automatic answer.
+pub const PONG: u8 = 0xA2;
+
+/// A datagram the application of some node received.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Receiving node.
+    pub to: usize,
+    /// Sender's key.
+    pub from: PublicKey,
+    /// The datagram.
+    pub payload: Vec<u8>,
+    /// Overlay hops taken.
+    pub hops: u8,
+    /// Virtual time of arrival.
+    pub at: Duration,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Frame {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+    },
+}
+
+struct Scheduled {
+    at: Duration,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // Reversed: the heap pops the earliest event first.
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+struct SimNode {
+    router: Router,
+    alive: bool,
+    timer_at: Option<Duration>,
+    bytes_out: u64,
+}
+
+/// A simulated network.
+pub struct Network {
+    base: Instant,
+    now: Duration,
+    rng: ChaCha8Rng,
+    config: Config,
+    nodes: Vec<SimNode>,
+    keys: HashMap<PublicKey, usize>,
+    links: HashMap<(usize, usize), Duration>,
+    adj: Vec<Vec<usize>>,
+    heap: BinaryHeap<Scheduled>,
+    seq: u64,
+    frames_in_flight: usize,
+    /// Every application delivery so far, in order (the caller clears it as it likes).
+    pub deliveries: Vec<Delivery>,
+    /// Whether to answer [`PING`] datagrams with [`PONG`].
+    pub auto_reply: bool,
+    /// Frames a router refused.
+    pub frame_errors: u64,
+    /// Whether to keep the events other than deliveries in [`Network::events`].
+    pub record_events: bool,
+    /// Events other than deliveries, by node (when `record_events` is set).
+    pub events: Vec<(usize, Event)>,
+}
+
+impl Network {
+    /// An empty network; `seed` fixes every key and every router's randomness.
+    pub fn new(seed: u64, config: Config) -> Self {
+        Network {
+            base: Instant::now(),
+            now: Duration::ZERO,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            config,
+            nodes: Vec::new(),
+            keys: HashMap::new(),
+            links: HashMap::new(),
+            adj: Vec::new(),
+            heap: BinaryHeap::new(),
+            seq: 0,
+            frames_in_flight: 0,
+            deliveries: Vec::new(),
+            auto_reply: true,
+            frame_errors: 0,
+            record_events: false,
+            events: Vec::new(),
+        }
+    }
+
+    /// Adds a node with a key drawn from the network's seed; returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let seed: [u8; 32] = self.rng.r#gen();
+        let rng_seed: u64 = self.rng.r#gen();
+        let kp = NodeKeypair::from_seed(seed);
+        let key = kp.public();
+        let router = Router::new(kp, self.config.clone(), rng_seed, self.base + self.now);
+        let i = self.nodes.len();
+        self.nodes.push(SimNode {
+            router,
+            alive: true,
+            timer_at: None,
+            bytes_out: 0,
+        });
+        self.keys.insert(key, i);
+        self.adj.push(Vec::new());
+        self.flush(i);
+        i
+    }
+
+    /// Current virtual time since the start.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Number of nodes ever added.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether no node was added.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The router of node `i`.
+    pub fn router(&self, i: usize) -> &Router {
+        &self.nodes[i].router
+    }
+
+    /// Node `i`'s key.
+    pub fn key(&self, i: usize) -> PublicKey {
+        self.nodes[i].router.public_key()
+    }
+
+    /// The node with key `k`.
+    pub fn index_of(&self, k: &PublicKey) -> Option<usize> {
+        self.keys.get(k).copied()
+    }
+
+    /// Whether node `i` is still in the network.
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.nodes[i].alive
+    }
+
+    /// Bytes node `i` has sent.
+    pub fn bytes_out(&self, i: usize) -> u64 {
+        self.nodes[i].bytes_out
+    }
+
+    /// Links `a` and `b` with a one-way latency; both routers see the peer come up.
+    pub fn connect(&mut self, a: usize, b: usize, latency: Duration) {
+        if a == b || self.links.contains_key(&(a, b)) {
+            return;
+        }
+        let now = self.base + self.now;
+        let (ka, kb) = (self.key(a), self.key(b));
+        // A router may refuse a peer (its peer limit): then the link is not made, as a driver
+        // would close it.
+        if self.nodes[a]
+            .router
+            .handle_peer_up(PeerId(b as u64), kb, now)
+            .is_err()
+        {
+            return;
+        }
+        if self.nodes[b]
+            .router
+            .handle_peer_up(PeerId(a as u64), ka, now)
+            .is_err()
+        {
+            self.nodes[a].router.handle_peer_down(PeerId(b as u64), now);
+            self.flush(a);
+            return;
+        }
+        self.links.insert((a, b), latency);
+        self.links.insert((b, a), latency);
+        self.adj[a].push(b);
+        self.adj[b].push(a);
+        for (x, y) in [(a, b), (b, a)] {
+            self.nodes[x]
+                .router
+                .handle_peer_latency(PeerId(y as u64), latency * 2, now);
+        }
+        self.flush(a);
+        self.flush(b);
+    }
+
+    /// Cuts the link between `a` and `b`; frames in flight on it are lost.
+    pub fn disconnect(&mut self, a: usize, b: usize) {
+        if self.links.remove(&(a, b)).is_none() {
+            return;
+        }
+        self.links.remove(&(b, a));
+        self.adj[a].retain(|x| *x != b);
+        self.adj[b].retain(|x| *x != a);
+        let now = self.base + self.now;
+        for (x, y) in [(a, b), (b, a)] {
+            self.nodes[x].router.handle_peer_down(PeerId(y as u64), now);
+            self.flush(x);
+        }
+    }
+
+    /// Node `i` leaves: every link to it goes down.
+    pub fn remove_node(&mut self, i: usize) {
+        let peers = self.adj[i].clone();
+        for p in peers {
+            self.disconnect(i, p);
+        }
+        self.nodes[i].alive = false;
+    }
+
+    /// Neighbours of `i` over live links.
+    pub fn neighbours(&self, i: usize) -> &[usize] {
+        &self.adj[i]
+    }
+
+    /// Node `from` sends a datagram to node `to`.
+    pub fn send(&mut self, from: usize, to: usize, payload: Vec<u8>) {
+        let k = self.key(to);
+        let now = self.base + self.now;
+        // Over-long payloads are a caller bug in a simulation; the router counts them.
+        let _ = self.nodes[from].router.send(k, payload, now);
+        self.flush(from);
+    }
+
+    /// Runs events until virtual time `now + d`.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.heap.peek().is_some_and(|s| s.at <= until) {
+            self.step();
+        }
+        self.now = until;
+    }
+
+    /// Runs until no frame is in flight (timers may remain), at most `max` of virtual time;
+    /// true if it went idle.
+    pub fn run_until_idle(&mut self, max: Duration) -> bool {
+        let until = self.now + max;
+        while self.frames_in_flight > 0 {
+            match self.heap.peek() {
+                Some(s) if s.at <= until => self.step(),
+                _ => break,
+            }
+        }
+        self.frames_in_flight == 0
+    }
+
+    /// Runs until `pred` holds, checking every `every`, at most `max`; returns the virtual
+    /// time it took, or `None`.
+    pub fn wait(
+        &mut self,
+        every: Duration,
+        max: Duration,
+        mut pred: impl FnMut(&Network) -> bool,
+    ) -> Option<Duration> {
+        let start = self.now;
+        loop {
+            if pred(self) {
+                return Some(self.now - start);
+            }
+            if self.now - start >= max {
+                return None;
+            }
+            self.run_for(every);
+        }
+    }
+
+    fn step(&mut self) {
+        let Some(s) = self.heap.pop() else {
+            return;
+        };
+        self.now = self.now.max(s.at);
+        let now = self.base + self.now;
+        match s.ev {
+            Ev::Frame { to, from, bytes } => {
+                self.frames_in_flight -= 1;
+                if !self.nodes[to].alive || !self.links.contains_key(&(from, to)) {
+                    return;
+                }
+                if self.nodes[to]
+                    .router
+                    .handle_frame(PeerId(from as u64), &bytes, now)
+                    .is_err()
+                {
+                    self.frame_errors += 1;
+                }
+                self.flush(to);
+            }
+            Ev::Timer { node } => {
+                let n = &mut self.nodes[node];
+                if !n.alive || n.timer_at != Some(s.at) {
+                    return;
+                }
+                n.timer_at = None;
+                n.router.handle_timeout(now);
+                self.flush(node);
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: Duration, ev: Ev) {
+        self.seq += 1;
+        if matches!(ev, Ev::Frame { .. }) {
+            self.frames_in_flight += 1;
+        }
+        self.heap.push(Scheduled {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    /// Drains node `i`'s outputs: frames onto links, events to the application, its timer.
+    fn flush(&mut self, i: usize) {
+        loop {
+            while let Some(tx) = self.nodes[i].router.poll_transmit() {
+                let j = tx.peer.0 as usize;
+                if let Some(lat) = self.links.get(&(i, j)).copied() {
+                    self.nodes[i].bytes_out += tx.bytes.len() as u64;
+                    self.schedule(
+                        self.now + lat,
+                        Ev::Frame {
+                            to: j,
+                            from: i,
+                            bytes: tx.bytes,
+                        },
+                    );
+                }
+            }
+            let mut any = false;
+            while let Some(ev) = self.nodes[i].router.poll_event() {
+                any = true;
+                if self.record_events && !matches!(ev, Event::Delivered { .. }) {
+                    self.events.push((i, ev.clone()));
+                }
+                if let Event::Delivered {
+                    from,
+                    payload,
+                    hops,
+                } = ev
+                {
+                    if self.auto_reply && payload.first() == Some(&PING) {
+                        let mut reply = payload.clone();
+                        reply[0] = PONG;
+                        let now = self.base + self.now;
+                        let _ = self.nodes[i].router.send(from, reply, now);
+                    }
+                    self.deliveries.push(Delivery {
+                        to: i,
+                        from,
+                        payload,
+                        hops,
+                        at: self.now,
+                    });
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        if let Some(t) = self.nodes[i].router.poll_timeout() {
+            let at = t.saturating_duration_since(self.base).max(self.now);
+            if self.nodes[i].timer_at != Some(at) {
+                self.nodes[i].timer_at = Some(at);
+                self.schedule(at, Ev::Timer { node: i });
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Wire formats of everything the overlay sends: routing frames (tree announcements, ring
+//! bootstraps, traffic, path search), the peer hello and the LAN beacon.
+//!
+//! Every routing frame is one type byte followed by a fixed layout of big-endian integers,
+//! 32-byte keys, 64-byte signatures and u8-counted lists of u16 ports. The transport delimits
+//! frames (a QUIC datagram, or a length prefix on the control stream), so a frame carries no
+//! length of its own. Decoding checks every length and never panics; a frame longer than
+//! [`MAX_FRAME_LEN`] is refused before it is parsed.
+
+mod beacon;
+mod codec;
+mod frame;
+mod hello;
+#[cfg(test)]
+mod tests;
+
+pub use beacon::{BEACON_LEN, BEACON_MAGIC, BEACON_VERSION, Beacon};
+pub use frame::{
+    Announcement, AnnouncementHop, Bootstrap, Frame, FrameType, PathFind, PathHop, PathReply,
+    Traffic, Watermark,
+};
+pub use hello::{
+    CAP_PATH_SEARCH, CAP_SOURCE_ROUTING, CAPABILITIES, HELLO_LEN, HELLO_MAGIC, Hello, HelloError,
+    MIN_VERSION, Negotiated, VERSION, negotiate,
+};
+
+/// Largest routing frame accepted or produced, in bytes.
+pub const MAX_FRAME_LEN: usize = 16 * 1024;
+/// Most ports in a tree coordinate (so the deepest tree node we can address).
+pub const MAX_COORDS_LEN: usize = 255;
+/// Most hops in a recorded source route or path reply.
+pub const MAX_ROUTE_LEN: usize = 64;
+/// Most hops in a tree announcement.
+pub const MAX_ANNOUNCEMENT_HOPS: usize = 255;
+
+/// Why bytes are not a valid frame, hello or beacon.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The input ended before the layout did.
+    #[error("frame truncated")]
+    Truncated,
+    /// Bytes were left over after the layout ended.
+    #[error("{0} trailing bytes after the frame")]
+    TrailingBytes(usize),
+    /// The first byte names no frame type.
+    #[error("unknown frame type {0:#04x}")]
+    UnknownType(u8),
+    /// The input is longer than [`MAX_FRAME_LEN`].
+    #[error("frame of {0} bytes is over the limit")]
+    Oversized(usize),
+    /// A list is longer than its limit.
+    #[error("{what} has {len} entries, more than {max}")]
+    TooLong {
+        /// Which list.
+        what: &'static str,
+        /// Its length on the wire.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A port number 0 (ports start at 1).
+    #[error("port 0 on the wire")]
+    ZeroPort,
+    /// A magic number other than ours.
+    #[error("bad magic")]
+    BadMagic,
+    /// A flag bit we do not know.
+    #[error("unknown flag bits {0:#04x}")]
+    UnknownFlags(u8),
+    /// A field holds a value its layout forbids.
+    #[error("invalid field: {0}")]
+    Invalid(&'static str),
+    /// A signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// Asked to sign a beacon for another key.
+    #[error("beacon key differs from the signing key")]
+    KeyMismatch,
+}

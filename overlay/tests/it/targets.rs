@@ -1,0 +1,72 @@
+//! Seeded simulations held to Grove's routing targets: mean stretch ≤ 1.10, p95 ≤ 1.5 and
+//! full reachability on topologies of 100 nodes or more. Deterministic, not timed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use grove_overlay::sim::{self, Report, SimOptions, TopologySpec};
+
+fn options() -> SimOptions {
+    SimOptions {
+        pairs: 100,
+        idle_window: Duration::from_secs(60),
+        ..SimOptions::default()
+    }
+}
+
+#[track_caller]
+fn check(spec: TopologySpec) -> Report {
+    let r = sim::run_with(&spec, 3, &options()).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
+    println!("{r:?}");
+    assert_eq!(r.reachability, 100.0, "{}: reachability", r.name);
+    assert!(
+        r.cold_convergence.is_some(),
+        "{}: no cold-start convergence",
+        r.name
+    );
+    if r.nodes >= 100 {
+        assert!(
+            r.stretch_mean <= 1.10,
+            "{}: mean stretch {}",
+            r.name,
+            r.stretch_mean
+        );
+        assert!(
+            r.stretch_p95 <= 1.5,
+            "{}: p95 stretch {}",
+            r.name,
+            r.stretch_p95
+        );
+    }
+    r
+}
+
+#[test]
+fn generated_grid() {
+    check(TopologySpec::Grid(10, 12));
+}
+
+#[test]
+fn generated_random_geometric() {
+    check(TopologySpec::RandomGeometric(150, 0.15));
+}
+
+#[test]
+fn generated_scale_free() {
+    check(TopologySpec::ScaleFree(200, 2));
+}
+
+#[test]
+fn shared_topologies_when_present() {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/topologies"
+    ));
+    // The largest files are left to `overlay-sim`; these keep the test within CI's time.
+    for name in ["dn42", "freifunk-bielefield", "graph-250"] {
+        let path = dir.join(format!("{name}.edges"));
+        if path.exists() {
+            check(TopologySpec::File(path));
+        }
+    }
+}
