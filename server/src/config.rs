@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub turn_shared_secret: Option<String>,
     /// Lifetime of TURN credentials, in seconds.
     pub turn_ttl_secs: u64,
+    /// The most undelivered to-device messages one device may hold; senders past it get
+    /// `M_LIMIT_EXCEEDED` and nothing of their request is stored.
+    pub max_to_device_inbox: usize,
 }
 
 impl ServerConfig {
@@ -46,6 +49,7 @@ impl ServerConfig {
             turn_uris: Vec::new(),
             turn_shared_secret: None,
             turn_ttl_secs: 86_400,
+            max_to_device_inbox: 10_000,
         }
     }
 }

@@ -20,20 +20,24 @@ use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedUserId, UInt, UserId};
 use sqlx::AnyPool;
 pub use to_device::Target;
 
-use crate::{Result, Storage, StreamPosition, notifier::Notifier};
+use crate::{Result, Storage, StreamPosition};
 
 /// Key storage and to-device delivery.
 #[derive(Clone)]
 pub struct E2ee {
     storage: Storage,
-    #[allow(dead_code)] // Positions come from storage writes; kept for waiting callers.
-    notifier: Notifier,
+    /// The most undelivered to-device messages one device may hold.
+    max_to_device_inbox: i64,
 }
 
 impl E2ee {
-    /// The encryption component over `storage`.
-    pub fn new(storage: Storage, notifier: Notifier) -> Self {
-        Self { storage, notifier }
+    /// The encryption component over `storage`; a device holds at most `max_to_device_inbox`
+    /// undelivered to-device messages.
+    pub fn new(storage: Storage, max_to_device_inbox: usize) -> Self {
+        Self {
+            storage,
+            max_to_device_inbox: i64::try_from(max_to_device_inbox).unwrap_or(i64::MAX),
+        }
     }
 
     /// Users whose device list or cross-signing keys changed in `(since, upto]`.

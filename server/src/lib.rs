@@ -69,7 +69,7 @@ impl Homeserver {
             key.clone(),
         )
         .await?;
-        let e2ee = e2ee::E2ee::new(storage.clone(), notifier.clone());
+        let e2ee = e2ee::E2ee::new(storage.clone(), config.max_to_device_inbox);
         let userdata = userdata::UserData::new(storage.clone(), notifier.clone(), config.clone());
         Ok(Self {
             config,

@@ -79,6 +79,21 @@ impl E2ee {
                     if !hit {
                         continue;
                     }
+                    let (pending,): (i64,) = sqlx::query_as(
+                        "SELECT COUNT(*) FROM to_device_messages WHERE user_id = $1 \
+                         AND device_id = $2",
+                    )
+                    .bind(user.as_str())
+                    .bind(device)
+                    .fetch_one(txn.conn())
+                    .await?;
+                    // Dropping the transaction rolls back the whole request, so a sender can
+                    // retry once the device has synced.
+                    if pending >= self.max_to_device_inbox {
+                        return Err(Error::LimitExceeded(format!(
+                            "the to-device inbox of {user} {device} is full"
+                        )));
+                    }
                     // One message per device per request; a later target for the same
                     // device replaces the earlier one.
                     sqlx::query(

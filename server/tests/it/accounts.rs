@@ -292,3 +292,72 @@ async fn turn_credentials_follow_the_rest_api_scheme() {
         hs.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_full_to_device_inbox_refuses_senders_until_the_device_syncs() {
+    for backend in BACKENDS {
+        let db = TestDb::new(backend).await;
+        let key = NodeKey::generate().expect("key");
+        let mut config = ServerConfig::new(key.server_name(), db.url.clone());
+        config.max_to_device_inbox = 2;
+        let hs = Homeserver::open(config, key).await.expect("open");
+        let mut logins = Vec::new();
+        for name in ["alice", "bob"] {
+            let account = NewAccount {
+                username: Some(name.into()),
+                password: Some("secret".into()),
+                ..Default::default()
+            };
+            let done = hs
+                .accounts
+                .register(account, Some(&dummy()))
+                .await
+                .expect("register");
+            logins.push(done.login.expect("logged in"));
+        }
+        let (alice, bob) = (&logins[0], &logins[1]);
+        let send = |txn: &'static str| {
+            let messages = std::collections::BTreeMap::from([(
+                bob.user_id.clone(),
+                vec![(
+                    grove_server::e2ee::Target::Device(bob.device_id.to_string()),
+                    serde_json::json!({ "n": txn }),
+                )],
+            )]);
+            let hs = hs.clone();
+            let (user, device) = (alice.user_id.clone(), alice.device_id.clone());
+            async move {
+                hs.e2ee
+                    .send_to_device(&user, &device, "m.test", txn, &messages)
+                    .await
+            }
+        };
+        send("t1").await.expect("first fits");
+        send("t2").await.expect("second fits");
+        let err = send("t3").await.expect_err("inbox is full");
+        assert!(
+            matches!(err, Error::LimitExceeded(_)),
+            "{backend:?}: {err:?}"
+        );
+
+        let upto = hs.notifier.current();
+        let inbox = hs
+            .e2ee
+            .sync_to_device(&bob.user_id, &bob.device_id, StreamPosition(0), upto)
+            .await
+            .expect("sync");
+        assert_eq!(
+            inbox.len(),
+            2,
+            "{backend:?}: the refused request stored nothing"
+        );
+
+        // Acknowledging the messages (the next sync's `since`) empties the inbox; the refused
+        // transaction was not recorded, so the same ID goes through now.
+        hs.e2ee
+            .sync_to_device(&bob.user_id, &bob.device_id, upto, upto)
+            .await
+            .expect("ack");
+        send("t3").await.expect("fits after the device synced");
+    }
+}
