@@ -16,6 +16,7 @@
 
 pub mod core;
 pub mod metrics;
+pub mod router_core;
 pub mod statics;
 mod task;
 
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::core::RoutingCore;
 use self::metrics::Metrics;
+pub use self::router_core::RouterCore;
 use self::statics::StaticPeer;
 use crate::discovery::DiscoveryConfig;
 use crate::hello::Negotiated;

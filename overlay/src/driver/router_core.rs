@@ -1,0 +1,164 @@
+//! The shipped routing core: the sans-IO [`Router`] behind the driver's [`RoutingCore`]
+//! interface.
+//!
+//! The driver names links with [`link::PeerId`](crate::link::PeerId) and nodes with
+//! [`NodeKey`]; the router has its own names for both. Both wrap the same numbers, so the
+//! translation here is a copy and never fails.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::core::{CoreEvent, FrameRejected, RoutingCore, SendRejected, Transmit, Verdict};
+use crate::identity::{NodeKeypair, PublicKey};
+use crate::link::PeerId;
+use crate::router::{self, Event, FrameError, Router, SendError};
+use crate::tls::keys::{NodeKey, NodeSecret};
+
+/// The overlay's routing core: spanning tree, virtual ring and source routes.
+pub struct RouterCore {
+    router: Router,
+}
+
+impl RouterCore {
+    /// A core for `secret`'s node with the default tunables. `rng_seed` only varies timer
+    /// jitter and tie-breaks; any value is correct.
+    pub fn new(secret: &NodeSecret, rng_seed: u64, now: Instant) -> Self {
+        Self::with_config(secret, router::Config::default(), rng_seed, now)
+    }
+
+    /// A core with explicit tunables.
+    pub fn with_config(
+        secret: &NodeSecret,
+        config: router::Config,
+        rng_seed: u64,
+        now: Instant,
+    ) -> Self {
+        let keypair = NodeKeypair::from_seed(secret.to_seed());
+        Self {
+            router: Router::new(keypair, config, rng_seed, now),
+        }
+    }
+
+    /// The router inside, for inspection.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+}
+
+impl std::fmt::Debug for RouterCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterCore")
+            .field("key", &self.router.public_key())
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_router_peer(peer: PeerId) -> router::PeerId {
+    router::PeerId(peer.0)
+}
+
+fn to_public(key: NodeKey) -> PublicKey {
+    PublicKey(*key.as_bytes())
+}
+
+fn to_node(key: PublicKey) -> NodeKey {
+    NodeKey::from_bytes(key.0)
+}
+
+impl RoutingCore for RouterCore {
+    fn handle_peer_up(&mut self, peer: PeerId, key: NodeKey, now: Instant) {
+        if let Err(e) = self
+            .router
+            .handle_peer_up(to_router_peer(peer), to_public(key), now)
+        {
+            // The link stays open but carries nothing; the driver's table limits make this
+            // rare (duplicate ids are a driver bug, too many peers a configured limit).
+            tracing::warn!(?peer, %key, error = %e, "router refused a peer");
+        }
+    }
+
+    fn handle_peer_down(&mut self, peer: PeerId, now: Instant) {
+        self.router.handle_peer_down(to_router_peer(peer), now);
+    }
+
+    fn handle_peer_rtt(&mut self, peer: PeerId, rtt: Duration, now: Instant) {
+        self.router
+            .handle_peer_latency(to_router_peer(peer), rtt, now);
+    }
+
+    fn handle_frame(
+        &mut self,
+        peer: PeerId,
+        frame: &[u8],
+        now: Instant,
+    ) -> Result<(), FrameRejected> {
+        match self.router.handle_frame(to_router_peer(peer), frame, now) {
+            Ok(()) => Ok(()),
+            Err(FrameError::UnknownPeer) => Err(FrameRejected {
+                reason: "unknown_peer",
+                verdict: Verdict::DropFrame,
+            }),
+            Err(FrameError::Malformed(e)) => Err(FrameRejected {
+                reason: match e {
+                    crate::wire::WireError::Oversized(_) => "oversized",
+                    _ => "malformed",
+                },
+                verdict: Verdict::DropPeer,
+            }),
+            Err(FrameError::Refused(reason)) => Err(FrameRejected {
+                reason: reason.as_str(),
+                verdict: Verdict::DropPeer,
+            }),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.router.handle_timeout(now);
+    }
+
+    fn send(&mut self, to: NodeKey, payload: Bytes, now: Instant) -> Result<(), SendRejected> {
+        self.router
+            .send(to_public(to), payload.to_vec(), now)
+            .map_err(|e| match e {
+                SendError::TooLarge(_) => SendRejected {
+                    reason: "payload_too_large",
+                },
+            })
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.router.poll_transmit().map(|t| Transmit {
+            peer: PeerId(t.peer.0),
+            bytes: Bytes::from(t.bytes),
+            reliable: t.reliable,
+        })
+    }
+
+    fn poll_event(&mut self) -> Option<CoreEvent> {
+        // Misbehaviour was already answered through `handle_frame`'s verdict; skip it here.
+        loop {
+            match self.router.poll_event()? {
+                Event::Delivered { from, payload, .. } => {
+                    return Some(CoreEvent::Delivered {
+                        from: to_node(from),
+                        payload: Bytes::from(payload),
+                    });
+                }
+                Event::TreeParentChanged { parent, .. } => {
+                    return Some(CoreEvent::TreeParentChanged(parent.map(to_node)));
+                }
+                Event::NodeReachable(key) => return Some(CoreEvent::NodeReachable(to_node(key))),
+                Event::Misbehaving { .. } => continue,
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.router.poll_timeout()
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        serde_json::to_value(self.router.snapshot()).unwrap_or(serde_json::Value::Null)
+    }
+}
