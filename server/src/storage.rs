@@ -27,8 +27,15 @@ use crate::{
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// How often the SQLite write-ahead log is truncated, so it cannot grow without bound.
-const WAL_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// While writes go on, how often the SQLite write-ahead log is copied back into the database
+/// (a passive checkpoint, beside the writers rather than inside one of their commits).
+const WAL_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// After this long without a write, the log is checkpointed in full and truncated.
+const WAL_TRUNCATE_WHEN_IDLE: Duration = Duration::from_secs(10);
+/// Under continuous writes, every this many passive checkpoints one truncates instead.
+const PASSIVES_PER_TRUNCATE: u32 = 60;
+/// Longest sleep of the checkpointer, so it notices a closed database.
+const CHECKPOINTER_MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Connections in the pool; SQLite writes are serialised anyway, reads run in parallel.
 const MAX_CONNECTIONS: u32 = 8;
 
@@ -70,8 +77,7 @@ impl Storage {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
-                .pragma("journal_size_limit", "67108864")
-                .pragma("wal_autocheckpoint", "1000");
+                .pragma("journal_size_limit", "67108864");
             // Create the file and switch it to WAL once (the journal mode is stored in the
             // file); the Any pool's connections re-apply the per-connection pragmas.
             let conn = sqlx::ConnectOptions::connect(&options).await?;
@@ -79,11 +85,15 @@ impl Storage {
             let pool = AnyPoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
                 .min_connections(1)
+                // A ping before every acquire doubles the round trips of a short query; a
+                // local file does not drop connections, and a failed query surfaces anyway.
+                .test_before_acquire(false)
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         conn.execute(
                             "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                             PRAGMA busy_timeout = 10000; PRAGMA journal_size_limit = 67108864;",
+                             PRAGMA busy_timeout = 10000; PRAGMA journal_size_limit = 67108864; \
+                             PRAGMA wal_autocheckpoint = 0;",
                         )
                         .await?;
                         Ok(())
@@ -95,6 +105,9 @@ impl Storage {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = AnyPoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
+                // A broken connection fails its query and is replaced; pinging before every
+                // acquire would cost a network round trip per query.
+                .test_before_acquire(false)
                 .connect(url)
                 .await?;
             (pool, Backend::Postgres)
@@ -168,28 +181,65 @@ impl Storage {
         self.inner.pool.close().await;
     }
 
+    /// Keeps the SQLite write-ahead log short without stalling writers: connections never
+    /// checkpoint inside a commit (`wal_autocheckpoint = 0`); this task does it beside them, a
+    /// passive checkpoint each interval while writes go on and a truncating one once they
+    /// stop. An idle node is woken once a minute at most.
     fn spawn_checkpointer(&self) {
         let weak = Arc::downgrade(&self.inner);
+        let notifier = self.inner.notifier.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(WAL_CHECKPOINT_INTERVAL);
-            tick.tick().await;
+            let mut seen = notifier.current();
+            let mut dirty = false;
+            let mut passives = 0u32;
             loop {
-                tick.tick().await;
+                let sleep = if dirty {
+                    WAL_TRUNCATE_WHEN_IDLE
+                } else {
+                    CHECKPOINTER_MAX_SLEEP
+                };
+                let now = notifier.wait_beyond(seen, sleep).await;
                 let Some(inner) = weak.upgrade() else { break };
                 if inner.pool.is_closed() {
                     break;
                 }
-                // Holding the writer lock keeps our own writers out; readers may still pin
-                // old frames, in which case SQLite truncates what it can.
-                let _guard = inner.writer.lock().await;
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(&inner.pool)
-                    .await
-                {
-                    warn!(error = %e, "wal checkpoint failed");
+                if now > seen {
+                    seen = now;
+                    dirty = true;
+                    drop(inner);
+                    // Let a burst of writes gather so one checkpoint serves them all.
+                    tokio::time::sleep(WAL_CHECKPOINT_INTERVAL).await;
+                    let Some(inner) = weak.upgrade() else { break };
+                    if inner.pool.is_closed() {
+                        break;
+                    }
+                    passives += 1;
+                    if passives.is_multiple_of(PASSIVES_PER_TRUNCATE) {
+                        // Readers can keep a busy log from ever resetting; cut it back now
+                        // and then even while writes go on.
+                        let _guard = inner.writer.lock().await;
+                        checkpoint(&inner.pool, "TRUNCATE").await;
+                    } else {
+                        checkpoint(&inner.pool, "PASSIVE").await;
+                    }
+                } else if dirty {
+                    // Holding the writer lock keeps our own writers out while the log is
+                    // reset; readers may still pin old frames, then SQLite truncates what it can.
+                    let _guard = inner.writer.lock().await;
+                    checkpoint(&inner.pool, "TRUNCATE").await;
+                    dirty = false;
                 }
             }
         });
+    }
+}
+
+async fn checkpoint(pool: &AnyPool, mode: &str) {
+    if let Err(e) = sqlx::query(&format!("PRAGMA wal_checkpoint({mode})"))
+        .execute(pool)
+        .await
+    {
+        warn!(error = %e, mode, "wal checkpoint failed");
     }
 }
 
