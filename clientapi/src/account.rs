@@ -1,7 +1,8 @@
 //! Password change, deactivation and third-party identifiers.
 //!
 //! - `POST /_matrix/client/v3/account/password` (user-interactive auth: the password)
-//! - `POST /_matrix/client/v3/account/deactivate` (user-interactive auth: the password)
+//! - `POST /_matrix/client/v3/account/deactivate` (user-interactive auth: the password); the
+//!   user also leaves every room and the user directory
 //! - `GET /_matrix/client/v3/account/3pid` (always empty: no identity server)
 
 use axum::{
@@ -60,7 +61,7 @@ async fn deactivate(
     accounts
         .check_uia(Some(&session.user_id), &flows, req.body.auth.as_ref())
         .await?;
-    accounts.deactivate(&session.user_id).await?;
+    grove_server::accounts::deactivate_account(&state.hs, &session.user_id).await?;
     Ok(RumaResponse(deactivate::v3::Response::new(
         ThirdPartyIdRemovalStatus::NoSupport,
     )))

@@ -4,6 +4,7 @@ mod accounts;
 mod bad_input;
 mod clients;
 mod config;
+mod deactivation;
 mod e2ee;
 mod metrics;
 mod restart;
