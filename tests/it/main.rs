@@ -9,6 +9,7 @@ mod e2ee;
 mod metrics;
 mod restart;
 mod rooms;
+mod signatures;
 mod support;
 mod sync;
 mod userdata;
