@@ -22,7 +22,7 @@ use axum::{
     routing::{get, post, put},
 };
 use ruma::{
-    UserId,
+    RoomId, UserId,
     api::client::{
         config::{
             get_global_account_data, get_room_account_data, set_global_account_data,
@@ -100,36 +100,68 @@ fn content_of<T>(raw: &ruma::serde::Raw<T>) -> Result<Value, ApiError> {
     Ok(content)
 }
 
+/// Reads global (`room` None) or room account data of the session's own user.
+async fn read_account_data(
+    state: &AppState,
+    session_user: &UserId,
+    target: &UserId,
+    room: Option<&RoomId>,
+    data_type: String,
+) -> Result<Json<Value>, ApiError> {
+    own(session_user, target)?;
+    state
+        .hs
+        .userdata
+        .account_data(session_user, room, &data_type)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("Account data not found"))
+}
+
+/// Writes global (`room` None) or room account data of the session's own user.
+async fn write_account_data<T>(
+    state: &AppState,
+    session_user: &UserId,
+    target: &UserId,
+    room: Option<&RoomId>,
+    data_type: String,
+    data: &ruma::serde::Raw<T>,
+) -> Result<(), ApiError> {
+    own(session_user, target)?;
+    server_managed(&data_type)?;
+    let content = content_of(data)?;
+    state
+        .hs
+        .userdata
+        .set_account_data(session_user, room, &data_type, &content)
+        .await?;
+    Ok(())
+}
+
 async fn get_global_account_data(
     State(state): State<AppState>,
     req: Ruma<get_global_account_data::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = req.session()?;
-    own(&session.user_id, &req.body.user_id)?;
-    let data_type = req.body.event_type.to_string();
-    state
-        .hs
-        .userdata
-        .account_data(&session.user_id, None, &data_type)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("Account data not found"))
+    let b = &req.body;
+    let user = &req.session()?.user_id;
+    read_account_data(&state, user, &b.user_id, None, b.event_type.to_string()).await
 }
 
 async fn set_global_account_data(
     State(state): State<AppState>,
     req: Ruma<set_global_account_data::v3::Request>,
 ) -> ApiResult<set_global_account_data::v3::Response> {
-    let session = req.session()?;
-    own(&session.user_id, &req.body.user_id)?;
-    let data_type = req.body.event_type.to_string();
-    server_managed(&data_type)?;
-    let content = content_of(&req.body.data)?;
-    state
-        .hs
-        .userdata
-        .set_account_data(&session.user_id, None, &data_type, &content)
-        .await?;
+    let b = &req.body;
+    let user = &req.session()?.user_id;
+    write_account_data(
+        &state,
+        user,
+        &b.user_id,
+        None,
+        b.event_type.to_string(),
+        &b.data,
+    )
+    .await?;
     Ok(RumaResponse(set_global_account_data::v3::Response::new()))
 }
 
@@ -137,37 +169,28 @@ async fn get_room_account_data(
     State(state): State<AppState>,
     req: Ruma<get_room_account_data::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = req.session()?;
-    own(&session.user_id, &req.body.user_id)?;
-    let data_type = req.body.event_type.to_string();
-    state
-        .hs
-        .userdata
-        .account_data(&session.user_id, Some(&req.body.room_id), &data_type)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("Account data not found"))
+    let b = &req.body;
+    let user = &req.session()?.user_id;
+    let room = Some(&*b.room_id);
+    read_account_data(&state, user, &b.user_id, room, b.event_type.to_string()).await
 }
 
 async fn set_room_account_data(
     State(state): State<AppState>,
     req: Ruma<set_room_account_data::v3::Request>,
 ) -> ApiResult<set_room_account_data::v3::Response> {
-    let session = req.session()?;
-    own(&session.user_id, &req.body.user_id)?;
-    let data_type = req.body.event_type.to_string();
-    server_managed(&data_type)?;
-    let content = content_of(&req.body.data)?;
-    state
-        .hs
-        .userdata
-        .set_account_data(
-            &session.user_id,
-            Some(&req.body.room_id),
-            &data_type,
-            &content,
-        )
-        .await?;
+    let b = &req.body;
+    let user = &req.session()?.user_id;
+    let room = Some(&*b.room_id);
+    write_account_data(
+        &state,
+        user,
+        &b.user_id,
+        room,
+        b.event_type.to_string(),
+        &b.data,
+    )
+    .await?;
     Ok(RumaResponse(set_room_account_data::v3::Response::new()))
 }
 
