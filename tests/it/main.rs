@@ -13,3 +13,4 @@ mod signatures;
 mod support;
 mod sync;
 mod userdata;
+mod visibility;

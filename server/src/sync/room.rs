@@ -1,6 +1,6 @@
-//! One room of a sync response: its timeline (limited, with `prev_batch`), the state before the
-//! timeline (all of it, or the changes since the last sync), lazy-loaded members, the summary
-//! and unread counts.
+//! One room of a sync response: its timeline (limited, with `prev_batch`, and only the events
+//! the room's history visibility lets the user see), the state before the timeline (all of it,
+//! or the changes since the last sync), lazy-loaded members, the summary and unread counts.
 
 use std::collections::HashSet;
 
@@ -80,9 +80,10 @@ async fn build(
     timeline.prev_batch = Some(timeline_start.to_string());
     let mut senders: HashSet<OwnedUserId> = HashSet::new();
     let mut has_member_changes = false;
+    let mut judge = hs.rooms.history_judge(room, &request.user).await?;
     for stored in &events {
         has_member_changes |= stored.pdu.kind == TimelineEventType::RoomMember;
-        if !filter_matches(&filter.timeline, &stored.pdu) {
+        if !filter_matches(&filter.timeline, &stored.pdu) || !judge.allows(stored).await? {
             continue;
         }
         senders.insert(stored.pdu.sender.clone());
