@@ -18,7 +18,7 @@ pub use cross_signing::CrossSigningUpload;
 pub use device_keys::KeysQuery;
 use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedUserId, UInt, UserId};
 use sqlx::AnyPool;
-pub use to_device::Target;
+pub use to_device::{MAX_TO_DEVICE_PER_SYNC, Target};
 
 use crate::{Result, Storage, StreamPosition};
 

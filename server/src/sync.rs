@@ -1,7 +1,8 @@
 //! Assembling `/sync` responses from the stream of changes between two positions.
 //!
 //! A sync reads everything in `(since, upto]`, where `upto` is the notifier's committed
-//! position when the read starts; `upto` becomes `next_batch`. An incremental sync with
+//! position when the read starts (lowered to the last to-device message carried when more wait
+//! than one response may carry); `upto` becomes `next_batch`. An incremental sync with
 //! nothing to report waits on [`crate::Notifier::wait_beyond`] (never polling) and reads again,
 //! until something arrives or the timeout passes. Because tokens are stream positions stored
 //! with the rows, a token from before a restart keeps working.
@@ -107,6 +108,12 @@ async fn sync_once(
 ) -> Result<Response> {
     let user = &request.user;
     let since_pos = since.map_or(0, |s| s.0);
+    // With more to-device messages waiting than one response carries, the whole response ends
+    // at the last one it carries: `next_batch` then acknowledges exactly those.
+    let upto = hs
+        .e2ee
+        .to_device_horizon(user, &request.device, StreamPosition(since_pos), upto)
+        .await?;
     let log = hs.rooms.membership_log(user, upto.0).await?;
     let now = memberships_as_of(&log, upto.0);
     let before = memberships_as_of(&log, since_pos);

@@ -12,5 +12,6 @@ mod rooms;
 mod signatures;
 mod support;
 mod sync;
+mod to_device;
 mod userdata;
 mod visibility;
