@@ -158,17 +158,10 @@ async fn get_key_changes(
     let session = req.session()?;
     let from = position(&req.body.from)?;
     let to = position(&req.body.to)?.min(state.hs.notifier.current());
-    let changed = state.hs.e2ee.users_with_key_changes(from, to).await?;
-    let sharing = state
-        .hs
-        .rooms
-        .users_sharing_rooms_with(&session.user_id)
-        .await?;
-    let changed: Vec<OwnedUserId> = changed
-        .into_iter()
-        .filter(|u| sharing.contains(u))
-        .collect();
-    Ok(Json(json!({ "changed": changed, "left": [] })))
+    let lists = grove_server::sync::key_changes(&state.hs, &session.user_id, from, to).await?;
+    Ok(Json(
+        json!({ "changed": lists.changed, "left": lists.left }),
+    ))
 }
 
 async fn upload_signing_keys(

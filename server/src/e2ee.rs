@@ -9,6 +9,7 @@
 mod backup;
 mod cross_signing;
 mod device_keys;
+mod device_lists;
 mod to_device;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::collections::BTreeMap;
 pub use backup::{BackupVersion, KeyScope, WrongVersion};
 pub use cross_signing::CrossSigningUpload;
 pub use device_keys::KeysQuery;
+pub use device_lists::SharingChange;
 use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedUserId, UInt, UserId};
 use sqlx::AnyPool;
 pub use to_device::{MAX_TO_DEVICE_PER_SYNC, Target};

@@ -5,6 +5,7 @@ mod bad_input;
 mod clients;
 mod config;
 mod deactivation;
+mod device_lists;
 mod e2ee;
 mod metrics;
 mod restart;
