@@ -7,6 +7,7 @@
 //! until something arrives or the timeout passes. Because tokens are stream positions stored
 //! with the rows, a token from before a restart keeps working.
 
+mod notifications;
 mod room;
 
 use std::{

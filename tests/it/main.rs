@@ -8,6 +8,7 @@ mod deactivation;
 mod device_lists;
 mod e2ee;
 mod metrics;
+mod notifications;
 mod restart;
 mod rooms;
 mod signatures;

@@ -13,7 +13,7 @@ use ruma::{
     events::{StateEventType, TimelineEventType},
 };
 
-use super::{DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, SyncRequest};
+use super::{DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, SyncRequest, notifications::PushJudge};
 use crate::{
     Homeserver, Result,
     rooms::{
@@ -166,9 +166,17 @@ pub(super) async fn joined_room(
         joined.summary = summary(hs, room, &request.user).await?;
     }
     let read = hs.userdata.read_up_to(&request.user, room).await?;
+    let mut judge = PushJudge::new(hs, room, &request.user).await?;
     let (notes, highlights) = hs
         .rooms
-        .unread_counts(room, &request.user, read.as_ref(), joined_at, range.upto)
+        .unread_counts(
+            room,
+            &request.user,
+            read.as_ref(),
+            joined_at,
+            range.upto,
+            &mut judge,
+        )
         .await?;
     let mut counts = UnreadNotificationsCount::new();
     counts.notification_count = Some(UInt::try_from(notes).unwrap_or_default());
