@@ -36,9 +36,8 @@ async fn change_password(
 ) -> ApiResult<change_password::v3::Response> {
     let session = req.session()?;
     let accounts = &state.hs.accounts;
-    let flows = accounts.password_flows(&session.user_id).await?;
     accounts
-        .check_uia(Some(&session.user_id), &flows, req.body.auth.as_ref())
+        .confirm_owner(&session.user_id, req.body.auth.as_ref())
         .await?;
     accounts
         .change_password(
@@ -57,9 +56,8 @@ async fn deactivate(
 ) -> ApiResult<deactivate::v3::Response> {
     let session = req.session()?;
     let accounts = &state.hs.accounts;
-    let flows = accounts.password_flows(&session.user_id).await?;
     accounts
-        .check_uia(Some(&session.user_id), &flows, req.body.auth.as_ref())
+        .confirm_owner(&session.user_id, req.body.auth.as_ref())
         .await?;
     grove_server::accounts::deactivate_account(&state.hs, &session.user_id).await?;
     Ok(RumaResponse(deactivate::v3::Response::new(

@@ -190,9 +190,8 @@ async fn upload_signing_keys(
         .await?
     {
         let accounts = &state.hs.accounts;
-        let flows = accounts.password_flows(&session.user_id).await?;
         accounts
-            .check_uia(Some(&session.user_id), &flows, req.body.auth.as_ref())
+            .confirm_owner(&session.user_id, req.body.auth.as_ref())
             .await?;
     }
     e2ee.upload_cross_signing(&session.user_id, &upload).await?;

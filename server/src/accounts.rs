@@ -508,6 +508,13 @@ impl Accounts {
         })
     }
 
+    /// Runs user-interactive auth for an action on `user`'s own account
+    /// ([`Accounts::password_flows`]).
+    pub async fn confirm_owner(&self, user: &UserId, auth: Option<&AuthData>) -> Result<()> {
+        let flows = self.password_flows(user).await?;
+        self.check_uia(Some(user), &flows, auth).await
+    }
+
     /// The notifier's current position (for tests and callers that wait for a change).
     pub fn current_position(&self) -> crate::StreamPosition {
         self.notifier.current()
