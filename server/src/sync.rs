@@ -290,18 +290,21 @@ pub async fn key_changes(
         .await?
         .into_iter()
         .collect();
-    device_list_changes(hs, user, since, upto, &sharing, BTreeSet::new()).await
+    let members_changed = !hs.rooms.member_changes(since.0, upto.0).await?.is_empty();
+    let joiners = BTreeSet::new();
+    device_list_changes(hs, user, (since, upto), &sharing, joiners, members_changed).await
 }
 
-/// [`key_changes`] with the users sharing any room with `user` now, and `also_changed` (users
-/// the caller knows began sharing a room) added to `changed`.
+/// [`key_changes`] over `(since, upto]` with the users sharing any room with `user` now,
+/// `also_changed` (users the caller knows began sharing a room) added to `changed`, and
+/// whether any membership changed in the range.
 async fn device_list_changes(
     hs: &Homeserver,
     user: &UserId,
-    since: StreamPosition,
-    upto: StreamPosition,
+    (since, upto): (StreamPosition, StreamPosition),
     sharing: &HashSet<OwnedUserId>,
     also_changed: BTreeSet<OwnedUserId>,
+    members_changed: bool,
 ) -> Result<DeviceLists> {
     let mut changed: BTreeSet<OwnedUserId> = hs
         .e2ee
@@ -312,7 +315,9 @@ async fn device_list_changes(
         .filter(|u| sharing.contains(u))
         .collect();
     let mut left = BTreeSet::new();
-    if since < upto && hs.e2ee.sharing_may_have_changed(since, upto).await? {
+    let may_have_changed = since < upto
+        && (members_changed || hs.e2ee.encryption_enabled_between(since, upto).await?);
+    if may_have_changed {
         let change = hs.e2ee.sharing_change(user, since, upto).await?;
         changed.extend(change.started);
         left = change.stopped;
@@ -339,13 +344,16 @@ async fn device_lists(
     for room in newly_joined {
         joiners.extend(hs.rooms.joined_user_ids(room).await?);
     }
-    for (room, other, membership) in hs.rooms.member_changes(since, upto.0).await? {
-        if membership == "join" && joined_rooms.contains(&room) && !newly_joined.contains(&room) {
-            joiners.insert(other);
+    let member_changes = hs.rooms.member_changes(since, upto.0).await?;
+    for (room, other, membership) in &member_changes {
+        if membership == "join" && joined_rooms.contains(room) && !newly_joined.contains(room) {
+            joiners.insert(other.clone());
         }
     }
+    let range = (StreamPosition(since), upto);
+    let members_changed = !member_changes.is_empty();
     let mut lists =
-        device_list_changes(hs, user, StreamPosition(since), upto, &sharing, joiners).await?;
+        device_list_changes(hs, user, range, &sharing, joiners, members_changed).await?;
     // The client knows its own user's devices changed when it changed them.
     lists.changed.retain(|u| u != user);
     Ok(lists)

@@ -111,5 +111,27 @@ async fn users_who_stop_sharing_encrypted_rooms_are_left() {
         post_ok(&node, &alice, &format!("{V3}/rooms/{secret}/leave")).await;
         let synced = sync_token(&node, &alice, Some(&back)).await;
         assert_eq!(synced["device_lists"]["left"], json!([bob.user_id]));
+        let alone = synced["next_batch"]
+            .as_str()
+            .expect("next_batch")
+            .to_owned();
+
+        // A room turning encrypted makes its members tracked: Carol rejoined the plain room,
+        // and only the encryption event falls in the range asked about.
+        post_ok(&node, &carol, &format!("{V3}/rooms/{plain}/join")).await;
+        let rejoined = sync_token(&node, &alice, Some(&alone)).await["next_batch"]
+            .as_str()
+            .expect("next_batch")
+            .to_owned();
+        let (status, body) = node
+            .put(
+                &format!("{V3}/rooms/{plain}/state/m.room.encryption"),
+                Some(&alice.token),
+                json!({ "algorithm": "m.megolm.v1.aes-sha2" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let synced = sync_token(&node, &alice, Some(&rejoined)).await;
+        assert_eq!(synced["device_lists"]["changed"], json!([carol.user_id]));
     }
 }

@@ -84,23 +84,13 @@ impl E2ee {
         })
     }
 
-    /// Whether anything that decides who shares encrypted rooms (a membership or an
-    /// `m.room.encryption` event) happened in `(since, upto]`.
-    pub async fn sharing_may_have_changed(
+    /// Whether a room turned encrypted (an `m.room.encryption` event) in `(since, upto]`; with
+    /// the membership changes of that range, this decides whether sharing may have changed.
+    pub async fn encryption_enabled_between(
         &self,
         since: StreamPosition,
         upto: StreamPosition,
     ) -> Result<bool> {
-        let (memberships,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM membership_log WHERE position > $1 AND position <= $2",
-        )
-        .bind(since.0)
-        .bind(upto.0)
-        .fetch_one(self.storage.pool())
-        .await?;
-        if memberships > 0 {
-            return Ok(true);
-        }
         let (encryption,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM events WHERE event_type = 'm.room.encryption' \
              AND position > $1 AND position <= $2",
