@@ -32,27 +32,23 @@ pub(super) struct PushJudge<'a> {
     hs: &'a Homeserver,
     room: &'a RoomId,
     user: &'a UserId,
-    rules: Ruleset,
-    version_rules: RoomVersionRules,
+    /// The user's push rules and the room's version rules, loaded on the first event judged
+    /// (a sync whose counts are all cached judges none).
+    loaded: Option<(Ruleset, RoomVersionRules)>,
     /// The push condition context per state group: events sharing a state share a context.
     contexts: HashMap<i64, Arc<PushConditionRoomCtx>>,
 }
 
 impl<'a> PushJudge<'a> {
     /// The judge of `user`'s push rules in `room`.
-    pub(super) async fn new(
-        hs: &'a Homeserver,
-        room: &'a RoomId,
-        user: &'a UserId,
-    ) -> Result<Self> {
-        Ok(Self {
+    pub(super) fn new(hs: &'a Homeserver, room: &'a RoomId, user: &'a UserId) -> Self {
+        Self {
             hs,
             room,
             user,
-            rules: hs.userdata.push_rules(user).await?,
-            version_rules: rules_for(&hs.rooms.room_version(room).await?)?,
+            loaded: None,
             contexts: HashMap::new(),
-        })
+        }
     }
 
     /// What the rules make of an event stored with state group `group`.
@@ -60,17 +56,25 @@ impl<'a> PushJudge<'a> {
         let Some(group) = group else {
             return Ok(Notify::default());
         };
+        if self.loaded.is_none() {
+            let rules = self.hs.userdata.push_rules(self.user).await?;
+            let version = rules_for(&self.hs.rooms.room_version(self.room).await?)?;
+            self.loaded = Some((rules, version));
+        }
+        let Some((rules, version)) = &self.loaded else {
+            return Ok(Notify::default());
+        };
         let context = match self.contexts.get(&group) {
             Some(context) => context.clone(),
             None => {
                 let state = self.hs.rooms.state_at_group(group).await?;
-                let context = Arc::new(self.context(&state).await?);
+                let context = Arc::new(self.context(&state, version).await?);
                 self.contexts.insert(group, context.clone());
                 context
             }
         };
         let event: Raw<AnySyncTimelineEvent> = pdu.to_client_raw(true, None);
-        let actions = self.rules.get_actions(&event, &context).await;
+        let actions = rules.get_actions(&event, &context).await;
         Ok(Notify {
             notify: actions.iter().any(|a| a.should_notify()),
             highlight: actions.iter().any(|a| a.is_highlight()),
@@ -78,7 +82,11 @@ impl<'a> PushJudge<'a> {
     }
 
     /// The push condition context of the room in `state`.
-    async fn context(&self, state: &StateMap) -> Result<PushConditionRoomCtx> {
+    async fn context(
+        &self,
+        state: &StateMap,
+        version: &RoomVersionRules,
+    ) -> Result<PushConditionRoomCtx> {
         let wanted: Vec<_> = state
             .iter()
             .filter(|((kind, _), _)| {
@@ -114,38 +122,38 @@ impl<'a> PushJudge<'a> {
         let source = content(StateEventType::RoomPowerLevels, "")
             .and_then(|c| serde_json::from_value::<RoomPowerLevelsEventContent>(c).ok())
             .map_or(RoomPowerLevelsSource::None, RoomPowerLevelsSource::Original);
-        let creators = self.creators(state, &events);
-        let levels = RoomPowerLevels::new(source, &self.version_rules.authorization, creators);
+        let creators = creators(state, &events, version);
+        let levels = RoomPowerLevels::new(source, &version.authorization, creators);
         Ok(context.with_power_levels(PushConditionPowerLevelsCtx::from(levels)))
     }
+}
 
-    /// The room's creators: the create event's sender and, where the version has them, its
-    /// additional creators.
-    fn creators(
-        &self,
-        state: &StateMap,
-        events: &HashMap<ruma::OwnedEventId, Arc<Pdu>>,
-    ) -> Vec<OwnedUserId> {
-        let Some(create) = state
-            .get(&(StateEventType::RoomCreate, String::new()))
-            .and_then(|id| events.get(id))
-        else {
-            return Vec::new();
-        };
-        let mut creators = vec![create.sender.clone()];
-        if self.version_rules.authorization.additional_room_creators {
-            let additional = create.content_value();
-            creators.extend(
-                additional
-                    .get("additional_creators")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|u| UserId::parse(u.as_str()?).ok()),
-            );
-        }
-        creators
+/// The room's creators: the create event's sender and, where the version has them, its
+/// additional creators.
+fn creators(
+    state: &StateMap,
+    events: &HashMap<ruma::OwnedEventId, Arc<Pdu>>,
+    version: &RoomVersionRules,
+) -> Vec<OwnedUserId> {
+    let Some(create) = state
+        .get(&(StateEventType::RoomCreate, String::new()))
+        .and_then(|id| events.get(id))
+    else {
+        return Vec::new();
+    };
+    let mut creators = vec![create.sender.clone()];
+    if version.authorization.additional_room_creators {
+        let content = create.content_value();
+        creators.extend(
+            content
+                .get("additional_creators")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|u| UserId::parse(u.as_str()?).ok()),
+        );
     }
+    creators
 }
 
 impl JudgeNotify for PushJudge<'_> {

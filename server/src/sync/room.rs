@@ -166,7 +166,7 @@ pub(super) async fn joined_room(
         joined.summary = summary(hs, room, &request.user).await?;
     }
     let read = hs.userdata.read_up_to(&request.user, room).await?;
-    let mut judge = PushJudge::new(hs, room, &request.user).await?;
+    let mut judge = PushJudge::new(hs, room, &request.user);
     let (notes, highlights) = hs
         .rooms
         .unread_counts(
