@@ -11,16 +11,6 @@ use crate::{
 
 const V3: &str = "/_matrix/client/v3";
 
-async fn sync_token(node: &TestNode, user: &TestUser, since: Option<&str>) -> Value {
-    let path = match since {
-        Some(since) => format!("{V3}/sync?since={since}&timeout=0"),
-        None => format!("{V3}/sync"),
-    };
-    let (status, body) = node.get(&path, Some(&user.token)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
-
 async fn key_changes(node: &TestNode, user: &TestUser, from: &str, to: &str) -> Value {
     let (status, body) = node
         .get(
@@ -63,7 +53,7 @@ async fn users_who_stop_sharing_encrypted_rooms_are_left() {
         }
         post_ok(&node, &dave, &format!("{V3}/rooms/{other_secret}/join")).await;
         post_ok(&node, &carol, &format!("{V3}/rooms/{plain}/join")).await;
-        let start = sync_token(&node, &alice, None).await["next_batch"]
+        let start = node.sync_now(&alice, None).await["next_batch"]
             .as_str()
             .expect("next_batch")
             .to_owned();
@@ -73,7 +63,7 @@ async fn users_who_stop_sharing_encrypted_rooms_are_left() {
         for (user, room) in [(&bob, &secret), (&dave, &secret), (&carol, &plain)] {
             post_ok(&node, user, &format!("{V3}/rooms/{room}/leave")).await;
         }
-        let synced = sync_token(&node, &alice, Some(&start)).await;
+        let synced = node.sync_now(&alice, Some(&start)).await;
         assert_eq!(
             synced["device_lists"]["left"],
             json!([bob.user_id]),
@@ -89,7 +79,7 @@ async fn users_who_stop_sharing_encrypted_rooms_are_left() {
 
         // Bob comes back: he is changed, no longer left.
         post_ok(&node, &bob, &format!("{V3}/rooms/{secret}/join")).await;
-        let synced = sync_token(&node, &alice, Some(&after_leaves)).await;
+        let synced = node.sync_now(&alice, Some(&after_leaves)).await;
         assert_eq!(synced["device_lists"]["changed"], json!([bob.user_id]));
         assert!(
             synced["device_lists"]
@@ -109,7 +99,7 @@ async fn users_who_stop_sharing_encrypted_rooms_are_left() {
 
         // When Alice herself leaves, everyone she shared only that room with is left.
         post_ok(&node, &alice, &format!("{V3}/rooms/{secret}/leave")).await;
-        let synced = sync_token(&node, &alice, Some(&back)).await;
+        let synced = node.sync_now(&alice, Some(&back)).await;
         assert_eq!(synced["device_lists"]["left"], json!([bob.user_id]));
         let alone = synced["next_batch"]
             .as_str()
@@ -119,7 +109,7 @@ async fn users_who_stop_sharing_encrypted_rooms_are_left() {
         // A room turning encrypted makes its members tracked: Carol rejoined the plain room,
         // and only the encryption event falls in the range asked about.
         post_ok(&node, &carol, &format!("{V3}/rooms/{plain}/join")).await;
-        let rejoined = sync_token(&node, &alice, Some(&alone)).await["next_batch"]
+        let rejoined = node.sync_now(&alice, Some(&alone)).await["next_batch"]
             .as_str()
             .expect("next_batch")
             .to_owned();
@@ -131,7 +121,7 @@ async fn users_who_stop_sharing_encrypted_rooms_are_left() {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        let synced = sync_token(&node, &alice, Some(&rejoined)).await;
+        let synced = node.sync_now(&alice, Some(&rejoined)).await;
         assert_eq!(synced["device_lists"]["changed"], json!([carol.user_id]));
     }
 }

@@ -18,7 +18,7 @@ fn ok(got: (StatusCode, Value)) -> Value {
 
 /// (notification_count, highlight_count) of `room` in a fresh initial sync of `user`.
 async fn counts(node: &TestNode, user: &TestUser, room: &str) -> (Value, Value) {
-    let synced = ok(node.get(&format!("{V3}/sync"), Some(&user.token)).await);
+    let synced = node.sync_now(user, None).await;
     let counts = &synced["rooms"]["join"][room]["unread_notifications"];
     (
         counts["notification_count"].clone(),

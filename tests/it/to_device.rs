@@ -6,22 +6,12 @@ use serde_json::{Value, json};
 
 use crate::{
     rooms::{create_room, say},
-    support::{BACKENDS, TestNode, TestUser},
+    support::{BACKENDS, TestNode, message_bodies},
 };
 
 const V3: &str = "/_matrix/client/v3";
 /// Messages sent; more than two full pages.
 const SENT: usize = 250;
-
-async fn sync(node: &TestNode, user: &TestUser, since: Option<&str>) -> Value {
-    let path = match since {
-        Some(since) => format!("{V3}/sync?since={since}&timeout=0"),
-        None => format!("{V3}/sync"),
-    };
-    let (status, body) = node.get(&path, Some(&user.token)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
 
 /// The sequence numbers of the to-device messages in a sync response.
 fn numbers(resp: &Value) -> Vec<u64> {
@@ -36,20 +26,6 @@ fn numbers(resp: &Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-/// The message bodies in a room's timeline of a sync response.
-fn bodies(resp: &Value, room: &str) -> Vec<String> {
-    resp["rooms"]["join"][room]["timeline"]["events"]
-        .as_array()
-        .map(|events| {
-            events
-                .iter()
-                .filter(|e| e["type"] == "m.room.message")
-                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn to_device_messages_are_paged_and_none_skipped() {
     for backend in BACKENDS {
@@ -57,7 +33,7 @@ async fn to_device_messages_are_paged_and_none_skipped() {
         let alice = node.register("alice").await;
         let bob = node.register("bob").await;
         let room = create_room(&node, &bob, json!({ "preset": "private_chat" })).await;
-        let since = sync(&node, &bob, None).await["next_batch"]
+        let since = node.sync_now(&bob, None).await["next_batch"]
             .as_str()
             .expect("next_batch")
             .to_owned();
@@ -81,16 +57,18 @@ async fn to_device_messages_are_paged_and_none_skipped() {
         let mut token = since;
         let mut pages = Vec::new();
         loop {
-            let resp = sync(&node, &bob, Some(&token)).await;
+            let resp = node.sync_now(&bob, Some(&token)).await;
             let page = numbers(&resp);
-            timeline.extend(bodies(&resp, &room));
+            timeline.extend(message_bodies(
+                &resp["rooms"]["join"][&room]["timeline"]["events"],
+            ));
             let next = resp["next_batch"].as_str().expect("next_batch").to_owned();
             if page.is_empty() {
                 break;
             }
             assert!(page.len() <= 100, "a page of {}", page.len());
             // Until acknowledged by the next `since`, a page is delivered again.
-            let again = sync(&node, &bob, Some(&token)).await;
+            let again = node.sync_now(&bob, Some(&token)).await;
             assert_eq!(numbers(&again), page, "an unacknowledged page is kept");
             assert_eq!(again["next_batch"], next);
             pages.push(page.len());

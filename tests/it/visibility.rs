@@ -6,23 +6,10 @@ use serde_json::{Value, json};
 
 use crate::{
     rooms::{create_room, say},
-    support::{BACKENDS, TestNode, TestUser},
+    support::{BACKENDS, TestNode, TestUser, message_bodies},
 };
 
 const V3: &str = "/_matrix/client/v3";
-
-fn message_bodies(events: &Value) -> Vec<String> {
-    events
-        .as_array()
-        .map(|events| {
-            events
-                .iter()
-                .filter(|e| e["type"] == "m.room.message")
-                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// The messages `user` reads in `room` through `/messages`, oldest first.
 async fn read(node: &TestNode, user: &TestUser, room: &str) -> Vec<String> {

@@ -33,15 +33,12 @@ impl CrossSigningUpload {
 impl E2ee {
     /// A stored cross-signing key (`master`, `self_signing` or `user_signing`).
     pub async fn cross_signing_key(&self, user: &UserId, key_type: &str) -> Result<Option<Value>> {
-        let row: Option<(String,)> = sqlx::query_as(
+        self.stored_key(
             "SELECT key_json FROM cross_signing_keys WHERE user_id = $1 AND key_type = $2",
+            user,
+            key_type,
         )
-        .bind(user.as_str())
-        .bind(key_type)
-        .fetch_optional(self.storage.pool())
-        .await?;
-        row.map(|(k,)| serde_json::from_str(&k).map_err(Error::from))
-            .transpose()
+        .await
     }
 
     /// Whether the upload would replace a stored key with a different one: only such an
@@ -273,13 +270,21 @@ impl E2ee {
 
     /// The stored device keys of one device.
     async fn device_keys_of(&self, user: &UserId, device: &str) -> Result<Option<Value>> {
-        let row: Option<(String,)> = sqlx::query_as(
+        self.stored_key(
             "SELECT key_json FROM device_keys WHERE user_id = $1 AND device_id = $2",
+            user,
+            device,
         )
-        .bind(user.as_str())
-        .bind(device)
-        .fetch_optional(self.storage.pool())
-        .await?;
+        .await
+    }
+
+    /// The key JSON `sql` selects for `user` and a key name.
+    async fn stored_key(&self, sql: &str, user: &UserId, name: &str) -> Result<Option<Value>> {
+        let row: Option<(String,)> = sqlx::query_as(sql)
+            .bind(user.as_str())
+            .bind(name)
+            .fetch_optional(self.storage.pool())
+            .await?;
         row.map(|(k,)| serde_json::from_str(&k).map_err(Error::from))
             .transpose()
     }
