@@ -238,11 +238,8 @@ impl Rooms {
 
     async fn access(&self, room: &RoomId, user: &UserId) -> Result<Access> {
         let current = self.notifier.current().0;
-        let memberships = store::memberships_at(self.storage.pool(), user, i64::MAX).await?;
-        match memberships
-            .get(room)
-            .map(|m| (m.membership.as_str(), m.position))
-        {
+        let membership = store::membership_at(self.storage.pool(), room, user).await?;
+        match membership.as_ref().map(|(m, p)| (m.as_str(), *p)) {
             Some(("join", _)) => Ok(Access {
                 until: current,
                 joined: true,
