@@ -3,8 +3,11 @@
 //!
 //! Every change others must learn of (device keys, cross-signing keys, signatures) records a
 //! device-list change at a stream position ([`E2ee::users_with_key_changes`]); to-device
-//! messages take a position too ([`E2ee::sync_to_device`]). The server stores key material as
-//! the clients sent it and does not verify the signatures inside it: clients do.
+//! messages take a position too ([`E2ee::sync_to_device`]). Device and cross-signing keys are
+//! stored as the clients sent them (clients verify the signatures inside); signatures uploaded
+//! on their own are verified before they are stored ([`E2ee::upload_signatures`]). Who shares
+//! an encrypted room with whom, at any position, decides `device_lists.left`
+//! ([`E2ee::sharing_change`]).
 
 mod backup;
 mod cross_signing;
