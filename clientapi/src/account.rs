@@ -1,7 +1,8 @@
 //! Password change, deactivation and third-party identifiers.
 //!
 //! - `POST /_matrix/client/v3/account/password` (user-interactive auth: the password)
-//! - `POST /_matrix/client/v3/account/deactivate` (user-interactive auth: the password)
+//! - `POST /_matrix/client/v3/account/deactivate` (user-interactive auth: the password); the
+//!   user also leaves every room and the user directory
 //! - `GET /_matrix/client/v3/account/3pid` (always empty: no identity server)
 
 use axum::{
@@ -35,9 +36,8 @@ async fn change_password(
 ) -> ApiResult<change_password::v3::Response> {
     let session = req.session()?;
     let accounts = &state.hs.accounts;
-    let flows = accounts.password_flows(&session.user_id).await?;
     accounts
-        .check_uia(Some(&session.user_id), &flows, req.body.auth.as_ref())
+        .confirm_owner(&session.user_id, req.body.auth.as_ref())
         .await?;
     accounts
         .change_password(
@@ -56,11 +56,10 @@ async fn deactivate(
 ) -> ApiResult<deactivate::v3::Response> {
     let session = req.session()?;
     let accounts = &state.hs.accounts;
-    let flows = accounts.password_flows(&session.user_id).await?;
     accounts
-        .check_uia(Some(&session.user_id), &flows, req.body.auth.as_ref())
+        .confirm_owner(&session.user_id, req.body.auth.as_ref())
         .await?;
-    accounts.deactivate(&session.user_id).await?;
+    grove_server::accounts::deactivate_account(&state.hs, &session.user_id).await?;
     Ok(RumaResponse(deactivate::v3::Response::new(
         ThirdPartyIdRemovalStatus::NoSupport,
     )))

@@ -95,9 +95,8 @@ async fn delete_device(
     accounts
         .device(&session.user_id, &req.body.device_id)
         .await?;
-    let flows = accounts.password_flows(&session.user_id).await?;
     accounts
-        .check_uia(Some(&session.user_id), &flows, req.body.auth.as_ref())
+        .confirm_owner(&session.user_id, req.body.auth.as_ref())
         .await?;
     accounts
         .delete_devices(&session.user_id, std::slice::from_ref(&req.body.device_id))
@@ -111,9 +110,8 @@ async fn delete_devices(
 ) -> ApiResult<delete_devices::v3::Response> {
     let session = req.session()?;
     let accounts = &state.hs.accounts;
-    let flows = accounts.password_flows(&session.user_id).await?;
     accounts
-        .check_uia(Some(&session.user_id), &flows, req.body.auth.as_ref())
+        .confirm_owner(&session.user_id, req.body.auth.as_ref())
         .await?;
     accounts
         .delete_devices(&session.user_id, &req.body.devices)

@@ -199,3 +199,13 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
 
 /// The result type of handlers.
 pub type ApiResult<T> = Result<RumaResponse<T>, ApiError>;
+
+/// Parses event or account-data content, which must be a JSON object (`M_BAD_JSON` otherwise).
+pub(crate) fn object_content(json: &str) -> Result<serde_json::Value, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| ApiError::bad_json(e.to_string()))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_json("Content must be a JSON object"));
+    }
+    Ok(value)
+}

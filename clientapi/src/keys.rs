@@ -158,17 +158,10 @@ async fn get_key_changes(
     let session = req.session()?;
     let from = position(&req.body.from)?;
     let to = position(&req.body.to)?.min(state.hs.notifier.current());
-    let changed = state.hs.e2ee.users_with_key_changes(from, to).await?;
-    let sharing = state
-        .hs
-        .rooms
-        .users_sharing_rooms_with(&session.user_id)
-        .await?;
-    let changed: Vec<OwnedUserId> = changed
-        .into_iter()
-        .filter(|u| sharing.contains(u))
-        .collect();
-    Ok(Json(json!({ "changed": changed, "left": [] })))
+    let lists = grove_server::sync::key_changes(&state.hs, &session.user_id, from, to).await?;
+    Ok(Json(
+        json!({ "changed": lists.changed, "left": lists.left }),
+    ))
 }
 
 async fn upload_signing_keys(
@@ -197,9 +190,8 @@ async fn upload_signing_keys(
         .await?
     {
         let accounts = &state.hs.accounts;
-        let flows = accounts.password_flows(&session.user_id).await?;
         accounts
-            .check_uia(Some(&session.user_id), &flows, req.body.auth.as_ref())
+            .confirm_owner(&session.user_id, req.body.auth.as_ref())
             .await?;
     }
     e2ee.upload_cross_signing(&session.user_id, &upload).await?;

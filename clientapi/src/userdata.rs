@@ -22,7 +22,7 @@ use axum::{
     routing::{get, post, put},
 };
 use ruma::{
-    UserId,
+    RoomId, UserId,
     api::client::{
         config::{
             get_global_account_data, get_room_account_data, set_global_account_data,
@@ -32,12 +32,12 @@ use ruma::{
         tag::{create_tag, delete_tag, get_tags},
     },
 };
-use serde_json::{Value, json};
+use serde_json::{Value, json, value::RawValue as RawJsonValue};
 
 use crate::{
     AppState,
     error::ApiError,
-    extract::{ApiResult, Ruma, RumaResponse},
+    extract::{ApiResult, Ruma, RumaResponse, object_content},
 };
 
 /// The routes of this module.
@@ -45,11 +45,13 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/_matrix/client/v3/user/{user_id}/account_data/{event_type}",
-            get(get_global_account_data).put(set_global_account_data),
+            get(get_account_data::<get_global_account_data::v3::Request>)
+                .put(set_account_data::<set_global_account_data::v3::Request>),
         )
         .route(
             "/_matrix/client/v3/user/{user_id}/rooms/{room_id}/account_data/{event_type}",
-            get(get_room_account_data).put(set_room_account_data),
+            get(get_account_data::<get_room_account_data::v3::Request>)
+                .put(set_account_data::<set_room_account_data::v3::Request>),
         )
         .route(
             "/_matrix/client/v3/user/{user_id}/rooms/{room_id}/tags",
@@ -79,6 +81,17 @@ pub(crate) fn own(session_user: &UserId, target: &UserId) -> Result<(), ApiError
     Ok(())
 }
 
+/// The session's user, when it is `target` (the owner of the data asked for).
+fn owner<'a, R>(req: &'a Ruma<R>, target: &UserId) -> Result<&'a UserId, ApiError> {
+    let user = &req.session()?.user_id;
+    own(user, target)?;
+    Ok(user)
+}
+
+fn userdata(state: &AppState) -> &grove_server::userdata::UserData {
+    &state.hs.userdata
+}
+
 /// Account-data types the server manages itself, which clients set through other endpoints.
 fn server_managed(data_type: &str) -> Result<(), ApiError> {
     if matches!(data_type, "m.push_rules" | "m.fully_read") {
@@ -91,97 +104,95 @@ fn server_managed(data_type: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn content_of<T>(raw: &ruma::serde::Raw<T>) -> Result<Value, ApiError> {
-    let content: Value =
-        serde_json::from_str(raw.json().get()).map_err(|e| ApiError::bad_json(e.to_string()))?;
-    if !content.is_object() {
-        return Err(ApiError::bad_json("Content must be a JSON object"));
+/// What an account-data request names: whose data, in which room (none: global), which type.
+trait AccountDataPath {
+    fn path(&self) -> (&UserId, Option<&RoomId>, String);
+}
+
+/// An account-data request that writes: the new content too.
+trait AccountDataWrite: AccountDataPath {
+    fn content(&self) -> &RawJsonValue;
+}
+
+impl AccountDataPath for get_global_account_data::v3::Request {
+    fn path(&self) -> (&UserId, Option<&RoomId>, String) {
+        (&self.user_id, None, self.event_type.to_string())
     }
-    Ok(content)
 }
 
-async fn get_global_account_data(
-    State(state): State<AppState>,
-    req: Ruma<get_global_account_data::v3::Request>,
-) -> Result<Json<Value>, ApiError> {
-    let session = req.session()?;
-    own(&session.user_id, &req.body.user_id)?;
-    let data_type = req.body.event_type.to_string();
-    state
-        .hs
-        .userdata
-        .account_data(&session.user_id, None, &data_type)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("Account data not found"))
+impl AccountDataPath for set_global_account_data::v3::Request {
+    fn path(&self) -> (&UserId, Option<&RoomId>, String) {
+        (&self.user_id, None, self.event_type.to_string())
+    }
 }
 
-async fn set_global_account_data(
-    State(state): State<AppState>,
-    req: Ruma<set_global_account_data::v3::Request>,
-) -> ApiResult<set_global_account_data::v3::Response> {
-    let session = req.session()?;
-    own(&session.user_id, &req.body.user_id)?;
-    let data_type = req.body.event_type.to_string();
-    server_managed(&data_type)?;
-    let content = content_of(&req.body.data)?;
-    state
-        .hs
-        .userdata
-        .set_account_data(&session.user_id, None, &data_type, &content)
-        .await?;
-    Ok(RumaResponse(set_global_account_data::v3::Response::new()))
+impl AccountDataWrite for set_global_account_data::v3::Request {
+    fn content(&self) -> &RawJsonValue {
+        self.data.json()
+    }
 }
 
-async fn get_room_account_data(
-    State(state): State<AppState>,
-    req: Ruma<get_room_account_data::v3::Request>,
-) -> Result<Json<Value>, ApiError> {
-    let session = req.session()?;
-    own(&session.user_id, &req.body.user_id)?;
-    let data_type = req.body.event_type.to_string();
-    state
-        .hs
-        .userdata
-        .account_data(&session.user_id, Some(&req.body.room_id), &data_type)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("Account data not found"))
-}
-
-async fn set_room_account_data(
-    State(state): State<AppState>,
-    req: Ruma<set_room_account_data::v3::Request>,
-) -> ApiResult<set_room_account_data::v3::Response> {
-    let session = req.session()?;
-    own(&session.user_id, &req.body.user_id)?;
-    let data_type = req.body.event_type.to_string();
-    server_managed(&data_type)?;
-    let content = content_of(&req.body.data)?;
-    state
-        .hs
-        .userdata
-        .set_account_data(
-            &session.user_id,
-            Some(&req.body.room_id),
-            &data_type,
-            &content,
+impl AccountDataPath for get_room_account_data::v3::Request {
+    fn path(&self) -> (&UserId, Option<&RoomId>, String) {
+        (
+            &self.user_id,
+            Some(&self.room_id),
+            self.event_type.to_string(),
         )
+    }
+}
+
+impl AccountDataPath for set_room_account_data::v3::Request {
+    fn path(&self) -> (&UserId, Option<&RoomId>, String) {
+        (
+            &self.user_id,
+            Some(&self.room_id),
+            self.event_type.to_string(),
+        )
+    }
+}
+
+impl AccountDataWrite for set_room_account_data::v3::Request {
+    fn content(&self) -> &RawJsonValue {
+        self.data.json()
+    }
+}
+
+/// `GET` global or room account data of the session's own user.
+async fn get_account_data<R: AccountDataPath>(
+    State(state): State<AppState>,
+    req: Ruma<R>,
+) -> Result<Json<Value>, ApiError> {
+    let (target, room, data_type) = req.body.path();
+    let user = owner(&req, target)?;
+    userdata(&state)
+        .account_data(user, room, &data_type)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("Account data not found"))
+}
+
+/// `PUT` global or room account data of the session's own user.
+async fn set_account_data<R: AccountDataWrite>(
+    State(state): State<AppState>,
+    req: Ruma<R>,
+) -> Result<Json<Value>, ApiError> {
+    let (target, room, data_type) = req.body.path();
+    let user = owner(&req, target)?;
+    server_managed(&data_type)?;
+    let content = object_content(req.body.content().get())?;
+    userdata(&state)
+        .set_account_data(user, room, &data_type, &content)
         .await?;
-    Ok(RumaResponse(set_room_account_data::v3::Response::new()))
+    Ok(Json(json!({})))
 }
 
 async fn get_tags(
     State(state): State<AppState>,
     req: Ruma<get_tags::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = req.session()?;
-    own(&session.user_id, &req.body.user_id)?;
-    let tags = state
-        .hs
-        .userdata
-        .tags(&session.user_id, &req.body.room_id)
-        .await?;
+    let user = owner(&req, &req.body.user_id)?;
+    let tags = userdata(&state).tags(user, &req.body.room_id).await?;
     Ok(Json(json!({ "tags": tags })))
 }
 
@@ -189,18 +200,10 @@ async fn create_tag(
     State(state): State<AppState>,
     req: Ruma<create_tag::v3::Request>,
 ) -> ApiResult<create_tag::v3::Response> {
-    let session = req.session()?;
-    own(&session.user_id, &req.body.user_id)?;
+    let user = owner(&req, &req.body.user_id)?;
     let info = serde_json::to_value(&req.body.tag_info).map_err(ApiError::internal)?;
-    state
-        .hs
-        .userdata
-        .set_tag(
-            &session.user_id,
-            &req.body.room_id,
-            &req.body.tag,
-            Some(info),
-        )
+    userdata(&state)
+        .set_tag(user, &req.body.room_id, &req.body.tag, Some(info))
         .await?;
     Ok(RumaResponse(create_tag::v3::Response::new()))
 }
@@ -209,12 +212,9 @@ async fn delete_tag(
     State(state): State<AppState>,
     req: Ruma<delete_tag::v3::Request>,
 ) -> ApiResult<delete_tag::v3::Response> {
-    let session = req.session()?;
-    own(&session.user_id, &req.body.user_id)?;
-    state
-        .hs
-        .userdata
-        .set_tag(&session.user_id, &req.body.room_id, &req.body.tag, None)
+    let user = owner(&req, &req.body.user_id)?;
+    userdata(&state)
+        .set_tag(user, &req.body.room_id, &req.body.tag, None)
         .await?;
     Ok(RumaResponse(delete_tag::v3::Response::new()))
 }
@@ -223,12 +223,9 @@ async fn create_filter(
     State(state): State<AppState>,
     req: Ruma<create_filter::v3::Request>,
 ) -> ApiResult<create_filter::v3::Response> {
-    let session = req.session()?;
-    own(&session.user_id, &req.body.user_id)?;
-    let id = state
-        .hs
-        .userdata
-        .create_filter(&session.user_id, &req.body.filter)
+    let user = owner(&req, &req.body.user_id)?;
+    let id = userdata(&state)
+        .create_filter(user, &req.body.filter)
         .await?;
     Ok(RumaResponse(create_filter::v3::Response::new(id)))
 }
@@ -237,12 +234,9 @@ async fn get_filter(
     State(state): State<AppState>,
     req: Ruma<get_filter::v3::Request>,
 ) -> ApiResult<get_filter::v3::Response> {
-    let session = req.session()?;
-    own(&session.user_id, &req.body.user_id)?;
-    let filter = state
-        .hs
-        .userdata
-        .filter(&session.user_id, &req.body.filter_id)
+    let user = owner(&req, &req.body.user_id)?;
+    let filter = userdata(&state)
+        .filter(user, &req.body.filter_id)
         .await?
         .ok_or_else(|| ApiError::not_found("Filter not found"))?;
     Ok(RumaResponse(get_filter::v3::Response::new(filter)))

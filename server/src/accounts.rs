@@ -470,8 +470,9 @@ impl Accounts {
         Ok(())
     }
 
-    /// Deactivates `user`: no password, no devices, no cross-signing keys or key backups; the
-    /// user ID stays taken.
+    /// Deactivates `user`'s credentials and keys: no password, no devices, no cross-signing
+    /// keys or key backups; the user ID stays taken. [`deactivate_account`] does this and also
+    /// takes the user out of rooms and the user directory.
     pub async fn deactivate(&self, user: &UserId) -> Result<()> {
         sqlx::query("UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1")
             .bind(user.as_str())
@@ -507,10 +508,43 @@ impl Accounts {
         })
     }
 
+    /// Runs user-interactive auth for an action on `user`'s own account
+    /// ([`Accounts::password_flows`]).
+    pub async fn confirm_owner(&self, user: &UserId, auth: Option<&AuthData>) -> Result<()> {
+        let flows = self.password_flows(user).await?;
+        self.check_uia(Some(user), &flows, auth).await
+    }
+
     /// The notifier's current position (for tests and callers that wait for a change).
     pub fn current_position(&self) -> crate::StreamPosition {
         self.notifier.current()
     }
+}
+
+/// Deactivates `user` entirely: credentials, devices and keys go ([`Accounts::deactivate`]),
+/// the profile is erased, and the user leaves every room they are joined to, invited to or
+/// knocking on, which also takes them out of the user directory.
+///
+/// Credentials go first, so the user cannot act while their rooms are left. A room that cannot
+/// be left (one this node no longer knows, say) is logged and skipped: with every token gone
+/// the user could not retry, so the deactivation itself still succeeds.
+pub async fn deactivate_account(hs: &crate::Homeserver, user: &UserId) -> Result<()> {
+    hs.accounts.deactivate(user).await?;
+    hs.userdata.erase_profile(user).await?;
+    let log = hs.rooms.membership_log(user, i64::MAX).await?;
+    let mut rooms: Vec<_> = crate::rooms::streams::memberships_as_of(&log, i64::MAX)
+        .into_values()
+        .filter(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock"))
+        .map(|m| m.room)
+        .collect();
+    rooms.sort();
+    for room in rooms {
+        if let Err(e) = hs.rooms.leave(&room, user, None).await {
+            tracing::warn!(%room, %user, error = %e, "deactivated user could not leave");
+        }
+    }
+    info!(%user, "left every room after deactivation");
+    Ok(())
 }
 
 /// Creates (or takes over) a device with a fresh token, inside a write transaction, and

@@ -3,12 +3,16 @@
 //!
 //! Every change others must learn of (device keys, cross-signing keys, signatures) records a
 //! device-list change at a stream position ([`E2ee::users_with_key_changes`]); to-device
-//! messages take a position too ([`E2ee::sync_to_device`]). The server stores key material as
-//! the clients sent it and does not verify the signatures inside it: clients do.
+//! messages take a position too ([`E2ee::sync_to_device`]). Device and cross-signing keys are
+//! stored as the clients sent them (clients verify the signatures inside); signatures uploaded
+//! on their own are verified before they are stored ([`E2ee::upload_signatures`]). Who shares
+//! an encrypted room with whom, at any position, decides `device_lists.left`
+//! ([`E2ee::sharing_change`]).
 
 mod backup;
 mod cross_signing;
 mod device_keys;
+mod device_lists;
 mod to_device;
 
 use std::collections::BTreeMap;
@@ -16,9 +20,10 @@ use std::collections::BTreeMap;
 pub use backup::{BackupVersion, KeyScope, WrongVersion};
 pub use cross_signing::CrossSigningUpload;
 pub use device_keys::KeysQuery;
+pub use device_lists::SharingChange;
 use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedUserId, UInt, UserId};
 use sqlx::AnyPool;
-pub use to_device::Target;
+pub use to_device::{MAX_TO_DEVICE_PER_SYNC, Target};
 
 use crate::{Result, Storage, StreamPosition};
 

@@ -18,6 +18,7 @@ pub mod notifier;
 pub mod rooms;
 pub mod storage;
 pub mod sync;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod userdata;
 

@@ -1,11 +1,13 @@
 //! Assembling `/sync` responses from the stream of changes between two positions.
 //!
 //! A sync reads everything in `(since, upto]`, where `upto` is the notifier's committed
-//! position when the read starts; `upto` becomes `next_batch`. An incremental sync with
+//! position when the read starts (lowered to the last to-device message carried when more wait
+//! than one response may carry); `upto` becomes `next_batch`. An incremental sync with
 //! nothing to report waits on [`crate::Notifier::wait_beyond`] (never polling) and reads again,
 //! until something arrives or the timeout passes. Because tokens are stream positions stored
 //! with the rows, a token from before a restart keeps working.
 
+mod notifications;
 mod room;
 
 use std::{
@@ -14,7 +16,7 @@ use std::{
 };
 
 use ruma::{
-    DeviceId, OwnedRoomId, OwnedUserId, UserId,
+    OwnedRoomId, OwnedUserId, UserId,
     api::client::{
         filter::FilterDefinition,
         sync::sync_events::{
@@ -107,6 +109,12 @@ async fn sync_once(
 ) -> Result<Response> {
     let user = &request.user;
     let since_pos = since.map_or(0, |s| s.0);
+    // With more to-device messages waiting than one response carries, the whole response ends
+    // at the last one it carries: `next_batch` then acknowledges exactly those.
+    let upto = hs
+        .e2ee
+        .to_device_horizon(user, &request.device, StreamPosition(since_pos), upto)
+        .await?;
     let log = hs.rooms.membership_log(user, upto.0).await?;
     let now = memberships_as_of(&log, upto.0);
     let before = memberships_as_of(&log, since_pos);
@@ -123,7 +131,6 @@ async fn sync_once(
     let mut response = Response::new(upto.0.to_string());
     let mut joined_rooms: Vec<OwnedRoomId> = Vec::new();
     let mut newly_joined: Vec<OwnedRoomId> = Vec::new();
-    let mut newly_left: Vec<OwnedRoomId> = Vec::new();
     let mut changes: Vec<&MembershipChange> = now.values().collect();
     changes.sort_by_key(|c| c.position);
     for change in changes {
@@ -178,10 +185,6 @@ async fn sync_once(
                 response.rooms.invite.insert(room.clone(), invited);
             }
             "leave" | "ban" => {
-                let was_joined = before.get(room).is_some_and(|b| b.membership == "join");
-                if was_joined && since.is_some() {
-                    newly_left.push(room.clone());
-                }
                 let include = changed_since
                     && (since.is_some() || room_filter.include_leave)
                     && wanted(room)
@@ -260,76 +263,99 @@ async fn sync_once(
         response.device_lists = device_lists(
             hs,
             user,
-            &request.device,
             since_pos,
             upto,
             &sharing,
             &joined_rooms,
             &newly_joined,
-            &newly_left,
         )
         .await?;
     }
     Ok(response)
 }
 
-/// Users whose devices the client must refetch (`changed`) or may forget (`left`).
-#[allow(clippy::too_many_arguments)]
+/// The device-list changes `user` must learn of in `(since, upto]`: `changed` holds users
+/// sharing a room with them (`user` included) whose devices or keys changed, and users who started sharing an
+/// encrypted room with them; `left` holds users who shared an encrypted room with them at
+/// `since` and share none at `upto`. Serves `/keys/changes` and `/sync`.
+pub async fn key_changes(
+    hs: &Homeserver,
+    user: &UserId,
+    since: StreamPosition,
+    upto: StreamPosition,
+) -> Result<DeviceLists> {
+    let sharing: HashSet<OwnedUserId> = hs
+        .rooms
+        .users_sharing_rooms_with(user)
+        .await?
+        .into_iter()
+        .collect();
+    let members_changed = !hs.rooms.member_changes(since.0, upto.0).await?.is_empty();
+    let joiners = BTreeSet::new();
+    device_list_changes(hs, user, (since, upto), &sharing, joiners, members_changed).await
+}
+
+/// [`key_changes`] over `(since, upto]` with the users sharing any room with `user` now,
+/// `also_changed` (users the caller knows began sharing a room) added to `changed`, and
+/// whether any membership changed in the range.
+async fn device_list_changes(
+    hs: &Homeserver,
+    user: &UserId,
+    (since, upto): (StreamPosition, StreamPosition),
+    sharing: &HashSet<OwnedUserId>,
+    also_changed: BTreeSet<OwnedUserId>,
+    members_changed: bool,
+) -> Result<DeviceLists> {
+    let mut changed: BTreeSet<OwnedUserId> = hs
+        .e2ee
+        .users_with_key_changes(since, upto)
+        .await?
+        .into_iter()
+        .chain(also_changed)
+        .filter(|u| sharing.contains(u))
+        .collect();
+    let mut left = BTreeSet::new();
+    let may_have_changed = since < upto
+        && (members_changed || hs.e2ee.encryption_enabled_between(since, upto).await?);
+    if may_have_changed {
+        let change = hs.e2ee.sharing_change(user, since, upto).await?;
+        changed.extend(change.started);
+        left = change.stopped;
+    }
+    let mut lists = DeviceLists::new();
+    lists.changed = changed.difference(&left).cloned().collect();
+    lists.left = left.into_iter().collect();
+    Ok(lists)
+}
+
+/// Sync's device lists: [`key_changes`], plus everyone in rooms the user just joined and
+/// everyone who just joined the user's rooms (the client may not know their devices yet).
 async fn device_lists(
     hs: &Homeserver,
     user: &UserId,
-    _device: &DeviceId,
     since: i64,
     upto: StreamPosition,
     sharing: &[OwnedUserId],
     joined_rooms: &[OwnedRoomId],
     newly_joined: &[OwnedRoomId],
-    newly_left: &[OwnedRoomId],
 ) -> Result<DeviceLists> {
-    let sharing: HashSet<&OwnedUserId> = sharing.iter().collect();
-    let mut changed: BTreeSet<OwnedUserId> = hs
-        .e2ee
-        .users_with_key_changes(StreamPosition(since), upto)
-        .await?
-        .into_iter()
-        .filter(|u| sharing.contains(u))
-        .collect();
-    let mut maybe_left: BTreeSet<OwnedUserId> = BTreeSet::new();
-    // Everyone in a room we just joined now shares a room with us.
+    let sharing: HashSet<OwnedUserId> = sharing.iter().cloned().collect();
+    let mut joiners: BTreeSet<OwnedUserId> = BTreeSet::new();
     for room in newly_joined {
-        changed.extend(hs.rooms.joined_user_ids(room).await?);
+        joiners.extend(hs.rooms.joined_user_ids(room).await?);
     }
-    // Members of rooms we just left may no longer share any room.
-    for room in newly_left {
-        maybe_left.extend(hs.rooms.joined_user_ids(room).await?);
-    }
-    // Others joining or leaving rooms we are in.
-    for (room, other, membership) in hs.rooms.member_changes(since, upto.0).await? {
-        if newly_joined.contains(&room) || !joined_rooms.contains(&room) {
-            continue;
-        }
-        match membership.as_str() {
-            "join" => {
-                changed.insert(other);
-            }
-            "leave" | "ban" => {
-                maybe_left.insert(other);
-            }
-            _ => {}
+    let member_changes = hs.rooms.member_changes(since, upto.0).await?;
+    for (room, other, membership) in &member_changes {
+        if membership == "join" && joined_rooms.contains(room) && !newly_joined.contains(room) {
+            joiners.insert(other.clone());
         }
     }
-    changed.remove(user);
-    let left: Vec<OwnedUserId> = maybe_left
-        .into_iter()
-        .filter(|u| u != user && !sharing.contains(u))
-        .collect();
-    let changed: Vec<OwnedUserId> = changed
-        .into_iter()
-        .filter(|u| sharing.contains(u))
-        .collect();
-    let mut lists = DeviceLists::new();
-    lists.changed = changed;
-    lists.left = left;
+    let range = (StreamPosition(since), upto);
+    let members_changed = !member_changes.is_empty();
+    let mut lists =
+        device_list_changes(hs, user, range, &sharing, joiners, members_changed).await?;
+    // The client knows its own user's devices changed when it changed them.
+    lists.changed.retain(|u| u != user);
     Ok(lists)
 }
 

@@ -3,8 +3,9 @@
 //! PostgreSQL is reached at `GROVE_TEST_POSTGRES` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); each [`TestDb`] creates its own database
 //! there and drops it when the value is dropped.
-
-use std::path::PathBuf;
+//!
+//! Compiled only with the `testing` feature, which dev-dependencies enable: a node built for
+//! use carries none of this.
 
 use rand::RngCore;
 use sqlx::{Connection, Executor, PgConnection};
@@ -23,7 +24,7 @@ pub struct TestDb {
     pub url: String,
     backend: Backend,
     pg_name: Option<String>,
-    _dir: Option<tempdir::TempDir>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
@@ -31,8 +32,11 @@ impl TestDb {
     pub async fn new(backend: Backend) -> Self {
         match backend {
             Backend::Sqlite => {
-                let dir = tempdir::TempDir::new();
-                let url = format!("sqlite://{}", dir.path.join("grove.db").display());
+                let dir = tempfile::Builder::new()
+                    .prefix("grove-test-")
+                    .tempdir()
+                    .unwrap_or_else(|e| panic!("creating a test directory: {e}"));
+                let url = format!("sqlite://{}", dir.path().join("grove.db").display());
                 Self {
                     url,
                     backend,
@@ -94,29 +98,5 @@ impl Drop for TestDb {
             });
         })
         .join();
-    }
-}
-
-/// A minimal temporary directory, removed on drop.
-mod tempdir {
-    use super::*;
-
-    pub(super) struct TempDir {
-        pub(super) path: PathBuf,
-    }
-
-    impl TempDir {
-        pub(super) fn new() -> Self {
-            let path = std::env::temp_dir()
-                .join(format!("grove-test-{:016x}", rand::rngs::OsRng.next_u64()));
-            std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {path:?}: {e}"));
-            Self { path }
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
     }
 }

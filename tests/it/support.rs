@@ -139,6 +139,17 @@ impl TestNode {
         self.request(Method::PUT, path, token, Some(body)).await
     }
 
+    /// A `/sync` of `user`: initial, or from `since` without waiting; the response must be OK.
+    pub(crate) async fn sync_now(&self, user: &TestUser, since: Option<&str>) -> Value {
+        let path = match since {
+            Some(since) => format!("/_matrix/client/v3/sync?since={since}&timeout=0"),
+            None => "/_matrix/client/v3/sync".to_owned(),
+        };
+        let (status, body) = self.get(&path, Some(&user.token)).await;
+        assert_eq!(status, StatusCode::OK, "sync: {body}");
+        body
+    }
+
     /// Registers `localpart` with a password through user-interactive auth (`m.login.dummy`)
     /// and returns the new user.
     pub(crate) async fn register(&self, localpart: &str) -> TestUser {
@@ -194,4 +205,18 @@ async fn start_node(
         .start()
         .await
         .expect("node starts")
+}
+
+/// The bodies of the `m.room.message` events in a JSON array of events.
+pub(crate) fn message_bodies(events: &Value) -> Vec<String> {
+    events
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["type"] == "m.room.message")
+                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -36,7 +36,7 @@ use serde_json::Value;
 use crate::{
     AppState,
     error::ApiError,
-    extract::{ApiResult, Ruma, RumaResponse, bearer_or_query_token},
+    extract::{ApiResult, Ruma, RumaResponse, bearer_or_query_token, object_content},
 };
 
 /// The routes of this module.
@@ -79,14 +79,6 @@ pub(crate) fn routes() -> Router<AppState> {
         )
 }
 
-fn content_of(json: &str) -> Result<Value, ApiError> {
-    let value: Value = serde_json::from_str(json).map_err(|e| ApiError::bad_json(e.to_string()))?;
-    if !value.is_object() {
-        return Err(ApiError::bad_json("Content must be a JSON object"));
-    }
-    Ok(value)
-}
-
 /// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
 async fn send_message(
     State(app): State<AppState>,
@@ -94,7 +86,7 @@ async fn send_message(
 ) -> ApiResult<send_message_event::v3::Response> {
     let session = ruma.session()?;
     let b = &ruma.body;
-    let content = content_of(b.body.json().get())?;
+    let content = object_content(b.body.json().get())?;
     let template = grove_server::rooms::EventTemplate::message(b.event_type.to_string(), content);
     let event_id = app
         .hs
@@ -158,7 +150,7 @@ async fn set_state_event(
 ) -> ApiResult<send_state_event::v3::Response> {
     let user = &ruma.session()?.user_id;
     let b = &ruma.body;
-    let content = content_of(b.body.json().get())?;
+    let content = object_content(b.body.json().get())?;
     let event_id = app
         .hs
         .rooms
@@ -213,7 +205,7 @@ async fn set_state_event_empty_key(
     if serde_json::from_str::<Value>(text).is_err() {
         return Err(ApiError::not_json("Content not JSON"));
     }
-    let content = content_of(text)?;
+    let content = object_content(text)?;
     let event_id = app
         .hs
         .rooms

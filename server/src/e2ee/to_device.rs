@@ -1,5 +1,10 @@
 //! To-device messages: an inbox per device, each message at a stream position, delivered by
 //! sync and deleted once the client's next sync token shows it was received.
+//!
+//! One sync carries at most [`MAX_TO_DEVICE_PER_SYNC`] messages: when more wait, the sync ends
+//! its whole range at the last message it carries ([`E2ee::to_device_horizon`]), so its
+//! `next_batch` points just after it and the next sync delivers the rest. A device holds at
+//! most one message per position, which makes "the first N messages" a position range.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +25,9 @@ pub enum Target {
 
 /// The largest number of messages one request may carry.
 const MAX_MESSAGES: usize = 10_000;
+
+/// The most to-device messages one sync response carries; the rest wait for the next sync.
+pub const MAX_TO_DEVICE_PER_SYNC: usize = 100;
 
 impl E2ee {
     /// Queues messages from `sender`'s `sender_device`. Repeating a transaction ID from the
@@ -122,8 +130,38 @@ impl E2ee {
         Ok(())
     }
 
+    /// Where a sync of `(since, upto]` must end so that it carries at most
+    /// [`MAX_TO_DEVICE_PER_SYNC`] to-device messages for the device: `upto` itself, or the
+    /// position of the last message that fits when more are waiting.
+    pub async fn to_device_horizon(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        since: StreamPosition,
+        upto: StreamPosition,
+    ) -> Result<StreamPosition> {
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT position FROM to_device_messages WHERE user_id = $1 AND device_id = $2 \
+             AND position > $3 AND position <= $4 ORDER BY position LIMIT $5",
+        )
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .bind(since.0)
+        .bind(upto.0)
+        .bind(i64::try_from(MAX_TO_DEVICE_PER_SYNC + 1).unwrap_or(i64::MAX))
+        .fetch_all(self.storage.pool())
+        .await?;
+        if rows.len() > MAX_TO_DEVICE_PER_SYNC
+            && let Some((last,)) = rows.get(MAX_TO_DEVICE_PER_SYNC - 1)
+        {
+            return Ok(StreamPosition(*last));
+        }
+        Ok(upto)
+    }
+
     /// To-device messages for a device with positions in `(since, upto]`; messages at or before
-    /// `since` were acknowledged by the client's sync token and are deleted.
+    /// `since` were acknowledged by the client's sync token and are deleted. Callers bound
+    /// `upto` with [`E2ee::to_device_horizon`] first.
     pub async fn sync_to_device(
         &self,
         user: &UserId,

@@ -425,19 +425,6 @@ pub(crate) struct MembershipChange {
     pub(crate) position: i64,
 }
 
-/// The user's membership in every room as of `upto`, with the position of its last change.
-pub(crate) async fn memberships_at(
-    pool: &AnyPool,
-    user: &UserId,
-    upto: i64,
-) -> Result<HashMap<OwnedRoomId, MembershipChange>> {
-    Ok(membership_log(pool, user, upto)
-        .await?
-        .into_iter()
-        .map(|m| (m.room.clone(), m))
-        .collect())
-}
-
 /// Rooms where the user's current membership is `membership`.
 pub(crate) async fn rooms_with_membership(
     pool: &AnyPool,
@@ -470,6 +457,21 @@ pub(crate) async fn membership(
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|(m, f)| (m, f != 0)))
+}
+
+/// The user's current membership in a room with the position of the event that set it.
+pub(crate) async fn membership_at(
+    pool: &AnyPool,
+    room: &RoomId,
+    user: &UserId,
+) -> Result<Option<(String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT membership, position FROM memberships WHERE room_id = $1 AND user_id = $2",
+    )
+    .bind(room.as_str())
+    .bind(user.as_str())
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Members of a room with the given membership.

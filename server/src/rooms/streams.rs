@@ -124,7 +124,8 @@ impl Rooms {
     }
 
     /// Unread counts of `user` in `room` after the event `read_up_to` (or after their join):
-    /// (notifications, highlights). Counts messages by others, up to `upto`.
+    /// (notifications, highlights), up to `upto`. `judge` says of one event by someone else
+    /// whether it notifies and whether it highlights (from the user's push rules).
     pub(crate) async fn unread_counts(
         &self,
         room: &RoomId,
@@ -132,6 +133,7 @@ impl Rooms {
         read_up_to: Option<&OwnedEventId>,
         joined_at: i64,
         upto: i64,
+        judge: &mut impl JudgeNotify,
     ) -> Result<(u64, u64)> {
         let after = match read_up_to {
             Some(id) => store::event_position(self.storage.pool(), id.as_str())
@@ -163,19 +165,14 @@ impl Rooms {
         )
         .await?;
         for stored in events {
-            let pdu = &stored.pdu;
-            if pdu.sender == user || pdu.state_key.is_some() {
+            if stored.pdu.sender == user {
                 continue;
             }
-            let kind = pdu.kind.to_string();
-            if !matches!(
-                kind.as_str(),
-                "m.room.message" | "m.room.encrypted" | "m.sticker"
-            ) {
-                continue;
+            let judged = judge.judge(&stored).await?;
+            if judged.notify {
+                notify += 1;
             }
-            notify += 1;
-            if mentions(pdu, user) {
+            if judged.highlight {
                 highlight += 1;
             }
         }
@@ -197,20 +194,19 @@ impl Rooms {
     }
 }
 
-/// Whether a message mentions `user` (intentional mentions, or the ID or localpart in the body).
-fn mentions(pdu: &Pdu, user: &UserId) -> bool {
-    let content = pdu.content_value();
-    if let Some(ids) = content
-        .get("m.mentions")
-        .and_then(|m| m.get("user_ids"))
-        .and_then(|u| u.as_array())
-    {
-        return ids.iter().any(|u| u.as_str() == Some(user.as_str()));
-    }
-    content
-        .get("body")
-        .and_then(|b| b.as_str())
-        .is_some_and(|body| body.contains(user.as_str()) || body.contains(user.localpart()))
+/// Says what one user's push rules make of an event, for [`Rooms::unread_counts`].
+pub(crate) trait JudgeNotify {
+    /// Whether `stored` notifies and whether it highlights.
+    fn judge(&mut self, stored: &StoredEvent) -> impl Future<Output = Result<Notify>> + Send;
+}
+
+/// What a user's push rules make of one event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Notify {
+    /// The event notifies (counts in `notification_count`).
+    pub(crate) notify: bool,
+    /// The event highlights (counts in `highlight_count`).
+    pub(crate) highlight: bool,
 }
 
 /// Rooms in `log` as of a position: the last change per room at or before it.

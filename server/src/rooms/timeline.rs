@@ -106,12 +106,95 @@ pub fn filter_matches(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
     true
 }
 
-/// What a reader may see of a room.
+/// What a reader may see of a room, from their current membership.
+#[derive(Debug, Clone, Copy)]
 struct Access {
     /// Last position visible (the leave or ban, for former members).
     until: i64,
     /// Whether the reader is joined now.
     joined: bool,
+    /// Whether the reader is invited now.
+    invited: bool,
+    /// Whether the reader takes part in the room (joined, invited, or left or banned after
+    /// taking part), rather than peeking into a world-readable room.
+    participant: bool,
+}
+
+/// Judges, event by event, what one user may see of one room's history: by the
+/// `m.room.history_visibility` and the user's membership in the state at each event, bounded by
+/// where the user's access ends (their leave, for former members).
+///
+/// The rules, as the spec gives them: `world_readable` events are visible to all; an event is
+/// visible to a user who was joined at it; `shared` events to anyone taking part in the room
+/// now (or up to leaving it); `invited` events to users invited (or joined) at the event;
+/// `joined` events only to users joined at them. A user always sees the events that change
+/// their own membership, up to where their access ends.
+pub(crate) struct HistoryJudge<'a> {
+    rooms: &'a Rooms,
+    user: &'a UserId,
+    access: Access,
+    /// Per state group: (history visibility, the user's membership).
+    cache: HashMap<i64, (String, Option<String>)>,
+}
+
+impl HistoryJudge<'_> {
+    /// The last position the user may see.
+    pub(crate) fn until(&self) -> i64 {
+        self.access.until
+    }
+
+    /// Whether the user may see `stored`.
+    pub(crate) async fn allows(&mut self, stored: &store::StoredEvent) -> Result<bool> {
+        let (Some(group), Some(position)) = (stored.state_group, stored.position) else {
+            return Ok(false);
+        };
+        if position > self.access.until {
+            return Ok(false);
+        }
+        if self.access.participant
+            && stored.pdu.kind == TimelineEventType::RoomMember
+            && stored.pdu.state_key.as_deref() == Some(self.user.as_str())
+        {
+            return Ok(true);
+        }
+        let (visibility, membership) = match self.cache.get(&group) {
+            Some(known) => known.clone(),
+            None => {
+                let known = self.at_group(group).await?;
+                self.cache.insert(group, known.clone());
+                known
+            }
+        };
+        Ok(match visibility.as_str() {
+            "world_readable" => true,
+            _ if membership.as_deref() == Some("join") => true,
+            "joined" => false,
+            "invited" => membership.as_deref() == Some("invite"),
+            // "shared" and anything unknown, which the spec says to treat as shared.
+            _ => self.access.participant,
+        })
+    }
+
+    /// The history visibility and the user's membership in a state group.
+    async fn at_group(&self, group: i64) -> Result<(String, Option<String>)> {
+        let state = self.rooms.state_at_group(group).await?;
+        let visibility_key = (StateEventType::RoomHistoryVisibility, String::new());
+        let member_key = (StateEventType::RoomMember, self.user.to_string());
+        let wanted: Vec<OwnedEventId> = [&visibility_key, &member_key]
+            .into_iter()
+            .filter_map(|k| state.get(k).cloned())
+            .collect();
+        let events = self.rooms.pdus(&wanted).await?;
+        let field = |key: &(StateEventType, String), name: &str| {
+            state
+                .get(key)
+                .and_then(|id| events.get(id))
+                .and_then(|e| e.content_str(name))
+        };
+        let visibility =
+            field(&visibility_key, "history_visibility").unwrap_or_else(|| "shared".to_owned());
+        Ok((visibility, field(&member_key, "membership")))
+    }
 }
 
 impl Rooms {
@@ -155,27 +238,33 @@ impl Rooms {
 
     async fn access(&self, room: &RoomId, user: &UserId) -> Result<Access> {
         let current = self.notifier.current().0;
-        let memberships = store::memberships_at(self.storage.pool(), user, i64::MAX).await?;
-        match memberships.get(room) {
-            Some(m) if m.membership == "join" => Ok(Access {
+        let membership = store::membership_at(self.storage.pool(), room, user).await?;
+        match membership.as_ref().map(|(m, p)| (m.as_str(), *p)) {
+            Some(("join", _)) => Ok(Access {
                 until: current,
                 joined: true,
+                invited: false,
+                participant: true,
             }),
-            Some(m) if m.membership == "leave" || m.membership == "ban" => Ok(Access {
-                until: m.position,
+            Some(("invite", _)) => Ok(Access {
+                until: current,
                 joined: false,
+                invited: true,
+                participant: true,
+            }),
+            Some(("leave" | "ban", position)) => Ok(Access {
+                until: position,
+                joined: false,
+                invited: false,
+                participant: true,
             }),
             _ => {
-                let world = self
-                    .current_state_event(room, &StateEventType::RoomHistoryVisibility, "")
-                    .await?
-                    .and_then(|e| e.content_str("history_visibility"))
-                    .as_deref()
-                    == Some("world_readable");
-                if world {
+                if self.world_readable(room).await? {
                     Ok(Access {
                         until: current,
                         joined: false,
+                        invited: false,
+                        participant: false,
                     })
                 } else {
                     Err(Error::Forbidden("you are not a member of this room".into()))
@@ -184,49 +273,39 @@ impl Rooms {
         }
     }
 
-    /// Whether `user` may see an event stored with state group `group`, given their access.
-    async fn visible(
-        &self,
-        user: &UserId,
-        access: &Access,
-        group: Option<i64>,
-        cache: &mut HashMap<i64, bool>,
-    ) -> Result<bool> {
-        let Some(group) = group else { return Ok(false) };
-        if let Some(v) = cache.get(&group) {
-            return Ok(*v);
+    /// Whether the room's current history visibility is `world_readable`.
+    async fn world_readable(&self, room: &RoomId) -> Result<bool> {
+        Ok(self
+            .current_state_event(room, &StateEventType::RoomHistoryVisibility, "")
+            .await?
+            .and_then(|e| e.content_str("history_visibility"))
+            .as_deref()
+            == Some("world_readable"))
+    }
+
+    /// What `user` may see of the room's state: like [`Rooms::access`], but an invited user
+    /// sees only the invite's stripped state unless the room is world-readable.
+    async fn state_access(&self, room: &RoomId, user: &UserId) -> Result<Access> {
+        let access = self.access(room, user).await?;
+        if access.invited && !self.world_readable(room).await? {
+            return Err(Error::Forbidden("you are not joined to this room".into()));
         }
-        let state = self.state_at_group(group).await?;
-        let wanted: Vec<OwnedEventId> = [
-            (StateEventType::RoomHistoryVisibility, String::new()),
-            (StateEventType::RoomMember, user.to_string()),
-        ]
-        .iter()
-        .filter_map(|k| state.get(k).cloned())
-        .collect();
-        let events = self.pdus(&wanted).await?;
-        let field = |kind: StateEventType, key: &str, name: &str| {
-            state
-                .get(&(kind, key.to_owned()))
-                .and_then(|id| events.get(id))
-                .and_then(|e| e.content_str(name))
-        };
-        let visibility = field(
-            StateEventType::RoomHistoryVisibility,
-            "",
-            "history_visibility",
-        )
-        .unwrap_or_else(|| "shared".to_owned());
-        let membership = field(StateEventType::RoomMember, user.as_str(), "membership");
-        let visible = match visibility.as_str() {
-            "world_readable" => true,
-            "joined" => membership.as_deref() == Some("join"),
-            "invited" => matches!(membership.as_deref(), Some("join" | "invite")) || access.joined,
-            // "shared" and anything unknown.
-            _ => membership.as_deref() == Some("join") || access.joined,
-        };
-        cache.insert(group, visible);
-        Ok(visible)
+        Ok(access)
+    }
+
+    /// The judge of what `user` may see of `room`'s history ([`Error::Forbidden`] when they
+    /// may see none of it).
+    pub(crate) async fn history_judge<'a>(
+        &'a self,
+        room: &RoomId,
+        user: &'a UserId,
+    ) -> Result<HistoryJudge<'a>> {
+        Ok(HistoryJudge {
+            rooms: self,
+            user,
+            access: self.access(room, user).await?,
+            cache: HashMap::new(),
+        })
     }
 
     /// A page of a room's timeline from `from` in `direction` (up to `to`), as `viewer` sees it.
@@ -241,7 +320,8 @@ impl Rooms {
         limit: usize,
         filter: &RoomEventFilter,
     ) -> Result<MessagesPage> {
-        let access = self.access(room, viewer.user).await?;
+        let mut judge = self.history_judge(room, viewer.user).await?;
+        let until = judge.until();
         let limit = limit.clamp(1, MAX_PAGE);
         let from = match from {
             Some(t) => parse_token(t)?,
@@ -254,14 +334,13 @@ impl Rooms {
         let mut cursor = from;
         let mut chunk = Vec::new();
         let mut senders: Vec<OwnedUserId> = Vec::new();
-        let mut cache = HashMap::new();
         let mut scanned = 0;
         let mut exhausted = false;
         while chunk.len() < limit && scanned < MAX_SCAN {
             let batch_size = (limit - chunk.len()).max(20) as i64;
             let (after, upto) = match direction {
-                Direction::Backward => (to.unwrap_or(0), cursor.min(access.until)),
-                Direction::Forward => (cursor, to.unwrap_or(i64::MAX).min(access.until)),
+                Direction::Backward => (to.unwrap_or(0), cursor.min(until)),
+                Direction::Forward => (cursor, to.unwrap_or(i64::MAX).min(until)),
             };
             if after >= upto {
                 exhausted = true;
@@ -287,11 +366,7 @@ impl Rooms {
                     Direction::Backward => position - 1,
                     Direction::Forward => position,
                 };
-                if !filter_matches(filter, &stored.pdu)
-                    || !self
-                        .visible(viewer.user, &access, stored.state_group, &mut cache)
-                        .await?
-                {
+                if !filter_matches(filter, &stored.pdu) || !judge.allows(stored).await? {
                     continue;
                 }
                 senders.push(stored.pdu.sender.clone());
@@ -345,21 +420,11 @@ impl Rooms {
         viewer: Viewer<'_>,
         event_id: &str,
     ) -> Result<Raw<AnyTimelineEvent>> {
-        let access = self.access(room, viewer.user).await?;
+        let mut judge = self.history_judge(room, viewer.user).await?;
         let Some(stored) = store::event(self.storage.pool(), event_id).await? else {
             return Err(Error::NotFound("event not found".into()));
         };
-        if stored.pdu.room != room
-            || stored.position.is_none_or(|p| p > access.until)
-            || !self
-                .visible(
-                    viewer.user,
-                    &access,
-                    stored.state_group,
-                    &mut HashMap::new(),
-                )
-                .await?
-        {
+        if stored.pdu.room != room || !judge.allows(&stored).await? {
             return Err(Error::NotFound("event not found".into()));
         }
         self.client_event(&stored, viewer, true).await
@@ -450,7 +515,7 @@ impl Rooms {
 
     /// The state a user may see: current while joined, as of leaving for former members.
     async fn visible_state(&self, room: &RoomId, user: &UserId) -> Result<Arc<StateMap>> {
-        let access = self.access(room, user).await?;
+        let access = self.state_access(room, user).await?;
         if access.joined || access.until >= self.notifier.current().0 {
             return Ok(self.current_state(room).await?.0);
         }
@@ -498,7 +563,7 @@ impl Rooms {
         membership: Option<&str>,
         not_membership: Option<&str>,
     ) -> Result<Vec<Raw<AnyStateEvent>>> {
-        let access = self.access(room, user).await?;
+        let access = self.state_access(room, user).await?;
         let state = match at {
             Some(token) => {
                 let at = parse_token(token)?.min(access.until);

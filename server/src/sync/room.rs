@@ -1,6 +1,6 @@
-//! One room of a sync response: its timeline (limited, with `prev_batch`), the state before the
-//! timeline (all of it, or the changes since the last sync), lazy-loaded members, the summary
-//! and unread counts.
+//! One room of a sync response: its timeline (limited, with `prev_batch`, and only the events
+//! the room's history visibility lets the user see), the state before the timeline (all of it,
+//! or the changes since the last sync), lazy-loaded members, the summary and unread counts.
 
 use std::collections::HashSet;
 
@@ -13,7 +13,7 @@ use ruma::{
     events::{StateEventType, TimelineEventType},
 };
 
-use super::{DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, SyncRequest};
+use super::{DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, SyncRequest, notifications::PushJudge};
 use crate::{
     Homeserver, Result,
     rooms::{
@@ -80,9 +80,10 @@ async fn build(
     timeline.prev_batch = Some(timeline_start.to_string());
     let mut senders: HashSet<OwnedUserId> = HashSet::new();
     let mut has_member_changes = false;
+    let mut judge = hs.rooms.history_judge(room, &request.user).await?;
     for stored in &events {
         has_member_changes |= stored.pdu.kind == TimelineEventType::RoomMember;
-        if !filter_matches(&filter.timeline, &stored.pdu) {
+        if !filter_matches(&filter.timeline, &stored.pdu) || !judge.allows(stored).await? {
             continue;
         }
         senders.insert(stored.pdu.sender.clone());
@@ -165,9 +166,17 @@ pub(super) async fn joined_room(
         joined.summary = summary(hs, room, &request.user).await?;
     }
     let read = hs.userdata.read_up_to(&request.user, room).await?;
+    let mut judge = PushJudge::new(hs, room, &request.user);
     let (notes, highlights) = hs
         .rooms
-        .unread_counts(room, &request.user, read.as_ref(), joined_at, range.upto)
+        .unread_counts(
+            room,
+            &request.user,
+            read.as_ref(),
+            joined_at,
+            range.upto,
+            &mut judge,
+        )
         .await?;
     let mut counts = UnreadNotificationsCount::new();
     counts.notification_count = Some(UInt::try_from(notes).unwrap_or_default());

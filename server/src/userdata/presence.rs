@@ -147,6 +147,11 @@ impl UserData {
         Ok(profile)
     }
 
+    /// Erases the display name and avatar (for a deactivated account).
+    pub async fn erase_profile(&self, user: &UserId) -> Result<()> {
+        self.store_profile(user, &Profile::default()).await
+    }
+
     async fn store_profile(&self, user: &UserId, profile: &Profile) -> Result<()> {
         let mut txn = self.storage.write().await?;
         sqlx::query("DELETE FROM profiles WHERE user_id = $1")
