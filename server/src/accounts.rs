@@ -9,6 +9,7 @@
 mod ids;
 mod password;
 mod ratelimit;
+mod token_cache;
 mod turn;
 mod uia;
 
@@ -25,6 +26,7 @@ use tracing::info;
 pub(crate) use ids::{now_ms, random_string};
 pub use ratelimit::RateLimited;
 use ratelimit::RateLimiter;
+use token_cache::TokenCache;
 pub use turn::TurnCredentials;
 pub use uia::UiaFlows;
 
@@ -61,6 +63,7 @@ pub struct Accounts {
     config: Arc<ServerConfig>,
     login_limiter: RateLimiter,
     register_limiter: RateLimiter,
+    tokens: Arc<TokenCache>,
 }
 
 impl Accounts {
@@ -72,6 +75,7 @@ impl Accounts {
             config,
             login_limiter: RateLimiter::new(LOGIN_BURST, LOGIN_PER_SECOND),
             register_limiter: RateLimiter::new(REGISTER_BURST, REGISTER_PER_SECOND),
+            tokens: Arc::new(TokenCache::default()),
         }
     }
 }
@@ -145,18 +149,25 @@ pub struct Registered {
 impl Accounts {
     /// Looks up the session of an access token ([`Error::UnknownToken`] when unknown).
     pub async fn authenticate(&self, token: &str) -> Result<Session> {
+        let hash = ids::token_hash(token);
+        if let Some(session) = self.tokens.get(&hash) {
+            return Ok(session);
+        }
+        let generation = self.tokens.generation();
         let row: Option<(String, String)> =
             sqlx::query_as("SELECT user_id, device_id FROM access_tokens WHERE token_hash = $1")
-                .bind(ids::token_hash(token))
+                .bind(&hash)
                 .fetch_optional(self.storage.pool())
                 .await?;
         let Some((user, device)) = row else {
             return Err(Error::UnknownToken);
         };
-        Ok(Session {
+        let session = Session {
             user_id: UserId::parse(user).map_err(|e| Error::Corrupt(format!("user id: {e}")))?,
             device_id: device.into(),
-        })
+        };
+        self.tokens.insert(generation, hash, session.clone());
+        Ok(session)
     }
 
     /// Takes one attempt of `kind` for `key` (a client address or a user ID).
@@ -344,6 +355,8 @@ impl Accounts {
         let position = txn.next_position().0;
         let login = create_login(txn.conn(), &user, device, ids::now_ms(), position).await?;
         txn.commit().await?;
+        // Logging in as an existing device replaced its old token.
+        self.tokens.forget_all();
         Ok(login)
     }
 
@@ -440,6 +453,7 @@ impl Accounts {
         let position = txn.next_position().0;
         record_device_change(txn.conn(), user, position).await?;
         txn.commit().await?;
+        self.tokens.forget_all();
         Ok(())
     }
 

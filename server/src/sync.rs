@@ -115,7 +115,14 @@ async fn sync_once(
         .e2ee
         .to_device_horizon(user, &request.device, StreamPosition(since_pos), upto)
         .await?;
-    let log = hs.rooms.membership_log(user, upto.0).await?;
+    // Independent reads run side by side: each is a round trip to the database, and a woken
+    // long-poll answers sooner when they overlap.
+    let (log, active) = tokio::try_join!(hs.rooms.membership_log(user, upto.0), async {
+        match since {
+            Some(since) => Ok(Some(hs.rooms.rooms_with_events(since.0, upto.0).await?)),
+            None => Ok(None),
+        }
+    })?;
     let now = memberships_as_of(&log, upto.0);
     let before = memberships_as_of(&log, since_pos);
     let room_filter = &request.filter.room;
@@ -124,10 +131,6 @@ async fn sync_once(
             && room_filter.rooms.as_ref().is_none_or(|r| r.contains(room))
     };
 
-    let active = match since {
-        Some(since) => Some(hs.rooms.rooms_with_events(since.0, upto.0).await?),
-        None => None,
-    };
     let mut response = Response::new(upto.0.to_string());
     let mut joined_rooms: Vec<OwnedRoomId> = Vec::new();
     let mut newly_joined: Vec<OwnedRoomId> = Vec::new();
@@ -209,15 +212,51 @@ async fn sync_once(
         }
     }
 
-    // Ephemeral events and room account data of joined rooms.
-    let ephemeral = hs
-        .userdata
-        .ephemeral_since(user, &joined_rooms, StreamPosition(since_pos), upto)
-        .await?;
-    let room_data = hs
-        .userdata
-        .room_account_data_since(user, StreamPosition(since_pos), upto)
-        .await?;
+    // Everything below depends only on the rooms found above; read it all at once.
+    let since_position = StreamPosition(since_pos);
+    let (
+        ephemeral,
+        room_data,
+        global_data,
+        to_device,
+        one_time_keys,
+        fallback_types,
+        (presence, device_lists),
+    ) = tokio::try_join!(
+        hs.userdata
+            .ephemeral_since(user, &joined_rooms, since_position, upto),
+        hs.userdata
+            .room_account_data_since(user, since_position, upto),
+        hs.userdata
+            .global_account_data_since(user, since_position, upto),
+        hs.e2ee
+            .sync_to_device(user, &request.device, since_position, upto),
+        hs.e2ee.one_time_key_counts(user, &request.device),
+        hs.e2ee.unused_fallback_key_types(user, &request.device),
+        async {
+            let sharing = hs.rooms.users_sharing_rooms_with(user).await?;
+            let presence = hs
+                .userdata
+                .presence_since(&sharing, since_position, upto)
+                .await?;
+            let lists = match since {
+                Some(_) => Some(
+                    device_lists(
+                        hs,
+                        user,
+                        since_pos,
+                        upto,
+                        &sharing,
+                        &joined_rooms,
+                        &newly_joined,
+                    )
+                    .await?,
+                ),
+                None => None,
+            };
+            Ok::<_, Error>((presence, lists))
+        },
+    )?;
     for room in &joined_rooms {
         let events = ephemeral.get(room).cloned().unwrap_or_default();
         let data = room_data.get(room).cloned().unwrap_or_default();
@@ -239,37 +278,13 @@ async fn sync_once(
         entry.account_data.events = data;
     }
 
-    response.account_data.events = hs
-        .userdata
-        .global_account_data_since(user, StreamPosition(since_pos), upto)
-        .await?;
-    response.to_device.events = hs
-        .e2ee
-        .sync_to_device(user, &request.device, StreamPosition(since_pos), upto)
-        .await?;
-    response.device_one_time_keys_count =
-        hs.e2ee.one_time_key_counts(user, &request.device).await?;
-    response.device_unused_fallback_key_types = Some(
-        hs.e2ee
-            .unused_fallback_key_types(user, &request.device)
-            .await?,
-    );
-    let sharing = hs.rooms.users_sharing_rooms_with(user).await?;
-    response.presence.events = hs
-        .userdata
-        .presence_since(&sharing, StreamPosition(since_pos), upto)
-        .await?;
-    if since.is_some() {
-        response.device_lists = device_lists(
-            hs,
-            user,
-            since_pos,
-            upto,
-            &sharing,
-            &joined_rooms,
-            &newly_joined,
-        )
-        .await?;
+    response.account_data.events = global_data;
+    response.to_device.events = to_device;
+    response.device_one_time_keys_count = one_time_keys;
+    response.device_unused_fallback_key_types = Some(fallback_types);
+    response.presence.events = presence;
+    if let Some(lists) = device_lists {
+        response.device_lists = lists;
     }
     Ok(response)
 }
