@@ -40,13 +40,14 @@ use ring::RingState;
 use timer::{Timer, TimerTable};
 use tree::TreeState;
 
-/// Largest application payload [`Router::send`] accepts, in bytes.
-pub const MAX_PAYLOAD: usize = 8 * 1024;
+/// Largest application payload [`Router::send`] accepts, in bytes: what a traffic frame always
+/// carries in one link datagram.
+pub const MAX_PAYLOAD: usize = crate::wire::MAX_TRAFFIC_PAYLOAD;
 /// Most application events held until polled; beyond it the oldest is dropped.
 pub const EVENT_QUEUE_LIMIT: usize = 4096;
 
-/// The driver's name for one peer link. The driver allocates them; the router never reuses
-/// one on its own.
+/// The driver's name for one peer link (not one node: a node may be re-linked under a new id).
+/// The driver allocates them; the router never reuses one on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct PeerId(pub u64);
 
@@ -250,7 +251,7 @@ pub struct Router {
 impl Router {
     /// A router for `keypair`'s node, alone (its own root) until peers come up.
     pub fn new(keypair: NodeKeypair, config: Config, rng_seed: u64, now: Instant) -> Self {
-        let key = keypair.public();
+        let key = keypair.public_key();
         let mut r = Router {
             tree: TreeState::new(key),
             ring: RingState::new(config.bootstrap_min),
@@ -515,6 +516,19 @@ impl Router {
     /// Queues a frame for `peer`: announcements, bootstraps and path frames on the control
     /// stream, traffic as datagrams.
     fn enqueue(&mut self, peer: PeerId, frame: &Frame) {
+        let shrunk;
+        let frame = match frame {
+            Frame::Traffic(t) if frame.encoded_len() > crate::wire::MAX_TRAFFIC_FRAME => {
+                let mut t = t.clone();
+                if !t.shrink_to(crate::wire::MAX_TRAFFIC_FRAME) {
+                    self.metrics.drop(DropReason::PayloadTooLarge);
+                    return;
+                }
+                shrunk = Frame::Traffic(t);
+                &shrunk
+            }
+            _ => frame,
+        };
         let bytes = frame.encode();
         let ty = frame.frame_type();
         let Some(q) = self.queues.get_mut(&peer) else {
