@@ -149,10 +149,7 @@ fn hello_bytes_and_negotiation() {
         capabilities: CAP_SOURCE_ROUTING | (1 << 31),
         network_id: Some([0xab; 32]),
     };
-    let newer = Hello {
-        version: 9,
-        ..h
-    };
+    let newer = Hello { version: 9, ..h };
     assert_eq!(
         negotiate(&newer, &old),
         Ok(Negotiated {
@@ -165,13 +162,7 @@ fn hello_bytes_and_negotiation() {
         Err(HelloError::NetworkMismatch)
     );
     assert_eq!(
-        negotiate(
-            &h,
-            &Hello {
-                version: 0,
-                ..h
-            }
-        ),
+        negotiate(&h, &Hello { version: 0, ..h }),
         Err(HelloError::Version {
             theirs: 0,
             min: MIN_VERSION

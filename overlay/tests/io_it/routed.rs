@@ -152,6 +152,16 @@ fn spawn_echo(node: &TestNode) {
 async fn echo(from: &grove_overlay::driver::OverlayHandle, to: NodeKey, len: usize) -> bool {
     let run = async {
         let conn = from.open_session(to, ALPN).await.ok()?;
+        let ok = echo_on(&conn, len).await;
+        conn.close(0u32.into(), b"done");
+        Some(ok)
+    };
+    matches!(tokio::time::timeout(ATTEMPT, run).await, Ok(Some(true)))
+}
+
+/// Sends `len` bytes on a new stream of `conn` and checks the echo.
+async fn echo_on(conn: &quinn::Connection, len: usize) -> bool {
+    let run = async {
         let (mut send, mut recv) = conn.open_bi().await.ok()?;
         let data = pattern(len);
         let writer = async {
@@ -160,9 +170,7 @@ async fn echo(from: &grove_overlay::driver::OverlayHandle, to: NodeKey, len: usi
         };
         let (written, back) = tokio::join!(writer, recv.read_to_end(len + 1));
         written?;
-        let back = back.ok()?;
-        conn.close(0u32.into(), b"done");
-        Some(back == data)
+        Some(back.ok()? == data)
     };
     matches!(tokio::time::timeout(ATTEMPT, run).await, Ok(Some(true)))
 }
@@ -172,13 +180,13 @@ fn line(n: usize) -> Vec<(usize, usize)> {
     (1..n).map(|i| (i - 1, i)).collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn line_of_five_every_node_reaches_every_other() {
     let net = Net::start(100, 5, &line(5)).await;
     net.all_reach_all().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ring_of_six_every_node_reaches_every_other() {
     let mut edges = line(6);
     edges.push((0, 5));
@@ -204,18 +212,38 @@ fn grid() -> Vec<(usize, usize)> {
     edges
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_of_twelve_routes_around_a_node_that_leaves_and_reaches_it_again() {
     let mut net = Net::start(120, 12, &grid()).await;
     net.all_reach_all().await;
-    // Node 5 sits inside the grid: (1, 1), on shortest paths between many pairs.
+    // A session across node 5, which sits inside the grid at (1, 1): 4 - 5 - 6 is the only
+    // two-hop path between its ends.
+    let held = net
+        .node(4)
+        .handle
+        .open_session(net.key(6), ALPN)
+        .await
+        .expect("session 4 -> 6");
+    assert!(echo_on(&held, 4096).await, "held session echoes");
     net.stop(5).await;
     net.all_reach_all().await;
+    // The session opened before the leave goes on around the gap.
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while !echo_on(&held, 4096).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held session never recovered"
+        );
+    }
     net.restart(5);
     net.all_reach_all().await;
+    assert!(
+        echo_on(&held, 4096).await,
+        "held session echoes after the return"
+    );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_carries_ten_megabytes_over_three_hops() {
     let net = Net::start(140, 4, &line(4)).await;
     let (a, d) = (net.node(0), net.key(3));
