@@ -450,25 +450,15 @@ impl Router {
 
     /// The next frame to send, if any; peers are served in turn, control before traffic.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let start = self.rr_cursor;
-        let ids: Vec<PeerId> = match start {
+        let ready = |(id, q): (&PeerId, &PeerQueue)| (!q.is_empty()).then_some(*id);
+        let id = match self.rr_cursor {
             Some(s) => self
                 .queues
                 .range((std::ops::Bound::Excluded(s), std::ops::Bound::Unbounded))
                 .chain(self.queues.range(..=s))
-                .filter(|(_, q)| !q.is_empty())
-                .map(|(id, _)| *id)
-                .take(1)
-                .collect(),
-            None => self
-                .queues
-                .iter()
-                .filter(|(_, q)| !q.is_empty())
-                .map(|(id, _)| *id)
-                .take(1)
-                .collect(),
-        };
-        let id = *ids.first()?;
+                .find_map(ready),
+            None => self.queues.iter().find_map(ready),
+        }?;
         let (bytes, reliable) = self.queues.get_mut(&id)?.pop()?;
         self.rr_cursor = Some(id);
         Some(Transmit {
@@ -529,27 +519,34 @@ impl Router {
             }
             _ => frame,
         };
-        let bytes = frame.encode();
-        let ty = frame.frame_type();
         let Some(q) = self.queues.get_mut(&peer) else {
             self.metrics.drop(DropReason::NoRoute);
             return;
         };
+        let bytes = frame.encode();
+        let (ty, len) = (frame.frame_type(), bytes.len());
         let dropped = match frame {
-            Frame::Traffic(t) => q.push_traffic(t.src, bytes.clone()),
-            _ => q.push_control(bytes.clone()),
+            Frame::Traffic(t) => q.push_traffic(t.src, bytes),
+            _ => q.push_control(bytes),
         };
         if dropped {
             self.metrics.drop(DropReason::QueueFull);
         }
-        self.metrics.frame_out(ty, bytes.len());
+        self.metrics.frame_out(ty, len);
     }
 
     fn peer_by_port(&self, port: u16) -> Option<PeerId> {
         self.ports.get(&port).copied()
     }
 
-    fn cache_coords(&mut self, key: PublicKey, coords: Vec<u16>, now: Instant) -> bool {
+    fn cache_coords(&mut self, key: PublicKey, coords: &[u16], now: Instant) -> bool {
+        // The common case on a busy flow: the same coordinates again, only the time moves.
+        if let Some((held, seen)) = self.coords_cache.get_mut(&key)
+            && held.as_slice() == coords
+        {
+            *seen = now;
+            return false;
+        }
         let fresh = !self.coords_cache.contains_key(&key);
         if fresh && self.coords_cache.len() >= self.config.max_coords {
             // Evict the stalest entry: bounded work for a bounded table.
@@ -562,7 +559,7 @@ impl Router {
                 self.coords_cache.remove(&old);
             }
         }
-        self.coords_cache.insert(key, (coords, now));
+        self.coords_cache.insert(key, (coords.to_vec(), now));
         fresh
     }
 }

@@ -104,7 +104,8 @@ impl RoutingCore for RouterCore {
 
     fn send(&mut self, to: PublicKey, payload: Bytes, now: Instant) -> Result<(), SendRejected> {
         self.router
-            .send(to, payload.to_vec(), now)
+            // No copy: the session socket's buffer is not shared.
+            .send(to, Vec::from(payload), now)
             .map_err(|e| match e {
                 SendError::TooLarge(_) => SendRejected {
                     reason: "payload_too_large",

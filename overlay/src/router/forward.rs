@@ -117,7 +117,7 @@ impl Router {
         // to carry); they teach nothing.
         let has_coords = !t.src_coords.is_empty() || src == self.tree.current.root;
         let first_contact = has_coords
-            && self.cache_coords(src, t.src_coords.clone(), now)
+            && self.cache_coords(src, &t.src_coords, now)
             && !self.peers.values().any(|p| p.key == src);
         if first_contact {
             self.push_event(Event::NodeReachable(src));
