@@ -359,7 +359,7 @@ impl Router {
         tracing::debug!(?peer, key = %p.key, "peer down");
         self.ports.remove(&p.port);
         self.queues.remove(&peer);
-        self.ring.entries.retain(|_, e| e.peer != peer);
+        self.ring_peer_down(peer);
         self.paths.forget_port(p.port);
         if self.tree.parent == Some(peer) {
             self.parent_lost(Some(p.key), now);
@@ -409,6 +409,7 @@ impl Router {
             }
             Frame::PathFind(p) => self.handle_path_find(peer, p, now),
             Frame::PathReply(r) => self.handle_path_reply(peer, r, now),
+            Frame::Teardown(t) => self.handle_teardown(peer, t, now),
         };
         match result {
             Ok(()) => Ok(()),

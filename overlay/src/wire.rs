@@ -1,5 +1,5 @@
 //! Wire formats of everything the overlay sends: routing frames (tree announcements, ring
-//! bootstraps, traffic, path search), the peer hello and the LAN beacon.
+//! bootstraps and teardowns, traffic, path search), the peer hello and the LAN beacon.
 //!
 //! Every routing frame is one type byte followed by a fixed layout of big-endian integers,
 //! 32-byte keys, 64-byte signatures and u8-counted lists of u16 ports. The transport delimits
@@ -17,7 +17,7 @@ mod tests;
 pub use beacon::{BEACON_LEN, BEACON_MAGIC, BEACON_VERSION, Beacon};
 pub use frame::{
     Announcement, AnnouncementHop, Bootstrap, Frame, FrameType, PathFind, PathHop, PathReply,
-    Traffic, Watermark,
+    Teardown, Traffic, Watermark,
 };
 pub use hello::{
     CAP_PATH_SEARCH, CAP_SOURCE_ROUTING, CAPABILITIES, HELLO_LEN, HELLO_MAGIC, Hello, HelloError,

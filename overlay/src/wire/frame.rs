@@ -37,16 +37,19 @@ pub enum FrameType {
     PathFind = 4,
     /// Signed path search answer, routed back along the flood.
     PathReply = 5,
+    /// A ring route broke: removes it downstream, tells its origin upstream.
+    Teardown = 6,
 }
 
 impl FrameType {
     /// Every frame type, for metrics tables.
-    pub const ALL: [FrameType; 5] = [
+    pub const ALL: [FrameType; 6] = [
         FrameType::Announce,
         FrameType::Bootstrap,
         FrameType::Traffic,
         FrameType::PathFind,
         FrameType::PathReply,
+        FrameType::Teardown,
     ];
 
     /// The type named by a wire byte.
@@ -57,6 +60,7 @@ impl FrameType {
             3 => FrameType::Traffic,
             4 => FrameType::PathFind,
             5 => FrameType::PathReply,
+            6 => FrameType::Teardown,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -69,6 +73,7 @@ impl FrameType {
             FrameType::Traffic => "traffic",
             FrameType::PathFind => "path_find",
             FrameType::PathReply => "path_reply",
+            FrameType::Teardown => "teardown",
         }
     }
 
@@ -311,6 +316,20 @@ impl Traffic {
     }
 }
 
+/// A ring route that broke. Unsigned: a node acts on it only when it arrives over the link
+/// the route itself uses, so a peer can only tear down routes that run through it (which it
+/// could break anyway by dropping what they carry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Teardown {
+    /// The origin of the bootstrap that laid the route.
+    pub origin: PublicKey,
+    /// The newest bootstrap sequence the teardown applies to; newer routes stay.
+    pub seq: u64,
+    /// `false`: travels with the bootstrap's direction, removing entries; `true`: travels back
+    /// toward the origin, which bootstraps again at once.
+    pub upstream: bool,
+}
+
 /// A bounded flood looking for short paths from `searcher` to `target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathFind {
@@ -437,6 +456,8 @@ pub enum Frame {
     PathFind(PathFind),
     /// See [`PathReply`].
     PathReply(PathReply),
+    /// See [`Teardown`].
+    Teardown(Teardown),
 }
 
 fn ports_len(p: &[u16]) -> usize {
@@ -452,6 +473,7 @@ impl Frame {
             Frame::Traffic(_) => FrameType::Traffic,
             Frame::PathFind(_) => FrameType::PathFind,
             Frame::PathReply(_) => FrameType::PathReply,
+            Frame::Teardown(_) => FrameType::Teardown,
         }
     }
 
@@ -468,6 +490,7 @@ impl Frame {
             }
             Frame::Traffic(t) => Self::traffic_len(t) - 1,
             Frame::PathFind(_) => 2 * PUBLIC_KEY_LEN + 8 + 2,
+            Frame::Teardown(_) => PUBLIC_KEY_LEN + 8 + 1,
             Frame::PathReply(r) => {
                 2 * PUBLIC_KEY_LEN + 8 + 1 + r.hops.len() * (PUBLIC_KEY_LEN + 4 + SIGNATURE_LEN)
             }
@@ -546,6 +569,11 @@ impl Frame {
                 out.push(t.route_pos);
                 put_ports(&mut out, &t.reverse);
                 out.extend_from_slice(&t.payload);
+            }
+            Frame::Teardown(t) => {
+                out.extend_from_slice(&t.origin.0);
+                out.extend_from_slice(&t.seq.to_be_bytes());
+                out.push(u8::from(t.upstream));
             }
             Frame::PathFind(p) => {
                 out.extend_from_slice(&p.searcher.0);
@@ -664,6 +692,15 @@ impl Frame {
                     payload,
                 })
             }
+            FrameType::Teardown => Frame::Teardown(Teardown {
+                origin: r.key()?,
+                seq: r.u64()?,
+                upstream: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(WireError::Invalid("teardown direction")),
+                },
+            }),
             FrameType::PathFind => Frame::PathFind(PathFind {
                 searcher: r.key()?,
                 target: r.key()?,

@@ -75,6 +75,22 @@ fn bootstrap_bytes() {
 }
 
 #[test]
+fn teardown_bytes() {
+    let t = Teardown {
+        origin: PublicKey([0xab; 32]),
+        seq: 0x0102030405060708,
+        upstream: true,
+    };
+    let expected = format!("06{}010203040506070801", "ab".repeat(32));
+    check_frame(&Frame::Teardown(t), &expected);
+    let mut bad = Frame::Teardown(t).encode();
+    if let Some(last) = bad.last_mut() {
+        *last = 2;
+    }
+    check_refused(&bad, WireError::Invalid("teardown direction"));
+}
+
+#[test]
 fn traffic_bytes() {
     let t = Traffic {
         hop_limit: 64,
@@ -409,7 +425,14 @@ fn frame() -> impl Strategy<Value = Frame> {
                     .collect(),
             })
         });
-    prop_oneof![ann, boot, traffic, find, reply]
+    let teardown = (key(), any::<u64>(), any::<bool>()).prop_map(|(origin, seq, upstream)| {
+        Frame::Teardown(Teardown {
+            origin,
+            seq,
+            upstream,
+        })
+    });
+    prop_oneof![ann, boot, traffic, find, reply, teardown]
 }
 
 proptest! {
