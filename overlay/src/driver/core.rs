@@ -49,6 +49,12 @@ pub trait RoutingCore: Send + 'static {
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     fn poll_timeout(&self) -> Option<Instant>;
 
+    /// Frames and payloads the core dropped so far, by reason (cumulative counts; reasons
+    /// with none may be left out). The driver exports them as metrics.
+    fn drop_counts(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// The routing state as JSON for the admin view (tree, ring, tables).
     fn snapshot(&self) -> serde_json::Value {
         serde_json::Value::Null

@@ -39,6 +39,9 @@ pub struct Metrics {
     pub bytes_out: Family<ChannelLabel, Counter>,
     /// Frames, packets or peers dropped, by reason.
     pub drops: Family<Reason, Counter>,
+    /// Frames and payloads the routing core dropped, by reason (copied from the core about
+    /// once a second).
+    pub routing_drops: Family<Reason, Counter>,
     /// Hellos refused (by either side), by reason.
     pub hello_refused: Family<Reason, Counter>,
     /// Link set-ups that failed, by reason.
@@ -71,6 +74,7 @@ impl Default for Metrics {
             bytes_in,
             bytes_out,
             drops: Family::default(),
+            routing_drops: Family::default(),
             hello_refused: Family::default(),
             link_failures: Family::default(),
             beacons: Family::default(),
@@ -142,6 +146,11 @@ impl Metrics {
             "drops",
             "Frames, packets or peers dropped",
             self.drops.clone(),
+        );
+        registry.register(
+            "routing_drops",
+            "Frames and payloads the routing core dropped",
+            self.routing_drops.clone(),
         );
         registry.register(
             "hello_refused",

@@ -140,6 +140,15 @@ impl RoutingCore for RouterCore {
         }
     }
 
+    fn drop_counts(&self) -> Vec<(&'static str, u64)> {
+        let metrics = self.router.metrics();
+        router::DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), metrics.drops(*r)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         self.router.poll_timeout()
     }

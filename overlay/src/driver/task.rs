@@ -36,6 +36,9 @@ const LAN_FAILED_LIMIT: usize = 256;
 /// How often link round-trip times are passed to the routing core.
 const RTT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often the routing core's drop counts are copied into the metrics.
+const METRICS_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Inputs taken in one go before outputs are flushed, so a busy link cannot starve the rest.
 const BATCH: usize = 64;
 
@@ -104,6 +107,9 @@ pub(super) struct Driver {
     setup_tx: mpsc::Sender<SetupResult>,
     setup_rx: mpsc::Receiver<SetupResult>,
     next_rtt_report: Instant,
+    next_metrics_sync: Instant,
+    /// The core's drop counts as last copied, so only the growth is added.
+    routing_drops_seen: HashMap<&'static str, u64>,
 }
 
 impl Driver {
@@ -141,6 +147,8 @@ impl Driver {
             setup_tx,
             setup_rx,
             next_rtt_report: now + RTT_REPORT_INTERVAL,
+            next_metrics_sync: now + METRICS_SYNC_INTERVAL,
+            routing_drops_seen: HashMap::new(),
         }
     }
 
@@ -187,7 +195,7 @@ impl Driver {
     }
 
     fn next_deadline(&self) -> Instant {
-        let mut next = self.next_rtt_report;
+        let mut next = self.next_rtt_report.min(self.next_metrics_sync);
         if let Some(t) = self.core.poll_timeout() {
             next = next.min(t);
         }
@@ -204,10 +212,28 @@ impl Driver {
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
         }
+        if self.next_metrics_sync <= now {
+            self.next_metrics_sync = now + METRICS_SYNC_INTERVAL;
+            self.sync_routing_drops();
+        }
         if self.next_rtt_report <= now {
             self.next_rtt_report = now + RTT_REPORT_INTERVAL;
             for (peer, link) in &self.links {
                 self.core.handle_peer_rtt(*peer, link.conn.rtt(), now);
+            }
+        }
+    }
+
+    /// Adds what the core dropped since the last call to the exported counters.
+    fn sync_routing_drops(&mut self) {
+        for (reason, count) in self.core.drop_counts() {
+            let seen = self.routing_drops_seen.entry(reason).or_insert(0);
+            if count > *seen {
+                self.metrics
+                    .routing_drops
+                    .get_or_create(&super::metrics::Reason { reason })
+                    .inc_by(count - *seen);
+                *seen = count;
             }
         }
     }
