@@ -14,11 +14,11 @@ use super::statics::StaticState;
 use super::{Command, Config, OverlayEvent, PeerInfo};
 use crate::discovery::Discovered;
 use crate::hello::{Hello, Negotiated};
+use crate::identity::PublicKey;
 use crate::link::{
     self, Established, LinkError, LinkInput, LinkKind, LinkTx, PeerId, Queued, close,
 };
 use crate::session::SessionShared;
-use crate::tls::keys::NodeKey;
 use crate::tls::{Expect, Identity};
 
 /// Link inputs queued for the driver; link readers wait when it is full.
@@ -36,6 +36,9 @@ const LAN_FAILED_LIMIT: usize = 256;
 /// How often link round-trip times are passed to the routing core.
 const RTT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often the routing core's drop counts are copied into the metrics.
+const METRICS_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Inputs taken in one go before outputs are flushed, so a busy link cannot starve the rest.
 const BATCH: usize = 64;
 
@@ -47,7 +50,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 struct Origin {
     kind: LinkKind,
     static_index: Option<usize>,
-    expect: Option<NodeKey>,
+    expect: Option<PublicKey>,
 }
 
 /// A finished handshake.
@@ -58,7 +61,7 @@ struct SetupResult {
 
 /// One registered link.
 struct Link {
-    key: NodeKey,
+    key: PublicKey,
     kind: LinkKind,
     dialled: bool,
     conn: quinn::Connection,
@@ -74,7 +77,7 @@ pub(super) struct Parts {
     pub(super) endpoint: quinn::Endpoint,
     pub(super) metrics: Arc<Metrics>,
     pub(super) sessions: Arc<SessionShared>,
-    pub(super) session_rx: mpsc::Receiver<(NodeKey, Bytes)>,
+    pub(super) session_rx: mpsc::Receiver<(PublicKey, Bytes)>,
     pub(super) beacons: Option<mpsc::Receiver<Discovered>>,
     pub(super) events: mpsc::Sender<OverlayEvent>,
 }
@@ -82,28 +85,31 @@ pub(super) struct Parts {
 /// The driver's state.
 pub(super) struct Driver {
     core: Box<dyn RoutingCore>,
-    me: NodeKey,
+    me: PublicKey,
     hello: Hello,
     identity: Identity,
     endpoint: quinn::Endpoint,
     metrics: Arc<Metrics>,
     sessions: Arc<SessionShared>,
-    session_rx: mpsc::Receiver<(NodeKey, Bytes)>,
+    session_rx: mpsc::Receiver<(PublicKey, Bytes)>,
     beacons: Option<mpsc::Receiver<Discovered>>,
     events: mpsc::Sender<OverlayEvent>,
     links: HashMap<PeerId, Link>,
-    by_key: HashMap<NodeKey, PeerId>,
+    by_key: HashMap<PublicKey, PeerId>,
     next_peer: u64,
     statics: Vec<StaticState>,
-    lan_dialling: HashSet<NodeKey>,
+    lan_dialling: HashSet<PublicKey>,
     /// LAN nodes whose last dial failed, and until when their beacons are ignored.
-    lan_failed: HashMap<NodeKey, Instant>,
+    lan_failed: HashMap<PublicKey, Instant>,
     handshakes: Arc<Semaphore>,
     link_tx: mpsc::Sender<LinkInput>,
     link_rx: mpsc::Receiver<LinkInput>,
     setup_tx: mpsc::Sender<SetupResult>,
     setup_rx: mpsc::Receiver<SetupResult>,
     next_rtt_report: Instant,
+    next_metrics_sync: Instant,
+    /// The core's drop counts as last copied, so only the growth is added.
+    routing_drops_seen: HashMap<&'static str, u64>,
 }
 
 impl Driver {
@@ -141,6 +147,8 @@ impl Driver {
             setup_tx,
             setup_rx,
             next_rtt_report: now + RTT_REPORT_INTERVAL,
+            next_metrics_sync: now + METRICS_SYNC_INTERVAL,
+            routing_drops_seen: HashMap::new(),
         }
     }
 
@@ -187,7 +195,7 @@ impl Driver {
     }
 
     fn next_deadline(&self) -> Instant {
-        let mut next = self.next_rtt_report;
+        let mut next = self.next_rtt_report.min(self.next_metrics_sync);
         if let Some(t) = self.core.poll_timeout() {
             next = next.min(t);
         }
@@ -204,10 +212,28 @@ impl Driver {
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
         }
+        if self.next_metrics_sync <= now {
+            self.next_metrics_sync = now + METRICS_SYNC_INTERVAL;
+            self.sync_routing_drops();
+        }
         if self.next_rtt_report <= now {
             self.next_rtt_report = now + RTT_REPORT_INTERVAL;
             for (peer, link) in &self.links {
                 self.core.handle_peer_rtt(*peer, link.conn.rtt(), now);
+            }
+        }
+    }
+
+    /// Adds what the core dropped since the last call to the exported counters.
+    fn sync_routing_drops(&mut self) {
+        for (reason, count) in self.core.drop_counts() {
+            let seen = self.routing_drops_seen.entry(reason).or_insert(0);
+            if count > *seen {
+                self.metrics
+                    .routing_drops
+                    .get_or_create(&super::metrics::Reason { reason })
+                    .inc_by(count - *seen);
+                *seen = count;
             }
         }
     }
@@ -552,7 +578,7 @@ impl Driver {
         }
     }
 
-    fn on_session_packet(&mut self, to: NodeKey, packet: Bytes) {
+    fn on_session_packet(&mut self, to: PublicKey, packet: Bytes) {
         if let Err(rejected) = self.core.send(to, packet, Instant::now()) {
             self.metrics.drop_reason(rejected.reason);
         }

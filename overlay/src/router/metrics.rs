@@ -90,9 +90,9 @@ impl DropReason {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Metrics {
     /// Frames received, by [`FrameType::index`].
-    pub frames_in: [u64; 5],
+    pub frames_in: [u64; 6],
     /// Frames sent, by [`FrameType::index`].
-    pub frames_out: [u64; 5],
+    pub frames_out: [u64; 6],
     /// Bytes received in frames.
     pub bytes_in: u64,
     /// Bytes sent in frames.

@@ -9,17 +9,22 @@
 //! key routing always progress. A watermark (best entry used so far) in key-routed frames
 //! stops loops through stale entries. The bootstrap interval starts at `bootstrap_min` after
 //! any change and doubles up to `bootstrap_max` while nothing changes.
+//!
+//! Each entry also remembers the link the bootstrap went on by. When a link goes down, the
+//! routes that broke there are torn down at once instead of timing out: a teardown follows
+//! them downstream (removing entries that now lead nowhere) and another goes upstream to the
+//! origin, which bootstraps again at once and so finds its new successor within seconds.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::identity::{PublicKey, ring_distance};
+use crate::identity::{PublicKey, Signature, ring_distance};
 use crate::router::metrics::DropReason;
 use crate::router::timer::Timer;
 use crate::router::{PeerId, Router};
-use crate::wire::{Bootstrap, Frame, Watermark};
+use crate::wire::{Bootstrap, Frame, Teardown, Watermark};
 
 /// One soft-state route toward a bootstrap's origin.
 #[derive(Debug, Clone)]
@@ -32,6 +37,9 @@ pub(crate) struct RingEntry {
     pub(crate) root: PublicKey,
     /// When the entry was last refreshed.
     pub(crate) seen: Instant,
+    /// The link the bootstrap went on by (`None`: it ended here). A teardown follows it when
+    /// the route breaks behind this node.
+    pub(crate) next: Option<PeerId>,
 }
 
 /// Ring state of one node.
@@ -86,10 +94,11 @@ impl Router {
     /// The bootstrap timer: expire stale state, then bootstrap (unless root) and back off.
     pub(super) fn bootstrap_tick(&mut self, now: Instant) {
         let ttl = self.config.ring_entry_ttl;
-        let root = self.tree.current.root;
-        self.ring
-            .entries
-            .retain(|_, e| e.root == root && e.seen + ttl > now);
+        // Entries laid under another root are kept until they expire (routing ignores them):
+        // a node cut off from its parent follows itself for a moment and then usually the old
+        // root again, and its routes are as good as before. Dropping them would leave its
+        // predecessor's route missing until the next periodic bootstrap, up to a minute away.
+        self.ring.entries.retain(|_, e| e.seen + ttl > now);
         self.expire_paths(now);
         self.expire_parent(now);
         if self.tree.parent.is_some() {
@@ -101,7 +110,7 @@ impl Router {
                 seq: self.ring.seq,
                 root: cur.root,
                 root_seq: cur.seq,
-                signature: self.keypair.sign(&msg),
+                signature: Signature(self.keypair.sign(&msg)),
                 hop_limit: self.config.hop_limit,
                 watermark: None,
             };
@@ -176,8 +185,18 @@ impl Router {
                     seq: b.seq,
                     root: b.root,
                     seen: now,
+                    next: None,
                 },
             );
+            // Computed again below for the forward; the entry just written is never a
+            // candidate (a bootstrap excludes its origin), so both agree.
+            let next = match self.key_next_hop(&b.origin, true, b.watermark, now) {
+                KeyHop::Local => None,
+                KeyHop::Peer(next, _) => Some(next),
+            };
+            if let Some(e) = self.ring.entries.get_mut(&b.origin) {
+                e.next = next;
+            }
         }
         match self.key_next_hop(&b.origin, true, b.watermark, now) {
             KeyHop::Local => Ok(()),
@@ -187,6 +206,75 @@ impl Router {
                 Ok(())
             }
         }
+    }
+
+    /// The link `peer` went down: routes that came over it are gone, and so is every route
+    /// that went on over it. Downstream nodes learn that their entries lead nowhere; origins
+    /// learn that their bootstrap no longer arrives and bootstrap again at once.
+    pub(super) fn ring_peer_down(&mut self, peer: PeerId) {
+        let mut teardowns = Vec::new();
+        self.ring.entries.retain(|origin, e| {
+            if e.peer == peer {
+                if let Some(next) = e.next.filter(|n| *n != peer) {
+                    let t = Teardown {
+                        origin: *origin,
+                        seq: e.seq,
+                        upstream: false,
+                    };
+                    teardowns.push((next, t));
+                }
+                return false;
+            }
+            if e.next == Some(peer) {
+                e.next = None;
+                let t = Teardown {
+                    origin: *origin,
+                    seq: e.seq,
+                    upstream: true,
+                };
+                teardowns.push((e.peer, t));
+            }
+            true
+        });
+        for (to, t) in teardowns {
+            self.enqueue(to, &Frame::Teardown(t));
+        }
+    }
+
+    /// A teardown arrived from `from`. It only acts on a route that uses that very link.
+    pub(super) fn handle_teardown(
+        &mut self,
+        from: PeerId,
+        t: Teardown,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        if t.upstream {
+            if t.origin == self.key {
+                self.ring_changed(now);
+                return Ok(());
+            }
+            if let Some(e) = self.ring.entries.get_mut(&t.origin)
+                && e.next == Some(from)
+                && e.seq <= t.seq
+            {
+                e.next = None;
+                let up = e.peer;
+                self.enqueue(up, &Frame::Teardown(t));
+            }
+            return Ok(());
+        }
+        let ours = self
+            .ring
+            .entries
+            .get(&t.origin)
+            .is_some_and(|e| e.peer == from && e.seq <= t.seq);
+        if ours
+            && let Some(e) = self.ring.entries.remove(&t.origin)
+            && let Some(next) = e.next.filter(|n| *n != from)
+        {
+            self.enqueue(next, &Frame::Teardown(t));
+        }
+        Ok(())
     }
 
     /// Key routing toward `target`. With `bootstrap`, the key `target` itself is not a

@@ -37,16 +37,19 @@ pub enum FrameType {
     PathFind = 4,
     /// Signed path search answer, routed back along the flood.
     PathReply = 5,
+    /// A ring route broke: removes it downstream, tells its origin upstream.
+    Teardown = 6,
 }
 
 impl FrameType {
     /// Every frame type, for metrics tables.
-    pub const ALL: [FrameType; 5] = [
+    pub const ALL: [FrameType; 6] = [
         FrameType::Announce,
         FrameType::Bootstrap,
         FrameType::Traffic,
         FrameType::PathFind,
         FrameType::PathReply,
+        FrameType::Teardown,
     ];
 
     /// The type named by a wire byte.
@@ -57,6 +60,7 @@ impl FrameType {
             3 => FrameType::Traffic,
             4 => FrameType::PathFind,
             5 => FrameType::PathReply,
+            6 => FrameType::Teardown,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -69,6 +73,7 @@ impl FrameType {
             FrameType::Traffic => "traffic",
             FrameType::PathFind => "path_find",
             FrameType::PathReply => "path_reply",
+            FrameType::Teardown => "teardown",
         }
     }
 
@@ -125,11 +130,11 @@ impl Announcement {
 
     /// This announcement with our hop appended, as we send it out of `port`.
     pub fn extend_signed(&self, keypair: &NodeKeypair, port: u16) -> Announcement {
-        let sig = keypair.sign(&self.signing_bytes(self.hops.len(), port));
+        let sig = Signature(keypair.sign(&self.signing_bytes(self.hops.len(), port)));
         let mut next = self.clone();
         next.hops.push(AnnouncementHop {
             port,
-            signer: keypair.public(),
+            signer: keypair.public_key(),
             signature: sig,
         });
         next
@@ -281,6 +286,50 @@ pub struct Traffic {
     pub payload: Vec<u8>,
 }
 
+impl Traffic {
+    /// Sheds optional header parts until the encoded frame is at most `max` bytes: first the
+    /// recorded way back and the source route (the frame then goes by tree or key), then the
+    /// destination's coordinates (it goes by key), then the sender's coordinates (the receiver
+    /// learns none). Returns whether it fits; it always does when the payload is at most
+    /// `max - TRAFFIC_MIN_HEADER`.
+    pub fn shrink_to(&mut self, max: usize) -> bool {
+        let len = |t: &Traffic| Frame::traffic_len(t);
+        if len(self) <= max {
+            return true;
+        }
+        self.reverse.clear();
+        if len(self) <= max {
+            return true;
+        }
+        // Not marked broken: the route is sound, only too long to carry here.
+        self.route.clear();
+        self.route_pos = 0;
+        if len(self) <= max {
+            return true;
+        }
+        self.dst_coords = None;
+        if len(self) <= max {
+            return true;
+        }
+        self.src_coords.clear();
+        len(self) <= max
+    }
+}
+
+/// A ring route that broke. Unsigned: a node acts on it only when it arrives over the link
+/// the route itself uses, so a peer can only tear down routes that run through it (which it
+/// could break anyway by dropping what they carry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Teardown {
+    /// The origin of the bootstrap that laid the route.
+    pub origin: PublicKey,
+    /// The newest bootstrap sequence the teardown applies to; newer routes stay.
+    pub seq: u64,
+    /// `false`: travels with the bootstrap's direction, removing entries; `true`: travels back
+    /// toward the origin, which bootstraps again at once.
+    pub upstream: bool,
+}
+
 /// A bounded flood looking for short paths from `searcher` to `target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathFind {
@@ -347,8 +396,9 @@ impl PathReply {
 
     /// Appends our signed hop.
     pub fn push_signed(&mut self, keypair: &NodeKeypair, in_port: u16, out_port: u16) {
-        let key = keypair.public();
-        let sig = keypair.sign(&self.signing_bytes(self.hops.len(), &key, in_port, out_port));
+        let key = keypair.public_key();
+        let sig =
+            Signature(keypair.sign(&self.signing_bytes(self.hops.len(), &key, in_port, out_port)));
         self.hops.push(PathHop {
             key,
             in_port,
@@ -406,6 +456,8 @@ pub enum Frame {
     PathFind(PathFind),
     /// See [`PathReply`].
     PathReply(PathReply),
+    /// See [`Teardown`].
+    Teardown(Teardown),
 }
 
 fn ports_len(p: &[u16]) -> usize {
@@ -421,6 +473,7 @@ impl Frame {
             Frame::Traffic(_) => FrameType::Traffic,
             Frame::PathFind(_) => FrameType::PathFind,
             Frame::PathReply(_) => FrameType::PathReply,
+            Frame::Teardown(_) => FrameType::Teardown,
         }
     }
 
@@ -435,21 +488,25 @@ impl Frame {
                     + 2
                     + b.watermark.map_or(0, |_| PUBLIC_KEY_LEN + 8)
             }
-            Frame::Traffic(t) => {
-                3 + 2 * PUBLIC_KEY_LEN
-                    + ports_len(&t.src_coords)
-                    + t.dst_coords.as_ref().map_or(0, |c| ports_len(c))
-                    + t.watermark.map_or(0, |_| PUBLIC_KEY_LEN + 8)
-                    + ports_len(&t.route)
-                    + 1
-                    + ports_len(&t.reverse)
-                    + t.payload.len()
-            }
+            Frame::Traffic(t) => Self::traffic_len(t) - 1,
             Frame::PathFind(_) => 2 * PUBLIC_KEY_LEN + 8 + 2,
+            Frame::Teardown(_) => PUBLIC_KEY_LEN + 8 + 1,
             Frame::PathReply(r) => {
                 2 * PUBLIC_KEY_LEN + 8 + 1 + r.hops.len() * (PUBLIC_KEY_LEN + 4 + SIGNATURE_LEN)
             }
         }
+    }
+
+    /// Length of a traffic frame's encoding, type byte included.
+    fn traffic_len(t: &Traffic) -> usize {
+        4 + 2 * PUBLIC_KEY_LEN
+            + ports_len(&t.src_coords)
+            + t.dst_coords.as_ref().map_or(0, |c| ports_len(c))
+            + t.watermark.map_or(0, |_| PUBLIC_KEY_LEN + 8)
+            + ports_len(&t.route)
+            + 1
+            + ports_len(&t.reverse)
+            + t.payload.len()
     }
 
     /// The wire bytes. Lists over their limits are cut to fit (the router never builds such).
@@ -512,6 +569,11 @@ impl Frame {
                 out.push(t.route_pos);
                 put_ports(&mut out, &t.reverse);
                 out.extend_from_slice(&t.payload);
+            }
+            Frame::Teardown(t) => {
+                out.extend_from_slice(&t.origin.0);
+                out.extend_from_slice(&t.seq.to_be_bytes());
+                out.push(u8::from(t.upstream));
             }
             Frame::PathFind(p) => {
                 out.extend_from_slice(&p.searcher.0);
@@ -630,6 +692,15 @@ impl Frame {
                     payload,
                 })
             }
+            FrameType::Teardown => Frame::Teardown(Teardown {
+                origin: r.key()?,
+                seq: r.u64()?,
+                upstream: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(WireError::Invalid("teardown direction")),
+                },
+            }),
             FrameType::PathFind => Frame::PathFind(PathFind {
                 searcher: r.key()?,
                 target: r.key()?,

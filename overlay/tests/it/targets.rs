@@ -1,5 +1,6 @@
 //! Seeded simulations held to Grove's routing targets: mean stretch ≤ 1.10, p95 ≤ 1.5 and
-//! full reachability on topologies of 100 nodes or more. Deterministic, not timed.
+//! full reachability on topologies of 100 nodes or more, and re-convergence within 30 s of
+//! virtual time after a node leaves. Deterministic, not timed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,19 @@ fn check(spec: TopologySpec) -> Report {
         "{}: no cold-start convergence",
         r.name
     );
+    // A node leaving is repaired by teardowns and fresh bootstraps within seconds of virtual
+    // time, not by entries timing out (150 s).
+    if let Some(after) = r.reachability_after_leave {
+        assert_eq!(after, 100.0, "{}: reachability after a leave", r.name);
+        let reconv = r
+            .reconvergence
+            .unwrap_or_else(|| panic!("{}: no re-convergence after a leave", r.name));
+        assert!(
+            reconv <= Duration::from_secs(30),
+            "{}: re-convergence took {reconv:?}",
+            r.name
+        );
+    }
     if r.nodes >= 100 {
         assert!(
             r.stretch_mean <= 1.10,
