@@ -5,6 +5,7 @@ mod bad_input;
 mod clients;
 mod config;
 mod e2ee;
+mod federation;
 mod metrics;
 mod restart;
 mod rooms;

@@ -75,7 +75,7 @@ impl Rooms {
     }
 
     /// The state after the given events (resolved when they disagree).
-    async fn state_after(
+    pub(crate) async fn state_after(
         &self,
         rules: &ruma::room_version_rules::RoomVersionRules,
         room: &RoomId,
@@ -298,7 +298,7 @@ impl Rooms {
         Ok(verdict)
     }
 
-    fn next_group_id(&self) -> i64 {
+    pub(crate) fn next_group_id(&self) -> i64 {
         self.inner
             .next_group
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)

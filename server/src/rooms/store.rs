@@ -696,3 +696,50 @@ pub(crate) async fn rooms_with_events(
         .map(|(r,)| OwnedRoomId::try_from(r).map_err(|e| Error::Corrupt(e.to_string())))
         .collect()
 }
+
+/// Inserts an event known only by its content (an outlier: no stream position, no state),
+/// unless it is already stored.
+pub(crate) async fn insert_outlier(conn: &mut AnyConnection, pdu: &Pdu) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (event_id, room_id, position, depth, event_type, state_key, sender, \
+         origin_server_ts, pdu, state_group, rejected) \
+         VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, NULL, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(pdu.event_id.as_str())
+    .bind(pdu.room.as_str())
+    .bind(i64::try_from(pdu.depth).unwrap_or(i64::MAX))
+    .bind(pdu.kind.to_string())
+    .bind(pdu.state_key.as_deref())
+    .bind(pdu.sender.as_str())
+    .bind(i64::from(pdu.origin_server_ts.get()))
+    .bind(&*pdu.json)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a user's current membership of a room without a log entry (remote members learnt
+/// from a room's state when joining it).
+pub(crate) async fn set_membership(
+    conn: &mut AnyConnection,
+    room: &RoomId,
+    user: &UserId,
+    membership: &str,
+    event_id: &str,
+    position: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO memberships (room_id, user_id, membership, event_id, position, forgotten) \
+         VALUES ($1, $2, $3, $4, $5, 0) \
+         ON CONFLICT (room_id, user_id) DO UPDATE SET membership = $3, event_id = $4, \
+         position = $5",
+    )
+    .bind(room.as_str())
+    .bind(user.as_str())
+    .bind(membership)
+    .bind(event_id)
+    .bind(position)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! Receiving PDUs from a transaction: signatures and hashes checked against the names of the
+//! servers that signed, then the server core's `add_pdu` (format, auth against auth events,
+//! state before and current state, soft-fail, state resolution, persistence). Missing parents
+//! are fetched once with `get_missing_events`, bounded in count.
+
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, ServerName};
+use serde_json::json;
+use tracing::debug;
+
+use crate::{Ctx, client::segment, keys};
+
+/// Missing events asked for at once, at most.
+const MISSING_LIMIT: u64 = 50;
+
+/// Handles one PDU of a transaction from `origin`: its event ID (when it can be computed) and
+/// whether it was taken.
+pub async fn handle_pdu(
+    ctx: &Ctx,
+    origin: &ServerName,
+    object: CanonicalJsonObject,
+) -> (Option<OwnedEventId>, Result<(), String>) {
+    let room = match object.get("room_id") {
+        Some(CanonicalJsonValue::String(r)) => match RoomId::parse(r.as_str()) {
+            Ok(r) => r,
+            Err(e) => return (None, Err(format!("bad room ID: {e}"))),
+        },
+        _ => return (None, Err("no room ID".into())),
+    };
+    match ctx.hs.rooms.is_known(&room).await {
+        Ok(true) => {}
+        Ok(false) => return (None, Err("this server is not in the room".into())),
+        Err(e) => return (None, Err(e.to_string())),
+    }
+    let rules = match ctx.hs.rooms.room_version(&room).await {
+        Ok(v) => match grove_server::rooms::builder::rules_for(&v) {
+            Ok(r) => r,
+            Err(e) => return (None, Err(e.to_string())),
+        },
+        Err(e) => return (None, Err(e.to_string())),
+    };
+    let id = match grove_server::rooms::builder::event_id_of(&object, &rules) {
+        Ok(id) => id,
+        Err(e) => return (None, Err(e.to_string())),
+    };
+    let outcome = add_checked(ctx, &room, &rules, object.clone()).await;
+    let outcome = match outcome {
+        Err(AddError::MissingParents) => {
+            fetch_missing(ctx, origin, &room, &rules, &id).await;
+            match add_checked(ctx, &room, &rules, object).await {
+                Err(AddError::MissingParents) => Err("parents unknown".to_owned()),
+                other => other.map_err(|e| e.to_string()),
+            }
+        }
+        other => other.map_err(|e| e.to_string()),
+    };
+    if let Err(e) = &outcome {
+        debug!(%origin, event = %id, error = %e, "pdu refused");
+    }
+    (Some(id), outcome)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AddError {
+    #[error("parents unknown")]
+    MissingParents,
+    #[error("{0}")]
+    Refused(String),
+}
+
+async fn add_checked(
+    ctx: &Ctx,
+    room: &RoomId,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    object: CanonicalJsonObject,
+) -> Result<(), AddError> {
+    keys::check_event(&object, rules).map_err(|e| AddError::Refused(e.to_string()))?;
+    match ctx.hs.rooms.add_pdu(room, object).await {
+        Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => {
+            Err(AddError::Refused(format!("rejected: {why}")))
+        }
+        Ok(_) => Ok(()),
+        Err(grove_server::Error::NotFound(_)) => Err(AddError::MissingParents),
+        Err(e) => Err(AddError::Refused(e.to_string())),
+    }
+}
+
+/// Asks `origin` for the events between our head and `latest`, and adds them oldest first.
+async fn fetch_missing(
+    ctx: &Ctx,
+    origin: &ServerName,
+    room: &RoomId,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    latest: &OwnedEventId,
+) {
+    let earliest = ctx.hs.rooms.extremities(room).await.unwrap_or_default();
+    let body = json!({
+        "earliest_events": earliest,
+        "latest_events": [latest],
+        "limit": MISSING_LIMIT,
+        "min_depth": 0,
+    });
+    let path = format!(
+        "/_matrix/federation/v1/get_missing_events/{}",
+        segment(room.as_str())
+    );
+    let answer = match ctx
+        .client
+        .request(origin, http::Method::POST, &path, Some(&body))
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            debug!(%origin, error = %e, "get_missing_events failed");
+            return;
+        }
+    };
+    let mut events: Vec<CanonicalJsonObject> = answer["events"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .take(MISSING_LIMIT as usize)
+                .filter_map(|v| match CanonicalJsonValue::try_from(v.clone()) {
+                    Ok(CanonicalJsonValue::Object(o)) => Some(o),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    events.sort_by_key(|o| match o.get("depth") {
+        Some(CanonicalJsonValue::Integer(d)) => i64::from(*d),
+        _ => 0,
+    });
+    for event in events {
+        if let Err(e) = add_checked(ctx, room, rules, event).await {
+            debug!(%origin, error = %e, "missing event refused");
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Federation over the overlay: three nodes in one process, in a line A – B – C over real
+//! loopback QUIC (A and C are not peered, so their sessions cross B). Users on all three share a
+//! room created on A: joins by room ID and by alias, messages reaching everyone's `/sync`, an
+//! invite from C to a user on A, a leave and a ban.
+
+use std::time::{Duration, Instant};
+
+use grove_server::storage::Backend;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{TestNode, TestUser};
+
+const V3: &str = "/_matrix/client/v3";
+/// How long any one condition may take to come true.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+fn enc(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Retries `attempt` until it returns `Some`, or fails the test after [`PATIENCE`].
+async fn eventually<T>(what: &str, mut attempt: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what}: still not done after {PATIENCE:?}; last: {last}");
+}
+
+/// A user's view of `/sync`, accumulated over incremental syncs.
+struct Syncer {
+    since: Option<String>,
+    /// Every timeline event seen, per room.
+    timeline: Vec<(String, Value)>,
+    /// The last sync response.
+    last: Value,
+}
+
+impl Syncer {
+    fn new() -> Self {
+        Self {
+            since: None,
+            timeline: Vec::new(),
+            last: Value::Null,
+        }
+    }
+
+    async fn step(&mut self, node: &TestNode, user: &TestUser) {
+        let path = match &self.since {
+            Some(s) => format!("{V3}/sync?timeout=500&since={s}"),
+            None => format!("{V3}/sync"),
+        };
+        let (status, body) = node.get(&path, Some(&user.token)).await;
+        assert_eq!(status, StatusCode::OK, "sync: {body}");
+        if let Some(rooms) = body["rooms"]["join"].as_object() {
+            for (room, data) in rooms {
+                for event in data["timeline"]["events"].as_array().into_iter().flatten() {
+                    self.timeline.push((room.clone(), event.clone()));
+                }
+            }
+        }
+        self.since = body["next_batch"].as_str().map(str::to_owned);
+        self.last = body;
+    }
+
+    fn bodies(&self, room: &str) -> Vec<String> {
+        self.timeline
+            .iter()
+            .filter(|(r, e)| r == room && e["type"] == "m.room.message")
+            .filter_map(|(_, e)| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Syncs until `done` holds.
+    async fn until(
+        &mut self,
+        node: &TestNode,
+        user: &TestUser,
+        what: &str,
+        done: impl Fn(&Syncer) -> bool,
+    ) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            self.step(node, user).await;
+            if done(self) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not seen by {} after {PATIENCE:?}; last sync: {}",
+                user.user_id,
+                self.last
+            );
+        }
+    }
+}
+
+async fn joined_members(node: &TestNode, user: &TestUser, room: &str) -> Vec<String> {
+    let (status, body) = node
+        .get(
+            &format!("{V3}/rooms/{}/joined_members", enc(room)),
+            Some(&user.token),
+        )
+        .await;
+    if status != StatusCode::OK {
+        return Vec::new();
+    }
+    let mut members: Vec<String> = body["joined"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    members.sort();
+    members
+}
+
+async fn wait_members(node: &TestNode, user: &TestUser, room: &str, expected: &[&str]) {
+    let mut expected: Vec<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+    expected.sort();
+    eventually(
+        &format!("members of {room} on {}", node.server_name()),
+        async || {
+            let members = joined_members(node, user, room).await;
+            if members == expected {
+                Ok(())
+            } else {
+                Err(format!("{members:?}"))
+            }
+        },
+    )
+    .await
+}
+
+async fn send(node: &TestNode, user: &TestUser, room: &str, body: &str) {
+    let txn = format!("t{}", rand_suffix());
+    let (status, resp) = node
+        .put(
+            &format!("{V3}/rooms/{}/send/m.room.message/{txn}", enc(room)),
+            Some(&user.token),
+            json!({ "msgtype": "m.text", "body": body }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "send {body}: {resp}");
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+async fn membership(node: &TestNode, user: &TestUser, room: &str, target: &str) -> String {
+    let (_, body) = node
+        .get(
+            &format!(
+                "{V3}/rooms/{}/state/m.room.member/{}",
+                enc(room),
+                enc(target)
+            ),
+            Some(&user.token),
+        )
+        .await;
+    body["membership"].as_str().unwrap_or("").to_owned()
+}
+
+async fn wait_membership(
+    node: &TestNode,
+    user: &TestUser,
+    room: &str,
+    target: &str,
+    expected: &str,
+) {
+    eventually(
+        &format!("{target} {expected} on {}", node.server_name()),
+        async || {
+            let m = membership(node, user, room, target).await;
+            if m == expected { Ok(()) } else { Err(m) }
+        },
+    )
+    .await
+}
+
+async fn line_of_three(backend: Backend) {
+    let b = TestNode::start_federated(backend, Vec::new()).await;
+    let a = TestNode::start_federated(backend, vec![b.peer_address()]).await;
+    let c = TestNode::start_federated(backend, vec![b.peer_address()]).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let carol = c.register("carol").await;
+
+    // A room on A, published under an alias on A.
+    let (status, created) = a
+        .post(
+            &format!("{V3}/createRoom"),
+            Some(&alice.token),
+            json!({ "preset": "public_chat", "room_alias_name": "room", "name": "Line" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "createRoom: {created}");
+    let room = created["room_id"].as_str().expect("room_id").to_owned();
+
+    // Bob on B joins by room ID through A; Carol on C by alias (A is two hops away).
+    let path = format!("{V3}/join/{}?via={}", enc(&room), a.server_name());
+    eventually("bob joins through A", async || {
+        let (status, body) = b.post(&path, Some(&bob.token), json!({})).await;
+        if status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
+    let alias = format!("#room:{}", a.server_name());
+    let path = format!("{V3}/join/{}", enc(&alias));
+    let joined = eventually("carol joins by alias", async || {
+        let (status, body) = c.post(&path, Some(&carol.token), json!({})).await;
+        if status == StatusCode::OK {
+            Ok(body)
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
+    assert_eq!(joined["room_id"], room.as_str());
+
+    let everyone = [
+        alice.user_id.as_str(),
+        bob.user_id.as_str(),
+        carol.user_id.as_str(),
+    ];
+    wait_members(&a, &alice, &room, &everyone).await;
+    wait_members(&b, &bob, &room, &everyone).await;
+    wait_members(&c, &carol, &room, &everyone).await;
+
+    // Everyone's messages reach everyone's /sync.
+    let mut syncs = [Syncer::new(), Syncer::new(), Syncer::new()];
+    send(&a, &alice, &room, "from alice").await;
+    send(&b, &bob, &room, "from bob").await;
+    send(&c, &carol, &room, "from carol").await;
+    let wanted = ["from alice", "from bob", "from carol"];
+    for ((node, user), sync) in [(&a, &alice), (&b, &bob), (&c, &carol)]
+        .into_iter()
+        .zip(syncs.iter_mut())
+    {
+        sync.until(node, user, "all three messages", |s| {
+            let bodies = s.bodies(&room);
+            wanted.iter().all(|w| bodies.iter().any(|b| b == w))
+        })
+        .await;
+    }
+
+    // Carol on C invites a second user of A, who sees the invite and joins.
+    let dave = a.register("dave").await;
+    let (status, body) = c
+        .post(
+            &format!("{V3}/rooms/{}/invite", enc(&room)),
+            Some(&carol.token),
+            json!({ "user_id": dave.user_id }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "invite: {body}");
+    let mut dave_sync = Syncer::new();
+    dave_sync
+        .until(&a, &dave, "the invite", |s| {
+            s.last["rooms"]["invite"].get(room.as_str()).is_some()
+        })
+        .await;
+    let (status, body) = a
+        .post(
+            &format!("{V3}/rooms/{}/join", enc(&room)),
+            Some(&dave.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "dave joins: {body}");
+    let with_dave = [
+        alice.user_id.as_str(),
+        bob.user_id.as_str(),
+        carol.user_id.as_str(),
+        dave.user_id.as_str(),
+    ];
+    wait_members(&c, &carol, &room, &with_dave).await;
+    wait_members(&b, &bob, &room, &with_dave).await;
+    send(&a, &dave, &room, "from dave").await;
+    syncs[2]
+        .until(&c, &carol, "dave's message", |s| {
+            s.bodies(&room).iter().any(|b| b == "from dave")
+        })
+        .await;
+
+    // Bob leaves; the others see it.
+    let (status, body) = b
+        .post(
+            &format!("{V3}/rooms/{}/leave", enc(&room)),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "leave: {body}");
+    wait_membership(&a, &alice, &room, &bob.user_id, "leave").await;
+    wait_membership(&c, &carol, &room, &bob.user_id, "leave").await;
+
+    // Alice bans Carol; C learns it and Carol's sync shows the room as left.
+    let (status, body) = a
+        .post(
+            &format!("{V3}/rooms/{}/ban", enc(&room)),
+            Some(&alice.token),
+            json!({ "user_id": carol.user_id, "reason": "test" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "ban: {body}");
+    syncs[2]
+        .until(&c, &carol, "the ban", |s| {
+            s.last["rooms"]["leave"].get(room.as_str()).is_some()
+        })
+        .await;
+    let (status, _) = c
+        .put(
+            &format!("{V3}/rooms/{}/send/m.room.message/after-ban", enc(&room)),
+            Some(&carol.token),
+            json!({ "msgtype": "m.text", "body": "banned" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a banned user cannot send");
+
+    for node in [a, b, c] {
+        if let Some(n) = node.node {
+            n.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_in_a_line_share_a_room_sqlite() {
+    line_of_three(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_in_a_line_share_a_room_postgres() {
+    line_of_three(Backend::Postgres).await;
+}
