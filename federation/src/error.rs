@@ -114,11 +114,23 @@ pub enum RequestError {
     Timeout,
 }
 
+/// The `error` message of a Matrix error body, or the body itself.
+fn remote_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.to_owned())
+}
+
 impl From<RequestError> for grove_server::Error {
     fn from(e: RequestError) -> Self {
         match e {
-            RequestError::Remote { status: 403, body } => grove_server::Error::Forbidden(body),
-            RequestError::Remote { status: 404, body } => grove_server::Error::NotFound(body),
+            RequestError::Remote { status: 403, body } => {
+                grove_server::Error::Forbidden(remote_message(&body))
+            }
+            RequestError::Remote { status: 404, body } => {
+                grove_server::Error::NotFound(remote_message(&body))
+            }
             other => grove_server::Error::NotFound(format!("remote server: {other}")),
         }
     }

@@ -262,6 +262,24 @@ async fn line_of_three(backend: Backend) {
         .await;
     }
 
+    // Alice lets Carol invite; C learns it over federation.
+    let levels_path = format!("{V3}/rooms/{}/state/m.room.power_levels/", enc(&room));
+    let (status, mut levels) = a.get(&levels_path, Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "power levels: {levels}");
+    levels["users"][carol.user_id.as_str()] = json!(50);
+    levels["invite"] = json!(50);
+    let (status, body) = a.put(&levels_path, Some(&alice.token), levels).await;
+    assert_eq!(status, StatusCode::OK, "set power levels: {body}");
+    eventually("C sees Carol's power", async || {
+        let (_, levels) = c.get(&levels_path, Some(&carol.token)).await;
+        if levels["users"][carol.user_id.as_str()] == 50 {
+            Ok(())
+        } else {
+            Err(levels.to_string())
+        }
+    })
+    .await;
+
     // Carol on C invites a second user of A, who sees the invite and joins.
     let dave = a.register("dave").await;
     let (status, body) = c
