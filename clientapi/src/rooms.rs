@@ -141,6 +141,14 @@ async fn leave(
     ruma: Ruma<leave_room::v3::Request>,
 ) -> ApiResult<leave_room::v3::Response> {
     let user = &ruma.session()?.user_id;
+    if !app.hs.rooms.is_known(&ruma.body.room_id).await?
+        && let Some(remote) = app.hs.remote.get()
+    {
+        remote
+            .leave(&ruma.body.room_id, user, ruma.body.reason.as_deref())
+            .await?;
+        return Ok(RumaResponse(leave_room::v3::Response::new()));
+    }
     app.hs
         .rooms
         .leave(&ruma.body.room_id, user, ruma.body.reason.as_deref())

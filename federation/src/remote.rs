@@ -67,6 +67,9 @@ impl RemoteRooms {
                 room
             }
         };
+        if let Some(invite) = hs.rooms.remote_invite(&room, user).await? {
+            servers.push(invite.event.sender.server_name().to_owned());
+        }
         let profile = hs.userdata.profile(user).await?;
         if hs.rooms.is_known(&room).await? {
             return hs.rooms.join(&room, user, &profile).await;
@@ -235,7 +238,7 @@ impl RemoteRooms {
         let body = json!({
             "room_version": version.as_str(),
             "event": event,
-            "invite_room_state": [],
+            "invite_room_state": hs.rooms.stripped_state(room, target).await?,
         });
         let answer = ctx
             .client
@@ -252,6 +255,64 @@ impl RemoteRooms {
             }
             grove_server::rooms::auth::RemoteVerdict::Accepted => Ok(()),
         }
+    }
+
+    async fn refuse(&self, room: &RoomId, user: &UserId, reason: Option<&str>) -> Result<()> {
+        let ctx = self.ctx()?;
+        let hs = &ctx.hs;
+        let invite = hs
+            .rooms
+            .remote_invite(room, user)
+            .await?
+            .ok_or_else(|| Error::Forbidden("you are not in this room".into()))?;
+        let server = invite.event.sender.server_name().to_owned();
+        let rules = builder::rules_for(&invite.version)?;
+        let path = format!(
+            "/_matrix/federation/v1/make_leave/{}/{}",
+            segment(room.as_str()),
+            segment(user.as_str())
+        );
+        let answer = ctx
+            .client
+            .request(&server, http::Method::GET, &path, None)
+            .await?;
+        let mut event = object(&answer["event"])
+            .ok_or_else(|| Error::BadJson("make_leave: no event".into()))?;
+        event.remove("signatures");
+        event.remove("hashes");
+        event.remove("unsigned");
+        let mut content = json!({ "membership": "leave" });
+        if let Some(reason) = reason {
+            content["reason"] = reason.into();
+        }
+        event.insert("content".into(), canonical(content)?);
+        let key_ok = matches!(event.get("state_key"), Some(CanonicalJsonValue::String(s)) if s == user.as_str());
+        let sender_ok = matches!(event.get("sender"), Some(CanonicalJsonValue::String(s)) if s == user.as_str());
+        if !key_ok || !sender_ok {
+            return Err(Error::BadJson(
+                "make_leave: template is for someone else".into(),
+            ));
+        }
+        ruma::signatures::hash_and_sign_event(
+            hs.config.server_name.as_str(),
+            hs.key.key_pair(),
+            &mut event,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::Internal(format!("signing leave: {e}")))?;
+        let event_id = builder::event_id_of(&event, &rules)?;
+        let path = format!(
+            "/_matrix/federation/v2/send_leave/{}/{}",
+            segment(room.as_str()),
+            segment(event_id.as_str())
+        );
+        let body = serde_json::to_value(&event)?;
+        ctx.client
+            .request(&server, http::Method::PUT, &path, Some(&body))
+            .await?;
+        hs.rooms
+            .record_remote_leave(room, &invite.version, &event)
+            .await
     }
 
     async fn alias(
@@ -326,6 +387,15 @@ impl Remote for RemoteRooms {
         is_direct: bool,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.invite_user(room, sender, target, reason, is_direct))
+    }
+
+    fn leave<'a>(
+        &'a self,
+        room: &'a RoomId,
+        user: &'a UserId,
+        reason: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.refuse(room, user, reason))
     }
 
     fn resolve_alias<'a>(

@@ -36,6 +36,8 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 const MAX_TXN_PDUS: usize = 50;
 /// EDUs in one transaction, at most (the spec's limit).
 const MAX_TXN_EDUS: usize = 100;
+/// Stripped state events kept with a remote invite, at most.
+const MAX_INVITE_STATE: usize = 20;
 /// Events answered to one get_missing_events or backfill request, at most.
 const MAX_WALK_ANSWER: usize = 100;
 
@@ -477,9 +479,18 @@ async fn invite(
             return Err(FedError::forbidden(why));
         }
     } else {
-        return Err(FedError::forbidden(
-            "this node takes invites only to rooms it is in, for now",
-        ));
+        let stripped: Vec<Value> = match body.get("invite_room_state") {
+            Some(CanonicalJsonValue::Array(a)) => a
+                .iter()
+                .take(MAX_INVITE_STATE)
+                .filter_map(|v| serde_json::to_value(v).ok())
+                .collect(),
+            _ => Vec::new(),
+        };
+        ctx.hs
+            .rooms
+            .store_remote_invite(room, &version, &object, &stripped)
+            .await?;
     }
     Ok(Json(json!({ "event": object })))
 }

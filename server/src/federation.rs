@@ -39,6 +39,15 @@ pub trait Remote: Send + Sync {
         is_direct: bool,
     ) -> BoxFuture<'a, Result<()>>;
 
+    /// Refuses an invite to (or leaves) a room this node is not in, through the inviting
+    /// server.
+    fn leave<'a>(
+        &'a self,
+        room: &'a RoomId,
+        user: &'a UserId,
+        reason: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>>;
+
     /// Asks the alias's server which room it names and which servers are in it.
     fn resolve_alias<'a>(
         &'a self,

@@ -354,6 +354,87 @@ async fn line_of_three(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a banned user cannot send");
 
+    // A room on C that A is not in: Erin invites Dave and Frank of A. Frank refuses, Dave
+    // joins through C (two hops away), and Erin's message reaches him.
+    let erin = c.register("erin").await;
+    let frank = a.register("frank").await;
+    let (status, created) = c
+        .post(
+            &format!("{V3}/createRoom"),
+            Some(&erin.token),
+            json!({ "preset": "private_chat", "name": "Erin's" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "createRoom on C: {created}");
+    let dm = created["room_id"].as_str().expect("room_id").to_owned();
+    for invitee in [&dave, &frank] {
+        let (status, body) = c
+            .post(
+                &format!("{V3}/rooms/{}/invite", enc(&dm)),
+                Some(&erin.token),
+                json!({ "user_id": invitee.user_id }),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "invite to a room A is not in: {body}"
+        );
+    }
+    let mut frank_sync = Syncer::new();
+    frank_sync
+        .until(&a, &frank, "the remote invite", |s| {
+            s.last["rooms"]["invite"][dm.as_str()]["invite_state"]["events"]
+                .as_array()
+                .is_some_and(|events| {
+                    events
+                        .iter()
+                        .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Erin's")
+                })
+        })
+        .await;
+    let (status, body) = a
+        .post(
+            &format!("{V3}/rooms/{}/leave", enc(&dm)),
+            Some(&frank.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "refuse a remote invite: {body}");
+    wait_membership(&c, &erin, &dm, &frank.user_id, "leave").await;
+    frank_sync
+        .until(&a, &frank, "the refusal", |s| {
+            s.last["rooms"]["leave"].get(dm.as_str()).is_some()
+        })
+        .await;
+
+    dave_sync
+        .until(&a, &dave, "the remote invite", |s| {
+            s.last["rooms"]["invite"].get(dm.as_str()).is_some()
+        })
+        .await;
+    let (status, body) = a
+        .post(
+            &format!("{V3}/join/{}", enc(&dm)),
+            Some(&dave.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "join after a remote invite: {body}");
+    wait_members(
+        &c,
+        &erin,
+        &dm,
+        &[erin.user_id.as_str(), dave.user_id.as_str()],
+    )
+    .await;
+    send(&c, &erin, &dm, "hello dave").await;
+    dave_sync
+        .until(&a, &dave, "Erin's message", |s| {
+            s.bodies(&dm).iter().any(|b| b == "hello dave")
+        })
+        .await;
+
     for node in [a, b, c] {
         if let Some(n) = node.node {
             n.shutdown().await;

@@ -16,3 +16,14 @@ CREATE TABLE federation_cursor (
     position BIGINT NOT NULL
 );
 INSERT INTO federation_cursor (id, position) VALUES (1, 0);
+
+-- Invites of local users to rooms this node is not in: the invite event (also stored as an
+-- outlier), the stripped state shown with it, and the room version for joining or refusing.
+CREATE TABLE remote_invites (
+    room_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    room_version TEXT NOT NULL,
+    invite_state TEXT NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+);

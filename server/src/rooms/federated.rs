@@ -303,9 +303,111 @@ impl Rooms {
             std::slice::from_ref(&join.event_id),
         )
         .await?;
+        store::delete_remote_invites(txn.conn(), room, None).await?;
         txn.commit().await?;
         self.inner.groups.insert(group, Arc::new(after), 0);
         guard.state = None;
+        Ok(())
+    }
+}
+
+/// An invite of a local user to a room this node is not in.
+#[derive(Debug, Clone)]
+pub struct RemoteInvite {
+    /// The invite event.
+    pub event: Pdu,
+    /// The room's version.
+    pub version: RoomVersionId,
+    /// The stripped state the inviting server sent with it.
+    pub stripped: Vec<serde_json::Value>,
+}
+
+impl Rooms {
+    /// Stores an invite of a local user to a room this node is not in, so that the user's sync
+    /// shows it, in one transaction with its membership change.
+    pub async fn store_remote_invite(
+        &self,
+        room: &RoomId,
+        version: &RoomVersionId,
+        invite: &CanonicalJsonObject,
+        stripped: &[serde_json::Value],
+    ) -> Result<()> {
+        let rules = builder::rules_for(version)?;
+        let pdu = parse_checked(room, invite, &rules)?;
+        let user = pdu
+            .state_key
+            .as_deref()
+            .and_then(|k| UserId::parse(k).ok())
+            .ok_or_else(|| Error::BadJson("invite without a target".into()))?;
+        let stripped = serde_json::to_string(stripped)?;
+        let mut txn = self.storage.write().await?;
+        store::insert_outlier(txn.conn(), &pdu).await?;
+        let position = txn.next_position();
+        let id = pdu.event_id.as_str();
+        store::set_membership(txn.conn(), room, &user, "invite", id, position.0).await?;
+        store::log_membership(txn.conn(), &user, position.0, room, "invite", id).await?;
+        store::insert_remote_invite(txn.conn(), room, &user, id, version.as_str(), &stripped)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The stripped state sent with an invite of `user` (name, topic, join rules, ...).
+    pub async fn stripped_state(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Vec<serde_json::Value>> {
+        self.invite_state(room, user).await
+    }
+
+    /// The pending invite of `user` to a room this node is not in.
+    pub async fn remote_invite(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<RemoteInvite>> {
+        let Some((event_id, version, stripped)) =
+            store::remote_invite(self.storage.pool(), room, user).await?
+        else {
+            return Ok(None);
+        };
+        let Some(stored) = store::event(self.storage.pool(), &event_id).await? else {
+            return Ok(None);
+        };
+        let version = RoomVersionId::try_from(version.as_str())
+            .map_err(|e| Error::Corrupt(format!("room version: {e}")))?;
+        let stripped: Vec<serde_json::Value> = serde_json::from_str(&stripped)?;
+        Ok(Some(RemoteInvite {
+            event: stored.pdu,
+            version,
+            stripped,
+        }))
+    }
+
+    /// Records that `user` refused an invite to a room this node is not in, with the leave
+    /// event the room accepted.
+    pub async fn record_remote_leave(
+        &self,
+        room: &RoomId,
+        version: &RoomVersionId,
+        leave: &CanonicalJsonObject,
+    ) -> Result<()> {
+        let rules = builder::rules_for(version)?;
+        let pdu = parse_checked(room, leave, &rules)?;
+        let user = pdu
+            .state_key
+            .as_deref()
+            .and_then(|k| UserId::parse(k).ok())
+            .ok_or_else(|| Error::BadJson("leave without a user".into()))?;
+        let mut txn = self.storage.write().await?;
+        store::insert_outlier(txn.conn(), &pdu).await?;
+        let position = txn.next_position();
+        let id = pdu.event_id.as_str();
+        store::set_membership(txn.conn(), room, &user, "leave", id, position.0).await?;
+        store::log_membership(txn.conn(), &user, position.0, room, "leave", id).await?;
+        store::delete_remote_invites(txn.conn(), room, Some(&user)).await?;
+        txn.commit().await?;
         Ok(())
     }
 }
