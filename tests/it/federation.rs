@@ -451,3 +451,139 @@ async fn three_nodes_in_a_line_share_a_room_sqlite() {
 async fn three_nodes_in_a_line_share_a_room_postgres() {
     line_of_three(Backend::Postgres).await;
 }
+
+/// A federation client of node `from`, signing with `key` as `origin`.
+fn client_of(
+    from: &TestNode,
+    key: std::sync::Arc<grove_server::NodeKey>,
+    origin: &str,
+) -> grove_federation::client::Client {
+    grove_federation::client::Client::new(
+        from.node().overlay().expect("overlay").clone(),
+        key,
+        ruma::ServerName::parse(origin).expect("server name"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_requests_and_events_are_refused() {
+    let a = TestNode::start_federated(Backend::Sqlite, Vec::new()).await;
+    let b = TestNode::start_federated(Backend::Sqlite, vec![a.peer_address()]).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let b_name = ruma::ServerName::parse(b.server_name()).expect("name");
+    let profile = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        enc(&bob.user_id)
+    );
+
+    // A real request from A is answered.
+    let honest = client_of(&a, a.node().homeserver().key.clone(), &a.server_name());
+    eventually("A reaches B", async || {
+        honest
+            .request(&b_name, http::Method::GET, &profile, None)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .await;
+
+    // Signed by another key in A's name: the signature does not match the name.
+    let other = std::sync::Arc::new(grove_server::NodeKey::generate().expect("key"));
+    let forger = client_of(&a, other.clone(), &a.server_name());
+    let err = forger
+        .request(&b_name, http::Method::GET, &profile, None)
+        .await
+        .expect_err("forged signature refused");
+    assert!(err.to_string().contains("M_UNAUTHORIZED"), "{err}");
+
+    // Correctly signed in another node's name, but sent over A's session.
+    let other_name = other.hex();
+    let impostor = client_of(&a, other, &other_name);
+    let err = impostor
+        .request(&b_name, http::Method::GET, &profile, None)
+        .await
+        .expect_err("origin other than the session's peer refused");
+    assert!(err.to_string().contains("M_UNAUTHORIZED"), "{err}");
+
+    // A shared room; then A's server sends B a tampered copy of a real event.
+    let (status, created) = a
+        .post(
+            &format!("{V3}/createRoom"),
+            Some(&alice.token),
+            json!({ "preset": "public_chat" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().expect("room").to_owned();
+    let (status, body) = b
+        .post(
+            &format!("{V3}/join/{}?via={}", enc(&room), a.server_name()),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, sent) = a
+        .put(
+            &format!("{V3}/rooms/{}/send/m.room.message/real", enc(&room)),
+            Some(&alice.token),
+            json!({ "msgtype": "m.text", "body": "real" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    let event_id = sent["event_id"].as_str().expect("event_id");
+    let pdu = a
+        .node()
+        .homeserver()
+        .rooms
+        .pdu(event_id)
+        .await
+        .expect("read")
+        .expect("stored");
+    let mut tampered: Value = serde_json::from_str(&pdu.json).expect("json");
+    tampered["content"]["body"] = json!("forged");
+    tampered["origin_server_ts"] = json!(1);
+    let mut bad_sig: Value = serde_json::from_str(&pdu.json).expect("json");
+    bad_sig["origin_server_ts"] = json!(2);
+    let txn = json!({
+        "origin": a.server_name(),
+        "origin_server_ts": 1,
+        "pdus": [tampered, bad_sig, { "not": "an event" }],
+    });
+    let answer = honest
+        .request(
+            &b_name,
+            http::Method::PUT,
+            "/_matrix/federation/v1/send/forged1",
+            Some(&txn),
+        )
+        .await
+        .expect("transaction answered");
+    let results = answer["pdus"].as_object().expect("pdus");
+    assert_eq!(results.len(), 2, "{answer}");
+    for (id, result) in results {
+        assert!(result["error"].is_string(), "{id}: {result}");
+        let stored = b.node().homeserver().rooms.pdu(id).await.expect("read");
+        assert!(stored.is_none(), "{id} must not be stored");
+    }
+
+    // A transaction over the size limit is refused whole.
+    let many: Vec<Value> = (0..51).map(|i| json!({ "n": i })).collect();
+    let err = honest
+        .request(
+            &b_name,
+            http::Method::PUT,
+            "/_matrix/federation/v1/send/forged2",
+            Some(&json!({ "origin": a.server_name(), "origin_server_ts": 1, "pdus": many })),
+        )
+        .await
+        .expect_err("oversized transaction refused");
+    assert!(err.to_string().contains("M_BAD_JSON"), "{err}");
+
+    for node in [a, b] {
+        if let Some(n) = node.node {
+            n.shutdown().await;
+        }
+    }
+}
