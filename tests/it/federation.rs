@@ -587,3 +587,56 @@ async fn forged_requests_and_events_are_refused() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_was_offline_receives_what_it_missed() {
+    let a = TestNode::start_federated(Backend::Sqlite, Vec::new()).await;
+    let mut b = TestNode::start_federated(Backend::Sqlite, vec![a.peer_address()]).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let (status, created) = a
+        .post(
+            &format!("{V3}/createRoom"),
+            Some(&alice.token),
+            json!({ "preset": "public_chat" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().expect("room").to_owned();
+    let path = format!("{V3}/join/{}?via={}", enc(&room), a.server_name());
+    eventually("bob joins through A", async || {
+        let (status, body) = b.post(&path, Some(&bob.token), json!({})).await;
+        if status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
+    wait_members(&a, &alice, &room, &[&alice.user_id, &bob.user_id]).await;
+    let mut bob_sync = Syncer::new();
+    bob_sync.step(&b, &bob).await;
+
+    // B goes away; A keeps talking; its queue for B holds the messages.
+    let node = b.node.take().expect("running");
+    let addr = node.client_addr();
+    node.shutdown().await;
+    for i in 0..3 {
+        send(&a, &alice, &room, &format!("while away {i}")).await;
+    }
+    b.node = None;
+    b.restart_at(addr).await;
+
+    let wanted: Vec<String> = (0..3).map(|i| format!("while away {i}")).collect();
+    bob_sync
+        .until(&b, &bob, "the messages sent while B was away", |s| {
+            s.bodies(&room) == wanted
+        })
+        .await;
+
+    for node in [a, b] {
+        if let Some(n) = node.node {
+            n.shutdown().await;
+        }
+    }
+}

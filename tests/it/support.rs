@@ -123,6 +123,22 @@ impl TestNode {
         );
     }
 
+    /// Starts the node again (after it was stopped) on the same data directory, database and
+    /// client address.
+    pub(crate) async fn restart_at(&mut self, addr: SocketAddr) {
+        self.node = Some(
+            start_node(
+                self.dir.path().to_owned(),
+                &self.db.url,
+                Some(addr),
+                RegistrationMode::Open,
+                Vec::new(),
+                self.overlay.as_deref(),
+            )
+            .await,
+        );
+    }
+
     /// Sends a request and returns the status and the JSON body (`Null` if not JSON).
     pub(crate) async fn request(
         &self,
