@@ -21,6 +21,9 @@ pub const ALPN: &[u8] = b"matrix";
 /// The longest one request may take, session set-up included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest one attempt (session set-up, or one exchange) may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(12);
+
 /// The largest response body accepted.
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
@@ -92,16 +95,21 @@ impl Client {
     }
 
     async fn send(&self, node: NodeKey, request: Request<Vec<u8>>) -> Result<Value, RequestError> {
-        // One retry on a fresh session: a cached one may have died since it was last used.
+        // One retry on a fresh session: a cached one may have died since it was last used (its
+        // node restarted, say) without this side hearing of it yet.
         let mut attempt = 0;
         loop {
             attempt += 1;
             let connection = self.session(node).await?;
-            match exchange(&connection, request.clone()).await {
+            let outcome =
+                tokio::time::timeout(ATTEMPT_TIMEOUT, exchange(&connection, request.clone()))
+                    .await
+                    .unwrap_or(Err(RequestError::Timeout));
+            match outcome {
                 Ok(answer) => return answer,
                 Err(e) => {
                     debug!(peer = %node, error = %e, "federation session failed");
-                    self.sessions.lock().await.remove(&node);
+                    self.drop_session(&node, &connection).await;
                     if attempt >= 2 {
                         return Err(e);
                     }
@@ -111,19 +119,30 @@ impl Client {
     }
 
     async fn session(&self, node: NodeKey) -> Result<quinn::Connection, RequestError> {
-        let mut sessions = self.sessions.lock().await;
-        if let Some(c) = sessions.get(&node)
+        if let Some(c) = self.sessions.lock().await.get(&node)
             && c.close_reason().is_none()
         {
             return Ok(c.clone());
         }
-        let connection = self
-            .overlay
-            .open_session(node, ALPN)
-            .await
-            .map_err(|e| RequestError::Session(e.to_string()))?;
-        sessions.insert(node, connection.clone());
+        // Opened without the lock held: one unreachable node must not hold up the others.
+        let connection =
+            tokio::time::timeout(ATTEMPT_TIMEOUT, self.overlay.open_session(node, ALPN))
+                .await
+                .map_err(|_| RequestError::Timeout)?
+                .map_err(|e| RequestError::Session(e.to_string()))?;
+        self.sessions.lock().await.insert(node, connection.clone());
         Ok(connection)
+    }
+
+    async fn drop_session(&self, node: &NodeKey, connection: &quinn::Connection) {
+        let mut sessions = self.sessions.lock().await;
+        if sessions
+            .get(node)
+            .is_some_and(|c| c.stable_id() == connection.stable_id())
+        {
+            sessions.remove(node);
+        }
+        connection.close(0u32.into(), b"failed");
     }
 
     /// Forgets the cached session to `node` (after it went away).

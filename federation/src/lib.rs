@@ -104,10 +104,16 @@ impl Federation {
         )));
         tasks.push(sender.start());
         let watcher = sender.clone();
+        let sessions = ctx.client.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 let key = match event {
                     OverlayEvent::NodeReachable(key) | OverlayEvent::PeerUp { key, .. } => key,
+                    OverlayEvent::PeerDown { key, .. } => {
+                        // A session over a link that went down may be dead: open afresh.
+                        sessions.forget(&key).await;
+                        continue;
+                    }
                     _ => continue,
                 };
                 if let Ok(name) = ServerName::parse(key.to_hex()) {

@@ -11,6 +11,10 @@ use crate::{Ctx, client::segment, keys};
 
 /// Missing events asked for at once, at most.
 const MISSING_LIMIT: u64 = 50;
+/// State and auth events fetched one by one to fill one gap, at most.
+const MAX_GAP_EVENTS: usize = 200;
+/// State and auth chain IDs taken from one state_ids answer, at most.
+const MAX_STATE_IDS: usize = 10_000;
 
 /// Handles one PDU of a transaction from `origin`: its event ID (when it can be computed) and
 /// whether it was taken.
@@ -46,8 +50,12 @@ pub async fn handle_pdu(
     let outcome = match outcome {
         Err(AddError::MissingParents) => {
             fetch_missing(ctx, origin, &room, &rules, &id).await;
-            match add_checked(ctx, &room, &rules, object).await {
-                Err(AddError::MissingParents) => Err("parents unknown".to_owned()),
+            match add_checked(ctx, &room, &rules, object.clone()).await {
+                Err(AddError::MissingParents) => {
+                    add_after_gap(ctx, origin, &room, &rules, object, &id)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
                 other => other.map_err(|e| e.to_string()),
             }
         }
@@ -78,8 +86,15 @@ async fn add_checked(
         Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => {
             Err(AddError::Refused(format!("rejected: {why}")))
         }
+        Ok(grove_server::rooms::auth::RemoteVerdict::SoftFailed(why)) => {
+            debug!(%room, %why, "pdu soft-failed");
+            Ok(())
+        }
         Ok(_) => Ok(()),
-        Err(grove_server::Error::NotFound(_)) => Err(AddError::MissingParents),
+        Err(grove_server::Error::NotFound(why)) => {
+            debug!(%room, %why, "pdu parents unknown");
+            Err(AddError::MissingParents)
+        }
         Err(e) => Err(AddError::Refused(e.to_string())),
     }
 }
@@ -130,9 +145,111 @@ async fn fetch_missing(
         Some(CanonicalJsonValue::Integer(d)) => i64::from(*d),
         _ => 0,
     });
+    // The oldest may still lack parents (a gap longer than what was asked for): it is added
+    // with the state the origin reports before it, and the rest chain on to it.
+    let mut gaps = 0;
     for event in events {
-        if let Err(e) = add_checked(ctx, room, rules, event).await {
+        let outcome = match add_checked(ctx, room, rules, event.clone()).await {
+            Err(AddError::MissingParents) if gaps == 0 => {
+                gaps += 1;
+                match grove_server::rooms::builder::event_id_of(&event, rules) {
+                    Ok(id) => add_after_gap(ctx, origin, room, rules, event, &id).await,
+                    Err(e) => Err(AddError::Refused(e.to_string())),
+                }
+            }
+            other => other,
+        };
+        if let Err(e) = outcome {
             debug!(%origin, error = %e, "missing event refused");
         }
+    }
+}
+
+/// Adds an event whose parents cannot be had: asks `origin` for the state before it, fetches
+/// the state and auth events this node lacks (bounded), and adds the event over that state.
+async fn add_after_gap(
+    ctx: &Ctx,
+    origin: &ServerName,
+    room: &RoomId,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    object: CanonicalJsonObject,
+    id: &OwnedEventId,
+) -> Result<(), AddError> {
+    keys::check_event(&object, rules).map_err(|e| AddError::Refused(e.to_string()))?;
+    let path = format!(
+        "/_matrix/federation/v1/state_ids/{}?event_id={}",
+        segment(room.as_str()),
+        segment(id.as_str())
+    );
+    let answer = ctx
+        .client
+        .request(origin, http::Method::GET, &path, None)
+        .await
+        .map_err(|e| AddError::Refused(format!("state_ids: {e}")))?;
+    let ids = |field: &str| -> Vec<OwnedEventId> {
+        answer[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(MAX_STATE_IDS)
+            .filter_map(|v| v.as_str())
+            .filter_map(|s| OwnedEventId::try_from(s).ok())
+            .collect()
+    };
+    let state_ids = ids("pdu_ids");
+    let mut wanted = state_ids.clone();
+    wanted.extend(ids("auth_chain_ids"));
+    wanted.sort();
+    wanted.dedup();
+    let unknown = ctx
+        .hs
+        .rooms
+        .unknown_events(&wanted)
+        .await
+        .map_err(|e| AddError::Refused(e.to_string()))?;
+    if unknown.len() > MAX_GAP_EVENTS {
+        return Err(AddError::Refused(format!(
+            "gap needs {} events, more than {MAX_GAP_EVENTS}",
+            unknown.len()
+        )));
+    }
+    let mut fetched = Vec::with_capacity(unknown.len());
+    for missing in &unknown {
+        let path = format!("/_matrix/federation/v1/event/{}", segment(missing.as_str()));
+        let answer = ctx
+            .client
+            .request(origin, http::Method::GET, &path, None)
+            .await
+            .map_err(|e| AddError::Refused(format!("event {missing}: {e}")))?;
+        let Some(Ok(CanonicalJsonValue::Object(event))) = answer["pdus"]
+            .as_array()
+            .and_then(|a| a.first())
+            .map(|v| CanonicalJsonValue::try_from(v.clone()))
+        else {
+            return Err(AddError::Refused(format!("event {missing}: no PDU")));
+        };
+        let got = grove_server::rooms::builder::event_id_of(&event, rules)
+            .map_err(|e| AddError::Refused(e.to_string()))?;
+        if got != *missing {
+            return Err(AddError::Refused(format!("asked for {missing}, got {got}")));
+        }
+        keys::check_event(&event, rules).map_err(|e| AddError::Refused(e.to_string()))?;
+        fetched.push(event);
+    }
+    let rooms = &ctx.hs.rooms;
+    rooms
+        .store_outliers(room, &fetched)
+        .await
+        .map_err(|e| AddError::Refused(e.to_string()))?;
+    let state = rooms
+        .state_map_of(room, &state_ids)
+        .await
+        .map_err(|e| AddError::Refused(e.to_string()))?;
+    match rooms.add_pdu_after_gap(room, object, state).await {
+        Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => {
+            Err(AddError::Refused(format!("rejected: {why}")))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(AddError::Refused(e.to_string())),
     }
 }

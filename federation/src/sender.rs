@@ -183,12 +183,14 @@ impl Sender {
                     "edus": [],
                 });
                 let path = format!("/_matrix/federation/v1/send/{}", segment(&txn_id));
+                debug!(%destination, pdus = batch.len(), "sending transaction");
                 match self
                     .client
                     .request(&destination, http::Method::PUT, &path, Some(&body))
                     .await
                 {
                     Ok(_) => {
+                        debug!(%destination, pdus = batch.len(), "transaction sent");
                         let ids: Vec<_> = batch.into_iter().map(|q| q.event_id).collect();
                         if let Err(e) = self.hs.federation_queue.remove(&destination, &ids).await {
                             warn!(%destination, error = %e, "clearing federation queue");

@@ -101,8 +101,12 @@ impl Syncer {
             }
             assert!(
                 Instant::now() < deadline,
-                "{what}: not seen by {} after {PATIENCE:?}; last sync: {}",
+                "{what}: not seen by {} after {PATIENCE:?}; timeline: {:?}; last sync: {}",
                 user.user_id,
+                self.timeline
+                    .iter()
+                    .map(|(_, e)| format!("{} {}", e["type"], e["content"]["body"]))
+                    .collect::<Vec<_>>(),
                 self.last
             );
         }
@@ -631,6 +635,93 @@ async fn a_node_that_was_offline_receives_what_it_missed() {
     bob_sync
         .until(&b, &bob, "the messages sent while B was away", |s| {
             s.bodies(&room) == wanted
+        })
+        .await;
+
+    for node in [a, b] {
+        if let Some(n) = node.node {
+            n.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gap_longer_than_missing_events_is_bridged_with_state() {
+    let a = TestNode::start_federated(Backend::Sqlite, Vec::new()).await;
+    let mut b = TestNode::start_federated(Backend::Sqlite, vec![a.peer_address()]).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let (status, created) = a
+        .post(
+            &format!("{V3}/createRoom"),
+            Some(&alice.token),
+            json!({ "preset": "public_chat" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().expect("room").to_owned();
+    let path = format!("{V3}/join/{}?via={}", enc(&room), a.server_name());
+    eventually("bob joins through A", async || {
+        let (status, body) = b.post(&path, Some(&bob.token), json!({})).await;
+        if status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
+    wait_members(&a, &alice, &room, &[&alice.user_id, &bob.user_id]).await;
+    let mut bob_sync = Syncer::new();
+    bob_sync.step(&b, &bob).await;
+
+    // B is away while A sends 60 messages, and A's queue for B is lost.
+    let node = b.node.take().expect("running");
+    let addr = node.client_addr();
+    node.shutdown().await;
+    for i in 0..60 {
+        send(&a, &alice, &room, &format!("while away {i}")).await;
+    }
+    let b_name = ruma::ServerName::parse(b.server_name_offline()).expect("name");
+    let queue = &a.node().homeserver().federation_queue;
+    let queued = eventually("A queues the messages for B", async || {
+        let queued = queue.peek(&b_name, 100).await.map_err(|e| e.to_string())?;
+        if queued.len() == 60 {
+            Ok(queued)
+        } else {
+            Err(format!("{} queued", queued.len()))
+        }
+    })
+    .await;
+    let ids: Vec<_> = queued.into_iter().map(|q| q.event_id).collect();
+    queue.remove(&b_name, &ids).await.expect("queue emptied");
+    b.restart_at(addr).await;
+
+    // One more message: B fetches the 50 before it and bridges the rest with state.
+    send(&a, &alice, &room, "after the gap").await;
+    // A transaction already under way when the queue was emptied may still bring the first
+    // few messages; the rest of the first ten are never fetched.
+    let mut wanted: Vec<String> = (10..60).map(|i| format!("while away {i}")).collect();
+    wanted.push("after the gap".into());
+    bob_sync
+        .until(&b, &bob, "the latest messages after a gap", |s| {
+            let bodies = s.bodies(&room);
+            let Some(split) = bodies.len().checked_sub(wanted.len()) else {
+                return false;
+            };
+            let (early, late) = bodies.split_at(split);
+            late == wanted.as_slice()
+                && early
+                    .iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == format!("while away {i}"))
+        })
+        .await;
+    // The room still works both ways.
+    send(&b, &bob, &room, "bob is back").await;
+    let mut alice_sync = Syncer::new();
+    alice_sync
+        .until(&a, &alice, "bob's message after the gap", |s| {
+            s.bodies(&room).iter().any(|m| m == "bob is back")
         })
         .await;
 

@@ -139,6 +139,13 @@ impl TestNode {
         );
     }
 
+    /// The server name, read from the node key while the node is stopped.
+    pub(crate) fn server_name_offline(&self) -> String {
+        grove_server::NodeKey::load_or_create(&self.dir.path().join("node.key"))
+            .expect("node key")
+            .hex()
+    }
+
     /// Sends a request and returns the status and the JSON body (`Null` if not JSON).
     pub(crate) async fn request(
         &self,

@@ -311,6 +311,49 @@ impl Rooms {
     }
 }
 
+impl Rooms {
+    /// Which of the given events this node does not have.
+    pub async fn unknown_events(&self, ids: &[OwnedEventId]) -> Result<Vec<OwnedEventId>> {
+        let found = store::events_by_id(self.storage.pool(), ids).await?;
+        Ok(ids
+            .iter()
+            .filter(|id| !found.contains_key(*id))
+            .cloned()
+            .collect())
+    }
+
+    /// Stores events of the room fetched to fill a gap (state and auth events) as outliers,
+    /// after checking their content hashes.
+    pub async fn store_outliers(
+        &self,
+        room: &RoomId,
+        objects: &[CanonicalJsonObject],
+    ) -> Result<()> {
+        let version = self.room_version(room).await?;
+        let rules = builder::rules_for(&version)?;
+        let pdus = objects
+            .iter()
+            .map(|o| parse_checked(room, o, &rules))
+            .collect::<Result<Vec<_>>>()?;
+        let mut txn = self.storage.write().await?;
+        for pdu in &pdus {
+            store::insert_outlier(txn.conn(), pdu).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The state map named by a list of stored state event IDs (unknown ones left out).
+    pub async fn state_map_of(&self, room: &RoomId, ids: &[OwnedEventId]) -> Result<StateMap> {
+        Ok(store::events_by_id(self.storage.pool(), ids)
+            .await?
+            .into_values()
+            .filter(|s| s.pdu.room == room && !s.pdu.rejected)
+            .filter_map(|s| s.pdu.state_key_pair().map(|k| (k, s.pdu.event_id.clone())))
+            .collect())
+    }
+}
+
 /// An invite of a local user to a room this node is not in.
 #[derive(Debug, Clone)]
 pub struct RemoteInvite {
