@@ -1,7 +1,8 @@
-//! IO benchmark: session goodput over one overlay hop against plain quinn between two loopback
-//! sockets with the same TLS, and memory per idle peer link.
+//! IO benchmark with the shipped routing core: session goodput over one and three overlay hops
+//! against plain quinn between two loopback sockets with the same TLS, round-trip times and the
+//! latency each hop adds, and memory per idle peer link.
 //!
-//! Run with `cargo bench -p grove-overlay --bench io_throughput`. It prints a table; it asserts
+//! Run with `cargo bench --workspace --bench io_throughput`. It prints a table; it asserts
 //! nothing about timings.
 
 #![allow(missing_docs)]
@@ -28,6 +29,12 @@ const ROUNDS: usize = 3;
 /// Idle links set up for the memory measurement.
 const IDLE_PEERS: usize = 40;
 
+/// Round trips timed per latency measurement.
+const PINGS: usize = 2000;
+
+/// Size of one ping.
+const PING_LEN: usize = 64;
+
 const ALPN: &[u8] = b"grove-bench/1";
 
 /// Writes `len` bytes on a fresh stream of `conn` and waits for the reader's one-byte ack.
@@ -47,21 +54,12 @@ async fn push(conn: &quinn::Connection, len: usize) -> Duration {
     start.elapsed()
 }
 
-/// Reads streams to their end and acknowledges each with one byte.
-async fn sink(conn: quinn::Connection) {
-    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-        let mut buf = vec![0u8; 64 * 1024];
-        while let Ok(Some(_)) = recv.read(&mut buf).await {}
-        let _ = send.write_all(&[1]).await;
-        let _ = send.finish();
-    }
-}
-
 fn mbit_per_s(len: usize, d: Duration) -> f64 {
     (len as f64 * 8.0) / d.as_secs_f64() / 1e6
 }
 
-async fn plain_quinn() -> f64 {
+/// Plain quinn between two loopback sockets: goodput and round-trip times.
+async fn plain_quinn() -> (f64, Rtts) {
     let server_id = Identity::new(&secret(200)).expect("identity");
     let client_id = Identity::new(&secret(201)).expect("identity");
     let server_cfg = tls::server_config(&server_id, &[ALPN.to_vec()]).expect("server config");
@@ -71,7 +69,7 @@ async fn plain_quinn() -> f64 {
     tokio::spawn(async move {
         while let Some(incoming) = server.accept().await {
             if let Ok(conn) = incoming.await {
-                tokio::spawn(sink(conn));
+                tokio::spawn(serve(conn));
             }
         }
     });
@@ -83,49 +81,126 @@ async fn plain_quinn() -> f64 {
         .expect("connect")
         .await
         .expect("handshake");
-    let mut best = Duration::MAX;
-    for _ in 0..ROUNDS {
-        best = best.min(push(&conn, TRANSFER).await);
-    }
-    mbit_per_s(TRANSFER, best)
+    measure(&conn).await
 }
 
-async fn one_hop_session() -> f64 {
-    let mut a = TestNode::start(config(210));
-    let mut cfg = config(211);
-    cfg.static_peers.push(StaticPeer {
-        addr: a.handle.local_addr(),
-        key: Some(a.key()),
-    });
-    let mut b = TestNode::start(cfg);
-    a.wait_for(Duration::from_secs(10), |e| {
-        matches!(e, OverlayEvent::PeerUp { .. })
-    })
-    .await;
-    b.wait_for(Duration::from_secs(10), |e| {
-        matches!(e, OverlayEvent::PeerUp { .. })
-    })
-    .await;
-    let mut listener = b.handle.listen(ALPN).expect("listen");
-    tokio::spawn(async move {
-        while let Some(incoming) = listener.accept().await {
-            tokio::spawn(sink(incoming.connection));
-        }
-    });
-    let conn = a.handle.open_session(b.key(), ALPN).await.expect("session");
+/// Round-trip times of one connection, sorted.
+struct Rtts(Vec<Duration>);
+
+impl Rtts {
+    fn percentile(&self, p: f64) -> Duration {
+        let i = ((self.0.len() as f64 - 1.0) * p).round() as usize;
+        self.0.get(i).copied().unwrap_or_default()
+    }
+}
+
+/// Goodput (best of [`ROUNDS`]) and round-trip times on `conn`, whose far end runs [`serve`].
+async fn measure(conn: &quinn::Connection) -> (f64, Rtts) {
     let mut best = Duration::MAX;
     for _ in 0..ROUNDS {
-        best = best.min(push(&conn, TRANSFER).await);
+        best = best.min(push(conn, TRANSFER).await);
     }
-    let drops = a.handle.metrics();
-    let dropped: Vec<&str> = drops
-        .lines()
-        .filter(|l| l.starts_with("grove_overlay_drops_total"))
-        .collect();
-    if !dropped.is_empty() {
-        println!("drops on the sender: {dropped:?}");
+    (mbit_per_s(TRANSFER, best), ping(conn).await)
+}
+
+/// Times [`PINGS`] round trips of a [`PING_LEN`]-byte message on one stream.
+async fn ping(conn: &quinn::Connection) -> Rtts {
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    // The first byte tells the far end this stream echoes instead of sinking.
+    send.write_all(&[0xEC]).await.expect("mode");
+    let msg = [0x42u8; PING_LEN];
+    let mut back = [0u8; PING_LEN];
+    let mut rtts = Vec::with_capacity(PINGS);
+    for _ in 0..PINGS {
+        let start = Instant::now();
+        send.write_all(&msg).await.expect("ping");
+        recv.read_exact(&mut back).await.expect("pong");
+        rtts.push(start.elapsed());
     }
-    mbit_per_s(TRANSFER, best)
+    let _ = send.finish();
+    rtts.sort_unstable();
+    Rtts(rtts)
+}
+
+/// Serves both measurements: a stream that opens with 0xEC is echoed in [`PING_LEN`] pieces,
+/// any other is read to its end and acknowledged with one byte.
+async fn serve(conn: quinn::Connection) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            if recv.read_exact(&mut first).await.is_err() {
+                return;
+            }
+            if first[0] == 0xEC {
+                let mut buf = [0u8; PING_LEN];
+                while recv.read_exact(&mut buf).await.is_ok() {
+                    if send.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(Some(_)) = recv.read(&mut buf).await {}
+            let _ = send.write_all(&[1]).await;
+            let _ = send.finish();
+        });
+    }
+}
+
+/// A line of `hops + 1` nodes; measures a session from the first to the last.
+async fn session_over(hops: usize, first_seed: u8) -> (f64, Rtts) {
+    let mut nodes: Vec<TestNode> = Vec::new();
+    for i in 0..=hops {
+        let mut cfg = config(first_seed + i as u8);
+        if let Some(prev) = nodes.last() {
+            cfg.static_peers.push(StaticPeer {
+                addr: prev.handle.local_addr(),
+                key: Some(prev.key()),
+            });
+        }
+        nodes.push(TestNode::start(cfg));
+    }
+    for n in nodes.iter_mut().skip(1) {
+        n.wait_for(Duration::from_secs(10), |e| {
+            matches!(e, OverlayEvent::PeerUp { .. })
+        })
+        .await;
+    }
+    let last = nodes.last().expect("nodes");
+    let mut listener = last.handle.listen(ALPN).expect("listen");
+    tokio::spawn(async move {
+        while let Some(incoming) = listener.accept().await {
+            tokio::spawn(serve(incoming.connection));
+        }
+    });
+    let (first, to) = (&nodes[0], last.key());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let conn = loop {
+        match first.handle.open_session(to, ALPN).await {
+            Ok(conn) => break conn,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("session over {hops} hops not yet: {e}");
+            }
+            Err(e) => panic!("no session over {hops} hops: {e}"),
+        }
+    };
+    let result = measure(&conn).await;
+    for (i, n) in nodes.iter().enumerate() {
+        let m = n.handle.metrics();
+        let dropped: Vec<&str> = m
+            .lines()
+            .filter(|l| l.starts_with("grove_overlay_drops_total"))
+            .collect();
+        if !dropped.is_empty() {
+            eprintln!("drops on node {i} of {hops} hops: {dropped:?}");
+        }
+    }
+    conn.close(0u32.into(), b"done");
+    for n in &nodes {
+        let _ = n.handle.shutdown().await;
+    }
+    result
 }
 
 /// Resident set size of this process in bytes.
@@ -174,14 +249,39 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let plain = plain_quinn().await;
-        let session = one_hop_session().await;
+        let (plain, plain_rtt) = plain_quinn().await;
+        let (one, one_rtt) = session_over(1, 10).await;
+        let (three, three_rtt) = session_over(3, 30).await;
         let memory = memory_per_idle_peer().await;
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        // Two more hops, each crossed twice per round trip.
+        let per_hop = |p: f64| (us(three_rtt.percentile(p)) - us(one_rtt.percentile(p))) / 4.0;
         println!("| measurement | value |");
         println!("|---|---|");
         println!("| plain quinn, loopback, one stream | {plain:.0} Mbit/s |");
-        println!("| session over one overlay hop | {session:.0} Mbit/s |");
-        println!("| ratio (target >= 0.80) | {:.2} |", session / plain);
+        println!("| session over one overlay hop | {one:.0} Mbit/s |");
+        println!("| ratio one hop (target >= 0.80) | {:.2} |", one / plain);
+        println!("| session over three overlay hops | {three:.0} Mbit/s |");
+        println!(
+            "| ratio three hops (target >= 0.70) | {:.2} |",
+            three / plain
+        );
+        for (name, r) in [
+            ("plain quinn", &plain_rtt),
+            ("one hop", &one_rtt),
+            ("three hops", &three_rtt),
+        ] {
+            println!(
+                "| round trip, {name}, p50 / p99 | {:.0} / {:.0} us |",
+                us(r.percentile(0.5)),
+                us(r.percentile(0.99))
+            );
+        }
+        println!(
+            "| latency added per extra hop, one way, p50 / p99 | {:.0} / {:.0} us |",
+            per_hop(0.5),
+            per_hop(0.99)
+        );
         println!(
             "| memory per idle peer link end (incl. QUIC state, target <= 64 KiB) | {:.1} KiB |",
             memory as f64 / 1024.0

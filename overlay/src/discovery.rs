@@ -6,9 +6,8 @@
 //! suitable interface (up, multicast-capable, not loopback unless configured), sends a beacon out
 //! of each of them, starting every [`INTERVAL_MIN`] and doubling up to [`INTERVAL_MAX`], and
 //! starts again from the shortest interval whenever the interface set changes (checked every
-//! [`INTERFACE_POLL`]). Received beacons are verified; bad ones are dropped and counted.
-
-pub mod beacon;
+//! [`INTERFACE_POLL`]). Received beacons are verified; bad ones are dropped and counted. The
+//! beacon's layout is [`crate::wire::Beacon`].
 
 use std::collections::BTreeMap;
 use std::io;
@@ -22,7 +21,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::driver::metrics::Metrics;
-use crate::tls::keys::{NodeKey, NodeSecret};
+use crate::identity::{NodeKeypair, PublicKey};
+use crate::wire::Beacon;
 
 /// IPv4 discovery group.
 pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 114);
@@ -116,7 +116,7 @@ impl BeaconSchedule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Discovered {
     /// Its key.
-    pub key: NodeKey,
+    pub key: PublicKey,
     /// Where to dial it.
     pub addr: SocketAddr,
 }
@@ -192,7 +192,7 @@ fn bind(domain: Domain, port: u16) -> io::Result<UdpSocket> {
 /// Starts discovery if enabled; the receiver yields beacons from other nodes.
 pub fn spawn(
     config: &DiscoveryConfig,
-    secret: &NodeSecret,
+    secret: &NodeKeypair,
     quic_port: u16,
     network_id: Option<[u8; 32]>,
     metrics: Arc<Metrics>,
@@ -205,11 +205,14 @@ pub fn spawn(
     let v6 = bind(Domain::IPV6, config.port)
         .inspect_err(|e| tracing::info!(error = %e, "no IPv6 discovery socket"))
         .ok();
-    let network = beacon::network_hash(network_id.as_ref());
+    let network = Beacon::network_hash(network_id.as_ref());
+    let beacon = Beacon::new(secret.public_key(), quic_port, network_id.as_ref())
+        .encode_signed(secret)
+        .map_err(io::Error::other)?;
     let state = Task {
         config: config.clone(),
         me: secret.public_key(),
-        beacon: beacon::encode(secret, quic_port, network),
+        beacon,
         network,
         v4,
         v6,
@@ -224,9 +227,9 @@ pub fn spawn(
 /// The discovery task's state.
 struct Task {
     config: DiscoveryConfig,
-    me: NodeKey,
-    beacon: [u8; beacon::BEACON_LEN],
-    network: [u8; 16],
+    me: PublicKey,
+    beacon: Vec<u8>,
+    network: [u8; 32],
     v4: UdpSocket,
     v6: Option<UdpSocket>,
     metrics: Arc<Metrics>,
@@ -330,32 +333,34 @@ impl Task {
 
     /// Handles one received datagram; `false` once the driver is gone.
     fn on_datagram(&self, bytes: &[u8], from: SocketAddr, tx: &mpsc::Sender<Discovered>) -> bool {
-        let found = match beacon::decode(bytes) {
+        let found = match Beacon::decode_verified(bytes) {
             Ok(b) => b,
             Err(e) => {
                 self.metrics.beacon(e.label());
                 return true;
             }
         };
-        if found.key == self.me {
+        if found.public_key == self.me {
             self.metrics.beacon("own");
             return true;
         }
-        if found.network != self.network {
+        if found.network_hash != self.network {
             self.metrics.beacon("other_network");
             return true;
         }
-        if found.port == 0 {
+        if found.quic_port == 0 {
             self.metrics.beacon("malformed");
             return true;
         }
         self.metrics.beacon("accepted");
         let addr = match from {
-            SocketAddr::V4(a) => SocketAddr::new(IpAddr::V4(*a.ip()), found.port),
-            SocketAddr::V6(a) => SocketAddrV6::new(*a.ip(), found.port, 0, a.scope_id()).into(),
+            SocketAddr::V4(a) => SocketAddr::new(IpAddr::V4(*a.ip()), found.quic_port),
+            SocketAddr::V6(a) => {
+                SocketAddrV6::new(*a.ip(), found.quic_port, 0, a.scope_id()).into()
+            }
         };
         match tx.try_send(Discovered {
-            key: found.key,
+            key: found.public_key,
             addr,
         }) {
             Ok(()) => true,

@@ -32,9 +32,9 @@ pub use self::router_core::RouterCore;
 use self::statics::StaticPeer;
 use crate::discovery::DiscoveryConfig;
 use crate::hello::Negotiated;
+use crate::identity::{NodeKeypair, PublicKey};
 use crate::link::{LinkKind, LinkSetupError};
 use crate::session::{SessionError, SessionListener, Sessions};
-use crate::tls::keys::{NodeKey, NodeSecret};
 use crate::tls::{Identity, TlsError};
 
 /// Events queued for the application before new ones are dropped (and counted).
@@ -47,7 +47,7 @@ const COMMAND_QUEUE_LIMIT: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The node key.
-    pub secret: NodeSecret,
+    pub secret: NodeKeypair,
     /// UDP address for peer links (port 0: any).
     pub bind: SocketAddr,
     /// Peers to dial and keep dialling.
@@ -56,17 +56,20 @@ pub struct Config {
     pub network_id: Option<[u8; 32]>,
     /// LAN discovery.
     pub discovery: DiscoveryConfig,
+    /// Tunables of the routing core [`Overlay::start_default`] runs.
+    pub routing: crate::router::Config,
 }
 
 impl Config {
     /// A node with `secret` on `bind`, no static peers, open network, discovery off.
-    pub fn new(secret: NodeSecret, bind: SocketAddr) -> Self {
+    pub fn new(secret: NodeKeypair, bind: SocketAddr) -> Self {
         Self {
             secret,
             bind,
             static_peers: Vec::new(),
             network_id: None,
             discovery: DiscoveryConfig::disabled(),
+            routing: crate::router::Config::default(),
         }
     }
 }
@@ -77,28 +80,28 @@ pub enum OverlayEvent {
     /// A link to a neighbour came up.
     PeerUp {
         /// The neighbour.
-        key: NodeKey,
+        key: PublicKey,
         /// How the link came to be.
         kind: LinkKind,
     },
     /// A link to a neighbour went down.
     PeerDown {
         /// The neighbour.
-        key: NodeKey,
+        key: PublicKey,
         /// How the link came to be.
         kind: LinkKind,
     },
     /// A node became reachable through the overlay.
-    NodeReachable(NodeKey),
+    NodeReachable(PublicKey),
     /// The spanning-tree parent changed.
-    TreeParentChanged(Option<NodeKey>),
+    TreeParentChanged(Option<PublicKey>),
 }
 
 /// One neighbour, as [`OverlayHandle::peers`] reports it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PeerInfo {
     /// Its key.
-    pub key: NodeKey,
+    pub key: PublicKey,
     /// How the link came to be.
     pub kind: LinkKind,
     /// Its UDP address.
@@ -148,6 +151,15 @@ enum Command {
 pub struct Overlay;
 
 impl Overlay {
+    /// Starts with the shipped routing core ([`RouterCore`], tuned by `config.routing`, its
+    /// jitter seeded from the OS). Must be called inside a tokio runtime.
+    pub fn start_default(
+        config: Config,
+    ) -> Result<(OverlayHandle, mpsc::Receiver<OverlayEvent>), StartError> {
+        let core = RouterCore::from_entropy(&config.secret, config.routing.clone());
+        Self::start(config, core)
+    }
+
     /// Binds the sockets and starts the driver running `core`. Must be called inside a tokio
     /// runtime.
     pub fn start(
@@ -196,7 +208,7 @@ impl Overlay {
 
 #[derive(Debug)]
 struct Inner {
-    public_key: NodeKey,
+    public_key: PublicKey,
     local_addr: SocketAddr,
     commands: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
@@ -211,7 +223,7 @@ pub struct OverlayHandle {
 
 impl OverlayHandle {
     /// This node's key.
-    pub fn public_key(&self) -> NodeKey {
+    pub fn public_key(&self) -> PublicKey {
         self.inner.public_key
     }
 
@@ -252,7 +264,7 @@ impl OverlayHandle {
     /// Opens an end-to-end session to `key` speaking `alpn`.
     pub async fn open_session(
         &self,
-        key: NodeKey,
+        key: PublicKey,
         alpn: &[u8],
     ) -> Result<quinn::Connection, SessionError> {
         self.inner.sessions.open(key, alpn).await

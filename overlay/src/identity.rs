@@ -1,5 +1,7 @@
 //! Node identity: an ed25519 public key is a node's address; its display form is 64 lower-case
-//! hex characters (which is also the node's Matrix server name).
+//! hex characters (which is also the node's Matrix server name). These are the crate's only key
+//! types: the routing core, the wire formats, TLS and the driver all use them
+//! (`tls::keys::{NodeKey, NodeSecret}` are aliases).
 //!
 //! Keys order as big-endian 256-bit numbers: the spanning-tree root is the highest key and the
 //! virtual ring walks keys in this order.
@@ -8,7 +10,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
-use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -37,23 +40,35 @@ pub enum KeyParseError {
 }
 
 impl PublicKey {
+    /// Wraps 32 raw bytes (not checked to be a curve point; [`PublicKey::verify`] fails for
+    /// one that is not).
+    pub const fn from_bytes(bytes: [u8; PUBLIC_KEY_LEN]) -> Self {
+        PublicKey(bytes)
+    }
+
     /// The raw 32 bytes.
-    pub fn as_bytes(&self) -> &[u8; PUBLIC_KEY_LEN] {
+    pub const fn as_bytes(&self) -> &[u8; PUBLIC_KEY_LEN] {
         &self.0
     }
 
-    /// Checks `sig` over `msg`; false for a bad signature or a key that is not a curve point.
+    /// Checks `sig` over `msg` strictly (no small-order keys, canonical signatures only); false
+    /// for a bad signature or a key that is not a curve point.
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> bool {
         let Ok(vk) = VerifyingKey::from_bytes(&self.0) else {
             return false;
         };
         let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
-        vk.verify(msg, &sig).is_ok()
+        vk.verify_strict(msg, &sig).is_ok()
     }
 
     /// The 64-character lower-case hex form.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
+    }
+
+    /// Parses the 64-character hex form (either case); `None` for anything else.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        text.parse().ok()
     }
 }
 
@@ -110,6 +125,13 @@ pub struct NodeKeypair {
 }
 
 impl NodeKeypair {
+    /// A fresh key pair from the operating system's entropy.
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        Self::from_seed(seed)
+    }
+
     /// The key pair whose secret is `seed` (32 bytes of entropy, or a stored secret key).
     pub fn from_seed(seed: [u8; 32]) -> Self {
         let signing = SigningKey::from_bytes(&seed);
@@ -123,13 +145,13 @@ impl NodeKeypair {
     }
 
     /// This node's address.
-    pub fn public(&self) -> PublicKey {
+    pub fn public_key(&self) -> PublicKey {
         self.public
     }
 
-    /// Signs `msg`.
-    pub fn sign(&self, msg: &[u8]) -> Signature {
-        Signature(self.signing.sign(msg).to_bytes())
+    /// Signs `msg`, giving the 64-byte wire form.
+    pub fn sign(&self, msg: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.signing.sign(msg).to_bytes()
     }
 }
 
@@ -200,7 +222,7 @@ mod tests {
 
     #[test]
     fn hex_round_trip_and_errors() {
-        let k = NodeKeypair::from_seed([7; 32]).public();
+        let k = NodeKeypair::from_seed([7; 32]).public_key();
         let s = k.to_string();
         assert_eq!(s.len(), 64);
         assert_eq!(s.parse::<PublicKey>(), Ok(k));
@@ -214,12 +236,12 @@ mod tests {
     #[test]
     fn sign_verify() {
         let kp = NodeKeypair::from_seed([1; 32]);
-        let sig = kp.sign(b"grove");
-        assert!(kp.public().verify(b"grove", &sig));
-        assert!(!kp.public().verify(b"grovE", &sig));
+        let sig = Signature(kp.sign(b"grove"));
+        assert!(kp.public_key().verify(b"grove", &sig));
+        assert!(!kp.public_key().verify(b"grovE", &sig));
         assert!(
             !NodeKeypair::from_seed([2; 32])
-                .public()
+                .public_key()
                 .verify(b"grove", &sig)
         );
     }

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::driver::metrics::Metrics;
 use crate::hello::{Hello, HelloError, Negotiated};
-use crate::tls::keys::NodeKey;
+use crate::identity::PublicKey;
 use crate::tls::{self, Expect, Identity, TlsError};
 
 /// Largest control frame accepted or sent, in bytes.
@@ -88,9 +88,9 @@ impl LinkKind {
     }
 }
 
-/// Identifies one link (not one node: a node may be re-linked under a new id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct PeerId(pub u64);
+/// Identifies one link (not one node: a node may be re-linked under a new id). The router's
+/// own type, so the driver hands it over as is.
+pub use crate::router::PeerId;
 
 /// Why setting up a link failed.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +140,7 @@ pub struct Established {
     /// The QUIC connection.
     pub conn: quinn::Connection,
     /// The peer's node key, from its certificate.
-    pub key: NodeKey,
+    pub key: PublicKey,
     /// How the link came to be.
     pub kind: LinkKind,
     /// Whether this node dialled.
@@ -208,12 +208,10 @@ pub async fn dial(
             .await
             .map_err(|e| stream_err(&conn, e))?;
         let theirs = match read_frame(&mut recv).await {
-            Ok(bytes) => Hello::decode(&bytes)?,
+            Ok(bytes) => Hello::decode(&bytes).map_err(HelloError::from)?,
             Err(e) => return Err(stream_err(&conn, e)),
         };
-        let negotiated = hello
-            .negotiate(&theirs)
-            .inspect_err(|e| refuse(&conn, *e))?;
+        let negotiated = hello.negotiate(&theirs).inspect_err(|e| refuse(&conn, e))?;
         Ok(Established {
             conn,
             key,
@@ -236,12 +234,12 @@ pub async fn accept(incoming: quinn::Incoming, hello: Hello) -> Result<Establish
         let key = tls::peer_key(&conn)?;
         let (mut send, mut recv) = conn.accept_bi().await?;
         let theirs = match read_frame(&mut recv).await {
-            Ok(bytes) => Hello::decode(&bytes).inspect_err(|e| refuse(&conn, *e))?,
+            Ok(bytes) => Hello::decode(&bytes)
+                .map_err(HelloError::from)
+                .inspect_err(|e| refuse(&conn, e))?,
             Err(e) => return Err(stream_err(&conn, e)),
         };
-        let negotiated = hello
-            .negotiate(&theirs)
-            .inspect_err(|e| refuse(&conn, *e))?;
+        let negotiated = hello.negotiate(&theirs).inspect_err(|e| refuse(&conn, e))?;
         write_frame(&mut send, &hello.encode())
             .await
             .map_err(|e| stream_err(&conn, e))?;
@@ -261,7 +259,7 @@ pub async fn accept(incoming: quinn::Incoming, hello: Hello) -> Result<Establish
 }
 
 /// Closes `conn` because its hello was refused, naming the reason for the other side.
-fn refuse(conn: &quinn::Connection, error: HelloError) {
+fn refuse(conn: &quinn::Connection, error: &HelloError) {
     tracing::warn!(remote = %conn.remote_address(), reason = %error, "refusing peer link");
     conn.close(close::HELLO_REFUSED.into(), error.label().as_bytes());
 }
@@ -486,3 +484,6 @@ pub fn spawn(
         metrics,
     }
 }
+
+#[cfg(test)]
+mod tests;

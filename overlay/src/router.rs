@@ -40,13 +40,14 @@ use ring::RingState;
 use timer::{Timer, TimerTable};
 use tree::TreeState;
 
-/// Largest application payload [`Router::send`] accepts, in bytes.
-pub const MAX_PAYLOAD: usize = 8 * 1024;
+/// Largest application payload [`Router::send`] accepts, in bytes: what a traffic frame always
+/// carries in one link datagram.
+pub const MAX_PAYLOAD: usize = crate::wire::MAX_TRAFFIC_PAYLOAD;
 /// Most application events held until polled; beyond it the oldest is dropped.
 pub const EVENT_QUEUE_LIMIT: usize = 4096;
 
-/// The driver's name for one peer link. The driver allocates them; the router never reuses
-/// one on its own.
+/// The driver's name for one peer link (not one node: a node may be re-linked under a new id).
+/// The driver allocates them; the router never reuses one on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct PeerId(pub u64);
 
@@ -250,7 +251,7 @@ pub struct Router {
 impl Router {
     /// A router for `keypair`'s node, alone (its own root) until peers come up.
     pub fn new(keypair: NodeKeypair, config: Config, rng_seed: u64, now: Instant) -> Self {
-        let key = keypair.public();
+        let key = keypair.public_key();
         let mut r = Router {
             tree: TreeState::new(key),
             ring: RingState::new(config.bootstrap_min),
@@ -449,25 +450,15 @@ impl Router {
 
     /// The next frame to send, if any; peers are served in turn, control before traffic.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let start = self.rr_cursor;
-        let ids: Vec<PeerId> = match start {
+        let ready = |(id, q): (&PeerId, &PeerQueue)| (!q.is_empty()).then_some(*id);
+        let id = match self.rr_cursor {
             Some(s) => self
                 .queues
                 .range((std::ops::Bound::Excluded(s), std::ops::Bound::Unbounded))
                 .chain(self.queues.range(..=s))
-                .filter(|(_, q)| !q.is_empty())
-                .map(|(id, _)| *id)
-                .take(1)
-                .collect(),
-            None => self
-                .queues
-                .iter()
-                .filter(|(_, q)| !q.is_empty())
-                .map(|(id, _)| *id)
-                .take(1)
-                .collect(),
-        };
-        let id = *ids.first()?;
+                .find_map(ready),
+            None => self.queues.iter().find_map(ready),
+        }?;
         let (bytes, reliable) = self.queues.get_mut(&id)?.pop()?;
         self.rr_cursor = Some(id);
         Some(Transmit {
@@ -515,27 +506,47 @@ impl Router {
     /// Queues a frame for `peer`: announcements, bootstraps and path frames on the control
     /// stream, traffic as datagrams.
     fn enqueue(&mut self, peer: PeerId, frame: &Frame) {
-        let bytes = frame.encode();
-        let ty = frame.frame_type();
+        let shrunk;
+        let frame = match frame {
+            Frame::Traffic(t) if frame.encoded_len() > crate::wire::MAX_TRAFFIC_FRAME => {
+                let mut t = t.clone();
+                if !t.shrink_to(crate::wire::MAX_TRAFFIC_FRAME) {
+                    self.metrics.drop(DropReason::PayloadTooLarge);
+                    return;
+                }
+                shrunk = Frame::Traffic(t);
+                &shrunk
+            }
+            _ => frame,
+        };
         let Some(q) = self.queues.get_mut(&peer) else {
             self.metrics.drop(DropReason::NoRoute);
             return;
         };
+        let bytes = frame.encode();
+        let (ty, len) = (frame.frame_type(), bytes.len());
         let dropped = match frame {
-            Frame::Traffic(t) => q.push_traffic(t.src, bytes.clone()),
-            _ => q.push_control(bytes.clone()),
+            Frame::Traffic(t) => q.push_traffic(t.src, bytes),
+            _ => q.push_control(bytes),
         };
         if dropped {
             self.metrics.drop(DropReason::QueueFull);
         }
-        self.metrics.frame_out(ty, bytes.len());
+        self.metrics.frame_out(ty, len);
     }
 
     fn peer_by_port(&self, port: u16) -> Option<PeerId> {
         self.ports.get(&port).copied()
     }
 
-    fn cache_coords(&mut self, key: PublicKey, coords: Vec<u16>, now: Instant) -> bool {
+    fn cache_coords(&mut self, key: PublicKey, coords: &[u16], now: Instant) -> bool {
+        // The common case on a busy flow: the same coordinates again, only the time moves.
+        if let Some((held, seen)) = self.coords_cache.get_mut(&key)
+            && held.as_slice() == coords
+        {
+            *seen = now;
+            return false;
+        }
         let fresh = !self.coords_cache.contains_key(&key);
         if fresh && self.coords_cache.len() >= self.config.max_coords {
             // Evict the stalest entry: bounded work for a bounded table.
@@ -548,7 +559,7 @@ impl Router {
                 self.coords_cache.remove(&old);
             }
         }
-        self.coords_cache.insert(key, (coords, now));
+        self.coords_cache.insert(key, (coords.to_vec(), now));
         fresh
     }
 }

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 
 use crate::driver::metrics::Metrics;
-use crate::tls::keys::NodeKey;
+use crate::identity::PublicKey;
 use crate::tls::{self, Expect, Identity, TlsError};
 
 /// Size of every session QUIC packet (QUIC's minimum; path MTU discovery is off).
@@ -78,7 +78,7 @@ pub enum SessionError {
 }
 
 /// The synthetic address of `key`.
-pub fn address_of(key: &NodeKey) -> SocketAddr {
+pub fn address_of(key: &PublicKey) -> SocketAddr {
     let digest = Sha256::digest(key.as_bytes());
     let mut octets = [0u8; 16];
     octets[0] = 0xfd;
@@ -91,14 +91,14 @@ pub fn address_of(key: &NodeKey) -> SocketAddr {
 /// Key ↔ address table.
 #[derive(Debug, Default)]
 struct Table {
-    by_key: HashMap<NodeKey, SocketAddr>,
-    by_addr: HashMap<SocketAddr, NodeKey>,
+    by_key: HashMap<PublicKey, SocketAddr>,
+    by_addr: HashMap<SocketAddr, PublicKey>,
 }
 
 impl Table {
     /// Registers `key`, returning its address, or `None` when the table is full or the label
     /// collides with another key.
-    fn insert(&mut self, key: NodeKey) -> Option<SocketAddr> {
+    fn insert(&mut self, key: PublicKey) -> Option<SocketAddr> {
         if let Some(addr) = self.by_key.get(&key) {
             return Some(*addr);
         }
@@ -124,7 +124,7 @@ pub struct SessionShared {
     local: SocketAddr,
     table: Mutex<Table>,
     inbound: Mutex<Inbound>,
-    outbound: mpsc::Sender<(NodeKey, Bytes)>,
+    outbound: mpsc::Sender<(PublicKey, Bytes)>,
     writable: Notify,
     metrics: Arc<Metrics>,
 }
@@ -139,7 +139,7 @@ impl fmt::Debug for SessionShared {
 
 impl SessionShared {
     /// Hands a packet delivered by the overlay to quinn.
-    pub fn deliver(&self, from: NodeKey, packet: Bytes) {
+    pub fn deliver(&self, from: PublicKey, packet: Bytes) {
         let Some(addr) = self.table.lock().ok().and_then(|mut t| t.insert(from)) else {
             self.metrics.drop_reason("session_table_full");
             return;
@@ -312,7 +312,7 @@ impl quinn::UdpPoller for Poller {
 #[derive(Debug)]
 pub struct IncomingSession {
     /// The node that opened it (its certificate key).
-    pub remote: NodeKey,
+    pub remote: PublicKey,
     /// The QUIC connection.
     pub connection: quinn::Connection,
 }
@@ -351,10 +351,10 @@ fn transport_config() -> quinn::TransportConfig {
 impl Sessions {
     /// Creates the session endpoint; the receiver yields packets for the driver to send.
     pub fn new(
-        local: NodeKey,
+        local: PublicKey,
         identity: Identity,
         metrics: Arc<Metrics>,
-    ) -> Result<(Self, mpsc::Receiver<(NodeKey, Bytes)>), SessionError> {
+    ) -> Result<(Self, mpsc::Receiver<(PublicKey, Bytes)>), SessionError> {
         let (outbound, rx) = mpsc::channel(SESSION_OUTBOUND_LIMIT);
         let shared = Arc::new(SessionShared {
             local: address_of(&local),
@@ -387,7 +387,11 @@ impl Sessions {
     }
 
     /// Opens a session to `key` for the protocol `alpn`.
-    pub async fn open(&self, key: NodeKey, alpn: &[u8]) -> Result<quinn::Connection, SessionError> {
+    pub async fn open(
+        &self,
+        key: PublicKey,
+        alpn: &[u8],
+    ) -> Result<quinn::Connection, SessionError> {
         let addr = self
             .shared
             .table

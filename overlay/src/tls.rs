@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use self::keys::{NodeKey, NodeSecret};
+use crate::identity::{NodeKeypair, PublicKey, Signature};
 
 /// ALPN of peer links.
 pub const PEER_ALPN: &[u8] = b"grove-peer/1";
@@ -47,7 +47,7 @@ pub enum TlsError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
     /// Only this key; anything else fails the handshake.
-    Key(NodeKey),
+    Key(PublicKey),
     /// Any valid node key; the caller reads it with [`peer_key`] afterwards.
     AnyKey,
 }
@@ -58,7 +58,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The signing half of the node key, as rcgen needs it to self-sign.
-struct CertSigner<'a>(&'a NodeSecret, [u8; 32]);
+struct CertSigner<'a>(&'a NodeKeypair, [u8; 32]);
 
 impl rcgen::PublicKeyData for CertSigner<'_> {
     fn der_bytes(&self) -> &[u8] {
@@ -94,7 +94,7 @@ impl Clone for Identity {
 
 impl Identity {
     /// Builds the self-signed certificate for `secret`.
-    pub fn new(secret: &NodeSecret) -> Result<Self, TlsError> {
+    pub fn new(secret: &NodeKeypair) -> Result<Self, TlsError> {
         let public = *secret.public_key().as_bytes();
         let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
         params.distinguished_name = rcgen::DistinguishedName::new();
@@ -121,7 +121,7 @@ impl Identity {
 }
 
 /// PKCS#8 v1 encoding of an ed25519 seed (RFC 8410): a fixed prefix and the 32 bytes.
-fn pkcs8_of(secret: &NodeSecret) -> PrivatePkcs8KeyDer<'static> {
+fn pkcs8_of(secret: &NodeKeypair) -> PrivatePkcs8KeyDer<'static> {
     const PREFIX: [u8; 16] = [
         0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
         0x20,
@@ -132,7 +132,7 @@ fn pkcs8_of(secret: &NodeSecret) -> PrivatePkcs8KeyDer<'static> {
 }
 
 /// Reads the peer's node key from an established connection.
-pub fn peer_key(conn: &quinn::Connection) -> Result<NodeKey, TlsError> {
+pub fn peer_key(conn: &quinn::Connection) -> Result<PublicKey, TlsError> {
     let identity = conn.peer_identity().ok_or(TlsError::NoPeerCertificate)?;
     let certs = identity
         .downcast::<Vec<CertificateDer<'static>>>()
@@ -227,7 +227,7 @@ impl NodeCertVerifier {
         let signature: [u8; 64] = dss.signature().try_into().map_err(|_| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)
         })?;
-        if key.verify(message, &signature) {
+        if key.verify(message, &Signature(signature)) {
             Ok(HandshakeSignatureValid::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(

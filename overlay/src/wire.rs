@@ -32,6 +32,16 @@ pub const MAX_COORDS_LEN: usize = 255;
 pub const MAX_ROUTE_LEN: usize = 64;
 /// Most hops in a tree announcement.
 pub const MAX_ANNOUNCEMENT_HOPS: usize = 255;
+/// Largest traffic frame put on a link. Traffic travels as one QUIC datagram, so this must not
+/// exceed what a peer link at its minimum MTU carries in one (`link` proves it with a test). The
+/// router sheds optional header parts (the way back, the source route, the destination's
+/// coordinates, then its own coordinates) until a frame fits.
+pub const MAX_TRAFFIC_FRAME: usize = 1340;
+/// Header of the smallest traffic frame the router may shrink a frame to: type, flags, hop
+/// limit, hop count, both keys, a watermark, and four empty lists or counters.
+pub const TRAFFIC_MIN_HEADER: usize = 4 + 2 * 32 + 32 + 8 + 1 + 1 + 1 + 1;
+/// Largest payload a traffic frame always carries whatever its routing header held.
+pub const MAX_TRAFFIC_PAYLOAD: usize = MAX_TRAFFIC_FRAME - TRAFFIC_MIN_HEADER;
 
 /// Why bytes are not a valid frame, hello or beacon.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,4 +86,17 @@ pub enum WireError {
     /// Asked to sign a beacon for another key.
     #[error("beacon key differs from the signing key")]
     KeyMismatch,
+}
+
+impl WireError {
+    /// Short label used in metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            WireError::Oversized(_) => "oversized",
+            WireError::BadSignature => "bad_signature",
+            WireError::KeyMismatch => "key_mismatch",
+            WireError::Invalid("beacon version") => "unknown_version",
+            _ => "malformed",
+        }
+    }
 }

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::identity::PublicKey;
 use crate::link::PeerId;
-use crate::tls::keys::NodeKey;
 
 /// A routing state machine the driver can run.
 ///
@@ -16,7 +16,7 @@ use crate::tls::keys::NodeKey;
 /// socket: `now` is always passed in.
 pub trait RoutingCore: Send + 'static {
     /// A link to `key` came up under the id `peer` (after TLS and the hello).
-    fn handle_peer_up(&mut self, peer: PeerId, key: NodeKey, now: Instant);
+    fn handle_peer_up(&mut self, peer: PeerId, key: PublicKey, now: Instant);
 
     /// The link `peer` went down; frames for it are no longer delivered.
     fn handle_peer_down(&mut self, peer: PeerId, now: Instant);
@@ -38,7 +38,7 @@ pub trait RoutingCore: Send + 'static {
     fn handle_timeout(&mut self, now: Instant);
 
     /// Sends `payload` to the node `to` through the overlay.
-    fn send(&mut self, to: NodeKey, payload: Bytes, now: Instant) -> Result<(), SendRejected>;
+    fn send(&mut self, to: PublicKey, payload: Bytes, now: Instant) -> Result<(), SendRejected>;
 
     /// The next frame to put on a link.
     fn poll_transmit(&mut self) -> Option<Transmit>;
@@ -72,14 +72,14 @@ pub enum CoreEvent {
     /// A payload addressed to this node arrived from `from`.
     Delivered {
         /// The sending node.
-        from: NodeKey,
+        from: PublicKey,
         /// The payload given to [`RoutingCore::send`] at the other end.
         payload: Bytes,
     },
     /// The node became reachable through the overlay.
-    NodeReachable(NodeKey),
+    NodeReachable(PublicKey),
     /// The spanning-tree parent changed (`None`: this node is a root).
-    TreeParentChanged(Option<NodeKey>),
+    TreeParentChanged(Option<PublicKey>),
 }
 
 /// What the driver does with the peer after a refused frame.

@@ -25,7 +25,7 @@ pub struct ChannelLabel {
 }
 
 /// All counters; cheap to update from any task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// Links currently up.
     pub peers: Gauge,
@@ -47,6 +47,45 @@ pub struct Metrics {
     pub beacons: Family<Reason, Counter>,
     /// Discovery beacons sent.
     pub beacons_sent: Counter<u64, AtomicU64>,
+    /// The per-channel counters of the four frame families, looked up once: they are counted
+    /// per packet, and a family lookup hashes its labels each time. Indexed by [`slot`].
+    per_channel: [[Counter; 2]; 4],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let (frames_in, frames_out, bytes_in, bytes_out) = Default::default();
+        let cached = |f: &Family<ChannelLabel, Counter>| {
+            [Channel::Control, Channel::Datagram].map(|c| f.get_or_create(&channel(c)).clone())
+        };
+        let per_channel = [
+            cached(&frames_in),
+            cached(&frames_out),
+            cached(&bytes_in),
+            cached(&bytes_out),
+        ];
+        Self {
+            peers: Gauge::default(),
+            frames_in,
+            frames_out,
+            bytes_in,
+            bytes_out,
+            drops: Family::default(),
+            hello_refused: Family::default(),
+            link_failures: Family::default(),
+            beacons: Family::default(),
+            beacons_sent: Counter::default(),
+            per_channel,
+        }
+    }
+}
+
+/// Index of a channel in [`Metrics::per_channel`].
+fn slot(c: Channel) -> usize {
+    match c {
+        Channel::Control => 0,
+        Channel::Datagram => 1,
+    }
 }
 
 fn channel(c: Channel) -> ChannelLabel {
@@ -61,14 +100,14 @@ fn channel(c: Channel) -> ChannelLabel {
 impl Metrics {
     /// Counts a received frame.
     pub fn frame_in(&self, c: Channel, len: usize) {
-        self.frames_in.get_or_create(&channel(c)).inc();
-        self.bytes_in.get_or_create(&channel(c)).inc_by(len as u64);
+        self.per_channel[0][slot(c)].inc();
+        self.per_channel[2][slot(c)].inc_by(len as u64);
     }
 
     /// Counts a sent frame.
     pub fn frame_out(&self, c: Channel, len: usize) {
-        self.frames_out.get_or_create(&channel(c)).inc();
-        self.bytes_out.get_or_create(&channel(c)).inc_by(len as u64);
+        self.per_channel[1][slot(c)].inc();
+        self.per_channel[3][slot(c)].inc_by(len as u64);
     }
 
     /// Counts a drop.

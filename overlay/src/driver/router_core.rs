@@ -1,9 +1,6 @@
 //! The shipped routing core: the sans-IO [`Router`] behind the driver's [`RoutingCore`]
-//! interface.
-//!
-//! The driver names links with [`link::PeerId`](crate::link::PeerId) and nodes with
-//! [`NodeKey`]; the router has its own names for both. Both wrap the same numbers, so the
-//! translation here is a copy and never fails.
+//! interface. The driver and the router share key and link types, so this only maps errors
+//! and events.
 
 use std::time::{Duration, Instant};
 
@@ -11,9 +8,7 @@ use bytes::Bytes;
 
 use super::core::{CoreEvent, FrameRejected, RoutingCore, SendRejected, Transmit, Verdict};
 use crate::identity::{NodeKeypair, PublicKey};
-use crate::link::PeerId;
-use crate::router::{self, Event, FrameError, Router, SendError};
-use crate::tls::keys::{NodeKey, NodeSecret};
+use crate::router::{self, Event, FrameError, PeerId, Router, SendError};
 
 /// The overlay's routing core: spanning tree, virtual ring and source routes.
 pub struct RouterCore {
@@ -23,21 +18,27 @@ pub struct RouterCore {
 impl RouterCore {
     /// A core for `secret`'s node with the default tunables. `rng_seed` only varies timer
     /// jitter and tie-breaks; any value is correct.
-    pub fn new(secret: &NodeSecret, rng_seed: u64, now: Instant) -> Self {
+    pub fn new(secret: &NodeKeypair, rng_seed: u64, now: Instant) -> Self {
         Self::with_config(secret, router::Config::default(), rng_seed, now)
     }
 
     /// A core with explicit tunables.
     pub fn with_config(
-        secret: &NodeSecret,
+        secret: &NodeKeypair,
         config: router::Config,
         rng_seed: u64,
         now: Instant,
     ) -> Self {
-        let keypair = NodeKeypair::from_seed(secret.to_seed());
         Self {
-            router: Router::new(keypair, config, rng_seed, now),
+            router: Router::new(secret.clone(), config, rng_seed, now),
         }
+    }
+
+    /// A core with `config`, its jitter seeded from the OS random source, starting now.
+    pub fn from_entropy(secret: &NodeKeypair, config: router::Config) -> Self {
+        use rand::RngCore;
+        let seed = rand::rngs::OsRng.next_u64();
+        Self::with_config(secret, config, seed, Instant::now())
     }
 
     /// The router inside, for inspection.
@@ -54,24 +55,9 @@ impl std::fmt::Debug for RouterCore {
     }
 }
 
-fn to_router_peer(peer: PeerId) -> router::PeerId {
-    router::PeerId(peer.0)
-}
-
-fn to_public(key: NodeKey) -> PublicKey {
-    PublicKey(*key.as_bytes())
-}
-
-fn to_node(key: PublicKey) -> NodeKey {
-    NodeKey::from_bytes(key.0)
-}
-
 impl RoutingCore for RouterCore {
-    fn handle_peer_up(&mut self, peer: PeerId, key: NodeKey, now: Instant) {
-        if let Err(e) = self
-            .router
-            .handle_peer_up(to_router_peer(peer), to_public(key), now)
-        {
+    fn handle_peer_up(&mut self, peer: PeerId, key: PublicKey, now: Instant) {
+        if let Err(e) = self.router.handle_peer_up(peer, key, now) {
             // The link stays open but carries nothing; the driver's table limits make this
             // rare (duplicate ids are a driver bug, too many peers a configured limit).
             tracing::warn!(?peer, %key, error = %e, "router refused a peer");
@@ -79,12 +65,11 @@ impl RoutingCore for RouterCore {
     }
 
     fn handle_peer_down(&mut self, peer: PeerId, now: Instant) {
-        self.router.handle_peer_down(to_router_peer(peer), now);
+        self.router.handle_peer_down(peer, now);
     }
 
     fn handle_peer_rtt(&mut self, peer: PeerId, rtt: Duration, now: Instant) {
-        self.router
-            .handle_peer_latency(to_router_peer(peer), rtt, now);
+        self.router.handle_peer_latency(peer, rtt, now);
     }
 
     fn handle_frame(
@@ -93,7 +78,7 @@ impl RoutingCore for RouterCore {
         frame: &[u8],
         now: Instant,
     ) -> Result<(), FrameRejected> {
-        match self.router.handle_frame(to_router_peer(peer), frame, now) {
+        match self.router.handle_frame(peer, frame, now) {
             Ok(()) => Ok(()),
             Err(FrameError::UnknownPeer) => Err(FrameRejected {
                 reason: "unknown_peer",
@@ -117,9 +102,10 @@ impl RoutingCore for RouterCore {
         self.router.handle_timeout(now);
     }
 
-    fn send(&mut self, to: NodeKey, payload: Bytes, now: Instant) -> Result<(), SendRejected> {
+    fn send(&mut self, to: PublicKey, payload: Bytes, now: Instant) -> Result<(), SendRejected> {
         self.router
-            .send(to_public(to), payload.to_vec(), now)
+            // No copy: the session socket's buffer is not shared.
+            .send(to, Vec::from(payload), now)
             .map_err(|e| match e {
                 SendError::TooLarge(_) => SendRejected {
                     reason: "payload_too_large",
@@ -129,7 +115,7 @@ impl RoutingCore for RouterCore {
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.router.poll_transmit().map(|t| Transmit {
-            peer: PeerId(t.peer.0),
+            peer: t.peer,
             bytes: Bytes::from(t.bytes),
             reliable: t.reliable,
         })
@@ -141,14 +127,14 @@ impl RoutingCore for RouterCore {
             match self.router.poll_event()? {
                 Event::Delivered { from, payload, .. } => {
                     return Some(CoreEvent::Delivered {
-                        from: to_node(from),
+                        from,
                         payload: Bytes::from(payload),
                     });
                 }
                 Event::TreeParentChanged { parent, .. } => {
-                    return Some(CoreEvent::TreeParentChanged(parent.map(to_node)));
+                    return Some(CoreEvent::TreeParentChanged(parent));
                 }
-                Event::NodeReachable(key) => return Some(CoreEvent::NodeReachable(to_node(key))),
+                Event::NodeReachable(key) => return Some(CoreEvent::NodeReachable(key)),
                 Event::Misbehaving { .. } => continue,
             }
         }

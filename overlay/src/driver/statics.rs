@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::tls::keys::NodeKey;
+use crate::identity::PublicKey;
 
 /// First retry delay after a failed or lost static peering.
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
@@ -22,7 +22,7 @@ pub struct StaticPeer {
     /// Its UDP address.
     pub addr: SocketAddr,
     /// Its key if known; a dial then refuses any other key. Otherwise the key is learned.
-    pub key: Option<NodeKey>,
+    pub key: Option<PublicKey>,
 }
 
 /// Where one static peer stands.

@@ -14,11 +14,11 @@ use super::statics::StaticState;
 use super::{Command, Config, OverlayEvent, PeerInfo};
 use crate::discovery::Discovered;
 use crate::hello::{Hello, Negotiated};
+use crate::identity::PublicKey;
 use crate::link::{
     self, Established, LinkError, LinkInput, LinkKind, LinkTx, PeerId, Queued, close,
 };
 use crate::session::SessionShared;
-use crate::tls::keys::NodeKey;
 use crate::tls::{Expect, Identity};
 
 /// Link inputs queued for the driver; link readers wait when it is full.
@@ -47,7 +47,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 struct Origin {
     kind: LinkKind,
     static_index: Option<usize>,
-    expect: Option<NodeKey>,
+    expect: Option<PublicKey>,
 }
 
 /// A finished handshake.
@@ -58,7 +58,7 @@ struct SetupResult {
 
 /// One registered link.
 struct Link {
-    key: NodeKey,
+    key: PublicKey,
     kind: LinkKind,
     dialled: bool,
     conn: quinn::Connection,
@@ -74,7 +74,7 @@ pub(super) struct Parts {
     pub(super) endpoint: quinn::Endpoint,
     pub(super) metrics: Arc<Metrics>,
     pub(super) sessions: Arc<SessionShared>,
-    pub(super) session_rx: mpsc::Receiver<(NodeKey, Bytes)>,
+    pub(super) session_rx: mpsc::Receiver<(PublicKey, Bytes)>,
     pub(super) beacons: Option<mpsc::Receiver<Discovered>>,
     pub(super) events: mpsc::Sender<OverlayEvent>,
 }
@@ -82,22 +82,22 @@ pub(super) struct Parts {
 /// The driver's state.
 pub(super) struct Driver {
     core: Box<dyn RoutingCore>,
-    me: NodeKey,
+    me: PublicKey,
     hello: Hello,
     identity: Identity,
     endpoint: quinn::Endpoint,
     metrics: Arc<Metrics>,
     sessions: Arc<SessionShared>,
-    session_rx: mpsc::Receiver<(NodeKey, Bytes)>,
+    session_rx: mpsc::Receiver<(PublicKey, Bytes)>,
     beacons: Option<mpsc::Receiver<Discovered>>,
     events: mpsc::Sender<OverlayEvent>,
     links: HashMap<PeerId, Link>,
-    by_key: HashMap<NodeKey, PeerId>,
+    by_key: HashMap<PublicKey, PeerId>,
     next_peer: u64,
     statics: Vec<StaticState>,
-    lan_dialling: HashSet<NodeKey>,
+    lan_dialling: HashSet<PublicKey>,
     /// LAN nodes whose last dial failed, and until when their beacons are ignored.
-    lan_failed: HashMap<NodeKey, Instant>,
+    lan_failed: HashMap<PublicKey, Instant>,
     handshakes: Arc<Semaphore>,
     link_tx: mpsc::Sender<LinkInput>,
     link_rx: mpsc::Receiver<LinkInput>,
@@ -552,7 +552,7 @@ impl Driver {
         }
     }
 
-    fn on_session_packet(&mut self, to: NodeKey, packet: Bytes) {
+    fn on_session_packet(&mut self, to: PublicKey, packet: Bytes) {
         if let Err(rejected) = self.core.send(to, packet, Instant::now()) {
             self.metrics.drop_reason(rejected.reason);
         }

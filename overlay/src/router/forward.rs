@@ -113,7 +113,11 @@ impl Router {
     /// A frame for this node: learn what it teaches, then hand it to the application.
     fn deliver(&mut self, t: Traffic, now: Instant) {
         let src = t.src;
-        let first_contact = self.cache_coords(src, t.src_coords.clone(), now)
+        // Empty coordinates from a node other than the root were shed on the way (too long
+        // to carry); they teach nothing.
+        let has_coords = !t.src_coords.is_empty() || src == self.tree.current.root;
+        let first_contact = has_coords
+            && self.cache_coords(src, &t.src_coords, now)
             && !self.peers.values().any(|p| p.key == src);
         if first_contact {
             self.push_event(Event::NodeReachable(src));

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::identity::{PublicKey, ring_distance};
+use crate::identity::{PublicKey, Signature, ring_distance};
 use crate::router::metrics::DropReason;
 use crate::router::timer::Timer;
 use crate::router::{PeerId, Router};
@@ -101,7 +101,7 @@ impl Router {
                 seq: self.ring.seq,
                 root: cur.root,
                 root_seq: cur.seq,
-                signature: self.keypair.sign(&msg),
+                signature: Signature(self.keypair.sign(&msg)),
                 hop_limit: self.config.hop_limit,
                 watermark: None,
             };

@@ -32,7 +32,7 @@ fn kp(n: u8) -> NodeKeypair {
 /// Keypairs sorted by public key, lowest first.
 fn sorted_keys(seeds: &[u8]) -> Vec<NodeKeypair> {
     let mut v: Vec<NodeKeypair> = seeds.iter().map(|s| kp(*s)).collect();
-    v.sort_by_key(|k| k.public());
+    v.sort_by_key(|k| k.public_key());
     v
 }
 
@@ -45,7 +45,7 @@ fn drain(r: &mut Router) -> Vec<Event> {
 fn root_announcement(root: &NodeKeypair, seq: u64) -> Vec<u8> {
     Frame::Announce(
         Announcement {
-            root: root.public(),
+            root: root.public_key(),
             seq,
             hops: Vec::new(),
         }
@@ -60,9 +60,9 @@ fn parent_is_the_peer_with_the_highest_root_and_bad_news_holds() {
     let (me, low, high) = (&keys[1], &keys[0], &keys[3]);
     let now = Instant::now();
     let mut r = Router::new(me.clone(), Config::default(), 1, now);
-    r.handle_peer_up(PeerId(1), low.public(), now)
+    r.handle_peer_up(PeerId(1), low.public_key(), now)
         .unwrap_or_default();
-    r.handle_peer_up(PeerId(2), high.public(), now)
+    r.handle_peer_up(PeerId(2), high.public_key(), now)
         .unwrap_or_default();
     drain(&mut r);
 
@@ -76,24 +76,24 @@ fn parent_is_the_peer_with_the_highest_root_and_bad_news_holds() {
         r.handle_frame(PeerId(2), &root_announcement(high, 1), now),
         Ok(())
     );
-    assert_eq!(r.parent(), Some(high.public()));
+    assert_eq!(r.parent(), Some(high.public_key()));
     assert_eq!(r.coords(), &[1]);
     assert!(drain(&mut r).contains(&Event::TreeParentChanged {
-        parent: Some(high.public()),
-        root: high.public()
+        parent: Some(high.public_key()),
+        root: high.public_key()
     }));
 
     // The parent's link goes: no other candidate, so we are a root and hold.
     r.handle_peer_down(PeerId(2), now);
     assert_eq!(r.parent(), None);
-    assert_eq!(r.root(), me.public());
+    assert_eq!(r.root(), me.public_key());
     assert!(drain(&mut r).contains(&Event::TreeParentChanged {
         parent: None,
-        root: me.public()
+        root: me.public_key()
     }));
 
     // While holding, a better root is noted but not taken; after the hold, it is.
-    r.handle_peer_up(PeerId(3), high.public(), now)
+    r.handle_peer_up(PeerId(3), high.public_key(), now)
         .unwrap_or_default();
     assert_eq!(
         r.handle_frame(PeerId(3), &root_announcement(high, 2), now),
@@ -102,7 +102,7 @@ fn parent_is_the_peer_with_the_highest_root_and_bad_news_holds() {
     assert_eq!(r.parent(), None);
     let later = now + Duration::from_secs(2);
     r.handle_timeout(later);
-    assert_eq!(r.parent(), Some(high.public()));
+    assert_eq!(r.parent(), Some(high.public_key()));
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn key_routing_moves_to_the_closest_key_from_above() {
     let mut r = Router::new(me.clone(), Config::default(), 1, now);
     for (i, k) in keys.iter().enumerate() {
         if i != 2 {
-            r.handle_peer_up(PeerId(i as u64), k.public(), now)
+            r.handle_peer_up(PeerId(i as u64), k.public_key(), now)
                 .unwrap_or_default();
         }
     }
@@ -124,25 +124,25 @@ fn key_routing_moves_to_the_closest_key_from_above() {
         assert_eq!(r.key_next_hop(&target, false, None, now), expected);
     }
     // An exact key goes straight to that peer.
-    check(&r, keys[0].public(), KeyHop::Peer(PeerId(0), None), now);
-    check(&r, keys[4].public(), KeyHop::Peer(PeerId(4), None), now);
-    check(&r, me.public(), KeyHop::Local, now);
+    check(&r, keys[0].public_key(), KeyHop::Peer(PeerId(0), None), now);
+    check(&r, keys[4].public_key(), KeyHop::Peer(PeerId(4), None), now);
+    check(&r, me.public_key(), KeyHop::Local, now);
     // A key just above ours belongs to the next key up.
-    let mut above = me.public();
+    let mut above = me.public_key();
     above.0[31] = above.0[31].wrapping_add(1);
-    if above > me.public() && above < keys[3].public() {
+    if above > me.public_key() && above < keys[3].public_key() {
         check(&r, above, KeyHop::Peer(PeerId(3), None), now);
     }
     // A bootstrap for our own key skips us and finds our successor.
     assert_eq!(
-        r.key_next_hop(&me.public(), true, None, now),
+        r.key_next_hop(&me.public_key(), true, None, now),
         KeyHop::Peer(PeerId(3), None)
     );
 }
 
 #[test]
 fn full_traffic_queue_drops_from_the_heaviest_source() {
-    let (heavy, light) = (kp(1).public(), kp(2).public());
+    let (heavy, light) = (kp(1).public_key(), kp(2).public_key());
     let mut q = PeerQueue::default();
     for i in 0..TRAFFIC_QUEUE_LIMIT - 1 {
         assert!(!q.push_traffic(heavy, vec![i as u8]));
@@ -159,7 +159,7 @@ fn full_traffic_queue_drops_from_the_heaviest_source() {
 #[test]
 fn control_frames_go_first_and_reliably() {
     let mut q = PeerQueue::default();
-    q.push_traffic(kp(1).public(), vec![1]);
+    q.push_traffic(kp(1).public_key(), vec![1]);
     q.push_control(vec![2]);
     assert_eq!(q.pop(), Some((vec![2], true)));
     assert_eq!(q.pop(), Some((vec![1], false)));
@@ -188,17 +188,17 @@ fn lone_router_delivers_to_itself_and_asks_for_a_timer() {
     let me = kp(5);
     let mut r = Router::new(me.clone(), Config::default(), 1, now);
     assert!(r.poll_timeout().is_some());
-    assert_eq!(r.send(me.public(), b"self".to_vec(), now), Ok(()));
+    assert_eq!(r.send(me.public_key(), b"self".to_vec(), now), Ok(()));
     assert_eq!(
         r.poll_event(),
         Some(Event::Delivered {
-            from: me.public(),
+            from: me.public_key(),
             payload: b"self".to_vec(),
             hops: 0
         })
     );
     assert!(
-        r.send(kp(6).public(), vec![0; super::MAX_PAYLOAD + 1], now)
+        r.send(kp(6).public_key(), vec![0; super::MAX_PAYLOAD + 1], now)
             .is_err()
     );
 }

@@ -129,7 +129,7 @@ impl Network {
         let seed: [u8; 32] = self.rng.r#gen();
         let rng_seed: u64 = self.rng.r#gen();
         let kp = NodeKeypair::from_seed(seed);
-        let key = kp.public();
+        let key = kp.public_key();
         let router = Router::new(kp, self.config.clone(), rng_seed, self.base + self.now);
         let i = self.nodes.len();
         self.nodes.push(SimNode {

@@ -5,7 +5,7 @@
 //! Validity dates are not checked: the key is the identity, and the TLS handshake proves the
 //! peer holds it now.
 
-use super::keys::NodeKey;
+use crate::identity::{PublicKey, Signature};
 
 /// Why a certificate was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -80,7 +80,7 @@ fn expect(input: &[u8], tag: u8) -> Result<(Element<'_>, &[u8]), CertError> {
 }
 
 /// Checks that `der` is an ed25519 self-signed certificate and returns its key.
-pub fn node_key_of(der: &[u8]) -> Result<NodeKey, CertError> {
+pub fn node_key_of(der: &[u8]) -> Result<PublicKey, CertError> {
     let (cert, rest) = expect(der, 0x30)?;
     if !rest.is_empty() {
         return Err(CertError::Malformed("trailing bytes"));
@@ -99,14 +99,14 @@ pub fn node_key_of(der: &[u8]) -> Result<NodeKey, CertError> {
         _ => return Err(CertError::Malformed("signature bit string")),
     };
     let key = subject_key(tbs.content)?;
-    if !key.verify(tbs.whole, &signature) {
+    if !key.verify(tbs.whole, &Signature(signature)) {
         return Err(CertError::BadSignature);
     }
     Ok(key)
 }
 
 /// Walks a TBSCertificate to its subjectPublicKeyInfo and reads the ed25519 key.
-fn subject_key(tbs: &[u8]) -> Result<NodeKey, CertError> {
+fn subject_key(tbs: &[u8]) -> Result<PublicKey, CertError> {
     let (first, mut rest) = element(tbs)?;
     // The explicit version tag [0] is optional; without it the first field is the serial.
     if first.tag == 0xa0 {
@@ -134,7 +134,7 @@ fn subject_key(tbs: &[u8]) -> Result<NodeKey, CertError> {
     match bits.content.split_first() {
         Some((0, key)) => {
             let key: [u8; 32] = key.try_into().map_err(|_| CertError::NotEd25519)?;
-            Ok(NodeKey::from_bytes(key))
+            Ok(PublicKey::from_bytes(key))
         }
         _ => Err(CertError::Malformed("key bit string")),
     }

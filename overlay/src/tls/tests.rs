@@ -4,14 +4,14 @@ use super::*;
 
 #[test]
 fn own_certificate_yields_own_key() {
-    let secret = NodeSecret::from_seed([7; 32]);
+    let secret = NodeKeypair::from_seed([7; 32]);
     let identity = Identity::new(&secret).expect("certificate");
     assert_eq!(cert::node_key_of(&identity.cert), Ok(secret.public_key()));
 }
 
 #[test]
 fn tampered_certificate_is_refused() {
-    let secret = NodeSecret::from_seed([9; 32]);
+    let secret = NodeKeypair::from_seed([9; 32]);
     let identity = Identity::new(&secret).expect("certificate");
     let mut der = identity.cert.to_vec();
     // Flip a byte inside the signed part (the subject common name is hex text).

@@ -78,12 +78,12 @@ impl Beacon {
 
     /// The signed wire bytes; `keypair` must be the beacon's key.
     pub fn encode_signed(&self, keypair: &NodeKeypair) -> Result<Vec<u8>, WireError> {
-        if keypair.public() != self.public_key {
+        if keypair.public_key() != self.public_key {
             return Err(WireError::KeyMismatch);
         }
         let mut out = self.unsigned_bytes();
         let sig = keypair.sign(&Self::signing_bytes(&out));
-        out.extend_from_slice(&sig.0);
+        out.extend_from_slice(&sig);
         Ok(out)
     }
 

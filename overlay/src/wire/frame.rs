@@ -125,11 +125,11 @@ impl Announcement {
 
     /// This announcement with our hop appended, as we send it out of `port`.
     pub fn extend_signed(&self, keypair: &NodeKeypair, port: u16) -> Announcement {
-        let sig = keypair.sign(&self.signing_bytes(self.hops.len(), port));
+        let sig = Signature(keypair.sign(&self.signing_bytes(self.hops.len(), port)));
         let mut next = self.clone();
         next.hops.push(AnnouncementHop {
             port,
-            signer: keypair.public(),
+            signer: keypair.public_key(),
             signature: sig,
         });
         next
@@ -281,6 +281,36 @@ pub struct Traffic {
     pub payload: Vec<u8>,
 }
 
+impl Traffic {
+    /// Sheds optional header parts until the encoded frame is at most `max` bytes: first the
+    /// recorded way back and the source route (the frame then goes by tree or key), then the
+    /// destination's coordinates (it goes by key), then the sender's coordinates (the receiver
+    /// learns none). Returns whether it fits; it always does when the payload is at most
+    /// `max - TRAFFIC_MIN_HEADER`.
+    pub fn shrink_to(&mut self, max: usize) -> bool {
+        let len = |t: &Traffic| Frame::traffic_len(t);
+        if len(self) <= max {
+            return true;
+        }
+        self.reverse.clear();
+        if len(self) <= max {
+            return true;
+        }
+        // Not marked broken: the route is sound, only too long to carry here.
+        self.route.clear();
+        self.route_pos = 0;
+        if len(self) <= max {
+            return true;
+        }
+        self.dst_coords = None;
+        if len(self) <= max {
+            return true;
+        }
+        self.src_coords.clear();
+        len(self) <= max
+    }
+}
+
 /// A bounded flood looking for short paths from `searcher` to `target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathFind {
@@ -347,8 +377,9 @@ impl PathReply {
 
     /// Appends our signed hop.
     pub fn push_signed(&mut self, keypair: &NodeKeypair, in_port: u16, out_port: u16) {
-        let key = keypair.public();
-        let sig = keypair.sign(&self.signing_bytes(self.hops.len(), &key, in_port, out_port));
+        let key = keypair.public_key();
+        let sig =
+            Signature(keypair.sign(&self.signing_bytes(self.hops.len(), &key, in_port, out_port)));
         self.hops.push(PathHop {
             key,
             in_port,
@@ -435,21 +466,24 @@ impl Frame {
                     + 2
                     + b.watermark.map_or(0, |_| PUBLIC_KEY_LEN + 8)
             }
-            Frame::Traffic(t) => {
-                3 + 2 * PUBLIC_KEY_LEN
-                    + ports_len(&t.src_coords)
-                    + t.dst_coords.as_ref().map_or(0, |c| ports_len(c))
-                    + t.watermark.map_or(0, |_| PUBLIC_KEY_LEN + 8)
-                    + ports_len(&t.route)
-                    + 1
-                    + ports_len(&t.reverse)
-                    + t.payload.len()
-            }
+            Frame::Traffic(t) => Self::traffic_len(t) - 1,
             Frame::PathFind(_) => 2 * PUBLIC_KEY_LEN + 8 + 2,
             Frame::PathReply(r) => {
                 2 * PUBLIC_KEY_LEN + 8 + 1 + r.hops.len() * (PUBLIC_KEY_LEN + 4 + SIGNATURE_LEN)
             }
         }
+    }
+
+    /// Length of a traffic frame's encoding, type byte included.
+    fn traffic_len(t: &Traffic) -> usize {
+        4 + 2 * PUBLIC_KEY_LEN
+            + ports_len(&t.src_coords)
+            + t.dst_coords.as_ref().map_or(0, |c| ports_len(c))
+            + t.watermark.map_or(0, |_| PUBLIC_KEY_LEN + 8)
+            + ports_len(&t.route)
+            + 1
+            + ports_len(&t.reverse)
+            + t.payload.len()
     }
 
     /// The wire bytes. Lists over their limits are cut to fit (the router never builds such).

@@ -21,7 +21,7 @@ pub const CAPABILITIES: u32 = CAP_SOURCE_ROUTING | CAP_PATH_SEARCH;
 pub const HELLO_LEN: usize = 4 + 1 + 4 + 1;
 
 /// A peer's opening message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
     /// Highest protocol version the sender speaks.
     pub version: u8,
@@ -32,7 +32,7 @@ pub struct Hello {
 }
 
 /// What both sides of a link agreed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Negotiated {
     /// The version both speak.
     pub version: u8,
@@ -59,7 +59,23 @@ pub enum HelloError {
     NetworkMismatch,
 }
 
+impl HelloError {
+    /// Short label used in metrics and sent as the reason when a link is refused.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HelloError::Malformed(_) => "malformed",
+            HelloError::Version { .. } => "version",
+            HelloError::NetworkMismatch => "network_id",
+        }
+    }
+}
+
 impl Hello {
+    /// Agrees on a version and capabilities with the peer's hello `theirs` (see [`negotiate`]).
+    pub fn negotiate(&self, theirs: &Hello) -> Result<Negotiated, HelloError> {
+        negotiate(self, theirs)
+    }
+
     /// This build's hello for `network_id`.
     pub fn ours(network_id: Option<[u8; 32]>) -> Self {
         Hello {

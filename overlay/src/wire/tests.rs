@@ -31,7 +31,7 @@ fn check_refused(bytes: &[u8], expected: WireError) {
 
 fn sample_announcement() -> Announcement {
     let root = Announcement {
-        root: kp(9).public(),
+        root: kp(9).public_key(),
         seq: 7,
         hops: Vec::new(),
     };
@@ -53,17 +53,17 @@ fn announcement_bytes() {
 #[test]
 fn bootstrap_bytes() {
     let k = kp(1);
-    let root = kp(9).public();
-    let sig = k.sign(&Bootstrap::signing_bytes(&k.public(), 5, &root, 7));
+    let root = kp(9).public_key();
+    let sig = Signature(k.sign(&Bootstrap::signing_bytes(&k.public_key(), 5, &root, 7)));
     let b = Bootstrap {
-        origin: k.public(),
+        origin: k.public_key(),
         seq: 5,
         root,
         root_seq: 7,
         signature: sig,
         hop_limit: 200,
         watermark: Some(Watermark {
-            key: kp(3).public(),
+            key: kp(3).public_key(),
             seq: 2,
         }),
     };
@@ -81,8 +81,8 @@ fn traffic_bytes() {
         hops: 2,
         broken: false,
         probe: false,
-        src: kp(1).public(),
-        dst: kp(2).public(),
+        src: kp(1).public_key(),
+        dst: kp(2).public_key(),
         src_coords: vec![1, 2],
         dst_coords: Some(vec![3]),
         watermark: None,
@@ -100,8 +100,8 @@ fn traffic_bytes() {
 #[test]
 fn path_find_bytes() {
     let p = PathFind {
-        searcher: kp(1).public(),
-        target: kp(2).public(),
+        searcher: kp(1).public_key(),
+        target: kp(2).public_key(),
         nonce: 42,
         hop_limit: 6,
         hops: 1,
@@ -115,8 +115,8 @@ fn path_find_bytes() {
 #[test]
 fn path_reply_bytes() {
     let mut r = PathReply {
-        searcher: kp(1).public(),
-        target: kp(2).public(),
+        searcher: kp(1).public_key(),
+        target: kp(2).public_key(),
         nonce: 42,
         hops: Vec::new(),
     };
@@ -142,17 +142,14 @@ fn hello_bytes_and_negotiation() {
         include_str!("snapshots/hello.hex").trim()
     );
     assert_eq!(h.encoded_len(), bytes.len());
-    assert_eq!(Hello::decode(&bytes), Ok(h.clone()));
+    assert_eq!(Hello::decode(&bytes), Ok(h));
 
     let old = Hello {
         version: 1,
         capabilities: CAP_SOURCE_ROUTING | (1 << 31),
         network_id: Some([0xab; 32]),
     };
-    let newer = Hello {
-        version: 9,
-        ..h.clone()
-    };
+    let newer = Hello { version: 9, ..h };
     assert_eq!(
         negotiate(&newer, &old),
         Ok(Negotiated {
@@ -165,13 +162,7 @@ fn hello_bytes_and_negotiation() {
         Err(HelloError::NetworkMismatch)
     );
     assert_eq!(
-        negotiate(
-            &h,
-            &Hello {
-                version: 0,
-                ..h.clone()
-            }
-        ),
+        negotiate(&h, &Hello { version: 0, ..h }),
         Err(HelloError::Version {
             theirs: 0,
             min: MIN_VERSION
@@ -194,7 +185,7 @@ fn hello_bytes_and_negotiation() {
 #[test]
 fn beacon_bytes_and_signature() {
     let k = kp(4);
-    let b = Beacon::new(k.public(), 47114, Some(&[7; 32]));
+    let b = Beacon::new(k.public_key(), 47114, Some(&[7; 32]));
     let bytes = b.encode_signed(&k).unwrap_or_default();
     assert_eq!(bytes.len(), BEACON_LEN);
     assert_eq!(b.encoded_len(), bytes.len());
@@ -440,7 +431,7 @@ proptest! {
     #[test]
     fn beacons_round_trip(seed in any::<[u8; 32]>(), port in 1u16.., id in prop::option::of(any::<[u8; 32]>())) {
         let k = NodeKeypair::from_seed(seed);
-        let b = Beacon::new(k.public(), port, id.as_ref());
+        let b = Beacon::new(k.public_key(), port, id.as_ref());
         let bytes = b.encode_signed(&k).unwrap_or_default();
         prop_assert_eq!(bytes.len(), b.encoded_len());
         prop_assert_eq!(Beacon::decode_verified(&bytes), Ok(b));
@@ -452,4 +443,67 @@ proptest! {
         let _ = Hello::decode(&bytes);
         let _ = Beacon::decode_verified(&bytes);
     }
+}
+
+/// The largest header a traffic frame can carry (every list at its limit, a watermark), with a
+/// payload of [`MAX_TRAFFIC_PAYLOAD`]: shrinking brings it within [`MAX_TRAFFIC_FRAME`] and keeps
+/// what routing by key needs.
+#[test]
+fn largest_traffic_header_shrinks_to_fit() {
+    let full = Traffic {
+        hop_limit: 200,
+        hops: 3,
+        broken: false,
+        probe: false,
+        src: kp(1).public_key(),
+        dst: kp(2).public_key(),
+        src_coords: vec![u16::MAX; MAX_COORDS_LEN],
+        dst_coords: Some(vec![u16::MAX; MAX_COORDS_LEN]),
+        watermark: Some(Watermark {
+            key: kp(3).public_key(),
+            seq: u64::MAX,
+        }),
+        route: vec![u16::MAX; MAX_ROUTE_LEN],
+        route_pos: 1,
+        reverse: vec![u16::MAX; MAX_ROUTE_LEN],
+        payload: vec![9; MAX_TRAFFIC_PAYLOAD],
+    };
+    assert!(Frame::Traffic(full.clone()).encoded_len() > MAX_TRAFFIC_FRAME);
+    let mut t = full.clone();
+    assert!(t.shrink_to(MAX_TRAFFIC_FRAME));
+    let bytes = Frame::Traffic(t.clone()).encode();
+    assert_eq!(bytes.len(), MAX_TRAFFIC_FRAME);
+    assert_eq!(Frame::decode(&bytes), Ok(Frame::Traffic(t.clone())));
+    assert_eq!(
+        (t.src, t.dst, t.watermark),
+        (full.src, full.dst, full.watermark)
+    );
+    assert_eq!(t.payload, full.payload);
+    // One byte more payload cannot fit whatever is shed.
+    let mut over = full;
+    over.payload.push(0);
+    assert!(!over.shrink_to(MAX_TRAFFIC_FRAME));
+}
+
+/// Shedding stops as soon as the frame fits: a modest header loses nothing.
+#[test]
+fn traffic_that_fits_is_left_alone() {
+    let mut t = Traffic {
+        hop_limit: 10,
+        hops: 0,
+        broken: false,
+        probe: false,
+        src: kp(1).public_key(),
+        dst: kp(2).public_key(),
+        src_coords: vec![1, 2, 3],
+        dst_coords: Some(vec![1, 4]),
+        watermark: None,
+        route: vec![2, 3, 4],
+        route_pos: 0,
+        reverse: vec![],
+        payload: vec![0; 1200],
+    };
+    let before = t.clone();
+    assert!(t.shrink_to(MAX_TRAFFIC_FRAME));
+    assert_eq!(t, before);
 }

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use grove_overlay::discovery::{DiscoveryConfig, beacon};
+use grove_overlay::discovery::DiscoveryConfig;
 use grove_overlay::driver::OverlayEvent;
 use grove_overlay::link::LinkKind;
+use grove_overlay::wire::Beacon;
 
 use crate::support::{TestNode, config, eventually, secret, subscribe};
 
@@ -67,10 +68,16 @@ async fn bad_beacons_are_dropped_and_counted_and_discovery_can_be_off() {
         .expect("socket");
     let to = ("127.0.0.1", port);
     sock.send_to(b"garbage", to).await.expect("send");
-    let mut forged = beacon::encode(&secret(64), 1234, beacon::network_hash(None));
+    let beacon = |seed: u8, network: Option<&[u8; 32]>| {
+        let s = secret(seed);
+        Beacon::new(s.public_key(), 1234, network)
+            .encode_signed(&s)
+            .expect("beacon")
+    };
+    let mut forged = beacon(64, None);
     forged[40] ^= 0x01;
     sock.send_to(&forged, to).await.expect("send");
-    let other_net = beacon::encode(&secret(65), 1234, beacon::network_hash(Some(&[9; 32])));
+    let other_net = beacon(65, Some(&[9; 32]));
     sock.send_to(&other_net, to).await.expect("send");
 
     eventually(Duration::from_secs(10), || async {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grove_overlay::driver::OverlayEvent;
-use grove_overlay::hello::{Hello, Negotiated};
+use grove_overlay::hello::{CAPABILITIES, Hello, Negotiated};
 use grove_overlay::link::{self, LinkKind};
 use grove_overlay::tls::{self, Expect, Identity};
 
@@ -39,8 +39,7 @@ async fn newer_node_with_wider_range_peers_at_the_common_version() {
     let mut node = TestNode::start(config(40));
     let (_conn, mut send, mut recv) = raw_link(41, node.handle.local_addr()).await;
     let newer = Hello {
-        version_min: 1,
-        version_max: 7,
+        version: 7,
         capabilities: 0xff,
         network_id: None,
     };
@@ -53,7 +52,7 @@ async fn newer_node_with_wider_range_peers_at_the_common_version() {
         newer.negotiate(&answer),
         Ok(Negotiated {
             version: 1,
-            capabilities: 0
+            capabilities: CAPABILITIES
         })
     );
     node.wait_for(WAIT, |e| {
@@ -71,7 +70,7 @@ async fn newer_node_with_wider_range_peers_at_the_common_version() {
         peers[0].negotiated,
         Negotiated {
             version: 1,
-            capabilities: 0
+            capabilities: CAPABILITIES
         }
     );
 }
@@ -81,13 +80,13 @@ async fn node_with_no_common_version_is_refused_with_a_reason() {
     subscribe();
     let node = TestNode::start(config(42));
     let (conn, mut send, mut recv) = raw_link(43, node.handle.local_addr()).await;
-    let future = Hello {
-        version_min: 5,
-        version_max: 7,
+    // Version 0 predates every version this build still speaks.
+    let ancient = Hello {
+        version: 0,
         capabilities: 0,
         network_id: None,
     };
-    link::write_frame(&mut send, &future.encode())
+    link::write_frame(&mut send, &ancient.encode())
         .await
         .expect("write");
     assert!(link::read_frame(&mut recv).await.is_err());
@@ -143,7 +142,7 @@ async fn garbage_after_the_hello_drops_the_peer() {
     assert!(
         node.handle
             .metrics()
-            .contains("grove_overlay_drops_total{reason=\"unknown_frame\"} 1")
+            .contains("grove_overlay_drops_total{reason=\"malformed\"} 1")
     );
     // Garbage datagrams are refused the same way.
     let (conn, mut send, mut recv) = raw_link(48, node.handle.local_addr()).await;

@@ -51,7 +51,7 @@ async fn static_peer_links_up_both_ways() {
     assert_eq!(peers[0].negotiated.version, 1);
     let snapshot = a.handle.snapshot().await.expect("snapshot");
     assert_eq!(snapshot["peers"][0]["key"], b.key().to_hex());
-    assert_eq!(snapshot["routing"]["direct_peers"], 1);
+    assert_eq!(snapshot["routing"]["peers"][0]["key"], b.key().to_hex());
     assert!(
         a.handle.metrics().contains("grove_overlay_peers 1"),
         "{}",

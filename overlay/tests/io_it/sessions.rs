@@ -112,7 +112,6 @@ async fn a_session_to_an_unreachable_node_fails() {
         matches!(result, Err(grove_overlay::session::SessionError::Timeout)),
         "{result:?}"
     );
-    assert!(nodes[0].handle.metrics().contains("reason=\"no_route\""));
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ fn setup() -> (Router, NodeKeypair, Instant) {
     let now = Instant::now();
     let mut r = Router::new(NodeKeypair::from_seed([1; 32]), Config::default(), 1, now);
     let peer = NodeKeypair::from_seed([2; 32]);
-    r.handle_peer_up(PEER, peer.public(), now)
+    r.handle_peer_up(PEER, peer.public_key(), now)
         .unwrap_or_else(|e| panic!("peer up: {e}"));
     while r.poll_transmit().is_some() {}
     while r.poll_event().is_some() {}
@@ -43,7 +43,7 @@ fn refused(reason: DropReason) -> Result<(), FrameError> {
 
 fn announcement_from(signer: &NodeKeypair, seq: u64) -> Announcement {
     Announcement {
-        root: signer.public(),
+        root: signer.public_key(),
         seq,
         hops: Vec::new(),
     }
@@ -137,7 +137,7 @@ fn announcement_going_backwards_in_sequence() {
 fn bootstrap_with_a_forged_signature() {
     let (r, peer, _) = setup();
     let b = Bootstrap {
-        origin: peer.public(),
+        origin: peer.public_key(),
         seq: 1,
         root: r.root(),
         root_seq: 1,
@@ -155,14 +155,14 @@ fn bootstrap_with_a_forged_signature() {
 #[test]
 fn bootstrap_for_another_root_is_dropped() {
     let (_, peer, _) = setup();
-    let other = NodeKeypair::from_seed([4; 32]).public();
-    let sig = peer.sign(&Bootstrap::signing_bytes(&peer.public(), 1, &other, 1));
+    let other = NodeKeypair::from_seed([4; 32]).public_key();
+    let sig = peer.sign(&Bootstrap::signing_bytes(&peer.public_key(), 1, &other, 1));
     let b = Bootstrap {
-        origin: peer.public(),
+        origin: peer.public_key(),
         seq: 1,
         root: other,
         root_seq: 1,
-        signature: sig,
+        signature: Signature(sig),
         hop_limit: 10,
         watermark: None,
     };
@@ -177,13 +177,13 @@ fn bootstrap_for_another_root_is_dropped() {
 fn replayed_bootstrap_is_dropped() {
     let (mut r, peer, now) = setup();
     let root = r.root();
-    let sig = peer.sign(&Bootstrap::signing_bytes(&peer.public(), 3, &root, 1));
+    let sig = peer.sign(&Bootstrap::signing_bytes(&peer.public_key(), 3, &root, 1));
     let b = Frame::Bootstrap(Bootstrap {
-        origin: peer.public(),
+        origin: peer.public_key(),
         seq: 3,
         root,
         root_seq: 1,
-        signature: sig,
+        signature: Signature(sig),
         hop_limit: 10,
         watermark: None,
     })
@@ -196,9 +196,9 @@ fn replayed_bootstrap_is_dropped() {
 #[test]
 fn path_find_with_impossible_hops() {
     let (_, peer, _) = setup();
-    let target = NodeKeypair::from_seed([5; 32]).public();
+    let target = NodeKeypair::from_seed([5; 32]).public_key();
     let p = PathFind {
-        searcher: peer.public(),
+        searcher: peer.public_key(),
         target,
         nonce: 1,
         hop_limit: 3,
@@ -214,12 +214,12 @@ fn path_find_with_impossible_hops() {
 #[test]
 fn path_find_flood_is_rate_limited() {
     let (mut r, peer, now) = setup();
-    let target = NodeKeypair::from_seed([5; 32]).public();
+    let target = NodeKeypair::from_seed([5; 32]).public_key();
     let limit = Config::default().path_finds_per_peer_per_sec as u64;
     let mut refusals = 0;
     for nonce in 0..=limit {
         let p = PathFind {
-            searcher: peer.public(),
+            searcher: peer.public_key(),
             target,
             nonce,
             hop_limit: 3,
@@ -235,7 +235,7 @@ fn path_find_flood_is_rate_limited() {
     assert_eq!(r.metrics().drops(DropReason::RateLimited), 1);
     // A second later the peer may search again.
     let p = PathFind {
-        searcher: peer.public(),
+        searcher: peer.public_key(),
         target,
         nonce: 1_000_000,
         hop_limit: 3,
@@ -255,8 +255,8 @@ fn path_find_flood_is_rate_limited() {
 fn path_reply_without_a_search_is_dropped() {
     let (_, peer, _) = setup();
     let mut reply = PathReply {
-        searcher: NodeKeypair::from_seed([6; 32]).public(),
-        target: peer.public(),
+        searcher: NodeKeypair::from_seed([6; 32]).public_key(),
+        target: peer.public_key(),
         nonce: 9,
         hops: Vec::new(),
     };
@@ -276,8 +276,8 @@ fn traffic_out_of_hops_is_dropped() {
         hops: 9,
         broken: false,
         probe: false,
-        src: peer.public(),
-        dst: NodeKeypair::from_seed([8; 32]).public(),
+        src: peer.public_key(),
+        dst: NodeKeypair::from_seed([8; 32]).public_key(),
         src_coords: Vec::new(),
         dst_coords: None,
         watermark: None,
