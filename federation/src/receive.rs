@@ -253,3 +253,95 @@ async fn add_after_gap(
         Err(e) => Err(AddError::Refused(e.to_string())),
     }
 }
+
+/// Typing notifications longer than this are cut short (a remote server cannot keep a user
+/// typing for ever).
+const MAX_REMOTE_TYPING: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Handles one EDU from `origin`: typing and read receipts of its users in rooms it shares with
+/// this node; other kinds are accepted and ignored.
+pub async fn handle_edu(ctx: &Ctx, origin: &ServerName, edu: &serde_json::Value) {
+    let content = &edu["content"];
+    match edu["edu_type"].as_str() {
+        Some("m.typing") => {
+            let (Some(room), Some(user)) = (
+                content["room_id"]
+                    .as_str()
+                    .and_then(|r| RoomId::parse(r).ok()),
+                content["user_id"]
+                    .as_str()
+                    .and_then(|u| ruma::UserId::parse(u).ok()),
+            ) else {
+                return;
+            };
+            if user.server_name() != origin || !shares_room(ctx, origin, &room).await {
+                return;
+            }
+            let timeout = content["typing"].as_bool().unwrap_or(false).then(|| {
+                content["timeout"]
+                    .as_u64()
+                    .map(std::time::Duration::from_millis)
+                    .unwrap_or(MAX_REMOTE_TYPING)
+                    .min(MAX_REMOTE_TYPING)
+            });
+            if let Err(e) = ctx.hs.userdata.set_typing(&room, &user, timeout).await {
+                debug!(%origin, error = %e, "typing EDU not applied");
+            }
+        }
+        Some("m.receipt") => {
+            let Some(rooms) = content.as_object() else {
+                return;
+            };
+            for (room, kinds) in rooms.iter().take(MAX_RECEIPT_ROOMS) {
+                let Ok(room) = RoomId::parse(room.as_str()) else {
+                    continue;
+                };
+                if !shares_room(ctx, origin, &room).await {
+                    continue;
+                }
+                let Some(users) = kinds["m.read"].as_object() else {
+                    continue;
+                };
+                for (user, receipt) in users.iter().take(MAX_RECEIPT_USERS) {
+                    let Ok(user) = ruma::UserId::parse(user.as_str()) else {
+                        continue;
+                    };
+                    let event = receipt["event_ids"]
+                        .as_array()
+                        .and_then(|a| a.first())
+                        .and_then(|e| e.as_str())
+                        .and_then(|e| ruma::EventId::parse(e).ok());
+                    let Some(event) = event else {
+                        continue;
+                    };
+                    if user.server_name() != origin {
+                        continue;
+                    }
+                    let thread = receipt["data"]["thread_id"].as_str();
+                    if let Err(e) = ctx
+                        .hs
+                        .userdata
+                        .set_receipt(&room, &user, "m.read", thread, &event)
+                        .await
+                    {
+                        debug!(%origin, error = %e, "receipt EDU not applied");
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Rooms named in one receipt EDU, at most.
+const MAX_RECEIPT_ROOMS: usize = 50;
+/// Users in one room of one receipt EDU, at most.
+const MAX_RECEIPT_USERS: usize = 100;
+
+async fn shares_room(ctx: &Ctx, origin: &ServerName, room: &RoomId) -> bool {
+    ctx.hs
+        .rooms
+        .servers_in_room(room)
+        .await
+        .is_ok_and(|servers| servers.iter().any(|s| s == origin))
+}

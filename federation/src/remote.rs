@@ -398,6 +398,49 @@ impl Remote for RemoteRooms {
         Box::pin(self.refuse(room, user, reason))
     }
 
+    fn ephemeral(&self, room: &RoomId, edu_type: &str, content: Value) {
+        let Ok(ctx) = self.ctx() else {
+            return;
+        };
+        let room = room.to_owned();
+        let edu = json!({ "edu_type": edu_type, "content": content });
+        tokio::spawn(async move {
+            let servers = match ctx.hs.rooms.servers_in_room(&room).await {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(%room, error = %e, "no servers for an EDU");
+                    return;
+                }
+            };
+            for server in servers {
+                if server == ctx.hs.config.server_name {
+                    continue;
+                }
+                let ctx = ctx.clone();
+                let edu = edu.clone();
+                tokio::spawn(async move {
+                    let body = json!({
+                        "origin": ctx.hs.config.server_name.as_str(),
+                        "origin_server_ts": u64::from(MilliSecondsSinceUnixEpoch::now().get()),
+                        "pdus": [],
+                        "edus": [edu],
+                    });
+                    let path = format!(
+                        "/_matrix/federation/v1/send/{}",
+                        segment(&format!("edu{:016x}", rand::random::<u64>()))
+                    );
+                    if let Err(e) = ctx
+                        .client
+                        .request(&server, http::Method::PUT, &path, Some(&body))
+                        .await
+                    {
+                        debug!(%server, error = %e, "EDU not delivered");
+                    }
+                });
+            }
+        });
+    }
+
     fn resolve_alias<'a>(
         &'a self,
         alias: &'a RoomAliasId,

@@ -526,7 +526,11 @@ async fn send_transaction(
             results.insert(id.to_string(), entry);
         }
     }
-    // EDUs (typing, receipts, presence, device lists) are accepted and not acted on yet.
+    // Typing and read receipts are applied; other EDUs (presence, device lists, to-device)
+    // are accepted and not acted on yet.
+    for edu in body["edus"].as_array().into_iter().flatten() {
+        receive::handle_edu(&ctx, &origin.0, edu).await;
+    }
     Ok(Json(json!({ "pdus": results })))
 }
 

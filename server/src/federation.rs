@@ -48,6 +48,10 @@ pub trait Remote: Send + Sync {
         reason: Option<&'a str>,
     ) -> BoxFuture<'a, Result<()>>;
 
+    /// Tells the other servers in the room of an ephemeral change (`m.typing`, `m.receipt`):
+    /// best effort, in the background, not queued.
+    fn ephemeral(&self, room: &RoomId, edu_type: &str, content: serde_json::Value);
+
     /// Asks the alias's server which room it names and which servers are in it.
     fn resolve_alias<'a>(
         &'a self,

@@ -266,6 +266,63 @@ async fn line_of_three(backend: Backend) {
         .await;
     }
 
+    // Typing on B shows on A; a read receipt on A shows on B.
+    let (status, body) = b
+        .put(
+            &format!("{V3}/rooms/{}/typing/{}", enc(&room), enc(&bob.user_id)),
+            Some(&bob.token),
+            json!({ "typing": true, "timeout": 20000 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "typing: {body}");
+    syncs[0]
+        .until(&a, &alice, "bob typing", |s| {
+            s.last["rooms"]["join"][room.as_str()]["ephemeral"]["events"]
+                .as_array()
+                .is_some_and(|events| {
+                    events.iter().any(|e| {
+                        e["type"] == "m.typing"
+                            && e["content"]["user_ids"]
+                                .as_array()
+                                .is_some_and(|u| u.iter().any(|u| u == bob.user_id.as_str()))
+                    })
+                })
+        })
+        .await;
+    let from_bob = syncs[0]
+        .timeline
+        .iter()
+        .find(|(_, e)| e["content"]["body"] == "from bob")
+        .and_then(|(_, e)| e["event_id"].as_str())
+        .expect("bob's message on A")
+        .to_owned();
+    let (status, body) = a
+        .post(
+            &format!(
+                "{V3}/rooms/{}/receipt/m.read/{}",
+                enc(&room),
+                enc(&from_bob)
+            ),
+            Some(&alice.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "receipt: {body}");
+    syncs[1]
+        .until(&b, &bob, "alice's read receipt", |s| {
+            s.last["rooms"]["join"][room.as_str()]["ephemeral"]["events"]
+                .as_array()
+                .is_some_and(|events| {
+                    events.iter().any(|e| {
+                        e["type"] == "m.receipt"
+                            && e["content"][from_bob.as_str()]["m.read"]
+                                .get(alice.user_id.as_str())
+                                .is_some()
+                    })
+                })
+        })
+        .await;
+
     // Alice lets Carol invite; C learns it over federation.
     let levels_path = format!("{V3}/rooms/{}/state/m.room.power_levels/", enc(&room));
     let (status, mut levels) = a.get(&levels_path, Some(&alice.token)).await;
