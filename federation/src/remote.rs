@@ -19,6 +19,9 @@ use tracing::{debug, info};
 
 use crate::{Ctx, client::segment, keys};
 
+/// Longest display name taken from another server.
+const MAX_DISPLAYNAME_CHARS: usize = 256;
+
 /// Federation as the client API sees it.
 pub struct RemoteRooms {
     // Weak: the homeserver holds this, and the context holds the homeserver.
@@ -315,6 +318,33 @@ impl RemoteRooms {
             .await
     }
 
+    async fn remote_profile(&self, user: &UserId) -> Result<Option<Profile>> {
+        let ctx = self.ctx()?;
+        let path = format!(
+            "/_matrix/federation/v1/query/profile?user_id={}",
+            segment(user.as_str())
+        );
+        let answer = match ctx
+            .client
+            .request(user.server_name(), http::Method::GET, &path, None)
+            .await
+        {
+            Ok(a) => a,
+            Err(crate::error::RequestError::Remote { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let displayname = answer["displayname"]
+            .as_str()
+            .map(|s| s.chars().take(MAX_DISPLAYNAME_CHARS).collect());
+        let avatar_url = answer["avatar_url"]
+            .as_str()
+            .map(|s| ruma::OwnedMxcUri::from(s.to_owned()));
+        Ok(Some(Profile {
+            displayname,
+            avatar_url,
+        }))
+    }
+
     async fn alias(
         &self,
         alias: &RoomAliasId,
@@ -396,6 +426,10 @@ impl Remote for RemoteRooms {
         reason: Option<&'a str>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.refuse(room, user, reason))
+    }
+
+    fn profile<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<Option<Profile>>> {
+        Box::pin(self.remote_profile(user))
     }
 
     fn ephemeral(&self, room: &RoomId, edu_type: &str, content: Value) {

@@ -708,7 +708,7 @@ async fn query_profile(State(ctx): Ctxt, RawQuery(query): RawQuery) -> Answer {
         .find(|(k, _)| k == "user_id")
         .and_then(|(_, v)| UserId::parse(v.as_str()).ok())
         .ok_or_else(|| FedError::bad_json("user_id missing or invalid"))?;
-    if user.server_name() != ctx.hs.config.server_name {
+    if user.server_name() != ctx.hs.config.server_name || !ctx.hs.accounts.exists(&user).await? {
         return Err(FedError::not_found("the user is not on this server"));
     }
     let field = pairs

@@ -48,6 +48,12 @@ pub trait Remote: Send + Sync {
         reason: Option<&'a str>,
     ) -> BoxFuture<'a, Result<()>>;
 
+    /// The profile of a user of another server (`None` when that server has no such user).
+    fn profile<'a>(
+        &'a self,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<Option<crate::userdata::Profile>>>;
+
     /// Tells the other servers in the room of an ephemeral change (`m.typing`, `m.receipt`):
     /// best effort, in the background, not queued.
     fn ephemeral(&self, room: &RoomId, edu_type: &str, content: serde_json::Value);

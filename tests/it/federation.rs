@@ -266,6 +266,32 @@ async fn line_of_three(backend: Backend) {
         .await;
     }
 
+    // Profiles of users on other nodes, through federation (C asks A, two hops away).
+    let (status, body) = a
+        .put(
+            &format!("{V3}/profile/{}/displayname", enc(&alice.user_id)),
+            Some(&alice.token),
+            json!({ "displayname": "Alice A" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = c
+        .get(
+            &format!("{V3}/profile/{}", enc(&alice.user_id)),
+            Some(&carol.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "remote profile: {body}");
+    assert_eq!(body["displayname"], "Alice A");
+    let nobody = format!("@nobody:{}", a.server_name());
+    let (status, body) = c
+        .get(
+            &format!("{V3}/profile/{}", enc(&nobody)),
+            Some(&carol.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "unknown remote user: {body}");
+
     // Typing on B shows on A; a read receipt on A shows on B.
     let (status, body) = b
         .put(
