@@ -56,6 +56,59 @@ pub struct Config {
     pub turn: TurnConfig,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// The peer-to-peer overlay that carries federation.
+    pub overlay: OverlayConfig,
+}
+
+/// The UDP port of the overlay unless told otherwise, so static peers can name it.
+pub const DEFAULT_OVERLAY_PORT: u16 = 60615;
+
+/// Overlay settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverlayConfig {
+    /// Whether the node joins the overlay at all (without it, the node federates with nobody).
+    pub enabled: bool,
+    /// UDP address for peer links and sessions.
+    pub listen: SocketAddr,
+    /// Peers to dial and keep dialling: `"<64 hex key>@host:port"` or `"host:port"`.
+    pub static_peers: Vec<String>,
+    /// LAN discovery by multicast beacons.
+    pub multicast: bool,
+    /// Closed network: only nodes configured with the same id peer with this one.
+    pub network_id: Option<String>,
+}
+
+impl Default for OverlayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_OVERLAY_PORT)),
+            static_peers: Vec::new(),
+            multicast: true,
+            network_id: None,
+        }
+    }
+}
+
+/// Parses a static peer, `"<64 hex key>@host:port"` or `"host:port"`; the error is one line.
+pub fn parse_static_peer(text: &str) -> Result<grove_overlay::driver::statics::StaticPeer, String> {
+    use std::net::ToSocketAddrs;
+    let (key, addr) = match text.split_once('@') {
+        Some((key, addr)) => {
+            let key = grove_overlay::tls::keys::NodeKey::from_hex(key).ok_or_else(|| {
+                format!("static peer {text:?}: the key must be 64 hex characters")
+            })?;
+            (Some(key), addr)
+        }
+        None => (None, text),
+    };
+    let addr = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("static peer {text:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("static peer {text:?}: no address"))?;
+    Ok(grove_overlay::driver::statics::StaticPeer { addr, key })
 }
 
 /// Prometheus metrics settings.
@@ -76,6 +129,7 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             turn: TurnConfig::default(),
             metrics: MetricsConfig::default(),
+            overlay: OverlayConfig::default(),
         }
     }
 }
@@ -172,7 +226,7 @@ impl Config {
 
     /// Parses TOML text; the error is one line naming the offending line.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| {
+        let config: Self = toml::from_str(text).map_err(|e| {
             let message = e.message().replace('\n', " ");
             match e.span() {
                 Some(span) => {
@@ -182,6 +236,19 @@ impl Config {
                 }
                 None => message.trim().to_owned(),
             }
-        })
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot be used; the error is one line.
+    pub fn check(&self) -> Result<(), String> {
+        for peer in &self.overlay.static_peers {
+            parse_static_peer(peer).map(drop)?;
+        }
+        if self.overlay.network_id.as_deref() == Some("") {
+            return Err("overlay network_id must not be empty".into());
+        }
+        Ok(())
     }
 }

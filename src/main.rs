@@ -38,6 +38,26 @@ struct Args {
         value_delimiter = ','
     )]
     registration_tokens: Vec<String>,
+    /// Whether to join the overlay at all: true or false.
+    #[arg(long, env = "GROVE_OVERLAY")]
+    overlay: Option<bool>,
+    /// UDP address of the overlay (default 0.0.0.0:60615).
+    #[arg(long, env = "GROVE_OVERLAY_LISTEN")]
+    overlay_listen: Option<SocketAddr>,
+    /// Static peer, `<hex key>@host:port` or `host:port` (repeatable; comma-separated in the
+    /// environment).
+    #[arg(
+        long = "static-peer",
+        env = "GROVE_STATIC_PEERS",
+        value_delimiter = ','
+    )]
+    static_peers: Vec<String>,
+    /// LAN discovery by multicast: true or false.
+    #[arg(long, env = "GROVE_MULTICAST")]
+    multicast: Option<bool>,
+    /// Closed overlay network id: only nodes with the same id peer.
+    #[arg(long, env = "GROVE_NETWORK_ID")]
+    network_id: Option<String>,
     /// Log filter, such as `info` or `grove=debug`.
     #[arg(long, env = "GROVE_LOG", default_value = "info")]
     log: String,
@@ -111,6 +131,22 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     if !args.registration_tokens.is_empty() {
         config.registration.tokens = args.registration_tokens;
     }
+    if let Some(enabled) = args.overlay {
+        config.overlay.enabled = enabled;
+    }
+    if let Some(listen) = args.overlay_listen {
+        config.overlay.listen = listen;
+    }
+    if !args.static_peers.is_empty() {
+        config.overlay.static_peers = args.static_peers;
+    }
+    if let Some(multicast) = args.multicast {
+        config.overlay.multicast = multicast;
+    }
+    if let Some(id) = args.network_id {
+        config.overlay.network_id = Some(id);
+    }
+    config.check().map_err(anyhow::Error::msg)?;
     if config.registration.mode == RegistrationMode::Token && config.registration.tokens.is_empty()
     {
         anyhow::bail!("registration mode is token but no registration token is configured");
@@ -123,6 +159,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     println!("Grove is running.");
     println!("  server name: {}", node.server_name());
     println!("  client URL:  {}", node.client_url());
+    if let Some(addr) = node.overlay_addr() {
+        println!("  overlay:     udp {addr}");
+    }
     std::io::Write::flush(&mut std::io::stdout())?;
     shutdown_signal().await;
     node.shutdown().await;

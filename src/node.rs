@@ -8,9 +8,19 @@
 //! # Ok(()) }
 //! ```
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use grove_clientapi::{AppState, Limits};
+use grove_overlay::{
+    discovery::DiscoveryConfig,
+    driver::{Config as OverlayConfig, Overlay, OverlayHandle, RouterCore},
+    tls::keys::NodeSecret,
+};
 use grove_server::{Homeserver, NodeKey, ServerConfig, config::Registration};
 use ruma::{OwnedServerName, ServerName};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -42,6 +52,14 @@ pub enum NodeError {
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,
+    },
+    /// The overlay could not start (its UDP address is unusable, most often).
+    #[error("overlay on {addr}: {message}")]
+    Overlay {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why.
+        message: String,
     },
     /// The homeserver core failed to open (key, database, migrations).
     #[error("{0}")]
@@ -85,6 +103,36 @@ impl NodeBuilder {
         self
     }
 
+    /// The overlay's UDP address (`127.0.0.1:0` picks a free loopback port).
+    pub fn overlay_listen(mut self, addr: SocketAddr) -> Self {
+        self.config.overlay.listen = addr;
+        self
+    }
+
+    /// Adds a static peer, `"<64 hex key>@host:port"` or `"host:port"`.
+    pub fn static_peer(mut self, peer: impl Into<String>) -> Self {
+        self.config.overlay.static_peers.push(peer.into());
+        self
+    }
+
+    /// Switches LAN discovery by multicast on or off.
+    pub fn multicast(mut self, on: bool) -> Self {
+        self.config.overlay.multicast = on;
+        self
+    }
+
+    /// Joins a closed overlay network: only nodes with the same id peer.
+    pub fn network_id(mut self, id: impl Into<String>) -> Self {
+        self.config.overlay.network_id = Some(id.into());
+        self
+    }
+
+    /// Switches the overlay (and with it federation) on or off.
+    pub fn overlay(mut self, on: bool) -> Self {
+        self.config.overlay.enabled = on;
+        self
+    }
+
     /// Who may register.
     pub fn registration(mut self, mode: RegistrationMode, tokens: Vec<String>) -> Self {
         self.config.registration.mode = mode;
@@ -107,6 +155,8 @@ pub struct Node {
     metrics_url: Option<String>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     serve: Option<JoinHandle<()>>,
+    overlay: Option<OverlayHandle>,
+    federation: Option<grove_federation::Federation>,
 }
 
 impl Node {
@@ -164,7 +214,49 @@ impl Node {
             None => None,
         };
 
+        config.check().map_err(NodeError::Config)?;
+        let static_peers = config
+            .overlay
+            .static_peers
+            .iter()
+            .map(|p| crate::config::parse_static_peer(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(NodeError::Config)?;
+        let seed = key.seed();
         let hs = Homeserver::open(server_config, key).await?;
+        let (overlay, federation) = if config.overlay.enabled {
+            let mut overlay_config =
+                OverlayConfig::new(NodeSecret::from_seed(seed), config.overlay.listen);
+            overlay_config.static_peers = static_peers;
+            overlay_config.network_id = config.overlay.network_id.as_deref().map(network_id);
+            if config.overlay.multicast {
+                overlay_config.discovery = DiscoveryConfig::enabled();
+            }
+            let core = RouterCore::new(&overlay_config.secret, rand::random(), Instant::now());
+            let (overlay, events) = match Overlay::start(overlay_config, core) {
+                Ok(started) => started,
+                Err(e) => {
+                    hs.close().await;
+                    return Err(NodeError::Overlay {
+                        addr: config.overlay.listen,
+                        message: e.to_string(),
+                    });
+                }
+            };
+            let federation =
+                match grove_federation::Federation::start(hs.clone(), overlay.clone(), events) {
+                    Ok(federation) => federation,
+                    Err(e) => {
+                        let _ = overlay.shutdown().await;
+                        hs.close().await;
+                        return Err(NodeError::Config(format!("federation: {e}")));
+                    }
+                };
+            info!(overlay = %overlay.local_addr(), "overlay started");
+            (Some(overlay), Some(federation))
+        } else {
+            (None, None)
+        };
         let metrics = grove_clientapi::metrics::Metrics::new();
         let state = AppState {
             hs: hs.clone(),
@@ -235,6 +327,8 @@ impl Node {
             metrics_url,
             stop: Some(stop_tx),
             serve: Some(serve),
+            overlay,
+            federation,
         })
     }
 
@@ -258,6 +352,23 @@ impl Node {
         &self.hs.config.server_name
     }
 
+    /// The overlay, when it runs: peer controls, sessions and counters.
+    pub fn overlay(&self) -> Option<&OverlayHandle> {
+        self.overlay.as_ref()
+    }
+
+    /// The overlay's UDP address, when it runs (static peers of other nodes name it).
+    pub fn overlay_addr(&self) -> Option<SocketAddr> {
+        self.overlay.as_ref().map(|o| o.local_addr())
+    }
+
+    /// This node as a static peer for others: `"<hex key>@<overlay address>"`.
+    pub fn peer_address(&self) -> Option<String> {
+        self.overlay
+            .as_ref()
+            .map(|o| format!("{}@{}", o.public_key().to_hex(), o.local_addr()))
+    }
+
     /// The homeserver core, for embedding applications that act without HTTP.
     pub fn homeserver(&self) -> &Homeserver {
         &self.hs
@@ -278,7 +389,19 @@ impl Node {
             serve.abort();
             let _ = serve.await;
         }
+        if let Some(federation) = self.federation.take() {
+            federation.shutdown().await;
+        }
+        if let Some(overlay) = self.overlay.take() {
+            let _ = overlay.shutdown().await;
+        }
         self.hs.close().await;
         info!("node stopped");
     }
+}
+
+/// The overlay's 32-byte network id from the configured text.
+fn network_id(text: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).into()
 }

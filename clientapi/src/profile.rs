@@ -1,4 +1,4 @@
-//! Profiles of local users.
+//! Profiles of local users, and of remote users through federation.
 //!
 //! - `GET /_matrix/client/v3/profile/{userId}`
 //! - `GET|PUT /_matrix/client/v3/profile/{userId}/displayname`
@@ -39,6 +39,14 @@ pub(crate) fn routes() -> Router<AppState> {
 
 /// The profile of a local user, or `404 M_NOT_FOUND` for users this node does not have.
 async fn known_profile(state: &AppState, user: &UserId) -> Result<Profile, ApiError> {
+    if user.server_name() != state.hs.config.server_name
+        && let Some(remote) = state.hs.remote.get()
+    {
+        return remote
+            .profile(user)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Profile not found"));
+    }
     if user.server_name() != state.hs.config.server_name || !state.hs.accounts.exists(user).await? {
         return Err(ApiError::not_found("Profile not found"));
     }

@@ -71,6 +71,34 @@ async fn join(
     Ok(app.hs.rooms.join(room, user, &profile).await?)
 }
 
+/// Joins a room known here, or through federation a room (or alias) of another server.
+async fn join_any(
+    app: &AppState,
+    user: &ruma::UserId,
+    target: &RoomOrAliasId,
+    via: &[ruma::OwnedServerName],
+) -> Result<ruma::OwnedRoomId, ApiError> {
+    let local = match <&RoomId>::try_from(target) {
+        Ok(room) => Some(room.to_owned()),
+        Err(alias) if alias.server_name() == app.hs.config.server_name => {
+            Some(resolve(app, alias).await?)
+        }
+        Err(_) => None,
+    };
+    if let Some(room) = &local
+        && app.hs.rooms.is_known(room).await?
+    {
+        return join(app, user, room).await;
+    }
+    if let Some(remote) = app.hs.remote.get() {
+        return Ok(remote.join(user, target, via).await?);
+    }
+    match local {
+        Some(room) => join(app, user, &room).await,
+        None => Err(ApiError::not_found("Room alias not found")),
+    }
+}
+
 /// `POST /_matrix/client/v3/join/{roomIdOrAlias}`
 async fn join_by_id_or_alias(
     State(app): State<AppState>,
@@ -78,11 +106,7 @@ async fn join_by_id_or_alias(
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
     let user = &ruma.session()?.user_id;
     let target: &RoomOrAliasId = &ruma.body.room_id_or_alias;
-    let room = match <&RoomId>::try_from(target) {
-        Ok(room) => room.to_owned(),
-        Err(alias) => resolve(&app, alias).await?,
-    };
-    let room_id = join(&app, user, &room).await?;
+    let room_id = join_any(&app, user, target, &ruma.body.via).await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id,
     )))
@@ -106,7 +130,8 @@ async fn join_by_id(
     ruma: Ruma<join_room_by_id::v3::Request>,
 ) -> ApiResult<join_room_by_id::v3::Response> {
     let user = &ruma.session()?.user_id;
-    let room_id = join(&app, user, &ruma.body.room_id).await?;
+    let target = ruma::OwnedRoomOrAliasId::from(ruma.body.room_id.clone());
+    let room_id = join_any(&app, user, &target, &[]).await?;
     Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id)))
 }
 
@@ -116,6 +141,14 @@ async fn leave(
     ruma: Ruma<leave_room::v3::Request>,
 ) -> ApiResult<leave_room::v3::Response> {
     let user = &ruma.session()?.user_id;
+    if !app.hs.rooms.is_known(&ruma.body.room_id).await?
+        && let Some(remote) = app.hs.remote.get()
+    {
+        remote
+            .leave(&ruma.body.room_id, user, ruma.body.reason.as_deref())
+            .await?;
+        return Ok(RumaResponse(leave_room::v3::Response::new()));
+    }
     app.hs
         .rooms
         .leave(&ruma.body.room_id, user, ruma.body.reason.as_deref())
@@ -136,6 +169,20 @@ async fn invite(
             "Third-party invites are not supported",
         ));
     };
+    if invitee.user_id.server_name() != app.hs.config.server_name
+        && let Some(remote) = app.hs.remote.get()
+    {
+        remote
+            .invite(
+                &ruma.body.room_id,
+                user,
+                &invitee.user_id,
+                invitee.reason.as_deref(),
+                false,
+            )
+            .await?;
+        return Ok(RumaResponse(invite_user::v3::Response::new()));
+    }
     app.hs
         .rooms
         .change_membership(

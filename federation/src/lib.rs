@@ -1,4 +1,141 @@
-//! The Matrix server-server API of a Grove node, carried over overlay sessions (and, for DNS
-//! server names, ordinary TLS).
+//! The Matrix server-server API of a Grove node, carried over overlay sessions (and, later, for
+//! DNS server names, ordinary TLS).
 //!
-//! It depends on the server core and the overlay; the overlay knows nothing of it.
+//! - [`client`]: signed HTTP/1.1 requests over overlay sessions with ALPN `matrix`.
+//! - [`inbound`] and [`routes`]: the federation router served on accepted sessions.
+//! - [`keys`]: self-certifying names (a 64-hex server name is its own verify key).
+//! - [`receive`]: checking and adding PDUs received in transactions.
+//! - [`sender`]: the persistent per-destination queues and their back-off.
+//! - [`remote`]: joins, invites and alias lookups the client API asks for.
+//!
+//! It depends on the server core and the overlay; the overlay knows nothing of it, and it knows
+//! nothing of the client API (which reaches it through `grove_server::federation::Remote`).
+
+pub mod client;
+pub mod error;
+pub mod inbound;
+pub mod keys;
+pub mod receive;
+pub mod remote;
+pub mod routes;
+pub mod sender;
+
+use std::sync::Arc;
+
+use grove_overlay::driver::{OverlayEvent, OverlayHandle};
+use grove_server::Homeserver;
+use ruma::{EventId, RoomId, ServerName};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::warn;
+
+/// What every part of federation reaches: the server core, the client and the sender.
+pub struct Ctx {
+    /// The homeserver core.
+    pub hs: Homeserver,
+    /// Outbound requests.
+    pub client: client::Client,
+    /// The outgoing queues.
+    pub sender: sender::Sender,
+}
+
+impl Ctx {
+    /// Queues a stored event for every server in the room but `except` and this one.
+    pub async fn push_to_room(&self, room: &RoomId, event: &EventId, except: &ServerName) {
+        let servers = match self.hs.rooms.servers_in_room(room).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(%room, error = %e, "listing the servers of a room");
+                return;
+            }
+        };
+        for server in servers {
+            if server == except || server == self.hs.config.server_name {
+                continue;
+            }
+            if let Err(e) = self.hs.federation_queue.push(&server, event.as_str()).await {
+                warn!(%server, error = %e, "queueing an event");
+                continue;
+            }
+            self.sender.wake(&server);
+        }
+    }
+}
+
+/// Why federation could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The overlay refused the `matrix` listener.
+    #[error("cannot listen for sessions: {0}")]
+    Listen(String),
+}
+
+/// Running federation: the inbound server, the sender and the overlay event watcher.
+pub struct Federation {
+    ctx: Arc<Ctx>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Federation {
+    /// Starts serving and sending over `overlay`, and installs the remote operations into the
+    /// homeserver for the client API. `events` is the overlay's event stream.
+    pub fn start(
+        hs: Homeserver,
+        overlay: OverlayHandle,
+        mut events: mpsc::Receiver<OverlayEvent>,
+    ) -> Result<Self, StartError> {
+        let client = client::Client::new(
+            overlay.clone(),
+            hs.key.clone(),
+            hs.config.server_name.clone(),
+        );
+        let sender = sender::Sender::new(hs.clone(), client.clone());
+        let ctx = Arc::new(Ctx {
+            hs: hs.clone(),
+            client,
+            sender: sender.clone(),
+        });
+        let listener = overlay
+            .listen(client::ALPN)
+            .map_err(|e| StartError::Listen(e.to_string()))?;
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(inbound::serve(
+            listener,
+            routes::router(ctx.clone()),
+        )));
+        tasks.push(sender.start());
+        let watcher = sender.clone();
+        let sessions = ctx.client.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let key = match event {
+                    OverlayEvent::NodeReachable(key) | OverlayEvent::PeerUp { key, .. } => key,
+                    OverlayEvent::PeerDown { key, .. } => {
+                        // A session over a link that went down may be dead: open afresh.
+                        sessions.forget(&key).await;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                if let Ok(name) = ServerName::parse(key.to_hex()) {
+                    watcher.reachable(&name);
+                }
+            }
+        }));
+        hs.remote.install(Arc::new(remote::RemoteRooms::new(&ctx)));
+        Ok(Self { ctx, tasks })
+    }
+
+    /// The shared context (for tests and embedding).
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    /// Stops every federation task.
+    pub async fn shutdown(self) {
+        self.ctx.sender.stop();
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}

@@ -13,6 +13,8 @@ pub mod accounts;
 pub mod config;
 pub mod e2ee;
 pub mod error;
+pub mod federation;
+pub mod federation_queue;
 pub mod keys;
 pub mod notifier;
 pub mod rooms;
@@ -52,6 +54,10 @@ pub struct Homeserver {
     /// Per-user data: profiles, account data, tags, push rules, pushers, filters, presence,
     /// receipts and typing.
     pub userdata: userdata::UserData,
+    /// Federation's outgoing queues.
+    pub federation_queue: federation_queue::FederationQueue,
+    /// Federation, once the root package installs it (remote joins, invites and aliases).
+    pub remote: federation::RemoteHook,
 }
 
 impl Homeserver {
@@ -72,7 +78,10 @@ impl Homeserver {
         .await?;
         let e2ee = e2ee::E2ee::new(storage.clone(), config.max_to_device_inbox);
         let userdata = userdata::UserData::new(storage.clone(), notifier.clone(), config.clone());
+        let federation_queue = federation_queue::FederationQueue::new(storage.clone());
         Ok(Self {
+            federation_queue,
+            remote: federation::RemoteHook::default(),
             config,
             key,
             storage,

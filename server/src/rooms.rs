@@ -20,6 +20,7 @@ pub mod builder;
 pub mod create;
 pub mod dag;
 pub mod directory;
+pub mod federated;
 pub mod membership;
 pub mod pdu;
 mod power;
@@ -64,7 +65,7 @@ use crate::{Error, NodeKey, Result, ServerConfig, Storage, StreamPosition, notif
 pub type StateMap = ruma::state_res::StateMap<OwnedEventId>;
 
 /// Parents named by one new event at most (the rest stay extremities for a later event).
-const MAX_PREV_EVENTS: usize = 20;
+pub(crate) const MAX_PREV_EVENTS: usize = 20;
 /// Recent events loaded into a room's DAG window when the room is loaded.
 const LOAD_RECENT_EVENTS: i64 = 200;
 

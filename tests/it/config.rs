@@ -21,6 +21,36 @@ fn bad_config_files_are_refused() {
     check_invalid("[registration]\nmode = \"sometimes\"", "sometimes");
     check_invalid("data_dir = [1, 2]", "data_dir");
     check_invalid("[client]\nmax_body_bytes = -5", "max_body_bytes");
+    check_invalid("[overlay]\nlisten = \"nowhere\"", "listen");
+    check_invalid("[overlay]\nmulticast = \"often\"", "multicast");
+    check_invalid(
+        "[overlay]\nstatic_peers = [\"zz@127.0.0.1:1\"]",
+        "zz@127.0.0.1:1",
+    );
+    check_invalid("[overlay]\nstatic_peers = [\"no port\"]", "no port");
+    check_invalid("[overlay]\nnetwork_id = \"\"", "network_id");
+    check_invalid("[overlay]\ncolour = 1", "colour");
+}
+
+#[test]
+fn overlay_section_is_read() {
+    let key = "ab".repeat(32);
+    let config = Config::from_toml(&format!(
+        "[overlay]\nlisten = \"127.0.0.1:7000\"\nstatic_peers = [\"{key}@127.0.0.1:60615\", \"127.0.0.1:60616\"]\nmulticast = false\nnetwork_id = \"home\"\n"
+    ))
+    .expect("valid overlay config");
+    assert_eq!(config.overlay.listen.port(), 7000);
+    assert_eq!(config.overlay.static_peers.len(), 2);
+    assert!(!config.overlay.multicast);
+    assert_eq!(config.overlay.network_id.as_deref(), Some("home"));
+    let peer = grove::config::parse_static_peer(&config.overlay.static_peers[0]).expect("peer");
+    assert_eq!(peer.addr.port(), 60615);
+    assert_eq!(peer.key.map(|k| k.to_hex()), Some(key));
+    assert!(Config::default().overlay.enabled);
+    assert_eq!(
+        Config::default().overlay.listen.port(),
+        grove::config::DEFAULT_OVERLAY_PORT
+    );
 }
 
 #[test]
@@ -63,6 +93,11 @@ fn binary_exits_non_zero_on_bad_config() {
 
     let (code, stderr) = run_grove(&["--registration", "sometimes"]);
     assert_ne!(code, 0, "stderr: {stderr}");
+
+    let (code, stderr) = run_grove(&["--static-peer", "not-a-peer"]);
+    assert_eq!(code, 2, "stderr: {stderr}");
+    assert!(stderr.contains("not-a-peer"), "stderr: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
 
 #[test]
@@ -79,6 +114,29 @@ fn binary_exits_non_zero_when_port_is_taken() {
     assert_eq!(code, 1, "stderr: {stderr}");
     assert!(
         stderr.contains(&format!("cannot listen on {addr}")),
+        "stderr: {stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+#[test]
+fn binary_exits_non_zero_when_overlay_port_is_taken() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (code, stderr) = run_grove(&[
+        "--data-dir",
+        dir.path().to_str().expect("utf-8 path"),
+        "--client-listen",
+        "127.0.0.1:0",
+        "--overlay-listen",
+        &addr,
+        "--multicast",
+        "false",
+    ]);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!("overlay on {addr}")),
         "stderr: {stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");

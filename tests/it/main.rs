@@ -7,6 +7,7 @@ mod config;
 mod deactivation;
 mod device_lists;
 mod e2ee;
+mod federation;
 mod metrics;
 mod notifications;
 mod restart;

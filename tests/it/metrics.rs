@@ -10,6 +10,7 @@ async fn requests_are_counted_by_route() {
         .data_dir(dir.path())
         .client_listen("127.0.0.1:0".parse().expect("addr"))
         .metrics_listen("127.0.0.1:0".parse().expect("addr"))
+        .overlay(false)
         .start()
         .await
         .expect("node starts");

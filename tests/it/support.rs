@@ -27,6 +27,8 @@ pub(crate) struct TestNode {
     pub(crate) node: Option<Node>,
     /// The data directory.
     pub(crate) dir: tempfile::TempDir,
+    /// Static peers when the node runs the overlay (on loopback, without multicast).
+    pub(crate) overlay: Option<Vec<String>>,
     /// The database, kept alive as long as the node.
     pub(crate) db: TestDb,
     /// An HTTP client.
@@ -49,13 +51,43 @@ impl TestNode {
         subscribe();
         let dir = tempfile::tempdir().expect("temp dir");
         let db = TestDb::new(backend).await;
-        let node = start_node(dir.path().to_owned(), &db.url, None, mode, tokens).await;
+        let node = start_node(dir.path().to_owned(), &db.url, None, mode, tokens, None).await;
         TestNode {
             node: Some(node),
             dir,
+            overlay: None,
             db,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Starts a node on `backend` that runs the overlay on loopback (no multicast) and peers
+    /// with `static_peers` (`"<hex>@<addr>"`, see [`TestNode::peer_address`]).
+    pub(crate) async fn start_federated(backend: Backend, static_peers: Vec<String>) -> TestNode {
+        subscribe();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = TestDb::new(backend).await;
+        let node = start_node(
+            dir.path().to_owned(),
+            &db.url,
+            None,
+            RegistrationMode::Open,
+            Vec::new(),
+            Some(&static_peers),
+        )
+        .await;
+        TestNode {
+            node: Some(node),
+            dir,
+            overlay: Some(static_peers),
+            db,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// This node as a static peer for others.
+    pub(crate) fn peer_address(&self) -> String {
+        self.node().peer_address().expect("overlay running")
     }
 
     /// The running node.
@@ -85,9 +117,33 @@ impl TestNode {
                 Some(addr),
                 RegistrationMode::Open,
                 Vec::new(),
+                self.overlay.as_deref(),
             )
             .await,
         );
+    }
+
+    /// Starts the node again (after it was stopped) on the same data directory, database and
+    /// client address.
+    pub(crate) async fn restart_at(&mut self, addr: SocketAddr) {
+        self.node = Some(
+            start_node(
+                self.dir.path().to_owned(),
+                &self.db.url,
+                Some(addr),
+                RegistrationMode::Open,
+                Vec::new(),
+                self.overlay.as_deref(),
+            )
+            .await,
+        );
+    }
+
+    /// The server name, read from the node key while the node is stopped.
+    pub(crate) fn server_name_offline(&self) -> String {
+        grove_server::NodeKey::load_or_create(&self.dir.path().join("node.key"))
+            .expect("node key")
+            .hex()
     }
 
     /// Sends a request and returns the status and the JSON body (`Null` if not JSON).
@@ -196,15 +252,20 @@ async fn start_node(
     addr: Option<SocketAddr>,
     mode: RegistrationMode,
     tokens: Vec<String>,
+    overlay: Option<&[String]>,
 ) -> Node {
-    Node::builder()
+    let mut builder = Node::builder()
         .data_dir(dir)
         .database_url(database_url)
         .client_listen(addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr")))
         .registration(mode, tokens)
-        .start()
-        .await
-        .expect("node starts")
+        .overlay(overlay.is_some())
+        .overlay_listen("127.0.0.1:0".parse().expect("addr"))
+        .multicast(false);
+    for peer in overlay.unwrap_or_default() {
+        builder = builder.static_peer(peer.clone());
+    }
+    builder.start().await.expect("node starts")
 }
 
 /// The bodies of the `m.room.message` events in a JSON array of events.

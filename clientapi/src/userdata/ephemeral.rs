@@ -126,6 +126,17 @@ async fn create_typing(
         .userdata
         .set_typing(&req.body.room_id, &session.user_id, timeout)
         .await?;
+    if let Some(remote) = state.hs.remote.get() {
+        let mut content = json!({
+            "room_id": req.body.room_id,
+            "user_id": session.user_id,
+            "typing": timeout.is_some(),
+        });
+        if let Some(t) = timeout {
+            content["timeout"] = u64::try_from(t.as_millis()).unwrap_or(u64::MAX).into();
+        }
+        remote.ephemeral(&req.body.room_id, "m.typing", content);
+    }
     Ok(RumaResponse(create_typing_event::v3::Response::new()))
 }
 
@@ -186,7 +197,38 @@ async fn create_receipt(
             &req.body.event_id,
         )
         .await?;
+    if receipt_type == "m.read" {
+        share_receipt(
+            &state,
+            room,
+            &session.user_id,
+            &req.body.event_id,
+            thread.as_deref(),
+        );
+    }
     Ok(RumaResponse(create_receipt::v3::Response::new()))
+}
+
+/// Tells the other servers in the room of a public read receipt.
+fn share_receipt(
+    state: &AppState,
+    room: &RoomId,
+    user: &UserId,
+    event: &EventId,
+    thread: Option<&str>,
+) {
+    let Some(remote) = state.hs.remote.get() else {
+        return;
+    };
+    let ts = u64::from(ruma::MilliSecondsSinceUnixEpoch::now().get());
+    let mut data = json!({ "ts": ts });
+    if let Some(thread) = thread {
+        data["thread_id"] = thread.into();
+    }
+    let content = json!({
+        room.as_str(): { "m.read": { user.as_str(): { "event_ids": [event], "data": data } } }
+    });
+    remote.ephemeral(room, "m.receipt", content);
 }
 
 async fn set_read_marker(
@@ -204,6 +246,7 @@ async fn set_read_marker(
         userdata
             .set_receipt(room, &session.user_id, "m.read", None, event)
             .await?;
+        share_receipt(&state, room, &session.user_id, event, None);
     }
     if let Some(event) = &req.body.private_read_receipt {
         userdata

@@ -75,7 +75,7 @@ impl Rooms {
     }
 
     /// The state after the given events (resolved when they disagree).
-    async fn state_after(
+    pub(crate) async fn state_after(
         &self,
         rules: &ruma::room_version_rules::RoomVersionRules,
         room: &RoomId,
@@ -139,6 +139,26 @@ impl Rooms {
         room: &RoomId,
         object: CanonicalJsonObject,
     ) -> Result<RemoteVerdict> {
+        self.add_pdu_at(room, object, None).await
+    }
+
+    /// Adds an event whose parents this node lacks, with the state before it as another
+    /// server reported it (a gap in the DAG: the parents stay unknown).
+    pub async fn add_pdu_after_gap(
+        &self,
+        room: &RoomId,
+        object: CanonicalJsonObject,
+        state_before: StateMap,
+    ) -> Result<RemoteVerdict> {
+        self.add_pdu_at(room, object, Some(state_before)).await
+    }
+
+    async fn add_pdu_at(
+        &self,
+        room: &RoomId,
+        object: CanonicalJsonObject,
+        state_before: Option<StateMap>,
+    ) -> Result<RemoteVerdict> {
         let mut guard = self.lock(room).await?;
         let Some(state) = guard.state.as_mut() else {
             return Err(Error::Internal("room head not loaded".into()));
@@ -173,7 +193,10 @@ impl Rooms {
         if pdu.room != room {
             return Err(Error::BadJson("event is for another room".into()));
         }
-        let before = self.state_after(&rules, room, &pdu.prev_events).await?;
+        let before = match state_before {
+            Some(given) => given,
+            None => self.state_after(&rules, room, &pdu.prev_events).await?,
+        };
         let mut ids: Vec<OwnedEventId> = before.values().cloned().collect();
         ids.extend(pdu.auth_events.iter().cloned());
         ids.extend(state.state.values().cloned());
@@ -298,7 +321,7 @@ impl Rooms {
         Ok(verdict)
     }
 
-    fn next_group_id(&self) -> i64 {
+    pub(crate) fn next_group_id(&self) -> i64 {
         self.inner
             .next_group
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)

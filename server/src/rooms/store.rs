@@ -698,3 +698,137 @@ pub(crate) async fn rooms_with_events(
         .map(|(r,)| OwnedRoomId::try_from(r).map_err(|e| Error::Corrupt(e.to_string())))
         .collect()
 }
+
+/// Inserts an event known only by its content (an outlier: no stream position, no state),
+/// unless it is already stored.
+pub(crate) async fn insert_outlier(conn: &mut AnyConnection, pdu: &Pdu) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (event_id, room_id, position, depth, event_type, state_key, sender, \
+         origin_server_ts, pdu, state_group, rejected) \
+         VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, NULL, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(pdu.event_id.as_str())
+    .bind(pdu.room.as_str())
+    .bind(i64::try_from(pdu.depth).unwrap_or(i64::MAX))
+    .bind(pdu.kind.to_string())
+    .bind(pdu.state_key.as_deref())
+    .bind(pdu.sender.as_str())
+    .bind(i64::from(pdu.origin_server_ts.get()))
+    .bind(&*pdu.json)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a user's current membership of a room without a log entry (remote members learnt
+/// from a room's state when joining it).
+pub(crate) async fn set_membership(
+    conn: &mut AnyConnection,
+    room: &RoomId,
+    user: &UserId,
+    membership: &str,
+    event_id: &str,
+    position: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO memberships (room_id, user_id, membership, event_id, position, forgotten) \
+         VALUES ($1, $2, $3, $4, $5, 0) \
+         ON CONFLICT (room_id, user_id) DO UPDATE SET membership = $3, event_id = $4, \
+         position = $5",
+    )
+    .bind(room.as_str())
+    .bind(user.as_str())
+    .bind(membership)
+    .bind(event_id)
+    .bind(position)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds an entry to a user's membership log (a membership change sync must show).
+pub(crate) async fn log_membership(
+    conn: &mut AnyConnection,
+    user: &UserId,
+    position: i64,
+    room: &RoomId,
+    membership: &str,
+    event_id: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO membership_log (user_id, position, room_id, membership, event_id) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(user.as_str())
+    .bind(position)
+    .bind(room.as_str())
+    .bind(membership)
+    .bind(event_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records (or replaces) an invite of a local user to a room this node is not in.
+pub(crate) async fn insert_remote_invite(
+    conn: &mut AnyConnection,
+    room: &RoomId,
+    user: &UserId,
+    event_id: &str,
+    version: &str,
+    invite_state: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO remote_invites (room_id, user_id, event_id, room_version, invite_state) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, user_id) DO UPDATE SET \
+         event_id = $3, room_version = $4, invite_state = $5",
+    )
+    .bind(room.as_str())
+    .bind(user.as_str())
+    .bind(event_id)
+    .bind(version)
+    .bind(invite_state)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An invite of a local user to a room this node is not in: (event ID, version, stripped state).
+pub(crate) async fn remote_invite(
+    pool: &AnyPool,
+    room: &RoomId,
+    user: &UserId,
+) -> Result<Option<(String, String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT event_id, room_version, invite_state FROM remote_invites \
+         WHERE room_id = $1 AND user_id = $2",
+    )
+    .bind(room.as_str())
+    .bind(user.as_str())
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Forgets the invites to a room (joined or refused).
+pub(crate) async fn delete_remote_invites(
+    conn: &mut AnyConnection,
+    room: &RoomId,
+    user: Option<&UserId>,
+) -> Result<()> {
+    match user {
+        Some(user) => {
+            sqlx::query("DELETE FROM remote_invites WHERE room_id = $1 AND user_id = $2")
+                .bind(room.as_str())
+                .bind(user.as_str())
+                .execute(conn)
+                .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM remote_invites WHERE room_id = $1")
+                .bind(room.as_str())
+                .execute(conn)
+                .await?;
+        }
+    }
+    Ok(())
+}

@@ -94,6 +94,17 @@ impl Rooms {
         room: &RoomId,
         user: &UserId,
     ) -> Result<Vec<serde_json::Value>> {
+        if !self.is_known(room).await? {
+            // An invite to a room on other servers: what the inviting server told us.
+            return Ok(match self.remote_invite(room, user).await? {
+                Some(invite) => {
+                    let mut out = invite.stripped;
+                    out.push(invite.event.to_client_value(false, None));
+                    out
+                }
+                None => Vec::new(),
+            });
+        }
         let (map, _) = self.current_state(room).await?;
         let keys = [
             (StateEventType::RoomCreate, String::new()),

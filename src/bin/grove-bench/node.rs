@@ -23,7 +23,9 @@ pub(crate) async fn serve(
     let mut builder = Node::builder()
         .data_dir(data_dir)
         .client_listen(client_listen)
-        .registration(RegistrationMode::Open, Vec::new());
+        .registration(RegistrationMode::Open, Vec::new())
+        // The measured node serves one client API; it federates with nobody.
+        .overlay(false);
     if let Some(url) = database_url {
         builder = builder.database_url(url);
     }

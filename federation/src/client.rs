@@ -1,0 +1,211 @@
+//! Outbound requests: HTTP/1.1 over overlay sessions, one bi-directional stream per request,
+//! one cached session per destination, every request signed with `X-Matrix`.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use grove_overlay::{driver::OverlayHandle, tls::keys::NodeKey};
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use ruma::{OwnedServerName, ServerName, api::federation::authentication::XMatrix};
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tracing::debug;
+
+use crate::{error::RequestError, keys};
+
+/// The ALPN of federation sessions.
+pub const ALPN: &[u8] = b"matrix";
+
+/// The longest one request may take, session set-up included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest one attempt (session set-up, or one exchange) may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// The largest response body accepted.
+const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Sends signed requests to other servers over the overlay.
+#[derive(Clone)]
+pub struct Client {
+    overlay: OverlayHandle,
+    key: Arc<grove_server::NodeKey>,
+    origin: OwnedServerName,
+    sessions: Arc<Mutex<HashMap<NodeKey, quinn::Connection>>>,
+}
+
+impl Client {
+    /// A client signing as `origin` with `key`.
+    pub fn new(
+        overlay: OverlayHandle,
+        key: Arc<grove_server::NodeKey>,
+        origin: OwnedServerName,
+    ) -> Self {
+        Self {
+            overlay,
+            key,
+            origin,
+            sessions: Arc::default(),
+        }
+    }
+
+    /// Sends a request and returns the JSON answer of a 2xx response.
+    pub async fn request(
+        &self,
+        destination: &ServerName,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, RequestError> {
+        let node = keys::node_key(destination)
+            .ok_or_else(|| RequestError::NotOverlay(destination.to_string()))?;
+        let body = match body {
+            Some(v) => serde_json::to_vec(v).map_err(|e| RequestError::Http(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, destination.as_str())
+            .body(body)
+            .map_err(|e| RequestError::Http(e.to_string()))?;
+        let auth = XMatrix::sign_http_request(
+            &request,
+            ruma::api::federation::authentication::XMatrixSigningInput::new(
+                self.origin.clone(),
+                destination.to_owned(),
+                self.key.key_pair(),
+            ),
+        )
+        .map_err(|e| RequestError::Http(format!("signing: {e}")))?;
+        let value = http::HeaderValue::from_str(&auth.to_string())
+            .map_err(|e| RequestError::Http(e.to_string()))?;
+        request.headers_mut().insert(header::AUTHORIZATION, value);
+        if !request.body().is_empty() {
+            request.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+        }
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send(node, request))
+            .await
+            .map_err(|_| RequestError::Timeout)?
+    }
+
+    async fn send(&self, node: NodeKey, request: Request<Vec<u8>>) -> Result<Value, RequestError> {
+        // One retry on a fresh session: a cached one may have died since it was last used (its
+        // node restarted, say) without this side hearing of it yet.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let connection = self.session(node).await?;
+            let outcome =
+                tokio::time::timeout(ATTEMPT_TIMEOUT, exchange(&connection, request.clone()))
+                    .await
+                    .unwrap_or(Err(RequestError::Timeout));
+            match outcome {
+                Ok(answer) => return answer,
+                Err(e) => {
+                    debug!(peer = %node, error = %e, "federation session failed");
+                    self.drop_session(&node, &connection).await;
+                    if attempt >= 2 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(&self, node: NodeKey) -> Result<quinn::Connection, RequestError> {
+        if let Some(c) = self.sessions.lock().await.get(&node)
+            && c.close_reason().is_none()
+        {
+            return Ok(c.clone());
+        }
+        // Opened without the lock held: one unreachable node must not hold up the others.
+        let connection =
+            tokio::time::timeout(ATTEMPT_TIMEOUT, self.overlay.open_session(node, ALPN))
+                .await
+                .map_err(|_| RequestError::Timeout)?
+                .map_err(|e| RequestError::Session(e.to_string()))?;
+        self.sessions.lock().await.insert(node, connection.clone());
+        Ok(connection)
+    }
+
+    async fn drop_session(&self, node: &NodeKey, connection: &quinn::Connection) {
+        let mut sessions = self.sessions.lock().await;
+        if sessions
+            .get(node)
+            .is_some_and(|c| c.stable_id() == connection.stable_id())
+        {
+            sessions.remove(node);
+        }
+        connection.close(0u32.into(), b"failed");
+    }
+
+    /// Forgets the cached session to `node` (after it went away).
+    pub async fn forget(&self, node: &NodeKey) {
+        self.sessions.lock().await.remove(node);
+    }
+}
+
+/// One request over a new stream of `connection`. The outer error means the stream failed
+/// (worth a retry on a new session); the inner one is the server's answer.
+async fn exchange(
+    connection: &quinn::Connection,
+    request: Request<Vec<u8>>,
+) -> Result<Result<Value, RequestError>, RequestError> {
+    let (send, recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| RequestError::Session(e.to_string()))?;
+    let io = TokioIo::new(tokio::io::join(recv, send));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| RequestError::Http(e.to_string()))?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let response = sender
+        .send_request(request.map(|b| Full::new(Bytes::from(b))))
+        .await
+        .map_err(|e| RequestError::Http(e.to_string()));
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => {
+            driver.abort();
+            return Err(e);
+        }
+    };
+    let status = response.status();
+    let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| RequestError::Http(e.to_string()))?
+        .to_bytes();
+    // With no request left the connection closes itself and finishes the stream.
+    drop(sender);
+    drop(driver);
+    if !status.is_success() {
+        return Ok(Err(RequestError::Remote {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+        }));
+    }
+    Ok(serde_json::from_slice(&bytes).map_err(|e| RequestError::BadAnswer(e.to_string())))
+}
+
+/// Percent-encodes one path segment (room IDs, event IDs, user IDs).
+pub fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

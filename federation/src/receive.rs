@@ -1,0 +1,347 @@
+//! Receiving PDUs from a transaction: signatures and hashes checked against the names of the
+//! servers that signed, then the server core's `add_pdu` (format, auth against auth events,
+//! state before and current state, soft-fail, state resolution, persistence). Missing parents
+//! are fetched once with `get_missing_events`, bounded in count.
+
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, ServerName};
+use serde_json::json;
+use tracing::debug;
+
+use crate::{Ctx, client::segment, keys};
+
+/// Missing events asked for at once, at most.
+const MISSING_LIMIT: u64 = 50;
+/// State and auth events fetched one by one to fill one gap, at most.
+const MAX_GAP_EVENTS: usize = 200;
+/// State and auth chain IDs taken from one state_ids answer, at most.
+const MAX_STATE_IDS: usize = 10_000;
+
+/// Handles one PDU of a transaction from `origin`: its event ID (when it can be computed) and
+/// whether it was taken.
+pub async fn handle_pdu(
+    ctx: &Ctx,
+    origin: &ServerName,
+    object: CanonicalJsonObject,
+) -> (Option<OwnedEventId>, Result<(), String>) {
+    let room = match object.get("room_id") {
+        Some(CanonicalJsonValue::String(r)) => match RoomId::parse(r.as_str()) {
+            Ok(r) => r,
+            Err(e) => return (None, Err(format!("bad room ID: {e}"))),
+        },
+        _ => return (None, Err("no room ID".into())),
+    };
+    match ctx.hs.rooms.is_known(&room).await {
+        Ok(true) => {}
+        Ok(false) => return (None, Err("this server is not in the room".into())),
+        Err(e) => return (None, Err(e.to_string())),
+    }
+    let rules = match ctx.hs.rooms.room_version(&room).await {
+        Ok(v) => match grove_server::rooms::builder::rules_for(&v) {
+            Ok(r) => r,
+            Err(e) => return (None, Err(e.to_string())),
+        },
+        Err(e) => return (None, Err(e.to_string())),
+    };
+    let id = match grove_server::rooms::builder::event_id_of(&object, &rules) {
+        Ok(id) => id,
+        Err(e) => return (None, Err(e.to_string())),
+    };
+    let outcome = add_checked(ctx, &room, &rules, object.clone()).await;
+    let outcome = match outcome {
+        Err(AddError::MissingParents) => {
+            fetch_missing(ctx, origin, &room, &rules, &id).await;
+            match add_checked(ctx, &room, &rules, object.clone()).await {
+                Err(AddError::MissingParents) => {
+                    add_after_gap(ctx, origin, &room, &rules, object, &id)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                other => other.map_err(|e| e.to_string()),
+            }
+        }
+        other => other.map_err(|e| e.to_string()),
+    };
+    if let Err(e) = &outcome {
+        debug!(%origin, event = %id, error = %e, "pdu refused");
+    }
+    (Some(id), outcome)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AddError {
+    #[error("parents unknown")]
+    MissingParents,
+    #[error("{0}")]
+    Refused(String),
+}
+
+async fn add_checked(
+    ctx: &Ctx,
+    room: &RoomId,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    object: CanonicalJsonObject,
+) -> Result<(), AddError> {
+    keys::check_event(&object, rules).map_err(|e| AddError::Refused(e.to_string()))?;
+    match ctx.hs.rooms.add_pdu(room, object).await {
+        Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => {
+            Err(AddError::Refused(format!("rejected: {why}")))
+        }
+        Ok(grove_server::rooms::auth::RemoteVerdict::SoftFailed(why)) => {
+            debug!(%room, %why, "pdu soft-failed");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(grove_server::Error::NotFound(why)) => {
+            debug!(%room, %why, "pdu parents unknown");
+            Err(AddError::MissingParents)
+        }
+        Err(e) => Err(AddError::Refused(e.to_string())),
+    }
+}
+
+/// Asks `origin` for the events between our head and `latest`, and adds them oldest first.
+async fn fetch_missing(
+    ctx: &Ctx,
+    origin: &ServerName,
+    room: &RoomId,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    latest: &OwnedEventId,
+) {
+    let earliest = ctx.hs.rooms.extremities(room).await.unwrap_or_default();
+    let body = json!({
+        "earliest_events": earliest,
+        "latest_events": [latest],
+        "limit": MISSING_LIMIT,
+        "min_depth": 0,
+    });
+    let path = format!(
+        "/_matrix/federation/v1/get_missing_events/{}",
+        segment(room.as_str())
+    );
+    let answer = match ctx
+        .client
+        .request(origin, http::Method::POST, &path, Some(&body))
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            debug!(%origin, error = %e, "get_missing_events failed");
+            return;
+        }
+    };
+    let mut events: Vec<CanonicalJsonObject> = answer["events"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .take(MISSING_LIMIT as usize)
+                .filter_map(|v| match CanonicalJsonValue::try_from(v.clone()) {
+                    Ok(CanonicalJsonValue::Object(o)) => Some(o),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    events.sort_by_key(|o| match o.get("depth") {
+        Some(CanonicalJsonValue::Integer(d)) => i64::from(*d),
+        _ => 0,
+    });
+    // The oldest may still lack parents (a gap longer than what was asked for): it is added
+    // with the state the origin reports before it, and the rest chain on to it.
+    let mut gaps = 0;
+    for event in events {
+        let outcome = match add_checked(ctx, room, rules, event.clone()).await {
+            Err(AddError::MissingParents) if gaps == 0 => {
+                gaps += 1;
+                match grove_server::rooms::builder::event_id_of(&event, rules) {
+                    Ok(id) => add_after_gap(ctx, origin, room, rules, event, &id).await,
+                    Err(e) => Err(AddError::Refused(e.to_string())),
+                }
+            }
+            other => other,
+        };
+        if let Err(e) = outcome {
+            debug!(%origin, error = %e, "missing event refused");
+        }
+    }
+}
+
+/// Adds an event whose parents cannot be had: asks `origin` for the state before it, fetches
+/// the state and auth events this node lacks (bounded), and adds the event over that state.
+async fn add_after_gap(
+    ctx: &Ctx,
+    origin: &ServerName,
+    room: &RoomId,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    object: CanonicalJsonObject,
+    id: &OwnedEventId,
+) -> Result<(), AddError> {
+    keys::check_event(&object, rules).map_err(|e| AddError::Refused(e.to_string()))?;
+    let path = format!(
+        "/_matrix/federation/v1/state_ids/{}?event_id={}",
+        segment(room.as_str()),
+        segment(id.as_str())
+    );
+    let answer = ctx
+        .client
+        .request(origin, http::Method::GET, &path, None)
+        .await
+        .map_err(|e| AddError::Refused(format!("state_ids: {e}")))?;
+    let ids = |field: &str| -> Vec<OwnedEventId> {
+        answer[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(MAX_STATE_IDS)
+            .filter_map(|v| v.as_str())
+            .filter_map(|s| OwnedEventId::try_from(s).ok())
+            .collect()
+    };
+    let state_ids = ids("pdu_ids");
+    let mut wanted = state_ids.clone();
+    wanted.extend(ids("auth_chain_ids"));
+    wanted.sort();
+    wanted.dedup();
+    let unknown = ctx
+        .hs
+        .rooms
+        .unknown_events(&wanted)
+        .await
+        .map_err(|e| AddError::Refused(e.to_string()))?;
+    if unknown.len() > MAX_GAP_EVENTS {
+        return Err(AddError::Refused(format!(
+            "gap needs {} events, more than {MAX_GAP_EVENTS}",
+            unknown.len()
+        )));
+    }
+    let mut fetched = Vec::with_capacity(unknown.len());
+    for missing in &unknown {
+        let path = format!("/_matrix/federation/v1/event/{}", segment(missing.as_str()));
+        let answer = ctx
+            .client
+            .request(origin, http::Method::GET, &path, None)
+            .await
+            .map_err(|e| AddError::Refused(format!("event {missing}: {e}")))?;
+        let Some(Ok(CanonicalJsonValue::Object(event))) = answer["pdus"]
+            .as_array()
+            .and_then(|a| a.first())
+            .map(|v| CanonicalJsonValue::try_from(v.clone()))
+        else {
+            return Err(AddError::Refused(format!("event {missing}: no PDU")));
+        };
+        let got = grove_server::rooms::builder::event_id_of(&event, rules)
+            .map_err(|e| AddError::Refused(e.to_string()))?;
+        if got != *missing {
+            return Err(AddError::Refused(format!("asked for {missing}, got {got}")));
+        }
+        keys::check_event(&event, rules).map_err(|e| AddError::Refused(e.to_string()))?;
+        fetched.push(event);
+    }
+    let rooms = &ctx.hs.rooms;
+    rooms
+        .store_outliers(room, &fetched)
+        .await
+        .map_err(|e| AddError::Refused(e.to_string()))?;
+    let state = rooms
+        .state_map_of(room, &state_ids)
+        .await
+        .map_err(|e| AddError::Refused(e.to_string()))?;
+    match rooms.add_pdu_after_gap(room, object, state).await {
+        Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => {
+            Err(AddError::Refused(format!("rejected: {why}")))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(AddError::Refused(e.to_string())),
+    }
+}
+
+/// Typing notifications longer than this are cut short (a remote server cannot keep a user
+/// typing for ever).
+const MAX_REMOTE_TYPING: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Handles one EDU from `origin`: typing and read receipts of its users in rooms it shares with
+/// this node; other kinds are accepted and ignored.
+pub async fn handle_edu(ctx: &Ctx, origin: &ServerName, edu: &serde_json::Value) {
+    let content = &edu["content"];
+    match edu["edu_type"].as_str() {
+        Some("m.typing") => {
+            let (Some(room), Some(user)) = (
+                content["room_id"]
+                    .as_str()
+                    .and_then(|r| RoomId::parse(r).ok()),
+                content["user_id"]
+                    .as_str()
+                    .and_then(|u| ruma::UserId::parse(u).ok()),
+            ) else {
+                return;
+            };
+            if user.server_name() != origin || !shares_room(ctx, origin, &room).await {
+                return;
+            }
+            let timeout = content["typing"].as_bool().unwrap_or(false).then(|| {
+                content["timeout"]
+                    .as_u64()
+                    .map(std::time::Duration::from_millis)
+                    .unwrap_or(MAX_REMOTE_TYPING)
+                    .min(MAX_REMOTE_TYPING)
+            });
+            if let Err(e) = ctx.hs.userdata.set_typing(&room, &user, timeout).await {
+                debug!(%origin, error = %e, "typing EDU not applied");
+            }
+        }
+        Some("m.receipt") => {
+            let Some(rooms) = content.as_object() else {
+                return;
+            };
+            for (room, kinds) in rooms.iter().take(MAX_RECEIPT_ROOMS) {
+                let Ok(room) = RoomId::parse(room.as_str()) else {
+                    continue;
+                };
+                if !shares_room(ctx, origin, &room).await {
+                    continue;
+                }
+                let Some(users) = kinds["m.read"].as_object() else {
+                    continue;
+                };
+                for (user, receipt) in users.iter().take(MAX_RECEIPT_USERS) {
+                    let Ok(user) = ruma::UserId::parse(user.as_str()) else {
+                        continue;
+                    };
+                    let event = receipt["event_ids"]
+                        .as_array()
+                        .and_then(|a| a.first())
+                        .and_then(|e| e.as_str())
+                        .and_then(|e| ruma::EventId::parse(e).ok());
+                    let Some(event) = event else {
+                        continue;
+                    };
+                    if user.server_name() != origin {
+                        continue;
+                    }
+                    let thread = receipt["data"]["thread_id"].as_str();
+                    if let Err(e) = ctx
+                        .hs
+                        .userdata
+                        .set_receipt(&room, &user, "m.read", thread, &event)
+                        .await
+                    {
+                        debug!(%origin, error = %e, "receipt EDU not applied");
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Rooms named in one receipt EDU, at most.
+const MAX_RECEIPT_ROOMS: usize = 50;
+/// Users in one room of one receipt EDU, at most.
+const MAX_RECEIPT_USERS: usize = 100;
+
+async fn shares_room(ctx: &Ctx, origin: &ServerName, room: &RoomId) -> bool {
+    ctx.hs
+        .rooms
+        .servers_in_room(room)
+        .await
+        .is_ok_and(|servers| servers.iter().any(|s| s == origin))
+}

@@ -1,0 +1,755 @@
+//! The federation router: one handler per endpoint of the server-server API, behind a layer
+//! that checks the `X-Matrix` signature of every request against the origin's name-derived key
+//! and ties the origin to the overlay key of the session the request came on.
+//!
+//! - `GET /_matrix/federation/v1/version`, `GET /_matrix/key/v2/server`
+//! - `GET .../v1/make_join/{roomId}/{userId}`, `PUT .../v2/send_join/{roomId}/{eventId}`
+//! - `GET .../v1/make_leave/{roomId}/{userId}`, `PUT .../v2/send_leave/{roomId}/{eventId}`
+//! - `PUT .../v2/invite/{roomId}/{eventId}`, `PUT .../v1/send/{txnId}`
+//! - `GET .../v1/state_ids/{roomId}`, `GET .../v1/state/{roomId}`, `GET .../v1/event/{eventId}`,
+//!   `GET .../v1/event_auth/{roomId}/{eventId}`, `POST .../v1/get_missing_events/{roomId}`,
+//!   `GET .../v1/backfill/{roomId}`
+//! - `GET .../v1/query/profile`, `GET .../v1/query/directory`
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Extension, Json, Router,
+    body::{Body, Bytes},
+    extract::{Path, RawQuery, Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+};
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId,
+    OwnedServerName, RoomAliasId, RoomId, UserId, api::federation::authentication::XMatrix,
+    events::TimelineEventType, serde::Base64,
+};
+use serde_json::{Value, json};
+
+use crate::{Ctx, error::FedError, inbound::PeerKey, keys, receive};
+
+/// The largest request body accepted.
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// PDUs in one transaction, at most (the spec's limit).
+const MAX_TXN_PDUS: usize = 50;
+/// EDUs in one transaction, at most (the spec's limit).
+const MAX_TXN_EDUS: usize = 100;
+/// Stripped state events kept with a remote invite, at most.
+const MAX_INVITE_STATE: usize = 20;
+/// Events answered to one get_missing_events or backfill request, at most.
+const MAX_WALK_ANSWER: usize = 100;
+
+/// The authenticated origin of a request.
+#[derive(Debug, Clone)]
+pub struct Origin(pub OwnedServerName);
+
+type Ctxt = State<Arc<Ctx>>;
+type Answer = Result<Json<Value>, FedError>;
+
+/// The federation router over `ctx`.
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/_matrix/federation/v1/version", get(version))
+        .route("/_matrix/key/v2/server", get(server_keys))
+        .route(
+            "/_matrix/federation/v1/make_join/{room_id}/{user_id}",
+            get(make_join),
+        )
+        .route(
+            "/_matrix/federation/v2/send_join/{room_id}/{event_id}",
+            put(send_join),
+        )
+        .route(
+            "/_matrix/federation/v1/make_leave/{room_id}/{user_id}",
+            get(make_leave),
+        )
+        .route(
+            "/_matrix/federation/v2/send_leave/{room_id}/{event_id}",
+            put(send_leave),
+        )
+        .route(
+            "/_matrix/federation/v2/invite/{room_id}/{event_id}",
+            put(invite),
+        )
+        .route(
+            "/_matrix/federation/v1/send/{txn_id}",
+            put(send_transaction),
+        )
+        .route("/_matrix/federation/v1/state_ids/{room_id}", get(state_ids))
+        .route("/_matrix/federation/v1/state/{room_id}", get(state))
+        .route("/_matrix/federation/v1/event/{event_id}", get(event))
+        .route(
+            "/_matrix/federation/v1/event_auth/{room_id}/{event_id}",
+            get(event_auth),
+        )
+        .route(
+            "/_matrix/federation/v1/get_missing_events/{room_id}",
+            post(get_missing_events),
+        )
+        .route("/_matrix/federation/v1/backfill/{room_id}", get(backfill))
+        .route("/_matrix/federation/v1/query/profile", get(query_profile))
+        .route(
+            "/_matrix/federation/v1/query/directory",
+            get(query_directory),
+        )
+        .fallback(|| async {
+            FedError::new(
+                http::StatusCode::NOT_FOUND,
+                "M_UNRECOGNIZED",
+                "Unrecognized request",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            authenticate,
+        ))
+        .with_state(ctx)
+}
+
+/// Checks `X-Matrix` on every request but the public ones, and records the origin.
+async fn authenticate(State(ctx): Ctxt, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path == "/_matrix/federation/v1/version" || path.starts_with("/_matrix/key/") {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return FedError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            "request body too large",
+        )
+        .into_response();
+    };
+    let xmatrix = match XMatrix::extract_from_http_headers(&parts.headers) {
+        Ok(x) => x,
+        Err(e) => return FedError::unauthorized(format!("X-Matrix: {e}")).into_response(),
+    };
+    let Some(map) = keys::request_keys(&xmatrix.origin, xmatrix.key.as_str()) else {
+        return FedError::unauthorized("origin is not a self-certifying server name")
+            .into_response();
+    };
+    let check = match http::Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .body(bytes.to_vec())
+    {
+        Ok(r) => r,
+        Err(_) => return FedError::bad_json("bad request").into_response(),
+    };
+    if let Err(e) = xmatrix.verify_http_request(&check, &ctx.hs.config.server_name, &map) {
+        return FedError::unauthorized(format!("X-Matrix signature: {e}")).into_response();
+    }
+    // The signature proves the origin; the session proves who is on the other end.
+    let peer = parts.extensions.get::<PeerKey>().map(|p| p.0);
+    if peer != keys::node_key(&xmatrix.origin) {
+        return FedError::unauthorized("origin is not the session's peer").into_response();
+    }
+    let mut request = Request::from_parts(parts, Body::from(bytes));
+    request.extensions_mut().insert(Origin(xmatrix.origin));
+    next.run(request).await
+}
+
+fn json_object(bytes: &[u8]) -> Result<CanonicalJsonObject, FedError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| FedError::bad_json(format!("not JSON: {e}")))?;
+    match CanonicalJsonValue::try_from(value) {
+        Ok(CanonicalJsonValue::Object(map)) => Ok(map),
+        Ok(_) => Err(FedError::bad_json("expected a JSON object")),
+        Err(e) => Err(FedError::bad_json(format!("not canonical JSON: {e}"))),
+    }
+}
+
+fn room_id(text: &str) -> Result<&RoomId, FedError> {
+    <&RoomId>::try_from(text).map_err(|e| FedError::bad_json(format!("room ID: {e}")))
+}
+
+fn event_id(text: &str) -> Result<&EventId, FedError> {
+    <&EventId>::try_from(text).map_err(|e| FedError::bad_json(format!("event ID: {e}")))
+}
+
+/// Query parameters, in order; repeated names kept.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn pdu_value(pdu: &grove_server::rooms::Pdu) -> Value {
+    serde_json::from_str(&pdu.json).unwrap_or(Value::Null)
+}
+
+async fn require_in_room(
+    ctx: &Ctx,
+    origin: &OwnedServerName,
+    room: &RoomId,
+) -> Result<(), FedError> {
+    if !ctx.hs.rooms.is_known(room).await? {
+        return Err(FedError::not_found("unknown room"));
+    }
+    if ctx.hs.rooms.servers_in_room(room).await?.contains(origin) {
+        Ok(())
+    } else {
+        Err(FedError::forbidden("your server is not in this room"))
+    }
+}
+
+/// `GET /_matrix/federation/v1/version`
+async fn version() -> Json<Value> {
+    Json(json!({ "server": { "name": "Grove", "version": env!("CARGO_PKG_VERSION") } }))
+}
+
+/// `GET /_matrix/key/v2/server`
+async fn server_keys(State(ctx): Ctxt) -> Answer {
+    let key = &ctx.hs.key;
+    let valid_until = MilliSecondsSinceUnixEpoch::from_system_time(
+        std::time::SystemTime::now() + Duration::from_secs(7 * 24 * 3600),
+    )
+    .map(|t| u64::from(t.get()))
+    .unwrap_or(0);
+    let doc = json!({
+        "server_name": ctx.hs.config.server_name.as_str(),
+        "valid_until_ts": valid_until,
+        "verify_keys": { key.key_id(): { "key": Base64::<ruma::serde::base64::Standard, _>::new(key.public_bytes().to_vec()).encode() } },
+        "old_verify_keys": {},
+    });
+    let mut object = match CanonicalJsonValue::try_from(doc) {
+        Ok(CanonicalJsonValue::Object(o)) => o,
+        _ => return Err(FedError::bad_json("key document")),
+    };
+    ruma::signatures::sign_json(
+        ctx.hs.config.server_name.as_str(),
+        key.key_pair(),
+        &mut object,
+    )
+    .map_err(|e| FedError::from(grove_server::Error::Internal(e.to_string())))?;
+    Ok(Json(serde_json::to_value(object).unwrap_or(Value::Null)))
+}
+
+/// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`
+async fn make_join(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    Path((room, user)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    make_membership(&ctx, &origin, &room, &user, query.as_deref(), "join").await
+}
+
+/// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`
+async fn make_leave(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    Path((room, user)): Path<(String, String)>,
+) -> Answer {
+    make_membership(&ctx, &origin, &room, &user, None, "leave").await
+}
+
+async fn make_membership(
+    ctx: &Ctx,
+    origin: &Origin,
+    room: &str,
+    user: &str,
+    query: Option<&str>,
+    membership: &str,
+) -> Answer {
+    let room = room_id(room)?;
+    let user = UserId::parse(user).map_err(|e| FedError::bad_json(format!("user ID: {e}")))?;
+    if user.server_name() != origin.0 {
+        return Err(FedError::forbidden("the user is not on your server"));
+    }
+    if !ctx.hs.rooms.is_known(room).await? {
+        return Err(FedError::not_found("unknown room"));
+    }
+    let (version, template) = ctx
+        .hs
+        .rooms
+        .membership_template(room, &user, membership)
+        .await?;
+    let offered: Vec<String> = query_pairs(query)
+        .into_iter()
+        .filter(|(k, _)| k == "ver")
+        .map(|(_, v)| v)
+        .collect();
+    if membership == "join" && !offered.iter().any(|v| v == version.as_str()) {
+        return Err(FedError::new(
+            http::StatusCode::BAD_REQUEST,
+            "M_INCOMPATIBLE_ROOM_VERSION",
+            format!("the room has version {version}"),
+        ));
+    }
+    Ok(Json(
+        json!({ "room_version": version.as_str(), "event": template }),
+    ))
+}
+
+/// Checks a membership event a remote server completed and signed, and adds our signature.
+async fn take_membership(
+    ctx: &Ctx,
+    origin: &Origin,
+    room: &RoomId,
+    path_event: &str,
+    body: &[u8],
+    membership: &str,
+) -> Result<(CanonicalJsonObject, OwnedEventId), FedError> {
+    let mut object = json_object(body)?;
+    let version = ctx.hs.rooms.room_version(room).await?;
+    let rules = grove_server::rooms::builder::rules_for(&version)?;
+    let id = grove_server::rooms::builder::event_id_of(&object, &rules)?;
+    if id.as_str() != path_event {
+        return Err(FedError::bad_json("event ID does not match the event"));
+    }
+    keys::check_event(&object, &rules).map_err(|e| FedError::forbidden(e.to_string()))?;
+    let field = |name: &str| match object.get(name) {
+        Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let sender = field("sender").unwrap_or_default();
+    let content_membership = match object.get("content") {
+        Some(CanonicalJsonValue::Object(c)) => match c.get("membership") {
+            Some(CanonicalJsonValue::String(m)) => m.clone(),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    };
+    if field("type").as_deref() != Some("m.room.member")
+        || field("state_key").as_deref() != Some(sender.as_str())
+        || content_membership != membership
+        || field("room_id").as_deref() != Some(room.as_str())
+    {
+        return Err(FedError::bad_json(format!(
+            "not a {membership} event for this room"
+        )));
+    }
+    if UserId::parse(sender.as_str())
+        .map(|u| u.server_name() != origin.0)
+        .unwrap_or(true)
+    {
+        return Err(FedError::forbidden("the sender is not on your server"));
+    }
+    ruma::signatures::sign_event(
+        ctx.hs.config.server_name.as_str(),
+        ctx.hs.key.key_pair(),
+        &mut object,
+        &rules.redaction,
+    )
+    .map_err(|e| FedError::bad_json(format!("cannot sign: {e}")))?;
+    match ctx.hs.rooms.add_pdu(room, object.clone()).await? {
+        grove_server::rooms::auth::RemoteVerdict::Rejected(why)
+        | grove_server::rooms::auth::RemoteVerdict::SoftFailed(why) => {
+            Err(FedError::forbidden(why))
+        }
+        grove_server::rooms::auth::RemoteVerdict::Accepted => Ok((object, id)),
+    }
+}
+
+/// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`
+async fn send_join(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    Path((room, event)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer {
+    let room = room_id(&room)?;
+    if !ctx.hs.rooms.is_known(room).await? {
+        return Err(FedError::not_found("unknown room"));
+    }
+    let (object, id) = take_membership(&ctx, &origin, room, &event, &body, "join").await?;
+    let (state, chain) = ctx.hs.rooms.state_and_auth_chain(room, &id).await?;
+    Ok(Json(json!({
+        "origin": ctx.hs.config.server_name.as_str(),
+        "event": object,
+        "state": state.iter().map(pdu_value).collect::<Vec<_>>(),
+        "auth_chain": chain.iter().map(pdu_value).collect::<Vec<_>>(),
+        "members_omitted": false,
+    })))
+}
+
+/// `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`
+async fn send_leave(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    Path((room, event)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer {
+    let room = room_id(&room)?;
+    if !ctx.hs.rooms.is_known(room).await? {
+        return Err(FedError::not_found("unknown room"));
+    }
+    let (_, id) = take_membership(&ctx, &origin, room, &event, &body, "leave").await?;
+    // Others in the room hear of the leave from us: the leaving server may not know them.
+    ctx.push_to_room(room, &id, &origin.0).await;
+    Ok(Json(json!({})))
+}
+
+/// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`
+async fn invite(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    Path((room, event)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer {
+    let room = room_id(&room)?;
+    let body = json_object(&body)?;
+    let version = match body.get("room_version") {
+        Some(CanonicalJsonValue::String(v)) => ruma::RoomVersionId::try_from(v.as_str())
+            .map_err(|e| FedError::bad_json(format!("room_version: {e}")))?,
+        _ => return Err(FedError::bad_json("room_version missing")),
+    };
+    let rules = grove_server::rooms::builder::rules_for(&version).map_err(|_| {
+        FedError::new(
+            http::StatusCode::BAD_REQUEST,
+            "M_INCOMPATIBLE_ROOM_VERSION",
+            "unsupported room version",
+        )
+    })?;
+    let mut object = match body.get("event") {
+        Some(CanonicalJsonValue::Object(e)) => e.clone(),
+        _ => return Err(FedError::bad_json("event missing")),
+    };
+    let id = grove_server::rooms::builder::event_id_of(&object, &rules)?;
+    if id.as_str() != event {
+        return Err(FedError::bad_json("event ID does not match the event"));
+    }
+    keys::check_event(&object, &rules).map_err(|e| FedError::forbidden(e.to_string()))?;
+    let text = serde_json::to_string(&object).map_err(|e| FedError::bad_json(e.to_string()))?;
+    let pdu = grove_server::rooms::Pdu::parse(id.clone(), Some(room), &text)?;
+    let target = pdu
+        .state_key
+        .as_deref()
+        .and_then(|k| UserId::parse(k).ok())
+        .ok_or_else(|| FedError::bad_json("invite without a target"))?;
+    if pdu.kind != TimelineEventType::RoomMember
+        || pdu.content_str("membership").as_deref() != Some("invite")
+        || pdu.room != room
+    {
+        return Err(FedError::bad_json("not an invite for this room"));
+    }
+    if target.server_name() != ctx.hs.config.server_name {
+        return Err(FedError::bad_json("the invited user is not on this server"));
+    }
+    if pdu.sender.server_name() != origin.0 {
+        return Err(FedError::forbidden("the sender is not on your server"));
+    }
+    ruma::signatures::sign_event(
+        ctx.hs.config.server_name.as_str(),
+        ctx.hs.key.key_pair(),
+        &mut object,
+        &rules.redaction,
+    )
+    .map_err(|e| FedError::bad_json(format!("cannot sign: {e}")))?;
+    if ctx.hs.rooms.is_known(room).await? {
+        // We are in the room already: the invite takes effect here at once.
+        if let grove_server::rooms::auth::RemoteVerdict::Rejected(why) =
+            ctx.hs.rooms.add_pdu(room, object.clone()).await?
+        {
+            return Err(FedError::forbidden(why));
+        }
+    } else {
+        let stripped: Vec<Value> = match body.get("invite_room_state") {
+            Some(CanonicalJsonValue::Array(a)) => a
+                .iter()
+                .take(MAX_INVITE_STATE)
+                .filter_map(|v| serde_json::to_value(v).ok())
+                .collect(),
+            _ => Vec::new(),
+        };
+        ctx.hs
+            .rooms
+            .store_remote_invite(room, &version, &object, &stripped)
+            .await?;
+    }
+    Ok(Json(json!({ "event": object })))
+}
+
+/// `PUT /_matrix/federation/v1/send/{txnId}`
+async fn send_transaction(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    Path(_txn): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let body: Value =
+        serde_json::from_slice(&body).map_err(|e| FedError::bad_json(format!("not JSON: {e}")))?;
+    let pdus = body["pdus"].as_array().cloned().unwrap_or_default();
+    let edus = body["edus"].as_array().map(Vec::len).unwrap_or(0);
+    if pdus.len() > MAX_TXN_PDUS || edus > MAX_TXN_EDUS {
+        return Err(FedError::bad_json(
+            "too many PDUs or EDUs in one transaction",
+        ));
+    }
+    let mut results = serde_json::Map::new();
+    for pdu in pdus {
+        let object = match CanonicalJsonValue::try_from(pdu) {
+            Ok(CanonicalJsonValue::Object(o)) => o,
+            _ => continue,
+        };
+        let (id, outcome) = receive::handle_pdu(&ctx, &origin.0, object).await;
+        if let Some(id) = id {
+            let entry = match outcome {
+                Ok(()) => json!({}),
+                Err(e) => json!({ "error": e }),
+            };
+            results.insert(id.to_string(), entry);
+        }
+    }
+    // Typing and read receipts are applied; other EDUs (presence, device lists, to-device)
+    // are accepted and not acted on yet.
+    for edu in body["edus"].as_array().into_iter().flatten() {
+        receive::handle_edu(&ctx, &origin.0, edu).await;
+    }
+    Ok(Json(json!({ "pdus": results })))
+}
+
+fn query_event_id(query: Option<&str>) -> Result<OwnedEventId, FedError> {
+    let id = query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| k == "event_id")
+        .map(|(_, v)| v)
+        .ok_or_else(|| {
+            FedError::new(
+                http::StatusCode::BAD_REQUEST,
+                "M_MISSING_PARAM",
+                "event_id missing",
+            )
+        })?;
+    OwnedEventId::try_from(id).map_err(|e| FedError::bad_json(format!("event ID: {e}")))
+}
+
+/// `GET /_matrix/federation/v1/state_ids/{roomId}?event_id=`
+async fn state_ids(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    Path(room): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let room = room_id(&room)?;
+    require_in_room(&ctx, &origin.0, room).await?;
+    let at = query_event_id(query.as_deref())?;
+    let (state, chain) = ctx.hs.rooms.state_and_auth_chain(room, &at).await?;
+    Ok(Json(json!({
+        "pdu_ids": state.iter().map(|p| p.event_id.as_str()).collect::<Vec<_>>(),
+        "auth_chain_ids": chain.iter().map(|p| p.event_id.as_str()).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /_matrix/federation/v1/state/{roomId}?event_id=`
+async fn state(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    Path(room): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let room = room_id(&room)?;
+    require_in_room(&ctx, &origin.0, room).await?;
+    let at = query_event_id(query.as_deref())?;
+    let (state, chain) = ctx.hs.rooms.state_and_auth_chain(room, &at).await?;
+    Ok(Json(json!({
+        "pdus": state.iter().map(pdu_value).collect::<Vec<_>>(),
+        "auth_chain": chain.iter().map(pdu_value).collect::<Vec<_>>(),
+    })))
+}
+
+fn now_ms() -> u64 {
+    u64::from(MilliSecondsSinceUnixEpoch::now().get())
+}
+
+/// `GET /_matrix/federation/v1/event/{eventId}`
+async fn event(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    Path(id): Path<String>,
+) -> Answer {
+    let id = event_id(&id)?;
+    let pdu = ctx
+        .hs
+        .rooms
+        .pdu(id.as_str())
+        .await?
+        .ok_or_else(|| FedError::not_found("unknown event"))?;
+    require_in_room(&ctx, &origin.0, &pdu.room).await?;
+    Ok(Json(json!({
+        "origin": ctx.hs.config.server_name.as_str(),
+        "origin_server_ts": now_ms(),
+        "pdus": [pdu_value(&pdu)],
+    })))
+}
+
+/// `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}`
+async fn event_auth(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    Path((room, id)): Path<(String, String)>,
+) -> Answer {
+    let room = room_id(&room)?;
+    let id = event_id(&id)?;
+    require_in_room(&ctx, &origin.0, room).await?;
+    let pdu = ctx
+        .hs
+        .rooms
+        .pdu(id.as_str())
+        .await?
+        .filter(|p| p.room == room)
+        .ok_or_else(|| FedError::not_found("unknown event"))?;
+    let chain = ctx.hs.rooms.auth_chain_of(&pdu.auth_events).await?;
+    Ok(Json(
+        json!({ "auth_chain": chain.iter().map(pdu_value).collect::<Vec<_>>() }),
+    ))
+}
+
+fn id_list(value: &Value) -> Vec<OwnedEventId> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .filter_map(|s| OwnedEventId::try_from(s).ok())
+                .take(MAX_WALK_ANSWER)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `POST /_matrix/federation/v1/get_missing_events/{roomId}`
+async fn get_missing_events(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    Path(room): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let room = room_id(&room)?;
+    require_in_room(&ctx, &origin.0, room).await?;
+    let body: Value =
+        serde_json::from_slice(&body).map_err(|e| FedError::bad_json(format!("not JSON: {e}")))?;
+    let limit = body["limit"]
+        .as_u64()
+        .unwrap_or(10)
+        .min(MAX_WALK_ANSWER as u64) as usize;
+    let earliest = id_list(&body["earliest_events"]);
+    let latest = id_list(&body["latest_events"]);
+    let events = ctx
+        .hs
+        .rooms
+        .missing_events(room, &earliest, &latest, limit)
+        .await?;
+    Ok(Json(
+        json!({ "events": events.iter().map(pdu_value).collect::<Vec<_>>() }),
+    ))
+}
+
+/// `GET /_matrix/federation/v1/backfill/{roomId}?v=&limit=`
+async fn backfill(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    Path(room): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let room = room_id(&room)?;
+    require_in_room(&ctx, &origin.0, room).await?;
+    let pairs = query_pairs(query.as_deref());
+    let from: Vec<OwnedEventId> = pairs
+        .iter()
+        .filter(|(k, _)| k == "v")
+        .filter_map(|(_, v)| OwnedEventId::try_from(v.as_str()).ok())
+        .take(MAX_WALK_ANSWER)
+        .collect();
+    let limit = pairs
+        .iter()
+        .find(|(k, _)| k == "limit")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(10)
+        .min(MAX_WALK_ANSWER);
+    let events = ctx.hs.rooms.backfill_from(room, &from, limit).await?;
+    Ok(Json(json!({
+        "origin": ctx.hs.config.server_name.as_str(),
+        "origin_server_ts": now_ms(),
+        "pdus": events.iter().map(pdu_value).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /_matrix/federation/v1/query/profile?user_id=&field=`
+async fn query_profile(State(ctx): Ctxt, RawQuery(query): RawQuery) -> Answer {
+    let pairs = query_pairs(query.as_deref());
+    let user = pairs
+        .iter()
+        .find(|(k, _)| k == "user_id")
+        .and_then(|(_, v)| UserId::parse(v.as_str()).ok())
+        .ok_or_else(|| FedError::bad_json("user_id missing or invalid"))?;
+    if user.server_name() != ctx.hs.config.server_name || !ctx.hs.accounts.exists(&user).await? {
+        return Err(FedError::not_found("the user is not on this server"));
+    }
+    let field = pairs
+        .iter()
+        .find(|(k, _)| k == "field")
+        .map(|(_, v)| v.as_str());
+    let profile = ctx.hs.userdata.profile(&user).await?;
+    let mut out = serde_json::Map::new();
+    if field.is_none_or(|f| f == "displayname")
+        && let Some(name) = profile.displayname
+    {
+        out.insert("displayname".into(), name.into());
+    }
+    if field.is_none_or(|f| f == "avatar_url")
+        && let Some(url) = profile.avatar_url
+    {
+        out.insert("avatar_url".into(), url.to_string().into());
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+/// `GET /_matrix/federation/v1/query/directory?room_alias=`
+async fn query_directory(State(ctx): Ctxt, RawQuery(query): RawQuery) -> Answer {
+    let alias = query_pairs(query.as_deref())
+        .into_iter()
+        .find(|(k, _)| k == "room_alias")
+        .map(|(_, v)| v)
+        .ok_or_else(|| FedError::bad_json("room_alias missing"))?;
+    let alias = RoomAliasId::parse(alias.as_str())
+        .map_err(|e| FedError::bad_json(format!("alias: {e}")))?;
+    let room = ctx
+        .hs
+        .rooms
+        .resolve_alias(&alias)
+        .await?
+        .ok_or_else(|| FedError::not_found("unknown alias"))?;
+    let mut servers = ctx.hs.rooms.servers_in_room(&room).await?;
+    // This server first: it answered and it has the room.
+    servers.retain(|s| *s != ctx.hs.config.server_name);
+    servers.insert(0, ctx.hs.config.server_name.clone());
+    Ok(Json(
+        json!({ "room_id": room.as_str(), "servers": servers }),
+    ))
+}

@@ -1,0 +1,485 @@
+//! What the server-server API reads and writes in rooms: the servers in a room, join and leave
+//! templates, the state and auth chain at an event, bounded walks of the DAG for
+//! `get_missing_events` and backfill, and persisting a room learnt from a remote join.
+//!
+//! Every walk is bounded by the caller's limit and by [`MAX_WALK`].
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedServerName, OwnedUserId, RoomId,
+    RoomVersionId, UserId, events::TimelineEventType, signatures::content_hash,
+};
+use serde_json::json;
+
+use super::{
+    EventTemplate, Rooms, StateMap,
+    auth::{self, RemoteVerdict},
+    builder,
+    pdu::Pdu,
+    store::{self, EventRow, NewGroup},
+};
+use crate::{Error, Result};
+
+/// Events visited by one DAG walk, at most.
+pub const MAX_WALK: usize = 1_000;
+
+/// Auth-chain events returned for one request, at most.
+const MAX_AUTH_CHAIN: usize = super::resolve::MAX_RESOLUTION_EVENTS;
+
+/// A room learnt from a remote server's answer to a join.
+pub struct JoinedRoom<'a> {
+    /// The room.
+    pub room: &'a RoomId,
+    /// Its version.
+    pub version: &'a RoomVersionId,
+    /// The join event, signed by both servers.
+    pub join: CanonicalJsonObject,
+    /// The room state before the join.
+    pub state: Vec<CanonicalJsonObject>,
+    /// The auth chain of that state and of the join.
+    pub auth_chain: Vec<CanonicalJsonObject>,
+}
+
+impl Rooms {
+    /// Whether this node has the room (it has joined it at some point).
+    pub async fn is_known(&self, room: &RoomId) -> Result<bool> {
+        Ok(store::room_head(self.storage.pool(), room).await?.is_some())
+    }
+
+    /// The servers with a joined member in the room.
+    pub async fn servers_in_room(&self, room: &RoomId) -> Result<Vec<OwnedServerName>> {
+        let mut servers: Vec<OwnedServerName> =
+            store::members_with(self.storage.pool(), room, "join")
+                .await?
+                .into_iter()
+                .map(|u| u.server_name().to_owned())
+                .collect();
+        servers.sort();
+        servers.dedup();
+        Ok(servers)
+    }
+
+    /// The room's forward extremities.
+    pub async fn extremities(&self, room: &RoomId) -> Result<Vec<OwnedEventId>> {
+        let guard = self.lock(room).await?;
+        Ok(guard
+            .state
+            .as_ref()
+            .map(|s| s.extremities.clone())
+            .unwrap_or_default())
+    }
+
+    /// A membership event for `user` over the room's head, without hashes and signatures: what
+    /// make_join and make_leave answer, for the user's server to complete and sign.
+    pub async fn membership_template(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        membership: &str,
+    ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
+        let version = self.room_version(room).await?;
+        let mut prev = self.extremities(room).await?;
+        prev.truncate(super::MAX_PREV_EVENTS);
+        let template = EventTemplate::state(
+            TimelineEventType::RoomMember,
+            user.as_str(),
+            json!({ "membership": membership }),
+        );
+        let mut object = self.build_over(room, user, &template, &prev).await?;
+        object.remove("signatures");
+        object.remove("hashes");
+        Ok((version, object))
+    }
+
+    /// The state before an event of the room (its `prev_events` resolved) and the auth chain of
+    /// that state and of the event.
+    pub async fn state_and_auth_chain(
+        &self,
+        room: &RoomId,
+        event_id: &ruma::EventId,
+    ) -> Result<(Vec<Pdu>, Vec<Pdu>)> {
+        let Some(stored) = store::event(self.storage.pool(), event_id.as_str()).await? else {
+            return Err(Error::NotFound(format!("unknown event {event_id}")));
+        };
+        if stored.pdu.room != room {
+            return Err(Error::NotFound(format!("{event_id} is not in {room}")));
+        }
+        let version = self.room_version(room).await?;
+        let rules = builder::rules_for(&version)?;
+        let state = if stored.pdu.prev_events.is_empty() {
+            StateMap::default()
+        } else {
+            self.state_after(&rules, room, &stored.pdu.prev_events)
+                .await?
+        };
+        let ids: Vec<OwnedEventId> = state.values().cloned().collect();
+        let mut events = store::events_by_id(self.storage.pool(), &ids).await?;
+        let state_pdus: Vec<Pdu> = ids
+            .iter()
+            .filter_map(|id| events.remove(id).map(|s| s.pdu))
+            .collect();
+        let mut start = ids;
+        start.extend(stored.pdu.auth_events.iter().cloned());
+        let chain = self.auth_chain_of(&start).await?;
+        Ok((state_pdus, chain))
+    }
+
+    /// The auth chains of the given events (the events themselves included when stored).
+    pub async fn auth_chain_of(&self, ids: &[OwnedEventId]) -> Result<Vec<Pdu>> {
+        let mut chain: Vec<Pdu> =
+            store::auth_chain_events(self.storage.pool(), ids, MAX_AUTH_CHAIN)
+                .await?
+                .into_values()
+                .collect();
+        chain.sort_by_key(|p| p.depth);
+        Ok(chain)
+    }
+
+    /// Events of the room before `latest` and not before `earliest`, walking `prev_events`,
+    /// at most `limit`, oldest first (`get_missing_events`).
+    pub async fn missing_events(
+        &self,
+        room: &RoomId,
+        earliest: &[OwnedEventId],
+        latest: &[OwnedEventId],
+        limit: usize,
+    ) -> Result<Vec<Pdu>> {
+        let stop: HashSet<&OwnedEventId> = earliest.iter().collect();
+        let starts = store::events_by_id(self.storage.pool(), latest).await?;
+        let frontier: Vec<OwnedEventId> = starts
+            .values()
+            .filter(|s| s.pdu.room == room)
+            .flat_map(|s| s.pdu.prev_events.iter().cloned())
+            .filter(|id| !stop.contains(id))
+            .collect();
+        self.walk_back(room, frontier, &stop, limit).await
+    }
+
+    /// Events of the room from `from` backwards, at most `limit`, oldest first (backfill).
+    pub async fn backfill_from(
+        &self,
+        room: &RoomId,
+        from: &[OwnedEventId],
+        limit: usize,
+    ) -> Result<Vec<Pdu>> {
+        self.walk_back(room, from.to_vec(), &HashSet::new(), limit)
+            .await
+    }
+
+    async fn walk_back(
+        &self,
+        room: &RoomId,
+        mut frontier: Vec<OwnedEventId>,
+        stop: &HashSet<&OwnedEventId>,
+        limit: usize,
+    ) -> Result<Vec<Pdu>> {
+        let limit = limit.min(MAX_WALK);
+        let mut seen: HashSet<OwnedEventId> = HashSet::new();
+        let mut out = Vec::new();
+        while !frontier.is_empty() && out.len() < limit {
+            frontier.retain(|id| !seen.contains(id) && !stop.contains(id));
+            frontier.sort();
+            frontier.dedup();
+            let found = store::events_by_id(self.storage.pool(), &frontier).await?;
+            seen.extend(frontier.drain(..));
+            let mut batch: Vec<Pdu> = found
+                .into_values()
+                .map(|s| s.pdu)
+                .filter(|p| p.room == room)
+                .collect();
+            batch.sort_by_key(|p| std::cmp::Reverse(p.depth));
+            for pdu in batch {
+                if out.len() >= limit {
+                    break;
+                }
+                frontier.extend(pdu.prev_events.iter().cloned());
+                out.push(pdu);
+            }
+        }
+        out.sort_by_key(|p| p.depth);
+        Ok(out)
+    }
+
+    /// Stores a room this node joins through another server: the state and auth chain as
+    /// outliers, then the join event as the room's head, in one transaction.
+    pub async fn persist_joined_room(&self, joined: JoinedRoom<'_>) -> Result<()> {
+        let room = joined.room;
+        let rules = builder::rules_for(joined.version)?;
+        let handle = self.handle(room);
+        let mut guard = handle.lock_owned().await;
+        if store::room_head(self.storage.pool(), room).await?.is_some() {
+            return Err(Error::RoomInUse("this node already has the room".into()));
+        }
+        let mut events: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
+        let mut state = StateMap::default();
+        let state_ids: HashSet<OwnedEventId> = joined
+            .state
+            .iter()
+            .filter_map(|o| builder::event_id_of(o, &rules).ok())
+            .collect();
+        for object in joined.state.iter().chain(joined.auth_chain.iter()) {
+            let pdu = parse_checked(room, object, &rules)?;
+            if state_ids.contains(&pdu.event_id)
+                && let Some(key) = pdu.state_key_pair()
+            {
+                state.insert(key, pdu.event_id.clone());
+            }
+            events.insert(pdu.event_id.clone(), Arc::new(pdu));
+        }
+        let join = parse_checked(room, &joined.join, &rules)?;
+        let user = join
+            .state_key
+            .as_deref()
+            .and_then(|k| UserId::parse(k).ok())
+            .ok_or_else(|| Error::BadJson("join event has no user".into()))?;
+        if join.kind != TimelineEventType::RoomMember
+            || join.content_str("membership").as_deref() != Some("join")
+        {
+            return Err(Error::BadJson("not a join event".into()));
+        }
+        if let RemoteVerdict::Rejected(why) =
+            auth::check_remote(&rules.authorization, &join, &events, &state, &state)
+        {
+            return Err(Error::Forbidden(format!("the join is not allowed: {why}")));
+        }
+        let mut after = state.clone();
+        if let Some(key) = join.state_key_pair() {
+            after.insert(key, join.event_id.clone());
+        }
+        let members: Vec<(OwnedUserId, String, OwnedEventId)> = state
+            .iter()
+            .filter(|((kind, _), _)| kind.to_string() == "m.room.member")
+            .filter_map(|((_, key), id)| {
+                let user = UserId::parse(key.as_str()).ok()?;
+                let membership = events.get(id)?.content_str("membership")?;
+                Some((user, membership, id.clone()))
+            })
+            .filter(|(u, ..)| *u != user)
+            .collect();
+        let group = self.next_group_id();
+        let mut txn = self.storage.write().await?;
+        for pdu in events.values() {
+            store::insert_outlier(txn.conn(), pdu).await?;
+        }
+        let position = txn.next_position();
+        store::insert_event(
+            txn.conn(),
+            &EventRow {
+                pdu: &join,
+                position,
+                state_group: group,
+                new_group: Some(NewGroup {
+                    id: group,
+                    prev: None,
+                    chain_len: 0,
+                    entries: after.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                }),
+                membership: Some((user.clone(), "join".into())),
+                txn: None,
+                soft_failed: false,
+            },
+        )
+        .await?;
+        for (member, membership, id) in &members {
+            store::set_membership(
+                txn.conn(),
+                room,
+                member,
+                membership,
+                id.as_str(),
+                position.0,
+            )
+            .await?;
+        }
+        store::insert_room(
+            txn.conn(),
+            room,
+            joined.version.as_str(),
+            group,
+            std::slice::from_ref(&join.event_id),
+        )
+        .await?;
+        store::delete_remote_invites(txn.conn(), room, None).await?;
+        txn.commit().await?;
+        self.inner.groups.insert(group, Arc::new(after), 0);
+        guard.state = None;
+        Ok(())
+    }
+}
+
+impl Rooms {
+    /// Which of the given events this node does not have.
+    pub async fn unknown_events(&self, ids: &[OwnedEventId]) -> Result<Vec<OwnedEventId>> {
+        let found = store::events_by_id(self.storage.pool(), ids).await?;
+        Ok(ids
+            .iter()
+            .filter(|id| !found.contains_key(*id))
+            .cloned()
+            .collect())
+    }
+
+    /// Stores events of the room fetched to fill a gap (state and auth events) as outliers,
+    /// after checking their content hashes.
+    pub async fn store_outliers(
+        &self,
+        room: &RoomId,
+        objects: &[CanonicalJsonObject],
+    ) -> Result<()> {
+        let version = self.room_version(room).await?;
+        let rules = builder::rules_for(&version)?;
+        let pdus = objects
+            .iter()
+            .map(|o| parse_checked(room, o, &rules))
+            .collect::<Result<Vec<_>>>()?;
+        let mut txn = self.storage.write().await?;
+        for pdu in &pdus {
+            store::insert_outlier(txn.conn(), pdu).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The state map named by a list of stored state event IDs (unknown ones left out).
+    pub async fn state_map_of(&self, room: &RoomId, ids: &[OwnedEventId]) -> Result<StateMap> {
+        Ok(store::events_by_id(self.storage.pool(), ids)
+            .await?
+            .into_values()
+            .filter(|s| s.pdu.room == room && !s.pdu.rejected)
+            .filter_map(|s| s.pdu.state_key_pair().map(|k| (k, s.pdu.event_id.clone())))
+            .collect())
+    }
+}
+
+/// An invite of a local user to a room this node is not in.
+#[derive(Debug, Clone)]
+pub struct RemoteInvite {
+    /// The invite event.
+    pub event: Pdu,
+    /// The room's version.
+    pub version: RoomVersionId,
+    /// The stripped state the inviting server sent with it.
+    pub stripped: Vec<serde_json::Value>,
+}
+
+impl Rooms {
+    /// Stores an invite of a local user to a room this node is not in, so that the user's sync
+    /// shows it, in one transaction with its membership change.
+    pub async fn store_remote_invite(
+        &self,
+        room: &RoomId,
+        version: &RoomVersionId,
+        invite: &CanonicalJsonObject,
+        stripped: &[serde_json::Value],
+    ) -> Result<()> {
+        let rules = builder::rules_for(version)?;
+        let pdu = parse_checked(room, invite, &rules)?;
+        let user = pdu
+            .state_key
+            .as_deref()
+            .and_then(|k| UserId::parse(k).ok())
+            .ok_or_else(|| Error::BadJson("invite without a target".into()))?;
+        let stripped = serde_json::to_string(stripped)?;
+        let mut txn = self.storage.write().await?;
+        store::insert_outlier(txn.conn(), &pdu).await?;
+        let position = txn.next_position();
+        let id = pdu.event_id.as_str();
+        store::set_membership(txn.conn(), room, &user, "invite", id, position.0).await?;
+        store::log_membership(txn.conn(), &user, position.0, room, "invite", id).await?;
+        store::insert_remote_invite(txn.conn(), room, &user, id, version.as_str(), &stripped)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The stripped state sent with an invite of `user` (name, topic, join rules, ...).
+    pub async fn stripped_state(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Vec<serde_json::Value>> {
+        self.invite_state(room, user).await
+    }
+
+    /// The pending invite of `user` to a room this node is not in.
+    pub async fn remote_invite(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<RemoteInvite>> {
+        let Some((event_id, version, stripped)) =
+            store::remote_invite(self.storage.pool(), room, user).await?
+        else {
+            return Ok(None);
+        };
+        let Some(stored) = store::event(self.storage.pool(), &event_id).await? else {
+            return Ok(None);
+        };
+        let version = RoomVersionId::try_from(version.as_str())
+            .map_err(|e| Error::Corrupt(format!("room version: {e}")))?;
+        let stripped: Vec<serde_json::Value> = serde_json::from_str(&stripped)?;
+        Ok(Some(RemoteInvite {
+            event: stored.pdu,
+            version,
+            stripped,
+        }))
+    }
+
+    /// Records that `user` refused an invite to a room this node is not in, with the leave
+    /// event the room accepted.
+    pub async fn record_remote_leave(
+        &self,
+        room: &RoomId,
+        version: &RoomVersionId,
+        leave: &CanonicalJsonObject,
+    ) -> Result<()> {
+        let rules = builder::rules_for(version)?;
+        let pdu = parse_checked(room, leave, &rules)?;
+        let user = pdu
+            .state_key
+            .as_deref()
+            .and_then(|k| UserId::parse(k).ok())
+            .ok_or_else(|| Error::BadJson("leave without a user".into()))?;
+        let mut txn = self.storage.write().await?;
+        store::insert_outlier(txn.conn(), &pdu).await?;
+        let position = txn.next_position();
+        let id = pdu.event_id.as_str();
+        store::set_membership(txn.conn(), room, &user, "leave", id, position.0).await?;
+        store::log_membership(txn.conn(), &user, position.0, room, "leave", id).await?;
+        store::delete_remote_invites(txn.conn(), room, Some(&user)).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+/// Parses a PDU of `room`, checking its content hash.
+fn parse_checked(
+    room: &RoomId,
+    object: &CanonicalJsonObject,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Result<Pdu> {
+    let event_id = builder::event_id_of(object, rules)?;
+    let hash = content_hash(object).map_err(|e| Error::BadJson(e.to_string()))?;
+    let claimed = match object.get("hashes") {
+        Some(CanonicalJsonValue::Object(h)) => match h.get("sha256") {
+            Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    if claimed.as_deref() != Some(hash.encode().as_str()) {
+        return Err(Error::BadJson(format!("{event_id}: content hash mismatch")));
+    }
+    let text = serde_json::to_string(object)?;
+    let pdu = Pdu::parse(event_id, Some(room), &text)?;
+    if pdu.room != room {
+        return Err(Error::BadJson(format!(
+            "{} is in another room",
+            pdu.event_id
+        )));
+    }
+    Ok(pdu)
+}
