@@ -183,7 +183,13 @@ where
 }
 
 /// One call to the client API of the daemon in `ns`.
-fn call(ns: &str, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+fn call(
+    ns: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let url = format!("http://127.0.0.1:8008{path}");
     let token = token.map(str::to_owned);
@@ -225,7 +231,13 @@ fn eventually<T>(what: &str, mut attempt: impl FnMut() -> Option<T>) -> T {
 /// Registers `localpart` on the daemon in `ns`; returns (user id, access token).
 fn register(ns: &str, localpart: &str) -> (String, String) {
     let mut body = json!({ "username": localpart, "password": "lan party passphrase" });
-    let (status, first) = call(ns, "POST", "/_matrix/client/v3/register", None, Some(body.clone()));
+    let (status, first) = call(
+        ns,
+        "POST",
+        "/_matrix/client/v3/register",
+        None,
+        Some(body.clone()),
+    );
     let done = if status == 401 {
         body["auth"] = json!({ "type": "m.login.dummy", "session": first["session"] });
         let (status, done) = call(ns, "POST", "/_matrix/client/v3/register", None, Some(body));
@@ -260,7 +272,11 @@ fn daemons_on_a_lan_find_each_other_and_share_a_room_two_bridges_apart() {
     let (alice, alice_token) = register(&a, "alice");
     let (carol, carol_token) = register(&c, "carol");
     let a_name = server_of(&alice).to_owned();
-    assert_eq!(a_name.len(), 64, "server name is the node key's hex: {a_name}");
+    assert_eq!(
+        a_name.len(),
+        64,
+        "server name is the node key's hex: {a_name}"
+    );
 
     let (status, created) = call(
         &a,
@@ -330,5 +346,8 @@ fn daemons_on_a_lan_find_each_other_and_share_a_room_two_bridges_apart() {
     );
     // ... and arrives once B is back: the path through the middle node is the only one.
     lan.start("b");
-    eventually("the queued message arrives through B", alice_sees("sent while B was away"));
+    eventually(
+        "the queued message arrives through B",
+        alice_sees("sent while B was away"),
+    );
 }
