@@ -9,6 +9,7 @@
 mod backup;
 mod cross_signing;
 mod device_keys;
+mod remote;
 mod to_device;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::collections::BTreeMap;
 pub use backup::{BackupVersion, KeyScope, WrongVersion};
 pub use cross_signing::CrossSigningUpload;
 pub use device_keys::KeysQuery;
+pub use remote::{RemoteKeys, RemoteKeysHook};
 use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedUserId, UInt, UserId};
 use sqlx::AnyPool;
 pub use to_device::Target;
@@ -28,6 +30,8 @@ pub struct E2ee {
     storage: Storage,
     /// The most undelivered to-device messages one device may hold.
     max_to_device_inbox: i64,
+    /// Federation's key operations, once installed.
+    remote: RemoteKeysHook,
 }
 
 impl E2ee {
@@ -37,7 +41,24 @@ impl E2ee {
         Self {
             storage,
             max_to_device_inbox: i64::try_from(max_to_device_inbox).unwrap_or(i64::MAX),
+            remote: RemoteKeysHook::default(),
         }
+    }
+
+    /// The slot for federation's key operations (keys of other servers' users, to-device
+    /// messages to them).
+    pub fn remote(&self) -> &RemoteKeysHook {
+        &self.remote
+    }
+
+    /// Records that the devices or keys of `user` (a user of another server) changed, so that
+    /// local clients sharing a room with them refetch their keys.
+    pub async fn remote_keys_changed(&self, user: &UserId) -> Result<()> {
+        let mut txn = self.storage.write().await?;
+        let position = txn.next_position().0;
+        crate::accounts::record_device_change(txn.conn(), user, position).await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     /// Users whose device list or cross-signing keys changed in `(since, upto]`.
