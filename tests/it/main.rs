@@ -6,6 +6,7 @@ mod clients;
 mod config;
 mod e2ee;
 mod federation;
+mod federation_e2ee;
 mod metrics;
 mod restart;
 mod rooms;
