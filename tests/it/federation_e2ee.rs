@@ -389,3 +389,76 @@ async fn keys_and_to_device_across_nodes_sqlite() {
 async fn keys_and_to_device_across_nodes_postgres() {
     keys_across_nodes(Backend::Postgres).await;
 }
+
+/// A room joined through another node: the joiner's `/sync` carries the room's state (here
+/// its encryption), which the join brought with it, so the client knows to encrypt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_remote_join_syncs_the_rooms_state() {
+    let b = TestNode::start_federated(Backend::Sqlite, Vec::new()).await;
+    let a = TestNode::start_federated(Backend::Sqlite, vec![b.peer_address()]).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let (status, created) = a
+        .post(
+            &format!("{V3}/createRoom"),
+            Some(&alice.token),
+            json!({ "preset": "trusted_private_chat", "is_direct": true,
+                "initial_state": [{ "type": "m.room.encryption", "state_key": "",
+                    "content": { "algorithm": "m.megolm.v1.aes-sha2" } }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "createRoom: {created}");
+    let room = created["room_id"].as_str().expect("room_id").to_owned();
+    let invite = format!("{V3}/rooms/{}/invite", enc(&room));
+    eventually("alice invites bob on B", async || {
+        let (status, body) = a
+            .post(
+                &invite,
+                Some(&alice.token),
+                json!({ "user_id": bob.user_id }),
+            )
+            .await;
+        if status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
+    let mut since = sync(&b, &bob, None).await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    let (status, body) = b
+        .post(
+            &format!("{V3}/join/{}", enc(&room)),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "join: {body}");
+    let state_types = |body: &Value| -> Vec<String> {
+        body["rooms"]["join"][&room]["state"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["type"].as_str().map(str::to_owned))
+            .collect()
+    };
+    for response in [
+        sync_until(&b, &bob, &mut since, "bob's room on B", |body| {
+            body["rooms"]["join"].get(&room).is_some()
+        })
+        .await,
+        sync(&b, &bob, None).await,
+    ] {
+        let types = state_types(&response);
+        for wanted in ["m.room.create", "m.room.encryption", "m.room.power_levels"] {
+            assert!(
+                types.iter().any(|t| t == wanted),
+                "{wanted} missing from the state of {room}: {}",
+                response["rooms"]["join"][&room]
+            );
+        }
+    }
+}
