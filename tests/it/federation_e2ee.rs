@@ -378,6 +378,64 @@ async fn keys_across_nodes(backend: Backend) {
         "{body}"
     );
     assert!(body["device_keys"].get(&ghost).is_none(), "{body}");
+
+    // The federation endpoints themselves, as node A asks node B.
+    let client = grove_federation::client::Client::new(
+        a.node().overlay().expect("overlay").clone(),
+        a.node().homeserver().key.clone(),
+        ruma::ServerName::parse(a.server_name()).expect("server name"),
+    );
+    let b_name = ruma::ServerName::parse(b.server_name()).expect("server name");
+    let path = format!("/_matrix/federation/v1/user/devices/{}", enc(&bob.user_id));
+    let devices = client
+        .request(&b_name, http::Method::GET, &path, None)
+        .await
+        .expect("user/devices");
+    assert_eq!(devices["user_id"], bob.user_id.as_str(), "{devices}");
+    let mut ids: Vec<&str> = devices["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .filter_map(|d| d["device_id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    let mut expected = vec![bob.device_id.as_str(), phone.device_id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "{devices}");
+    // Only the node's own users are answered for.
+    let path = format!(
+        "/_matrix/federation/v1/user/devices/{}",
+        enc(&alice.user_id)
+    );
+    let err = client
+        .request(&b_name, http::Method::GET, &path, None)
+        .await
+        .expect_err("another node's user");
+    assert!(err.to_string().contains("M_NOT_FOUND"), "{err}");
+    let answer = client
+        .request(
+            &b_name,
+            http::Method::POST,
+            "/_matrix/federation/v1/user/keys/query",
+            Some(&json!({ "device_keys": { &alice.user_id: [], &bob.user_id: [] } })),
+        )
+        .await
+        .expect("user/keys/query");
+    assert!(
+        answer["device_keys"].get(&alice.user_id).is_none(),
+        "{answer}"
+    );
+    assert!(answer["device_keys"][&bob.user_id].is_object(), "{answer}");
+    let err = client
+        .request(
+            &b_name,
+            http::Method::POST,
+            "/_matrix/federation/v1/user/keys/claim",
+            Some(&json!({ "one_time_keys": [] })),
+        )
+        .await
+        .expect_err("a claim that is not an object");
+    assert!(err.to_string().contains("M_BAD_JSON"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
