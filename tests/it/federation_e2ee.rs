@@ -1,7 +1,9 @@
 //! End-to-end encryption between users on two nodes federated over real loopback QUIC: device
 //! keys queried and one-time keys claimed across nodes (signed with real ed25519 keys and
 //! checked on arrival), a to-device message from A reaching B's `/sync`, a device added on B
-//! showing up in A's `device_lists.changed`, and an unreachable server reported in `failures`.
+//! showing up in A's `device_lists.changed`, an unreachable server reported in `failures`, the
+//! federation endpoints asked directly, to-device EDUs deduplicated by message ID, and the state
+//! of a room joined through another node reaching the joiner's `/sync`.
 
 use std::{
     collections::BTreeMap,
@@ -207,7 +209,7 @@ async fn sync_until(
     user: &TestUser,
     since: &mut String,
     what: &str,
-    done: impl Fn(&Value) -> bool,
+    mut done: impl FnMut(&Value) -> bool,
 ) -> Value {
     eventually(what, async || {
         let body = sync(node, user, Some(since)).await;
@@ -436,6 +438,42 @@ async fn keys_across_nodes(backend: Backend) {
         .await
         .expect_err("a claim that is not an object");
     assert!(err.to_string().contains("M_BAD_JSON"), "{err}");
+
+    // An m.direct_to_device EDU delivered twice (a retried transaction) lands once; one whose
+    // sender is not a user of the origin is dropped.
+    let edu = |sender: &str, secret: u32| {
+        json!({ "edu_type": "m.direct_to_device", "content": {
+            "sender": sender, "type": "m.grove.test", "message_id": format!("m{secret}"),
+            "messages": { &bob.user_id: { &bob.device_id: { "secret": secret } } },
+        }})
+    };
+    let b_user = format!("@mallory:{}", b.server_name());
+    for (txn, edus) in [
+        ("t1", vec![edu(&alice.user_id, 44)]),
+        ("t2", vec![edu(&alice.user_id, 44), edu(&b_user, 45)]),
+        ("t3", vec![edu(&alice.user_id, 46)]),
+    ] {
+        let body = json!({ "origin": a.server_name(), "origin_server_ts": 0, "pdus": [],
+            "edus": edus });
+        client
+            .request(
+                &b_name,
+                http::Method::PUT,
+                &format!("/_matrix/federation/v1/send/{txn}"),
+                Some(&body),
+            )
+            .await
+            .expect("send transaction");
+    }
+    let mut secrets = Vec::new();
+    sync_until(&b, &bob, &mut bob_since, "EDUs on B", |body| {
+        for event in body["to_device"]["events"].as_array().into_iter().flatten() {
+            secrets.push(event["content"]["secret"].clone());
+        }
+        secrets.contains(&json!(46))
+    })
+    .await;
+    assert_eq!(secrets, vec![json!(44), json!(46)], "{secrets:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
