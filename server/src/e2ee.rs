@@ -4,7 +4,9 @@
 //! Every change others must learn of (device keys, cross-signing keys, signatures) records a
 //! device-list change at a stream position ([`E2ee::users_with_key_changes`]); to-device
 //! messages take a position too ([`E2ee::sync_to_device`]). The server stores key material as
-//! the clients sent it and does not verify the signatures inside it: clients do.
+//! the clients sent it and does not verify the signatures inside it: clients do. Keys of other
+//! servers' users and to-device messages to them go through [`RemoteKeys`], which federation
+//! installs ([`E2ee::remote`]); nothing of them is cached here.
 
 mod backup;
 mod cross_signing;
