@@ -9,7 +9,7 @@
 
 mod backup;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -18,10 +18,10 @@ use axum::{
 };
 use grove_server::{
     StreamPosition,
-    e2ee::{CrossSigningUpload, Target},
+    e2ee::{CrossSigningUpload, RemoteKeys, Target},
 };
 use ruma::{
-    OwnedUserId,
+    OwnedServerName, OwnedUserId, ServerName, UserId,
     api::client::{
         keys::{
             claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures,
@@ -107,18 +107,113 @@ async fn get_keys(
     req: Ruma<get_keys::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let session = req.session()?;
-    let result = state
-        .hs
-        .e2ee
-        .query_keys(&session.user_id, &req.body.device_keys)
-        .await?;
+    let ours = state.hs.config.server_name.clone();
+    let (local, remote) = split_by_server(&req.body.device_keys, &ours);
+    let result = state.hs.e2ee.query_keys(&session.user_id, &local).await?;
+    let mut device_keys = result.device_keys;
+    let mut master_keys = result.master_keys;
+    let mut self_signing_keys = result.self_signing_keys;
+    let mut failures = Map::new();
+    let timeout = remote_timeout(req.body.timeout);
+    let answers = ask_servers(&state, remote, |hook, server, users| {
+        let body = json!({ "device_keys": users });
+        hook.query_keys(server, body, timeout)
+    })
+    .await;
+    for (server, answer) in answers {
+        let Ok(answer) = answer else {
+            failures.insert(server.to_string(), json!({}));
+            continue;
+        };
+        for (field, target) in [
+            ("device_keys", &mut device_keys),
+            ("master_keys", &mut master_keys),
+            ("self_signing_keys", &mut self_signing_keys),
+        ] {
+            target.extend(of_server(&answer[field], &server));
+        }
+    }
     Ok(Json(json!({
-        "device_keys": result.device_keys,
-        "master_keys": result.master_keys,
-        "self_signing_keys": result.self_signing_keys,
+        "device_keys": device_keys,
+        "master_keys": master_keys,
+        "self_signing_keys": self_signing_keys,
         "user_signing_keys": result.user_signing_keys,
-        "failures": {},
+        "failures": failures,
     })))
+}
+
+/// The longest a client may make us wait for other servers' keys.
+const MAX_REMOTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long we wait for other servers' keys when the client does not say.
+const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn remote_timeout(asked: Option<Duration>) -> Duration {
+    asked
+        .unwrap_or(DEFAULT_REMOTE_TIMEOUT)
+        .min(MAX_REMOTE_TIMEOUT)
+}
+
+/// Splits a request map into this server's users and the others' users by server.
+fn split_by_server<V: Clone>(
+    users: &BTreeMap<OwnedUserId, V>,
+    ours: &ServerName,
+) -> (
+    BTreeMap<OwnedUserId, V>,
+    BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, V>>,
+) {
+    let mut local = BTreeMap::new();
+    let mut remote: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, V>> = BTreeMap::new();
+    for (user, value) in users {
+        if user.server_name() == ours {
+            local.insert(user.clone(), value.clone());
+        } else {
+            remote
+                .entry(user.server_name().to_owned())
+                .or_default()
+                .insert(user.clone(), value.clone());
+        }
+    }
+    (local, remote)
+}
+
+/// Asks every server at once through federation's key operations; a server is answered
+/// `Err(())` when federation is not running or the request failed or timed out.
+async fn ask_servers<V, F>(
+    state: &AppState,
+    remote: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, V>>,
+    ask: F,
+) -> Vec<(OwnedServerName, Result<Value, ()>)>
+where
+    F: for<'a> Fn(
+        &'a Arc<dyn RemoteKeys>,
+        &'a ServerName,
+        &BTreeMap<OwnedUserId, V>,
+    ) -> grove_server::federation::BoxFuture<'a, grove_server::Result<Value>>,
+{
+    let Some(hook) = state.hs.e2ee.remote().get() else {
+        return remote.into_keys().map(|s| (s, Err(()))).collect();
+    };
+    let asks = remote.iter().map(|(server, users)| {
+        let request = ask(hook, server, users);
+        async move {
+            let answer = request.await.map_err(|e| {
+                tracing::debug!(%server, error = %e, "keys request to another server failed");
+            });
+            (server.clone(), answer)
+        }
+    });
+    futures_util::future::join_all(asks).await
+}
+
+/// The entries of a `user → …` answer map that belong to users of `server`: a server speaks
+/// only for its own users.
+fn of_server(map: &Value, server: &ServerName) -> Map<String, Value> {
+    map.as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(user, _)| UserId::parse(user.as_str()).is_ok_and(|u| u.server_name() == server))
+        .map(|(u, v)| (u.clone(), v.clone()))
+        .collect()
 }
 
 async fn claim_keys(
@@ -126,7 +221,7 @@ async fn claim_keys(
     req: Ruma<claim_keys::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     req.session()?;
-    let claims = req
+    let claims: BTreeMap<OwnedUserId, BTreeMap<ruma::OwnedDeviceId, String>> = req
         .body
         .one_time_keys
         .iter()
@@ -138,8 +233,25 @@ async fn claim_keys(
             (user.clone(), devices)
         })
         .collect();
-    let keys = state.hs.e2ee.claim_keys(&claims).await?;
-    Ok(Json(json!({ "one_time_keys": keys, "failures": {} })))
+    let ours = state.hs.config.server_name.clone();
+    let (local, remote) = split_by_server(&claims, &ours);
+    let mut keys = state.hs.e2ee.claim_keys(&local).await?;
+    let mut failures = Map::new();
+    let timeout = remote_timeout(req.body.timeout);
+    let answers = ask_servers(&state, remote, |hook, server, users| {
+        let body = json!({ "one_time_keys": users });
+        hook.claim_keys(server, body, timeout)
+    })
+    .await;
+    for (server, answer) in answers {
+        match answer {
+            Ok(answer) => keys.extend(of_server(&answer["one_time_keys"], &server)),
+            Err(()) => {
+                failures.insert(server.to_string(), json!({}));
+            }
+        }
+    }
+    Ok(Json(json!({ "one_time_keys": keys, "failures": failures })))
 }
 
 fn position(token: &str) -> Result<StreamPosition, ApiError> {

@@ -7,11 +7,13 @@
 //! - [`receive`]: checking and adding PDUs received in transactions.
 //! - [`sender`]: the persistent per-destination queues and their back-off.
 //! - [`remote`]: joins, invites and alias lookups the client API asks for.
+//! - [`e2ee`]: keys and to-device messages of users on different nodes.
 //!
 //! It depends on the server core and the overlay; the overlay knows nothing of it, and it knows
 //! nothing of the client API (which reaches it through `grove_server::federation::Remote`).
 
 pub mod client;
+pub mod e2ee;
 pub mod error;
 pub mod inbound;
 pub mod keys;
@@ -122,6 +124,12 @@ impl Federation {
             }
         }));
         hs.remote.install(Arc::new(remote::RemoteRooms::new(&ctx)));
+        hs.e2ee
+            .remote()
+            .install(Arc::new(e2ee::FederatedKeys::new(&ctx)));
+        tasks.push(tokio::spawn(e2ee::announce_key_changes(Arc::downgrade(
+            &ctx,
+        ))));
         Ok(Self { ctx, tasks })
     }
 

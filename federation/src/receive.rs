@@ -329,7 +329,7 @@ pub async fn handle_edu(ctx: &Ctx, origin: &ServerName, edu: &serde_json::Value)
                 }
             }
         }
-        _ => {}
+        _ => crate::e2ee::handle_edu(ctx, origin, edu).await,
     }
 }
 

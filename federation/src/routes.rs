@@ -94,6 +94,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
             "/_matrix/federation/v1/query/directory",
             get(query_directory),
         )
+        .merge(crate::e2ee::routes())
         .fallback(|| async {
             FedError::new(
                 http::StatusCode::NOT_FOUND,

@@ -7,12 +7,15 @@
 //! stored as the clients sent them (clients verify the signatures inside); signatures uploaded
 //! on their own are verified before they are stored ([`E2ee::upload_signatures`]). Who shares
 //! an encrypted room with whom, at any position, decides `device_lists.left`
-//! ([`E2ee::sharing_change`]).
+//! ([`E2ee::sharing_change`]). Keys of other servers' users and to-device messages to them go
+//! through [`RemoteKeys`], which federation installs ([`E2ee::remote`]); nothing of them is
+//! cached here.
 
 mod backup;
 mod cross_signing;
 mod device_keys;
 mod device_lists;
+mod remote;
 mod to_device;
 
 use std::collections::BTreeMap;
@@ -21,6 +24,7 @@ pub use backup::{BackupVersion, KeyScope, WrongVersion};
 pub use cross_signing::CrossSigningUpload;
 pub use device_keys::KeysQuery;
 pub use device_lists::SharingChange;
+pub use remote::{RemoteKeys, RemoteKeysHook};
 use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedUserId, UInt, UserId};
 use sqlx::AnyPool;
 pub use to_device::{MAX_TO_DEVICE_PER_SYNC, Target};
@@ -33,6 +37,8 @@ pub struct E2ee {
     storage: Storage,
     /// The most undelivered to-device messages one device may hold.
     max_to_device_inbox: i64,
+    /// Federation's key operations, once installed.
+    remote: RemoteKeysHook,
 }
 
 impl E2ee {
@@ -42,7 +48,24 @@ impl E2ee {
         Self {
             storage,
             max_to_device_inbox: i64::try_from(max_to_device_inbox).unwrap_or(i64::MAX),
+            remote: RemoteKeysHook::default(),
         }
+    }
+
+    /// The slot for federation's key operations (keys of other servers' users, to-device
+    /// messages to them).
+    pub fn remote(&self) -> &RemoteKeysHook {
+        &self.remote
+    }
+
+    /// Records that the devices or keys of `user` (a user of another server) changed, so that
+    /// local clients sharing a room with them refetch their keys.
+    pub async fn remote_keys_changed(&self, user: &UserId) -> Result<()> {
+        let mut txn = self.storage.write().await?;
+        let position = txn.next_position().0;
+        crate::accounts::record_device_change(txn.conn(), user, position).await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     /// Users whose device list or cross-signing keys changed in `(since, upto]`.

@@ -69,6 +69,15 @@ export function baseUrl() {
   return url.replace(/\/$/, "");
 }
 
+/**
+ * A second node federated with the first, from GROVE_URL_B, or null when the suite runs
+ * against one node only.
+ */
+export function secondUrl() {
+  const url = process.env.GROVE_URL_B;
+  return url ? url.replace(/\/$/, "") : null;
+}
+
 /** A localpart nobody has used before on this node. */
 export function uniqueName(prefix) {
   return `${prefix}-${randomBytes(4).toString("hex")}`;
@@ -142,12 +151,13 @@ async function respectingRateLimits(what, request) {
 }
 
 /**
- * Registers a fresh user the way a client does: the SDK's user-interactive auth driver sees the
- * server's flows and completes the `m.login.dummy` stage itself.
+ * Registers a fresh user (on `url`, the first node unless given) the way a client does: the
+ * SDK's user-interactive auth driver sees the server's flows and completes the `m.login.dummy`
+ * stage itself.
  */
-export async function register(prefix) {
+export async function register(prefix, { url = baseUrl() } = {}) {
   const username = uniqueName(prefix);
-  const tmp = sdk.createClient({ baseUrl: baseUrl() });
+  const tmp = sdk.createClient({ baseUrl: url });
   // A fresh driver per attempt: a rate-limited attempt is started over.
   const attempt = () =>
     new sdk.InteractiveAuth({
@@ -174,12 +184,12 @@ export async function register(prefix) {
   if (!resp.user_id || !resp.access_token || !resp.device_id) {
     throw new Error(`registration answered without credentials: ${safeJson(resp)}`);
   }
-  return { userId: resp.user_id, accessToken: resp.access_token, deviceId: resp.device_id, username };
+  return { userId: resp.user_id, accessToken: resp.access_token, deviceId: resp.device_id, username, url };
 }
 
 /** Logs an existing user in on a new device with their password. */
 export async function login(user) {
-  const tmp = sdk.createClient({ baseUrl: baseUrl() });
+  const tmp = sdk.createClient({ baseUrl: user.url ?? baseUrl() });
   const resp = await within(
     WAIT_MS,
     `password login of ${user.userId}`,
@@ -232,7 +242,7 @@ export class RequestLog {
 export async function startClient(user, { crypto = true, initialSyncLimit = 20 } = {}) {
   const requests = new RequestLog();
   const client = sdk.createClient({
-    baseUrl: baseUrl(),
+    baseUrl: user.url ?? baseUrl(),
     userId: user.userId,
     deviceId: user.deviceId,
     accessToken: user.accessToken,

@@ -1,7 +1,9 @@
-//! A stock client against a real node: runs the matrix-js-sdk suite in `tests/clients/`
-//! (`node --test`, Rust crypto included) against an in-process node, once per backend.
+//! A stock client against real nodes: runs the matrix-js-sdk suite in `tests/clients/`
+//! (`node --test`, Rust crypto included) against two in-process nodes federated over loopback
+//! QUIC, once per backend.
 //!
-//! The node serves on a loopback port; the suite reads it from `GROVE_URL`. Node's output is
+//! The nodes serve on loopback ports; the suite reads the first from `GROVE_URL` and the second
+//! (for scenarios across nodes) from `GROVE_URL_B`. Node's output is
 //! printed when the suite fails, so the failing scenario and the client's log are in the test
 //! output.
 
@@ -27,9 +29,9 @@ fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
-/// Runs `node --test` over the suite with `GROVE_URL` set, killing it past [`SUITE_LIMIT`].
-/// Blocking: call it from `spawn_blocking` so the node under test keeps serving.
-fn run_suite(url: &str) -> Result<SuiteRun, String> {
+/// Runs `node --test` over the suite with `GROVE_URL` and `GROVE_URL_B` set, killing it past
+/// [`SUITE_LIMIT`]. Blocking: call it from `spawn_blocking` so the nodes under test keep serving.
+fn run_suite(url: &str, url_b: &str) -> Result<SuiteRun, String> {
     let dir = clients_dir();
     let log = tempfile::NamedTempFile::new().map_err(|e| format!("temp file: {e}"))?;
     let out = log.reopen().map_err(|e| format!("temp file: {e}"))?;
@@ -45,6 +47,7 @@ fn run_suite(url: &str) -> Result<SuiteRun, String> {
         .arg(&dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("GROVE_URL", url)
+        .env("GROVE_URL_B", url_b)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -70,7 +73,7 @@ fn run_suite(url: &str) -> Result<SuiteRun, String> {
     })
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn matrix_js_sdk_suite_passes() {
     let modules = clients_dir().join("node_modules/matrix-js-sdk");
     assert!(
@@ -80,9 +83,11 @@ async fn matrix_js_sdk_suite_passes() {
         modules.display()
     );
     for backend in BACKENDS {
-        let node = TestNode::start(backend).await;
+        let node = TestNode::start_federated(backend, Vec::new()).await;
+        let other = TestNode::start_federated(backend, vec![node.peer_address()]).await;
         let url = node.url();
-        let run = tokio::task::spawn_blocking(move || run_suite(&url))
+        let url_b = other.url();
+        let run = tokio::task::spawn_blocking(move || run_suite(&url, &url_b))
             .await
             .expect("suite runner thread")
             .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
@@ -104,8 +109,10 @@ async fn matrix_js_sdk_suite_passes() {
                 run.output
             ),
         }
-        if let Some(node) = node.node {
-            node.shutdown().await;
+        for node in [node, other] {
+            if let Some(node) = node.node {
+                node.shutdown().await;
+            }
         }
     }
 }

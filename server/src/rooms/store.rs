@@ -414,6 +414,27 @@ pub(crate) async fn group_at(pool: &AnyPool, room: &RoomId, position: i64) -> Re
     Ok(row.and_then(|(g,)| g))
 }
 
+/// The state group and ID of the room's first accepted event in the stream after `position`.
+pub(crate) async fn first_group_after(
+    pool: &AnyPool,
+    room: &RoomId,
+    position: i64,
+) -> Result<Option<(i64, OwnedEventId)>> {
+    let row: Option<(Option<i64>, String)> = sqlx::query_as(
+        "SELECT state_group, event_id FROM events WHERE room_id = $1 AND position > $2 \
+         AND rejected = 0 ORDER BY position ASC LIMIT 1",
+    )
+    .bind(room.as_str())
+    .bind(position)
+    .fetch_optional(pool)
+    .await?;
+    let Some((Some(group), id)) = row else {
+        return Ok(None);
+    };
+    let id = OwnedEventId::try_from(id).map_err(|e| Error::Corrupt(format!("event id: {e}")))?;
+    Ok(Some((group, id)))
+}
+
 /// A row of a user's membership log.
 #[derive(Debug, Clone)]
 pub(crate) struct MembershipChange {

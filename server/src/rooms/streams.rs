@@ -60,8 +60,18 @@ impl Rooms {
         room: &RoomId,
         position: i64,
     ) -> Result<Arc<StateMap>> {
-        match store::group_at(self.storage.pool(), room, position).await? {
-            Some(group) => self.state_at_group(group).await,
+        if let Some(group) = store::group_at(self.storage.pool(), room, position).await? {
+            return self.state_at_group(group).await;
+        }
+        // Nothing in the stream before `position`: a room joined through another server starts
+        // with its join, whose state came with it. The state before that first event is its
+        // state without the event itself.
+        match store::first_group_after(self.storage.pool(), room, position).await? {
+            Some((group, first)) => {
+                let mut state = (*self.state_at_group(group).await?).clone();
+                state.retain(|_, id| *id != first);
+                Ok(Arc::new(state))
+            }
             None => Ok(Arc::new(StateMap::default())),
         }
     }
