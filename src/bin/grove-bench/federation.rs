@@ -105,6 +105,7 @@ struct BurstFigure {
 
 /// Everything measured; a stage that failed holds its reason.
 struct FedFigures {
+    same_node: Result<Vec<Duration>, String>,
     one_hop: Result<Vec<Duration>, String>,
     three_hops: Result<Vec<Duration>, String>,
     join: Result<JoinFigure, String>,
@@ -146,6 +147,11 @@ pub(crate) async fn run(plan: FedPlan) -> anyhow::Result<()> {
     let dave = client::register(&http, d.url(), &format!("dave-{run}")).await?;
 
     let one_hop_room = shared_room(&alice, &bob, &a.name()).await;
+    // The same path without federation (sender and reader both on A), to set the hops apart.
+    let same_node = match &one_hop_room {
+        Ok(room) => latencies(plan.rounds, &alice, &alice, room, &format!("{run}-a")).await,
+        Err(e) => Err(e.clone()),
+    };
     let one_hop = match &one_hop_room {
         Ok(room) => latencies(plan.rounds, &alice, &bob, room, &format!("{run}-b")).await,
         Err(e) => Err(e.clone()),
@@ -170,6 +176,7 @@ pub(crate) async fn run(plan: FedPlan) -> anyhow::Result<()> {
     print_table(
         &plan,
         &FedFigures {
+            same_node,
             one_hop,
             three_hops,
             join,
@@ -396,11 +403,12 @@ fn print_table(plan: &FedPlan, f: &FedFigures) {
         rows.push([what, value, target, judged.to_owned()]);
     };
     for (path, figure, target) in [
-        ("one hop, A → B", &f.one_hop, TARGET_ONE_HOP_P50),
+        ("same node, A → A (no federation)", &f.same_node, None),
+        ("one hop, A → B", &f.one_hop, Some(TARGET_ONE_HOP_P50)),
         (
             "three hops, A → B → C → D",
             &f.three_hops,
-            TARGET_THREE_HOPS_P50,
+            Some(TARGET_THREE_HOPS_P50),
         ),
     ] {
         match figure {
@@ -409,14 +417,18 @@ fn print_table(plan: &FedPlan, f: &FedFigures) {
                 sorted.sort();
                 let p50 = percentile(&sorted, 50).unwrap_or_default();
                 let p99 = percentile(&sorted, 99).unwrap_or_default();
+                let (target, judged) = match target {
+                    Some(t) => (format!("≤ {}", ms(t)), verdict(p50 <= t)),
+                    None => ("—".to_owned(), "—"),
+                };
                 row(
                     format!(
                         "send → waiting /sync, {path}, p50 ({} rounds)",
                         sorted.len()
                     ),
                     ms(p50),
-                    format!("≤ {}", ms(target)),
-                    verdict(p50 <= target),
+                    target,
+                    judged,
                 );
                 row(
                     format!("send → waiting /sync, {path}, p99"),
