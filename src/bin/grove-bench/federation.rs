@@ -96,6 +96,8 @@ struct JoinFigure {
 /// The burst from A to B.
 struct BurstFigure {
     sent: usize,
+    /// Messages B held when the last send on A was answered.
+    arrived_by_then: usize,
     arrived: usize,
     /// From the first send to the last send's answer on A.
     sending: Duration,
@@ -281,10 +283,12 @@ async fn burst(
             .with_context(|| format!("burst send {i}"))?;
     }
     let sending = start.elapsed();
+    let arrived_by_then = count_bodies(&bob, room, &format!("burst-{run}-"), count).await?;
     let all_arrived = waiter.await.context("waiter task")??;
     let arrived = count_bodies(&bob, room, &format!("burst-{run}-"), count).await?;
     Ok(BurstFigure {
         sent: count,
+        arrived_by_then,
         arrived,
         sending,
         all_arrived,
@@ -508,6 +512,21 @@ fn print_table(plan: &FedPlan, f: &FedFigures) {
             row(
                 "burst: last send on A → last message in B's /sync".to_owned(),
                 ms(burst.all_arrived.saturating_sub(burst.sending)),
+                "—".to_owned(),
+                "—",
+            );
+            row(
+                "burst: messages in B when A's sends ended".to_owned(),
+                burst.arrived_by_then.to_string(),
+                "—".to_owned(),
+                "—",
+            );
+            row(
+                "burst: B's intake after A's sends ended".to_owned(),
+                per_sec(
+                    burst.sent.saturating_sub(burst.arrived_by_then),
+                    burst.all_arrived.saturating_sub(burst.sending),
+                ),
                 "—".to_owned(),
                 "—",
             );
