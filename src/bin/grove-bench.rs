@@ -12,6 +12,17 @@
 //! cargo run --release --bin grove-bench                      # SQLite in a temp data dir
 //! cargo run --release --bin grove-bench -- --database-url postgres://postgres@127.0.0.1/EMPTY_DB
 //! ```
+//!
+//! `grove-bench federation` measures federation instead: four nodes in this process, each with
+//! its own temp data directory and SQLite, peered in a line A – B – C – D over the overlay on
+//! loopback (static peers, no multicast). It prints send on A → waiting `/sync` on B (one hop)
+//! and on D (three hops), p50 and p99; the time a user on B takes to join a room on A with 1,000
+//! joined members (each a user registered on A and joined, so one `m.room.member` event each);
+//! and the events per second B accepts from a burst of sequential sends on A.
+//!
+//! ```sh
+//! cargo run --release --bin grove-bench -- federation   # --rounds 200 --members 1000 --messages 2000
+//! ```
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -21,6 +32,8 @@ use clap::{Parser, Subcommand};
 // src/bin/grove-bench/ so they are not taken for binaries of their own.
 #[path = "grove-bench/client.rs"]
 mod client;
+#[path = "grove-bench/federation.rs"]
+mod federation;
 #[path = "grove-bench/measure.rs"]
 mod measure;
 #[path = "grove-bench/node.rs"]
@@ -56,9 +69,23 @@ struct Args {
     url: Option<String>,
 }
 
-/// The hidden mode in which this binary is the measured node.
+/// Other measurements, and the hidden mode in which this binary is the measured node.
 #[derive(Debug, Subcommand)]
 enum Mode {
+    /// Four in-process nodes federating in a line A – B – C – D over the overlay on loopback
+    /// (SQLite each): send → sync latency over one and three hops, join time for a room with
+    /// many members, events per second accepted from one remote node.
+    Federation {
+        /// Measured send → waiting /sync rounds per path.
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+        /// Members of the room on A that a user on B joins.
+        #[arg(long, default_value_t = 1_000)]
+        members: usize,
+        /// Messages sent one after the other on A for the events-per-second figure.
+        #[arg(long, default_value_t = 2_000)]
+        messages: usize,
+    },
     /// Runs a node until stdin closes or the process is killed (used by the benchmark itself).
     #[command(hide = true)]
     Node {
@@ -92,6 +119,15 @@ fn main() -> ExitCode {
             client_listen,
             database_url,
         }) => runtime.block_on(node::serve(data_dir, client_listen, database_url)),
+        Some(Mode::Federation {
+            rounds,
+            members,
+            messages,
+        }) => runtime.block_on(federation::run(federation::FedPlan {
+            rounds,
+            members,
+            messages,
+        })),
         None => {
             let plan = measure::Plan {
                 database_url: args.database_url,

@@ -66,8 +66,30 @@ pub(crate) async fn register(
     base: &str,
     localpart: &str,
 ) -> anyhow::Result<Session> {
+    register_with(
+        http,
+        base,
+        json!({ "username": localpart, "password": "grove bench password" }),
+    )
+    .await
+}
+
+/// Registers `localpart` without a password, so no password hash is computed (for the many
+/// members of a large room, whose registration is set-up rather than what is measured).
+pub(crate) async fn register_without_password(
+    http: &reqwest::Client,
+    base: &str,
+    localpart: &str,
+) -> anyhow::Result<Session> {
+    register_with(http, base, json!({ "username": localpart })).await
+}
+
+async fn register_with(
+    http: &reqwest::Client,
+    base: &str,
+    mut body: Value,
+) -> anyhow::Result<Session> {
     let url = format!("{base}/_matrix/client/v3/register");
-    let mut body = json!({ "username": localpart, "password": "grove bench password" });
     let (status, first) = call(http, Method::POST, &url, None, Some(&body)).await?;
     let done = if status == StatusCode::UNAUTHORIZED {
         let session = first
@@ -137,6 +159,35 @@ impl Session {
         Ok(())
     }
 
+    /// Joins a room by ID through the server `via` (a room on another node).
+    pub(crate) async fn join_via(&self, room_id: &str, via: &str) -> anyhow::Result<()> {
+        let path = format!("/join/{}?via={}", segment(room_id), segment(via));
+        self.call("join", Method::POST, &path, Some(&json!({})))
+            .await?;
+        Ok(())
+    }
+
+    /// The room's joined members as this user's node knows them.
+    pub(crate) async fn joined_members(&self, room_id: &str) -> anyhow::Result<Value> {
+        let path = format!("/rooms/{}/joined_members", segment(room_id));
+        self.call("joined_members", Method::GET, &path, None).await
+    }
+
+    /// One page of `/messages` backwards from `from` (the newest end when `None`).
+    pub(crate) async fn messages_back(
+        &self,
+        room_id: &str,
+        from: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Value> {
+        let mut path = format!("/rooms/{}/messages?dir=b&limit={limit}", segment(room_id));
+        if let Some(from) = from {
+            path.push_str("&from=");
+            path.push_str(&segment(from));
+        }
+        self.call("messages", Method::GET, &path, None).await
+    }
+
     /// Sends a text message and returns its event ID.
     pub(crate) async fn send_text(
         &self,
@@ -188,5 +239,18 @@ pub(crate) fn has_event(sync: &Value, room_id: &str, event_id: &str) -> bool {
             events
                 .iter()
                 .any(|e| e.get("event_id").and_then(Value::as_str) == Some(event_id))
+        })
+}
+
+/// Whether a sync answer carries, in `room_id`'s timeline, a message whose body is `body`.
+pub(crate) fn has_body(sync: &Value, room_id: &str, body: &str) -> bool {
+    sync.pointer("/rooms/join")
+        .and_then(|join| join.get(room_id))
+        .and_then(|room| room.pointer("/timeline/events"))
+        .and_then(Value::as_array)
+        .is_some_and(|events| {
+            events
+                .iter()
+                .any(|e| e.pointer("/content/body").and_then(Value::as_str) == Some(body))
         })
 }

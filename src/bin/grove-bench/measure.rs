@@ -145,14 +145,15 @@ async fn traffic(
         figures.loaded_rss = node.rss().map_err(|e| format!("{e:#}"));
     }
 
-    figures.sync_latencies = Some(send_to_sync(plan, &alice, &bob, &room_id, &run).await?);
+    figures.sync_latencies =
+        Some(send_to_sync(plan.sync_rounds, &alice, &bob, &room_id, &run).await?);
     Ok(())
 }
 
 /// Bob waits in a long-poll on his own connection; Alice sends; the time is from just before
 /// the send to Bob's answer carrying the event.
-async fn send_to_sync(
-    plan: &Plan,
+pub(crate) async fn send_to_sync(
+    rounds: usize,
     alice: &Session,
     bob: &Session,
     room_id: &str,
@@ -165,8 +166,8 @@ async fn send_to_sync(
     let bob = bob.on(&bob_http);
     let first = bob.sync(None, 0).await.context("bob's first sync")?;
     let mut since = client::next_batch(&first)?;
-    let mut latencies = Vec::with_capacity(plan.sync_rounds);
-    for round in 0..plan.sync_rounds {
+    let mut latencies = Vec::with_capacity(rounds);
+    for round in 0..rounds {
         let waiter = {
             let bob = bob.clone();
             let since = since.clone();

@@ -67,12 +67,12 @@ impl Figures {
 }
 
 /// The value at percentile `p` (0..=100) of `sorted`.
-fn percentile(sorted: &[Duration], p: usize) -> Option<Duration> {
+pub(crate) fn percentile(sorted: &[Duration], p: usize) -> Option<Duration> {
     let last = sorted.len().checked_sub(1)?;
     sorted.get((sorted.len() * p / 100).min(last)).copied()
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
@@ -80,7 +80,7 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-fn verdict(ok: bool) -> &'static str {
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok { "meets" } else { "misses" }
 }
 
