@@ -59,6 +59,26 @@ async fn create_room(
     let user = &ruma.session()?.user_id;
     let profile = app.hs.userdata.profile(user).await?;
     let room_id = app.hs.rooms.create_room(user, &ruma.body, &profile).await?;
+    // The server core wrote the invites of local users; those of other servers' users go
+    // through their servers, as a later `/invite` would.
+    let remote_invitees = ruma
+        .body
+        .invite
+        .iter()
+        .filter(|u| u.server_name() != app.hs.config.server_name);
+    for invitee in remote_invitees {
+        let Some(remote) = app.hs.remote.get() else {
+            break;
+        };
+        if let Err(e) = remote
+            .invite(&room_id, user, invitee, None, ruma.body.is_direct)
+            .await
+        {
+            // The room exists; the client can invite again. Failing the whole request would
+            // leave it holding a room it was told was not created.
+            tracing::warn!(%room_id, %invitee, error = %e, "invite at room creation failed");
+        }
+    }
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
 }
 

@@ -50,20 +50,22 @@ test(
       alice = await startClient(aliceUser);
       bob = await startClient(bobUser);
 
+      // Element starts a DM with createRoom's own `invite` list; the invite of a user on
+      // another node goes through that node (federation `invite`). Wait until B answers for
+      // its users first, so the invite is not sent before the overlay found a path.
+      await eventually(`reaching ${bobUser.userId}'s node`, () => alice.getProfileInfo(bobUser.userId));
       const { room_id: roomId } = await within(
         WAIT_MS,
         "createRoom",
         alice.createRoom({
           is_direct: true,
+          invite: [bobUser.userId],
           preset: sdk.Preset.TrustedPrivateChat,
           initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: MEGOLM } }],
         }),
       );
       await within(WAIT_MS, "alice's m.direct", alice.setAccountData("m.direct", { [bobUser.userId]: [roomId] }));
 
-      // The invite of a user on another node goes through that node (federation `invite`).
-      // FIXME: createRoom's own `invite` list does not reach users on other nodes yet.
-      await eventually(`inviting ${bobUser.userId}`, () => alice.invite(roomId, bobUser.userId));
       await waitForMembership(bob, roomId, "invite");
       await eventually(`bob joining ${roomId}`, () => bob.joinRoom(roomId));
       await waitForMembership(bob, roomId, "join");

@@ -441,33 +441,32 @@ async fn line_of_three(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a banned user cannot send");
 
-    // A room on C that A is not in: Erin invites Dave and Frank of A. Frank refuses, Dave
-    // joins through C (two hops away), and Erin's message reaches him.
+    // A room on C that A is not in: Erin invites Dave of A as she creates it (as clients
+    // start a DM) and Frank of A afterwards. Frank refuses, Dave joins through C (two hops
+    // away), and Erin's message reaches him.
     let erin = c.register("erin").await;
     let frank = a.register("frank").await;
     let (status, created) = c
         .post(
             &format!("{V3}/createRoom"),
             Some(&erin.token),
-            json!({ "preset": "private_chat", "name": "Erin's" }),
+            json!({ "preset": "private_chat", "name": "Erin's", "invite": [dave.user_id] }),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "createRoom on C: {created}");
     let dm = created["room_id"].as_str().expect("room_id").to_owned();
-    for invitee in [&dave, &frank] {
-        let (status, body) = c
-            .post(
-                &format!("{V3}/rooms/{}/invite", enc(&dm)),
-                Some(&erin.token),
-                json!({ "user_id": invitee.user_id }),
-            )
-            .await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "invite to a room A is not in: {body}"
-        );
-    }
+    let (status, body) = c
+        .post(
+            &format!("{V3}/rooms/{}/invite", enc(&dm)),
+            Some(&erin.token),
+            json!({ "user_id": frank.user_id }),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "invite to a room A is not in: {body}"
+    );
     let mut frank_sync = Syncer::new();
     frank_sync
         .until(&a, &frank, "the remote invite", |s| {

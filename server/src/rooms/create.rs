@@ -219,7 +219,13 @@ impl Rooms {
                 json!({ "topic": topic }),
             ));
         }
-        for invitee in &request.invite {
+        // Users of other servers are invited once the room exists, through their server
+        // (the client API does it), so that their server learns of the invite.
+        for invitee in request
+            .invite
+            .iter()
+            .filter(|u| u.server_name() == self.config.server_name)
+        {
             let mut content = json!({ "membership": "invite" });
             if request.is_direct {
                 content["is_direct"] = true.into();
