@@ -158,7 +158,13 @@ impl Storage {
     /// Only one runs at a time; hold it briefly and do no network IO inside it.
     pub async fn write(&self) -> Result<WriteTxn<'_>> {
         let guard = self.inner.writer.lock().await;
-        let txn = self.inner.pool.begin().await?;
+        let txn = match self.inner.backend {
+            // Take SQLite's write lock up front: a deferred transaction that read first fails
+            // at once with SQLITE_BUSY_SNAPSHOT when another connection wrote in between,
+            // where an immediate one waits out the busy timeout instead.
+            Backend::Sqlite => self.inner.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.inner.pool.begin().await?,
+        };
         let start = *guard;
         Ok(WriteTxn {
             guard,
