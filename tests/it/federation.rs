@@ -60,9 +60,13 @@ impl Syncer {
     }
 
     async fn step(&mut self, node: &TestNode, user: &TestUser) {
+        // A timeline long enough that no sync is `limited`: the accumulated view must hold
+        // every event, and events fetched to fill a gap arrive many at once.
+        const WHOLE_TIMELINE: &str =
+            "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A500%7D%7D%7D";
         let path = match &self.since {
-            Some(s) => format!("{V3}/sync?timeout=500&since={s}"),
-            None => format!("{V3}/sync"),
+            Some(s) => format!("{V3}/sync?timeout=500&filter={WHOLE_TIMELINE}&since={s}"),
+            None => format!("{V3}/sync?filter={WHOLE_TIMELINE}"),
         };
         let (status, body) = node.get(&path, Some(&user.token)).await;
         assert_eq!(status, StatusCode::OK, "sync: {body}");
