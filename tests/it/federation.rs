@@ -3,43 +3,15 @@
 //! room created on A: joins by room ID and by alias, messages reaching everyone's `/sync`, an
 //! invite from C to a user on A, a leave and a ban.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use grove_server::storage::Backend;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{TestNode, TestUser};
+use crate::support::{PATIENCE, TestNode, TestUser, enc, eventually};
 
 const V3: &str = "/_matrix/client/v3";
-/// How long any one condition may take to come true.
-const PATIENCE: Duration = Duration::from_secs(90);
-
-fn enc(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Retries `attempt` until it returns `Some`, or fails the test after [`PATIENCE`].
-async fn eventually<T>(what: &str, mut attempt: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match attempt().await {
-            Ok(v) => return v,
-            Err(e) => last = e,
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{what}: still not done after {PATIENCE:?}; last: {last}");
-}
 
 /// A user's view of `/sync`, accumulated over incremental syncs.
 struct Syncer {

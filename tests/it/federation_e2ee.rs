@@ -5,10 +5,7 @@
 //! federation endpoints asked directly, to-device EDUs deduplicated by message ID, and the state
 //! of a room joined through another node reaching the joiner's `/sync`.
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::collections::BTreeMap;
 
 use grove_server::storage::Backend;
 use reqwest::StatusCode;
@@ -19,37 +16,9 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{TestNode, TestUser};
+use crate::support::{TestNode, TestUser, enc, eventually};
 
 const V3: &str = "/_matrix/client/v3";
-/// How long any one condition may take to come true.
-const PATIENCE: Duration = Duration::from_secs(90);
-
-fn enc(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Retries `attempt` until it returns `Ok`, or fails the test after [`PATIENCE`].
-async fn eventually<T>(what: &str, mut attempt: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match attempt().await {
-            Ok(v) => return v,
-            Err(e) => last = e,
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{what}: still not done after {PATIENCE:?}; last: {last}");
-}
 
 /// A device's signing key, as a client holds it.
 struct DeviceKey {

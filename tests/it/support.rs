@@ -1,6 +1,10 @@
 //! Verbs for tests that start real nodes and talk real HTTP to them.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use grove::{Node, config::RegistrationMode};
 use grove_server::{storage::Backend, testing::TestDb};
@@ -280,4 +284,37 @@ pub(crate) fn message_bodies(events: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// How long any one condition of a multi-node test may take to come true.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(90);
+
+/// Percent-encodes `text` for a URL path segment.
+pub(crate) fn enc(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Retries `attempt` until it returns `Ok`, or fails the test after [`PATIENCE`].
+pub(crate) async fn eventually<T>(
+    what: &str,
+    mut attempt: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what}: still not done after {PATIENCE:?}; last: {last}");
 }
