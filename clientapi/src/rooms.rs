@@ -203,18 +203,33 @@ async fn invite(
             .await?;
         return Ok(RumaResponse(invite_user::v3::Response::new()));
     }
+    change(
+        &app,
+        &ruma,
+        &ruma.body.room_id,
+        &invitee.user_id,
+        MembershipChange::Invite,
+        invitee.reason.as_deref(),
+    )
+    .await?;
+    Ok(RumaResponse(invite_user::v3::Response::new()))
+}
+
+/// The sender of `ruma` changes `target`'s membership of `room` on this node.
+async fn change<T>(
+    app: &AppState,
+    ruma: &Ruma<T>,
+    room: &RoomId,
+    target: &ruma::UserId,
+    change: MembershipChange,
+    reason: Option<&str>,
+) -> Result<(), ApiError> {
+    let sender = &ruma.session()?.user_id;
     app.hs
         .rooms
-        .change_membership(
-            &ruma.body.room_id,
-            user,
-            &invitee.user_id,
-            MembershipChange::Invite,
-            invitee.reason.as_deref(),
-            false,
-        )
+        .change_membership(room, sender, target, change, reason, false)
         .await?;
-    Ok(RumaResponse(invite_user::v3::Response::new()))
+    Ok(())
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/kick`
@@ -222,19 +237,16 @@ async fn kick(
     State(app): State<AppState>,
     ruma: Ruma<kick_user::v3::Request>,
 ) -> ApiResult<kick_user::v3::Response> {
-    let user = &ruma.session()?.user_id;
     let b = &ruma.body;
-    app.hs
-        .rooms
-        .change_membership(
-            &b.room_id,
-            user,
-            &b.user_id,
-            MembershipChange::Kick,
-            b.reason.as_deref(),
-            false,
-        )
-        .await?;
+    change(
+        &app,
+        &ruma,
+        &b.room_id,
+        &b.user_id,
+        MembershipChange::Kick,
+        b.reason.as_deref(),
+    )
+    .await?;
     Ok(RumaResponse(kick_user::v3::Response::new()))
 }
 
@@ -243,19 +255,16 @@ async fn ban(
     State(app): State<AppState>,
     ruma: Ruma<ban_user::v3::Request>,
 ) -> ApiResult<ban_user::v3::Response> {
-    let user = &ruma.session()?.user_id;
     let b = &ruma.body;
-    app.hs
-        .rooms
-        .change_membership(
-            &b.room_id,
-            user,
-            &b.user_id,
-            MembershipChange::Ban,
-            b.reason.as_deref(),
-            false,
-        )
-        .await?;
+    change(
+        &app,
+        &ruma,
+        &b.room_id,
+        &b.user_id,
+        MembershipChange::Ban,
+        b.reason.as_deref(),
+    )
+    .await?;
     Ok(RumaResponse(ban_user::v3::Response::new()))
 }
 
@@ -264,19 +273,16 @@ async fn unban(
     State(app): State<AppState>,
     ruma: Ruma<unban_user::v3::Request>,
 ) -> ApiResult<unban_user::v3::Response> {
-    let user = &ruma.session()?.user_id;
     let b = &ruma.body;
-    app.hs
-        .rooms
-        .change_membership(
-            &b.room_id,
-            user,
-            &b.user_id,
-            MembershipChange::Unban,
-            b.reason.as_deref(),
-            false,
-        )
-        .await?;
+    change(
+        &app,
+        &ruma,
+        &b.room_id,
+        &b.user_id,
+        MembershipChange::Unban,
+        b.reason.as_deref(),
+    )
+    .await?;
     Ok(RumaResponse(unban_user::v3::Response::new()))
 }
 
