@@ -9,6 +9,7 @@ mod device_lists;
 mod e2ee;
 mod federation;
 mod federation_e2ee;
+mod federation_merge;
 mod metrics;
 mod notifications;
 mod restart;
