@@ -58,6 +58,9 @@ struct Args {
     /// Closed overlay network id: only nodes with the same id peer.
     #[arg(long, env = "GROVE_NETWORK_ID")]
     network_id: Option<String>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); none by default.
+    #[arg(long, env = "GROVE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Log filter, such as `info` or `grove=debug`.
     #[arg(long, env = "GROVE_LOG", default_value = "info")]
     log: String,
@@ -145,6 +148,9 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     }
     if let Some(id) = args.network_id {
         config.overlay.network_id = Some(id);
+    }
+    if let Some(listen) = args.metrics_listen {
+        config.metrics.listen = Some(listen);
     }
     config.check().map_err(anyhow::Error::msg)?;
     if config.registration.mode == RegistrationMode::Token && config.registration.tokens.is_empty()

@@ -281,17 +281,22 @@ impl Node {
                 source,
             })?;
             metrics_url = Some(format!("http://{addr}/metrics"));
+            let sources = Arc::new(MetricSources {
+                client: metrics.clone(),
+                federation: federation.as_ref().map(|f| f.ctx().metrics.clone()),
+                overlay: overlay.clone(),
+            });
             let app = axum::Router::new().route(
                 "/metrics",
                 axum::routing::get(move || {
-                    let metrics = metrics.clone();
+                    let text = sources.encode();
                     async move {
                         (
                             [(
                                 axum::http::header::CONTENT_TYPE,
                                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                             )],
-                            metrics.encode(),
+                            text,
                         )
                     }
                 }),
@@ -404,4 +409,29 @@ impl Node {
 fn network_id(text: &str) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(text.as_bytes()).into()
+}
+
+/// Everything a node counts, served as one OpenMetrics text.
+struct MetricSources {
+    client: Arc<grove_clientapi::metrics::Metrics>,
+    federation: Option<Arc<grove_federation::metrics::Metrics>>,
+    overlay: Option<OverlayHandle>,
+}
+
+impl MetricSources {
+    /// The client API's, federation's and the overlay's metrics, with one end-of-text marker.
+    fn encode(&self) -> String {
+        let mut parts = vec![self.client.encode()];
+        parts.extend(self.federation.as_ref().map(|f| f.encode()));
+        parts.extend(self.overlay.as_ref().map(|o| o.metrics()));
+        let mut out = String::new();
+        for part in parts {
+            for line in part.lines().filter(|l| *l != "# EOF") {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out.push_str("# EOF\n");
+        out
+    }
 }

@@ -8,6 +8,7 @@
 //! - [`sender`]: the persistent per-destination queues and their back-off.
 //! - [`remote`]: joins, invites and alias lookups the client API asks for.
 //! - [`e2ee`]: keys and to-device messages of users on different nodes.
+//! - [`metrics`]: Prometheus counters of what was received and sent.
 //!
 //! It depends on the server core and the overlay; the overlay knows nothing of it, and it knows
 //! nothing of the client API (which reaches it through `grove_server::federation::Remote`).
@@ -17,6 +18,7 @@ pub mod e2ee;
 pub mod error;
 pub mod inbound;
 pub mod keys;
+pub mod metrics;
 pub mod receive;
 pub mod remote;
 pub mod routes;
@@ -38,6 +40,16 @@ pub struct Ctx {
     pub client: client::Client,
     /// The outgoing queues.
     pub sender: sender::Sender,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// One lock per origin with a transaction in hand: an origin's transactions are handled
+    /// one at a time, so a flood from one peer queues instead of multiplying the work.
+    pub(crate) inbound_origins: std::sync::Mutex<
+        std::collections::HashMap<
+            ruma::OwnedServerName,
+            Arc<tokio::sync::Mutex<routes::RecentTxns>>,
+        >,
+    >,
 }
 
 impl Ctx {
@@ -90,11 +102,14 @@ impl Federation {
             hs.key.clone(),
             hs.config.server_name.clone(),
         );
-        let sender = sender::Sender::new(hs.clone(), client.clone());
+        let metrics = metrics::Metrics::new();
+        let sender = sender::Sender::new(hs.clone(), client.clone(), metrics.clone());
         let ctx = Arc::new(Ctx {
             hs: hs.clone(),
             client,
             sender: sender.clone(),
+            metrics,
+            inbound_origins: Default::default(),
         });
         let listener = overlay
             .listen(client::ALPN)

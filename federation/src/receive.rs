@@ -7,7 +7,7 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, Server
 use serde_json::json;
 use tracing::debug;
 
-use crate::{Ctx, client::segment, keys};
+use crate::{Ctx, client::segment, keys, metrics::PduOutcome};
 
 /// Missing events asked for at once, at most.
 const MISSING_LIMIT: u64 = 50;
@@ -19,6 +19,18 @@ const MAX_STATE_IDS: usize = 10_000;
 /// Handles one PDU of a transaction from `origin`: its event ID (when it can be computed) and
 /// whether it was taken.
 pub async fn handle_pdu(
+    ctx: &Ctx,
+    origin: &ServerName,
+    object: CanonicalJsonObject,
+) -> (Option<OwnedEventId>, Result<(), String>) {
+    let (id, outcome) = handle_pdu_in(ctx, origin, object).await;
+    if id.is_none() {
+        ctx.metrics.pdu(PduOutcome::Refused);
+    }
+    (id, outcome)
+}
+
+async fn handle_pdu_in(
     ctx: &Ctx,
     origin: &ServerName,
     object: CanonicalJsonObject,
@@ -46,31 +58,42 @@ pub async fn handle_pdu(
         Ok(id) => id,
         Err(e) => return (None, Err(e.to_string())),
     };
-    let outcome = add_checked(ctx, &room, &rules, object.clone()).await;
-    let outcome = match outcome {
+    let outcome = match add_checked(ctx, &room, &rules, object.clone()).await {
         Err(AddError::MissingParents) => {
             fetch_missing(ctx, origin, &room, &rules, &id).await;
             match add_checked(ctx, &room, &rules, object.clone()).await {
                 Err(AddError::MissingParents) => {
-                    add_after_gap(ctx, origin, &room, &rules, object, &id)
-                        .await
-                        .map_err(|e| e.to_string())
+                    add_after_gap(ctx, origin, &room, &rules, object, &id).await
                 }
-                other => other.map_err(|e| e.to_string()),
+                other => other,
             }
         }
-        other => other.map_err(|e| e.to_string()),
+        other => other,
     };
+    count(ctx, &outcome);
+    let outcome = outcome.map(drop).map_err(|e| e.to_string());
     if let Err(e) = &outcome {
         debug!(%origin, event = %id, error = %e, "pdu refused");
     }
     (Some(id), outcome)
 }
 
+/// Counts what became of a PDU.
+fn count(ctx: &Ctx, outcome: &Result<PduOutcome, AddError>) {
+    ctx.metrics.pdu(match outcome {
+        Ok(verdict) => *verdict,
+        Err(AddError::Rejected(_)) => PduOutcome::Rejected,
+        Err(AddError::MissingParents | AddError::Refused(_)) => PduOutcome::Refused,
+    });
+}
+
 #[derive(Debug, thiserror::Error)]
 enum AddError {
     #[error("parents unknown")]
     MissingParents,
+    /// Failed the authorization rules; stored as rejected.
+    #[error("rejected: {0}")]
+    Rejected(String),
     #[error("{0}")]
     Refused(String),
 }
@@ -80,17 +103,15 @@ async fn add_checked(
     room: &RoomId,
     rules: &ruma::room_version_rules::RoomVersionRules,
     object: CanonicalJsonObject,
-) -> Result<(), AddError> {
+) -> Result<PduOutcome, AddError> {
     keys::check_event(&object, rules).map_err(|e| AddError::Refused(e.to_string()))?;
     match ctx.hs.rooms.add_pdu(room, object).await {
-        Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => {
-            Err(AddError::Refused(format!("rejected: {why}")))
-        }
+        Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => Err(AddError::Rejected(why)),
         Ok(grove_server::rooms::auth::RemoteVerdict::SoftFailed(why)) => {
             debug!(%room, %why, "pdu soft-failed");
-            Ok(())
+            Ok(PduOutcome::SoftFailed)
         }
-        Ok(_) => Ok(()),
+        Ok(grove_server::rooms::auth::RemoteVerdict::Accepted) => Ok(PduOutcome::Accepted),
         Err(grove_server::Error::NotFound(why)) => {
             debug!(%room, %why, "pdu parents unknown");
             Err(AddError::MissingParents)
@@ -159,6 +180,7 @@ async fn fetch_missing(
             }
             other => other,
         };
+        count(ctx, &outcome);
         if let Err(e) = outcome {
             debug!(%origin, error = %e, "missing event refused");
         }
@@ -174,7 +196,7 @@ async fn add_after_gap(
     rules: &ruma::room_version_rules::RoomVersionRules,
     object: CanonicalJsonObject,
     id: &OwnedEventId,
-) -> Result<(), AddError> {
+) -> Result<PduOutcome, AddError> {
     keys::check_event(&object, rules).map_err(|e| AddError::Refused(e.to_string()))?;
     let path = format!(
         "/_matrix/federation/v1/state_ids/{}?event_id={}",
@@ -246,10 +268,9 @@ async fn add_after_gap(
         .await
         .map_err(|e| AddError::Refused(e.to_string()))?;
     match rooms.add_pdu_after_gap(room, object, state).await {
-        Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => {
-            Err(AddError::Refused(format!("rejected: {why}")))
-        }
-        Ok(_) => Ok(()),
+        Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => Err(AddError::Rejected(why)),
+        Ok(grove_server::rooms::auth::RemoteVerdict::SoftFailed(_)) => Ok(PduOutcome::SoftFailed),
+        Ok(grove_server::rooms::auth::RemoteVerdict::Accepted) => Ok(PduOutcome::Accepted),
         Err(e) => Err(AddError::Refused(e.to_string())),
     }
 }

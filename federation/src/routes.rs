@@ -23,8 +23,8 @@ use axum::{
 };
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId,
-    OwnedServerName, RoomAliasId, RoomId, UserId, api::federation::authentication::XMatrix,
-    events::TimelineEventType, serde::Base64,
+    OwnedServerName, RoomAliasId, RoomId, ServerName, UserId,
+    api::federation::authentication::XMatrix, events::TimelineEventType, serde::Base64,
 };
 use serde_json::{Value, json};
 
@@ -95,6 +95,10 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
             get(query_directory),
         )
         .merge(crate::e2ee::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            ctx.metrics.clone(),
+            crate::metrics::record,
+        ))
         .fallback(|| async {
             FedError::new(
                 http::StatusCode::NOT_FOUND,
@@ -500,23 +504,37 @@ async fn invite(
 async fn send_transaction(
     State(ctx): Ctxt,
     Extension(origin): Extension<Origin>,
-    Path(_txn): Path<String>,
+    Path(txn_id): Path<String>,
     body: Bytes,
 ) -> Answer {
-    let body: Value =
-        serde_json::from_slice(&body).map_err(|e| FedError::bad_json(format!("not JSON: {e}")))?;
+    let body: Value = serde_json::from_slice(&body).map_err(|e| {
+        ctx.metrics.transaction_received("refused");
+        FedError::bad_json(format!("not JSON: {e}"))
+    })?;
     let pdus = body["pdus"].as_array().cloned().unwrap_or_default();
-    let edus = body["edus"].as_array().map(Vec::len).unwrap_or(0);
-    if pdus.len() > MAX_TXN_PDUS || edus > MAX_TXN_EDUS {
+    let edus = body["edus"].as_array().cloned().unwrap_or_default();
+    if pdus.len() > MAX_TXN_PDUS || edus.len() > MAX_TXN_EDUS {
+        ctx.metrics.transaction_received("refused");
         return Err(FedError::bad_json(
             "too many PDUs or EDUs in one transaction",
         ));
+    }
+    let origin_lock = origin_txns(&ctx, &origin.0);
+    ctx.metrics.transaction_waiting(true);
+    let mut recent = origin_lock.lock().await;
+    ctx.metrics.transaction_waiting(false);
+    if let Some(answer) = recent.get(&txn_id) {
+        ctx.metrics.transaction_received("duplicate");
+        return Ok(Json(answer));
     }
     let mut results = serde_json::Map::new();
     for pdu in pdus {
         let object = match CanonicalJsonValue::try_from(pdu) {
             Ok(CanonicalJsonValue::Object(o)) => o,
-            _ => continue,
+            _ => {
+                ctx.metrics.pdu(crate::metrics::PduOutcome::Refused);
+                continue;
+            }
         };
         let (id, outcome) = receive::handle_pdu(&ctx, &origin.0, object).await;
         if let Some(id) = id {
@@ -527,12 +545,51 @@ async fn send_transaction(
             results.insert(id.to_string(), entry);
         }
     }
-    // Typing and read receipts are applied; other EDUs (presence, device lists, to-device)
-    // are accepted and not acted on yet.
-    for edu in body["edus"].as_array().into_iter().flatten() {
+    for edu in &edus {
+        ctx.metrics.edu(edu["edu_type"].as_str());
         receive::handle_edu(&ctx, &origin.0, edu).await;
     }
-    Ok(Json(json!({ "pdus": results })))
+    let answer = json!({ "pdus": results });
+    recent.insert(txn_id, answer.clone());
+    ctx.metrics.transaction_received("processed");
+    Ok(Json(answer))
+}
+
+/// Origins remembered at once; past this, those with no transaction in hand are forgotten.
+const MAX_TRACKED_ORIGINS: usize = 1024;
+/// Transaction answers remembered per origin, so a retried transaction gets the same answer.
+const RECENT_TXNS_PER_ORIGIN: usize = 16;
+
+/// The answers to an origin's most recent transactions.
+#[derive(Default)]
+pub(crate) struct RecentTxns(std::collections::VecDeque<(String, Value)>);
+
+impl RecentTxns {
+    fn get(&self, txn_id: &str) -> Option<Value> {
+        self.0
+            .iter()
+            .find(|(id, _)| id == txn_id)
+            .map(|(_, answer)| answer.clone())
+    }
+
+    fn insert(&mut self, txn_id: String, answer: Value) {
+        if self.0.len() == RECENT_TXNS_PER_ORIGIN {
+            self.0.pop_front();
+        }
+        self.0.push_back((txn_id, answer));
+    }
+}
+
+/// The lock (and recent answers) of `origin`'s transactions.
+fn origin_txns(ctx: &Ctx, origin: &ServerName) -> Arc<tokio::sync::Mutex<RecentTxns>> {
+    let mut origins = match ctx.inbound_origins.lock() {
+        Ok(o) => o,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if origins.len() >= MAX_TRACKED_ORIGINS && !origins.contains_key(origin) {
+        origins.retain(|_, lock| Arc::strong_count(lock) > 1);
+    }
+    origins.entry(origin.to_owned()).or_default().clone()
 }
 
 fn query_event_id(query: Option<&str>) -> Result<OwnedEventId, FedError> {

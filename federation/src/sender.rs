@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 use tokio::{sync::Notify, task::JoinHandle};
 use tracing::{debug, warn};
 
-use crate::client::{Client, segment};
+use crate::{
+    client::{Client, segment},
+    metrics::Metrics,
+};
 
 /// PDUs in one transaction, at most.
 pub const MAX_PDUS_PER_TXN: i64 = 50;
@@ -39,15 +42,17 @@ struct Destination {
 pub struct Sender {
     hs: Homeserver,
     client: Client,
+    metrics: Arc<Metrics>,
     destinations: Arc<Mutex<HashMap<OwnedServerName, Destination>>>,
 }
 
 impl Sender {
     /// A sender over the node's queues.
-    pub fn new(hs: Homeserver, client: Client) -> Self {
+    pub fn new(hs: Homeserver, client: Client, metrics: Arc<Metrics>) -> Self {
         Self {
             hs,
             client,
+            metrics,
             destinations: Arc::default(),
         }
     }
@@ -191,6 +196,7 @@ impl Sender {
                 {
                     Ok(_) => {
                         debug!(%destination, pdus = batch.len(), "transaction sent");
+                        self.metrics.transaction_sent(batch.len(), true);
                         let ids: Vec<_> = batch.into_iter().map(|q| q.event_id).collect();
                         if let Err(e) = self.hs.federation_queue.remove(&destination, &ids).await {
                             warn!(%destination, error = %e, "clearing federation queue");
@@ -199,6 +205,7 @@ impl Sender {
                     }
                     Err(e) => {
                         debug!(%destination, error = %e, ?backoff, "transaction failed");
+                        self.metrics.transaction_sent(batch.len(), false);
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = reachable.notified() => {}

@@ -643,6 +643,57 @@ async fn forged_requests_and_events_are_refused() {
         .expect_err("oversized transaction refused");
     assert!(err.to_string().contains("M_BAD_JSON"), "{err}");
 
+    // Every refusal is counted.
+    let refused = b
+        .metric("grove_federation_pdus_received_total{outcome=\"refused\"}")
+        .await;
+    assert!(refused >= 3.0, "refused PDUs counted: {refused}");
+    let text = b.metrics().await;
+    assert!(
+        text.contains("grove_federation_transactions_received_total{outcome=\"refused\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("grove_overlay_peers"),
+        "overlay metrics served: {text}"
+    );
+    assert!(text.contains("grove_client_requests_total"), "{text}");
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+
+    // A flood of one transaction, sent many times at once: handled once, every copy answered
+    // with the same result, and the node keeps serving its users.
+    let flood = json!({
+        "origin": a.server_name(),
+        "origin_server_ts": 1,
+        "pdus": [],
+        "edus": [{ "edu_type": "m.typing", "content": {
+            "room_id": room, "user_id": alice.user_id, "typing": true, "timeout": 1000 } }],
+    });
+    let copies = (0..64).map(|_| {
+        honest.request(
+            &b_name,
+            http::Method::PUT,
+            "/_matrix/federation/v1/send/flood",
+            Some(&flood),
+        )
+    });
+    for answer in futures_util::future::join_all(copies).await {
+        assert_eq!(answer.expect("flood answered"), json!({ "pdus": {} }));
+    }
+    let text = b.metrics().await;
+    assert!(
+        text.contains("grove_federation_transactions_received_total{outcome=\"duplicate\"} 63"),
+        "{text}"
+    );
+    assert!(
+        text.contains("grove_federation_edus_received_total{edu_type=\"m.typing\"} 1"),
+        "{text}"
+    );
+    let (status, _) = b
+        .get("/_matrix/client/v3/account/whoami", Some(&bob.token))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
     for node in [a, b] {
         if let Some(n) = node.node {
             n.shutdown().await;

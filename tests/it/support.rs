@@ -143,6 +143,32 @@ impl TestNode {
         );
     }
 
+    /// The node's Prometheus metrics text.
+    pub(crate) async fn metrics(&self) -> String {
+        let url = self
+            .node()
+            .metrics_url()
+            .expect("metrics served")
+            .to_owned();
+        self.http
+            .get(url)
+            .send()
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The value of the metric line that starts with `series` (name and labels), or 0.
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The server name, read from the node key while the node is stopped.
     pub(crate) fn server_name_offline(&self) -> String {
         grove_server::NodeKey::load_or_create(&self.dir.path().join("node.key"))
@@ -265,6 +291,7 @@ async fn start_node(
         .registration(mode, tokens)
         .overlay(overlay.is_some())
         .overlay_listen("127.0.0.1:0".parse().expect("addr"))
+        .metrics_listen("127.0.0.1:0".parse().expect("addr"))
         .multicast(false);
     for peer in overlay.unwrap_or_default() {
         builder = builder.static_peer(peer.clone());

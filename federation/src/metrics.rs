@@ -1,0 +1,220 @@
+//! Prometheus metrics of federation: requests served by route and status, PDUs and EDUs
+//! received by outcome and kind, transactions sent by result. Every label takes its values from
+//! a closed set (route patterns, outcome names, known EDU types), so a hostile peer cannot grow
+//! the label sets.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    middleware::Next,
+    response::Response,
+};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    /// The route pattern, never the raw path.
+    endpoint: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EduLabels {
+    edu_type: &'static str,
+}
+
+/// What became of a received PDU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PduOutcome {
+    /// Stored and part of the room's timeline and state.
+    Accepted,
+    /// Stored, but left out of the timeline and current state (failed auth against current
+    /// state only).
+    SoftFailed,
+    /// Stored as rejected: failed auth against its auth events or the state before it.
+    Rejected,
+    /// Not stored: malformed, a bad signature or hash, an unknown room, an unbridgeable gap.
+    Refused,
+}
+
+impl PduOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            PduOutcome::Accepted => "accepted",
+            PduOutcome::SoftFailed => "soft_failed",
+            PduOutcome::Rejected => "rejected",
+            PduOutcome::Refused => "refused",
+        }
+    }
+}
+
+/// The EDU types counted by name; every other is counted as `other`.
+const KNOWN_EDUS: [&str; 6] = [
+    "m.typing",
+    "m.receipt",
+    "m.presence",
+    "m.device_list_update",
+    "m.signing_key_update",
+    "m.direct_to_device",
+];
+
+/// Federation's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RequestLabels, Histogram>,
+    pdus: Family<OutcomeLabels, Counter>,
+    edus: Family<EduLabels, Counter>,
+    transactions_in: Family<OutcomeLabels, Counter>,
+    transactions_waiting: Gauge,
+    transactions_out: Family<OutcomeLabels, Counter>,
+    pdus_out: Counter,
+}
+
+impl Metrics {
+    /// A registry with every federation metric registered.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("grove_federation");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Federation requests answered", requests.clone());
+        let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0, 30.0])
+        });
+        registry.register(
+            "request_seconds",
+            "Federation request latency",
+            latency.clone(),
+        );
+        let pdus = Family::<OutcomeLabels, Counter>::default();
+        registry.register("pdus_received", "PDUs received, by outcome", pdus.clone());
+        let edus = Family::<EduLabels, Counter>::default();
+        registry.register("edus_received", "EDUs received, by type", edus.clone());
+        let transactions_in = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "transactions_received",
+            "Transactions received, by outcome",
+            transactions_in.clone(),
+        );
+        let transactions_waiting = Gauge::default();
+        registry.register(
+            "transactions_waiting",
+            "Received transactions waiting behind an earlier one from the same origin",
+            transactions_waiting.clone(),
+        );
+        let transactions_out = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "transactions_sent",
+            "Transactions sent, by result",
+            transactions_out.clone(),
+        );
+        let pdus_out = Counter::default();
+        registry.register(
+            "pdus_sent",
+            "PDUs delivered in transactions",
+            pdus_out.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            requests,
+            latency,
+            pdus,
+            edus,
+            transactions_in,
+            transactions_waiting,
+            transactions_out,
+            pdus_out,
+        })
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts a received PDU.
+    pub fn pdu(&self, outcome: PduOutcome) {
+        self.pdus
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
+    /// Counts a received EDU of `edu_type`.
+    pub fn edu(&self, edu_type: Option<&str>) {
+        let edu_type = KNOWN_EDUS
+            .iter()
+            .find(|known| Some(**known) == edu_type)
+            .copied()
+            .unwrap_or("other");
+        self.edus.get_or_create(&EduLabels { edu_type }).inc();
+    }
+
+    /// Counts a received transaction: `processed`, `duplicate` or `refused`.
+    pub fn transaction_received(&self, outcome: &'static str) {
+        self.transactions_in
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// A received transaction starts (`true`) or stops (`false`) waiting for its turn.
+    pub fn transaction_waiting(&self, waiting: bool) {
+        if waiting {
+            self.transactions_waiting.inc();
+        } else {
+            self.transactions_waiting.dec();
+        }
+    }
+
+    /// Counts a sent transaction of `pdus` PDUs and whether the destination took it.
+    pub fn transaction_sent(&self, pdus: usize, delivered: bool) {
+        let outcome = if delivered { "delivered" } else { "failed" };
+        self.transactions_out
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        if delivered {
+            self.pdus_out.inc_by(pdus as u64);
+        }
+    }
+}
+
+/// Middleware recording every request served.
+pub(crate) async fn record(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = RequestLabels {
+        method,
+        endpoint,
+        status: response.status().as_u16(),
+    };
+    metrics.requests.get_or_create(&labels).inc();
+    metrics
+        .latency
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
