@@ -23,24 +23,16 @@ use axum::{
     routing::{get, post},
 };
 use grove_server::{Error, Result, StreamPosition, e2ee::RemoteKeys, federation::BoxFuture};
-use ruma::{
-    MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId,
-};
+use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId};
 use serde_json::{Map, Value, json};
 use tracing::debug;
 
-use crate::{Ctx, client::segment, error::FedError, routes::Origin};
+use crate::{Ctx, error::FedError, routes::Origin};
 
 /// Users named in one keys query or claim, at most.
 const MAX_USERS: usize = 1000;
 /// Devices named for one user in one query or claim, at most.
 const MAX_DEVICES: usize = 1000;
-/// EDUs in one outgoing transaction, at most.
-const MAX_EDUS_PER_TXN: usize = 50;
-/// Attempts to deliver one batch of EDUs before giving up.
-const EDU_ATTEMPTS: u32 = 8;
-/// First delay between attempts; it doubles after each failure.
-const EDU_RETRY: Duration = Duration::from_secs(1);
 /// How long the key-change announcer sleeps when nothing wakes it.
 const ANNOUNCE_IDLE: Duration = Duration::from_secs(30);
 
@@ -222,40 +214,6 @@ pub(crate) async fn handle_edu(ctx: &Ctx, origin: &ServerName, edu: &Value) {
     }
 }
 
-/// Sends `edus` to `server` in transactions of their own, retrying with back-off a bounded
-/// number of times.
-async fn send_edus(ctx: &Ctx, server: &ServerName, edus: Vec<Value>) {
-    for chunk in edus.chunks(MAX_EDUS_PER_TXN) {
-        let body = json!({
-            "origin": ctx.hs.config.server_name.as_str(),
-            "origin_server_ts": u64::from(MilliSecondsSinceUnixEpoch::now().get()),
-            "pdus": [],
-            "edus": chunk,
-        });
-        let path = format!(
-            "/_matrix/federation/v1/send/{}",
-            segment(&format!("e2ee{:016x}", rand::random::<u64>()))
-        );
-        let mut delay = EDU_RETRY;
-        for attempt in 1..=EDU_ATTEMPTS {
-            match ctx
-                .client
-                .request(server, http::Method::PUT, &path, Some(&body))
-                .await
-            {
-                Ok(_) => break,
-                Err(e) => {
-                    debug!(%server, attempt, error = %e, "E2EE EDUs not delivered");
-                    if attempt < EDU_ATTEMPTS {
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Watches the stream for key changes of local users and sends `m.device_list_update` (one per
 /// device with keys) and `m.signing_key_update` EDUs to every other server sharing a room with
 /// them. Changes made while federation was not running are not announced.
@@ -348,9 +306,7 @@ async fn announce(ctx: &Arc<Ctx>, user: &UserId, position: StreamPosition) {
         }));
     }
     for server in servers {
-        let ctx = ctx.clone();
-        let edus = edus.clone();
-        tokio::spawn(async move { send_edus(&ctx, &server, edus).await });
+        ctx.sender.queue_edus(&server, edus.clone()).await;
     }
 }
 
@@ -418,12 +374,13 @@ impl RemoteKeys for FederatedKeys {
         ))
     }
 
-    fn send_to_device(&self, server: &ServerName, content: Value) {
-        let Some(ctx) = self.ctx.upgrade() else {
-            return;
-        };
-        let server = server.to_owned();
-        let edu = json!({ "edu_type": "m.direct_to_device", "content": content });
-        tokio::spawn(async move { send_edus(&ctx, &server, vec![edu]).await });
+    fn send_to_device<'a>(&'a self, server: &'a ServerName, content: Value) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(ctx) = self.ctx.upgrade() else {
+                return;
+            };
+            let edu = json!({ "edu_type": "m.direct_to_device", "content": content });
+            ctx.sender.queue_edus(server, vec![edu]).await;
+        })
     }
 }

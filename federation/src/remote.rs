@@ -447,30 +447,7 @@ impl Remote for RemoteRooms {
                 }
             };
             for server in servers {
-                if server == ctx.hs.config.server_name {
-                    continue;
-                }
-                let ctx = ctx.clone();
-                let edu = edu.clone();
-                tokio::spawn(async move {
-                    let body = json!({
-                        "origin": ctx.hs.config.server_name.as_str(),
-                        "origin_server_ts": u64::from(MilliSecondsSinceUnixEpoch::now().get()),
-                        "pdus": [],
-                        "edus": [edu],
-                    });
-                    let path = format!(
-                        "/_matrix/federation/v1/send/{}",
-                        segment(&format!("edu{:016x}", rand::random::<u64>()))
-                    );
-                    if let Err(e) = ctx
-                        .client
-                        .request(&server, http::Method::PUT, &path, Some(&body))
-                        .await
-                    {
-                        debug!(%server, error = %e, "EDU not delivered");
-                    }
-                });
+                ctx.sender.queue_edus(&server, vec![edu.clone()]).await;
             }
         });
     }

@@ -1,10 +1,15 @@
 //! The sender: fills the persistent per-destination queues from the event stream, and runs one
-//! task per destination that sends its queue in transactions of up to 50 PDUs, backing off
-//! exponentially on failure and retrying at once when the overlay reports the destination
-//! reachable again.
+//! task per destination that sends its queue in transactions of up to 50 PDUs and 100 EDUs,
+//! backing off exponentially on failure and retrying at once when the overlay reports the
+//! destination reachable again.
+//!
+//! EDUs come in two kinds. Those that must arrive (to-device messages, device list and signing
+//! key updates, receipts) are queued in the database like events, so neither side's restart
+//! loses them. Those only worth having now (typing, presence) wait in memory, a bounded number
+//! per destination, and are dropped when a transaction carrying them fails.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -31,10 +36,24 @@ const BACKOFF_MAX: Duration = Duration::from_secs(600);
 /// How long the filler sleeps between checks when nothing wakes it.
 const FILL_IDLE: Duration = Duration::from_secs(30);
 
+/// EDUs in one transaction, at most (the receiver's limit).
+pub const MAX_EDUS_PER_TXN: usize = 100;
+/// EDU bytes in one transaction, at most, well inside the receiver's body limit.
+const MAX_EDU_BYTES_PER_TXN: usize = 2 * 1024 * 1024;
+/// Ephemeral EDUs waiting for one destination, at most; the oldest go first.
+const MAX_EPHEMERAL_PER_DESTINATION: usize = 100;
+
 struct Destination {
     work: Arc<Notify>,
     reachable: Arc<Notify>,
+    /// Typing and presence EDUs not yet sent.
+    ephemeral: Arc<Mutex<VecDeque<Value>>>,
     task: JoinHandle<()>,
+}
+
+/// Whether an EDU must survive restarts and failures until delivered.
+fn is_durable(edu: &Value) -> bool {
+    !matches!(edu["edu_type"].as_str(), Some("m.typing" | "m.presence"))
 }
 
 /// The outgoing side of federation.
@@ -102,30 +121,75 @@ impl Sender {
 
     /// Tells the destination's task there is work, starting the task if needed.
     pub fn wake(&self, destination: &ServerName) {
+        self.destination(destination).work.notify_one();
+    }
+
+    /// Queues EDUs for `destination`: durable kinds in the database (sent even after a
+    /// restart), typing and presence in memory. They go out in the destination's next
+    /// transaction.
+    pub async fn queue_edus(&self, destination: &ServerName, edus: Vec<Value>) {
+        if destination == self.hs.config.server_name {
+            return;
+        }
+        let (durable, ephemeral): (Vec<Value>, Vec<Value>) = edus.into_iter().partition(is_durable);
+        if !durable.is_empty() {
+            let texts: Vec<String> = durable.iter().map(Value::to_string).collect();
+            if let Err(e) = self
+                .hs
+                .federation_queue
+                .push_edus(destination, &texts)
+                .await
+            {
+                warn!(%destination, error = %e, "queueing EDUs");
+            }
+        }
+        let handles = self.destination(destination);
+        if !ephemeral.is_empty() {
+            let mut waiting = match handles.ephemeral.lock() {
+                Ok(w) => w,
+                Err(p) => p.into_inner(),
+            };
+            for edu in ephemeral {
+                if waiting.len() == MAX_EPHEMERAL_PER_DESTINATION {
+                    waiting.pop_front();
+                }
+                waiting.push_back(edu);
+            }
+        }
+        handles.work.notify_one();
+    }
+
+    /// The destination's handles, starting its task if needed.
+    fn destination(&self, destination: &ServerName) -> Handles {
         let mut map = match self.destinations.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
         if let Some(d) = map.get(destination) {
-            d.work.notify_one();
-            return;
+            return Handles {
+                work: d.work.clone(),
+                ephemeral: d.ephemeral.clone(),
+            };
         }
         let work = Arc::new(Notify::new());
         let reachable = Arc::new(Notify::new());
-        work.notify_one();
+        let ephemeral = Arc::new(Mutex::new(VecDeque::new()));
         let task = tokio::spawn(self.clone().run_destination(
             destination.to_owned(),
             work.clone(),
             reachable.clone(),
+            ephemeral.clone(),
         ));
         map.insert(
             destination.to_owned(),
             Destination {
-                work,
+                work: work.clone(),
                 reachable,
+                ephemeral: ephemeral.clone(),
                 task,
             },
         );
+        Handles { work, ephemeral }
     }
 
     /// The destination became reachable: retry now instead of after the back-off.
@@ -155,57 +219,60 @@ impl Sender {
         destination: OwnedServerName,
         work: Arc<Notify>,
         reachable: Arc<Notify>,
+        ephemeral: Arc<Mutex<VecDeque<Value>>>,
     ) {
         let mut backoff = BACKOFF_INITIAL;
+        // The first pass sends whatever was queued before this task started.
+        let mut pending = true;
         loop {
-            work.notified().await;
+            if !pending {
+                work.notified().await;
+            }
+            pending = false;
             loop {
-                let batch = match self
-                    .hs
-                    .federation_queue
-                    .peek(&destination, MAX_PDUS_PER_TXN)
-                    .await
-                {
-                    Ok(b) => b,
+                let txn = match self.next_transaction(&destination, &ephemeral).await {
+                    Ok(Some(txn)) => txn,
+                    Ok(None) => {
+                        backoff = BACKOFF_INITIAL;
+                        break;
+                    }
                     Err(e) => {
                         warn!(%destination, error = %e, "reading federation queue");
                         break;
                     }
                 };
-                if batch.is_empty() {
-                    backoff = BACKOFF_INITIAL;
-                    break;
-                }
-                let pdus: Vec<Value> = batch
-                    .iter()
-                    .filter_map(|q| serde_json::from_str(&q.pdu).ok())
-                    .collect();
                 let txn_id = format!("{:016x}", rand::random::<u64>());
                 let body = json!({
                     "origin": self.hs.config.server_name.as_str(),
                     "origin_server_ts": u64::from(ruma::MilliSecondsSinceUnixEpoch::now().get()),
-                    "pdus": pdus,
-                    "edus": [],
+                    "pdus": txn.pdus,
+                    "edus": txn.edus,
                 });
                 let path = format!("/_matrix/federation/v1/send/{}", segment(&txn_id));
-                debug!(%destination, pdus = batch.len(), "sending transaction");
+                let pdus = txn.pdu_ids.len();
+                debug!(%destination, pdus, edus = txn.edus.len(), "sending transaction");
                 match self
                     .client
                     .request(&destination, http::Method::PUT, &path, Some(&body))
                     .await
                 {
                     Ok(_) => {
-                        debug!(%destination, pdus = batch.len(), "transaction sent");
-                        self.metrics.transaction_sent(batch.len(), true);
-                        let ids: Vec<_> = batch.into_iter().map(|q| q.event_id).collect();
-                        if let Err(e) = self.hs.federation_queue.remove(&destination, &ids).await {
+                        debug!(%destination, pdus, "transaction sent");
+                        self.metrics.transaction_sent(pdus, true);
+                        let queue = &self.hs.federation_queue;
+                        if let Err(e) = queue.remove(&destination, &txn.pdu_ids).await {
                             warn!(%destination, error = %e, "clearing federation queue");
+                        }
+                        if let Some(upto) = txn.last_edu
+                            && let Err(e) = queue.remove_edus(&destination, upto).await
+                        {
+                            warn!(%destination, error = %e, "clearing EDU queue");
                         }
                         backoff = BACKOFF_INITIAL;
                     }
                     Err(e) => {
                         debug!(%destination, error = %e, ?backoff, "transaction failed");
-                        self.metrics.transaction_sent(batch.len(), false);
+                        self.metrics.transaction_sent(pdus, false);
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = reachable.notified() => {}
@@ -216,4 +283,74 @@ impl Sender {
             }
         }
     }
+
+    /// The next transaction for `destination`: its oldest queued events, its oldest durable
+    /// EDUs and the waiting ephemeral ones (taken: a failed send drops them). None when there
+    /// is nothing to send.
+    async fn next_transaction(
+        &self,
+        destination: &ServerName,
+        ephemeral: &Mutex<VecDeque<Value>>,
+    ) -> grove_server::Result<Option<Transaction>> {
+        let queue = &self.hs.federation_queue;
+        let batch = queue.peek(destination, MAX_PDUS_PER_TXN).await?;
+        let durable = queue
+            .peek_edus(destination, MAX_EDUS_PER_TXN as i64)
+            .await?;
+        let mut edus = Vec::new();
+        let mut bytes = 0;
+        let mut last_edu = None;
+        for queued in durable {
+            // The first EDU goes even over the budget: each came in a client request far
+            // smaller than the receiver's body limit, so it fits a transaction alone.
+            if !edus.is_empty() && bytes + queued.edu.len() > MAX_EDU_BYTES_PER_TXN {
+                break;
+            }
+            bytes += queued.edu.len();
+            last_edu = Some(queued.id);
+            match serde_json::from_str::<Value>(&queued.edu) {
+                Ok(edu) => edus.push(edu),
+                Err(e) => warn!(%destination, error = %e, "dropping an unreadable queued EDU"),
+            }
+        }
+        {
+            let mut waiting = match ephemeral.lock() {
+                Ok(w) => w,
+                Err(p) => p.into_inner(),
+            };
+            while edus.len() < MAX_EDUS_PER_TXN
+                && let Some(edu) = waiting.pop_front()
+            {
+                edus.push(edu);
+            }
+        }
+        if batch.is_empty() && edus.is_empty() && last_edu.is_none() {
+            return Ok(None);
+        }
+        let pdus = batch
+            .iter()
+            .filter_map(|q| serde_json::from_str(&q.pdu).ok())
+            .collect();
+        Ok(Some(Transaction {
+            pdus,
+            pdu_ids: batch.into_iter().map(|q| q.event_id).collect(),
+            edus,
+            last_edu,
+        }))
+    }
+}
+
+/// The parts of a destination's state that queueing needs.
+struct Handles {
+    work: Arc<Notify>,
+    ephemeral: Arc<Mutex<VecDeque<Value>>>,
+}
+
+/// One transaction to send.
+struct Transaction {
+    pdus: Vec<Value>,
+    pdu_ids: Vec<ruma::OwnedEventId>,
+    edus: Vec<Value>,
+    /// The queue ID of the last durable EDU in it.
+    last_edu: Option<i64>,
 }

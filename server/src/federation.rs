@@ -54,8 +54,8 @@ pub trait Remote: Send + Sync {
         user: &'a UserId,
     ) -> BoxFuture<'a, Result<Option<crate::userdata::Profile>>>;
 
-    /// Tells the other servers in the room of an ephemeral change (`m.typing`, `m.receipt`):
-    /// best effort, in the background, not queued.
+    /// Tells the other servers in the room of an ephemeral change (`m.typing`, `m.receipt`),
+    /// through their outgoing queues (receipts survive restarts, typing does not).
     fn ephemeral(&self, room: &RoomId, edu_type: &str, content: serde_json::Value);
 
     /// Asks the alias's server which room it names and which servers are in it.

@@ -26,6 +26,15 @@ pub struct QueuedPdu {
     pub pdu: String,
 }
 
+/// One queued EDU.
+#[derive(Debug, Clone)]
+pub struct QueuedEdu {
+    /// Its place in the queue.
+    pub id: i64,
+    /// The EDU as JSON text.
+    pub edu: String,
+}
+
 impl FederationQueue {
     /// The queues over `storage`.
     pub fn new(storage: Storage) -> Self {
@@ -126,12 +135,14 @@ impl FederationQueue {
         Ok(())
     }
 
-    /// Destinations with queued events.
+    /// Destinations with queued events or EDUs.
     pub async fn destinations(&self) -> Result<Vec<OwnedServerName>> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT DISTINCT destination FROM federation_queue")
-                .fetch_all(self.storage.pool())
-                .await?;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT destination FROM federation_queue \
+             UNION SELECT destination FROM federation_edu_queue",
+        )
+        .fetch_all(self.storage.pool())
+        .await?;
         Ok(rows
             .into_iter()
             .filter_map(|(d,)| OwnedServerName::try_from(d).ok())
@@ -158,6 +169,46 @@ impl FederationQueue {
             }
         }
         Ok(out)
+    }
+
+    /// Queues EDUs (JSON text, `edu_type` and `content`) for `destination`, in order, in one
+    /// transaction.
+    pub async fn push_edus(&self, destination: &ServerName, edus: &[String]) -> Result<()> {
+        let mut tx = self.storage.pool().begin().await?;
+        for edu in edus {
+            sqlx::query("INSERT INTO federation_edu_queue (destination, edu) VALUES ($1, $2)")
+                .bind(destination.as_str())
+                .bind(edu.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The oldest `limit` EDUs queued for `destination`, with their queue IDs.
+    pub async fn peek_edus(&self, destination: &ServerName, limit: i64) -> Result<Vec<QueuedEdu>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, edu FROM federation_edu_queue WHERE destination = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(destination.as_str())
+        .bind(limit)
+        .fetch_all(self.storage.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, edu)| QueuedEdu { id, edu })
+            .collect())
+    }
+
+    /// Removes `destination`'s queued EDUs up to and including queue ID `upto`.
+    pub async fn remove_edus(&self, destination: &ServerName, upto: i64) -> Result<()> {
+        sqlx::query("DELETE FROM federation_edu_queue WHERE destination = $1 AND id <= $2")
+            .bind(destination.as_str())
+            .bind(upto)
+            .execute(self.storage.pool())
+            .await?;
+        Ok(())
     }
 
     /// Removes sent events from `destination`'s queue.

@@ -455,6 +455,66 @@ async fn keys_and_to_device_across_nodes_postgres() {
     keys_across_nodes(Backend::Postgres).await;
 }
 
+/// A to-device message (a room key, in real use) for a node that is offline is kept by the
+/// sending node, across a restart of the sender too, and delivered once the two meet again.
+async fn to_device_waits_for_an_offline_node(backend: Backend) {
+    let mut a = TestNode::start_federated(backend, Vec::new()).await;
+    let mut b = TestNode::start_federated(backend, vec![a.peer_address()]).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let mut bob_since = sync(&b, &bob, None).await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    let b_addr = b.node().client_addr();
+    b.node.take().expect("B running").shutdown().await;
+    let (status, body) = a
+        .put(
+            &format!("{V3}/sendToDevice/m.grove.test/offline1"),
+            Some(&alice.token),
+            json!({ "messages": { &bob.user_id: { &bob.device_id: { "secret": "kept" } } } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "sendToDevice: {body}");
+    a.restart().await;
+    b.restart_at(b_addr).await;
+
+    let got = sync_until(
+        &b,
+        &bob,
+        &mut bob_since,
+        "to-device after restarts",
+        |body| {
+            body["to_device"]["events"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+        },
+    )
+    .await;
+    let events = got["to_device"]["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["sender"], alice.user_id.as_str());
+    assert_eq!(events[0]["content"]["secret"], "kept");
+    // Delivered once: nothing more arrives.
+    let again = sync(&b, &bob, Some(&bob_since)).await;
+    assert!(
+        again["to_device"]["events"]
+            .as_array()
+            .is_none_or(|e| e.is_empty()),
+        "{again}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn to_device_waits_for_an_offline_node_sqlite() {
+    to_device_waits_for_an_offline_node(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn to_device_waits_for_an_offline_node_postgres() {
+    to_device_waits_for_an_offline_node(Backend::Postgres).await;
+}
+
 /// A room joined through another node: the joiner's `/sync` carries the room's state (here
 /// its encryption), which the join brought with it, so the client knows to encrypt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -33,6 +33,8 @@ pub(crate) struct TestNode {
     pub(crate) dir: tempfile::TempDir,
     /// Static peers when the node runs the overlay (on loopback, without multicast).
     pub(crate) overlay: Option<Vec<String>>,
+    /// The overlay's UDP address, kept across restarts so peers that dial it find it again.
+    pub(crate) overlay_addr: Option<SocketAddr>,
     /// The database, kept alive as long as the node.
     pub(crate) db: TestDb,
     /// An HTTP client.
@@ -55,11 +57,21 @@ impl TestNode {
         subscribe();
         let dir = tempfile::tempdir().expect("temp dir");
         let db = TestDb::new(backend).await;
-        let node = start_node(dir.path().to_owned(), &db.url, None, mode, tokens, None).await;
+        let node = start_node(
+            dir.path().to_owned(),
+            &db.url,
+            None,
+            mode,
+            tokens,
+            None,
+            None,
+        )
+        .await;
         TestNode {
             node: Some(node),
             dir,
             overlay: None,
+            overlay_addr: None,
             db,
             http: reqwest::Client::new(),
         }
@@ -78,12 +90,17 @@ impl TestNode {
             RegistrationMode::Open,
             Vec::new(),
             Some(&static_peers),
+            None,
         )
         .await;
+        let overlay_addr = node
+            .peer_address()
+            .and_then(|p| p.rsplit_once('@').and_then(|(_, addr)| addr.parse().ok()));
         TestNode {
             node: Some(node),
             dir,
             overlay: Some(static_peers),
+            overlay_addr,
             db,
             http: reqwest::Client::new(),
         }
@@ -122,6 +139,7 @@ impl TestNode {
                 RegistrationMode::Open,
                 Vec::new(),
                 self.overlay.as_deref(),
+                self.overlay_addr,
             )
             .await,
         );
@@ -138,6 +156,7 @@ impl TestNode {
                 RegistrationMode::Open,
                 Vec::new(),
                 self.overlay.as_deref(),
+                self.overlay_addr,
             )
             .await,
         );
@@ -283,6 +302,7 @@ async fn start_node(
     mode: RegistrationMode,
     tokens: Vec<String>,
     overlay: Option<&[String]>,
+    overlay_addr: Option<SocketAddr>,
 ) -> Node {
     let mut builder = Node::builder()
         .data_dir(dir)
@@ -290,7 +310,7 @@ async fn start_node(
         .client_listen(addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr")))
         .registration(mode, tokens)
         .overlay(overlay.is_some())
-        .overlay_listen("127.0.0.1:0".parse().expect("addr"))
+        .overlay_listen(overlay_addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr")))
         .metrics_listen("127.0.0.1:0".parse().expect("addr"))
         .multicast(false);
     for peer in overlay.unwrap_or_default() {

@@ -33,8 +33,9 @@ pub trait RemoteKeys: Send + Sync {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Value>>;
 
-    /// Sends an `m.direct_to_device` EDU with `content` to `server`, in the background.
-    fn send_to_device(&self, server: &ServerName, content: Value);
+    /// Queues an `m.direct_to_device` EDU with `content` for `server`; once this returns the
+    /// EDU is stored and is sent even after a restart.
+    fn send_to_device<'a>(&'a self, server: &'a ServerName, content: Value) -> BoxFuture<'a, ()>;
 }
 
 /// The slot federation fills once it runs; empty on a node without it.

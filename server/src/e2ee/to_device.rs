@@ -113,7 +113,8 @@ impl E2ee {
                             rand::random::<u64>()),
                         "messages": messages,
                     }),
-                );
+                )
+                .await;
             }
         }
         Ok(())
