@@ -59,7 +59,11 @@ use self::{
     state::{GroupCache, RoomState},
     store::{EventRow, NewGroup},
 };
-use crate::{Error, NodeKey, Result, ServerConfig, Storage, StreamPosition, notifier::Notifier};
+use crate::{
+    Error, NodeKey, Result, ServerConfig, Storage, StreamPosition,
+    notifier::Notifier,
+    storage::{Batch, WriteTxn},
+};
 
 /// A room state: `(event type, state key)` → event ID.
 pub type StateMap = ruma::state_res::StateMap<OwnedEventId>;
@@ -236,10 +240,20 @@ impl Rooms {
         loaded: &mut Loaded,
         items: Vec<Outgoing>,
     ) -> Result<(Vec<Arc<Pdu>>, StreamPosition)> {
+        self.append_in(loaded, items, None).await
+    }
+
+    /// [`Rooms::append`] in a write transaction already begun, when the caller has one.
+    async fn append_in(
+        &self,
+        loaded: &mut Loaded,
+        items: Vec<Outgoing>,
+        write: Option<WriteTxn<'_>>,
+    ) -> Result<(Vec<Arc<Pdu>>, StreamPosition)> {
         let Some(room) = loaded.state.as_mut() else {
             return Err(Error::Internal("room head not loaded".into()));
         };
-        let result = self.append_to(room, items).await;
+        let result = self.append_to(room, items, write).await;
         if result.is_err() {
             // Memory may be ahead of disk now: reload on next use.
             loaded.state = None;
@@ -251,6 +265,7 @@ impl Rooms {
         &self,
         room: &mut RoomState,
         items: Vec<Outgoing>,
+        write: Option<WriteTxn<'_>>,
     ) -> Result<(Vec<Arc<Pdu>>, StreamPosition)> {
         let signer = Signer {
             server_name: &self.config.server_name,
@@ -275,7 +290,12 @@ impl Rooms {
             }
             staged.push((pdu, room.group, new_group, item.txn));
         }
-        let mut txn = self.storage.write().await?;
+        let mut txn = match write {
+            Some(txn) => txn,
+            None => self.storage.write().await?,
+        };
+        // Every row of the write goes to the database in one batch.
+        let mut batch = Batch::default();
         let mut last = StreamPosition(0);
         for (pdu, group, new_group, txn_id) in &staged {
             let position = txn.next_position();
@@ -289,8 +309,8 @@ impl Rooms {
                     Some((user, pdu.content_str("membership")?))
                 })
                 .flatten();
-            store::insert_event(
-                txn.conn(),
+            store::push_event(
+                &mut batch,
                 &EventRow {
                     pdu,
                     position,
@@ -305,29 +325,26 @@ impl Rooms {
                     txn: txn_id.clone(),
                     soft_failed: false,
                 },
-            )
-            .await?;
+            );
         }
         for (target, redacted, by) in &redactions {
-            store::store_redaction(txn.conn(), target, redacted, by).await?;
+            store::push_redaction(&mut batch, target, redacted, by);
         }
         if staged
             .first()
             .is_some_and(|(p, ..)| p.kind == TimelineEventType::RoomCreate)
         {
-            store::insert_room(
-                txn.conn(),
+            store::push_insert_room(
+                &mut batch,
                 &room.room_id,
                 room.version.as_str(),
                 room.group,
                 &room.extremities,
-            )
-            .await?;
+            )?;
         } else {
-            store::update_room_head(txn.conn(), &room.room_id, room.group, &room.extremities)
-                .await?;
+            store::push_room_head(&mut batch, &room.room_id, room.group, &room.extremities)?;
         }
-        txn.commit().await?;
+        txn.commit_batch(batch).await?;
         self.inner
             .groups
             .insert(room.group, room.state.clone(), room.chain_len);
@@ -459,15 +476,23 @@ impl Rooms {
     ) -> Result<OwnedEventId> {
         let mut guard = self.lock(room).await?;
         // Checked under the room's lock, so two concurrent sends of one transaction cannot
-        // both pass.
-        if let Some((device, txn_id)) = txn
-            && let Some(id) =
-                store::event_for_txn(self.storage.pool(), sender, device, txn_id).await?
-        {
+        // both pass. The write transaction begins meanwhile: a send costs one round trip less.
+        let (sent, write) = tokio::join!(
+            async {
+                match txn {
+                    Some((device, txn_id)) => {
+                        store::event_for_txn(self.storage.pool(), sender, device, txn_id).await
+                    }
+                    None => Ok(None),
+                }
+            },
+            self.storage.write()
+        );
+        if let Some(id) = sent? {
             return Ok(id);
         }
         let (events, _) = self
-            .append(
+            .append_in(
                 &mut guard,
                 vec![Outgoing {
                     sender: sender.to_owned(),
@@ -475,6 +500,7 @@ impl Rooms {
                     txn: txn.map(|(d, t)| (d.to_owned(), t.to_owned())),
                     prebuilt: None,
                 }],
+                Some(write?),
             )
             .await?;
         events

@@ -272,17 +272,23 @@ impl WriteTxn<'_> {
     }
 
     /// Commits, persists the stream position and wakes waiting syncs.
-    pub async fn commit(mut self) -> Result<StreamPosition> {
+    pub async fn commit(self) -> Result<StreamPosition> {
+        self.commit_batch(Batch::default()).await
+    }
+
+    /// Runs `batch` with the stream position's update, then commits and wakes waiting syncs.
+    pub async fn commit_batch(mut self, mut batch: Batch) -> Result<StreamPosition> {
         let position = *self.guard;
         let Some(mut txn) = self.txn.take() else {
             return Err(Error::Internal("write transaction committed twice".into()));
         };
         if position != self.start {
-            sqlx::query("UPDATE meta SET stream_position = $1 WHERE id = 1")
-                .bind(position)
-                .execute(&mut *txn)
-                .await?;
+            batch.push(
+                "UPDATE meta SET stream_position = $1 WHERE id = 1",
+                vec![position.into()],
+            );
         }
+        batch.run(&mut txn).await?;
         txn.commit().await?;
         // From here on the positions are durable: a drop must not hand them out again.
         self.start = position;
@@ -296,5 +302,155 @@ impl WriteTxn<'_> {
 impl Drop for WriteTxn<'_> {
     fn drop(&mut self) {
         *self.guard = self.start;
+    }
+}
+
+/// A value bound to a statement of a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arg {
+    /// An integer, or NULL.
+    Int(Option<i64>),
+    /// A text, or NULL.
+    Text(Option<String>),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        Arg::Int(v)
+    }
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(Some(v.to_owned()))
+    }
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(Some(v))
+    }
+}
+
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        Arg::Text(v.map(str::to_owned))
+    }
+}
+
+/// Bound values per SQLite round trip, at most: well inside SQLite's limit on variables.
+const MAX_BATCH_ARGS: usize = 10_000;
+
+/// Statements that belong to one write, run together.
+///
+/// Each statement numbers its placeholders from `$1`. On SQLite the statements are joined into
+/// one multi-statement query (placeholders renumbered), so the whole batch is one hand-off to
+/// the database thread instead of one per statement; on PostgreSQL they run one after another.
+#[derive(Debug, Default)]
+pub struct Batch {
+    statements: Vec<(&'static str, Vec<Arg>)>,
+}
+
+impl Batch {
+    /// Adds a statement with its values.
+    pub fn push(&mut self, sql: &'static str, args: Vec<Arg>) {
+        self.statements.push((sql, args));
+    }
+
+    /// Whether the batch holds no statement.
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+    }
+
+    /// Runs every statement on `conn`, in order.
+    pub async fn run(self, conn: &mut AnyConnection) -> Result<()> {
+        if conn.backend_name() != "SQLite" {
+            for (sql, args) in self.statements {
+                bind_all(sqlx::query(sql), args).execute(&mut *conn).await?;
+            }
+            return Ok(());
+        }
+        let mut sql = String::new();
+        let mut args: Vec<Arg> = Vec::new();
+        for (statement, values) in self.statements {
+            if !args.is_empty() && args.len() + values.len() > MAX_BATCH_ARGS {
+                bind_all(sqlx::query(&sql), std::mem::take(&mut args))
+                    .execute(&mut *conn)
+                    .await?;
+                sql.clear();
+            }
+            renumber(statement, args.len(), &mut sql);
+            sql.push_str(";\n");
+            args.extend(values);
+        }
+        if !sql.is_empty() {
+            bind_all(sqlx::query(&sql), args)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    args: Vec<Arg>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    for arg in args {
+        query = match arg {
+            Arg::Int(v) => query.bind(v),
+            Arg::Text(v) => query.bind(v),
+        };
+    }
+    query
+}
+
+/// Appends `sql` to `out` with every `$n` placeholder shifted by `offset`. Statements here
+/// hold no `$` inside string literals.
+fn renumber(sql: &str, offset: usize, out: &mut String) {
+    let mut chars = sql.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let mut number = String::new();
+        while let Some((_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
+            number.push(*d);
+            chars.next();
+        }
+        match number.parse::<usize>() {
+            Ok(n) => {
+                out.push('$');
+                out.push_str(&(n + offset).to_string());
+            }
+            Err(_) => {
+                out.push('$');
+                out.push_str(&number);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renumber;
+
+    #[test]
+    fn placeholders_are_shifted_past_earlier_statements() {
+        let mut out = String::new();
+        renumber("INSERT INTO t (a, b) VALUES ($1, $2)", 0, &mut out);
+        out.push(';');
+        renumber("UPDATE t SET a = $2 WHERE b = $1 OR b = $10", 7, &mut out);
+        assert_eq!(
+            out,
+            "INSERT INTO t (a, b) VALUES ($1, $2);UPDATE t SET a = $9 WHERE b = $8 OR b = $17"
+        );
     }
 }

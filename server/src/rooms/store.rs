@@ -14,7 +14,7 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::State
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::pdu::Pdu;
-use crate::{Error, Result, StreamPosition};
+use crate::{Error, Result, StreamPosition, storage::Batch};
 
 /// The longest delta chain before a state group is written as a full snapshot.
 pub(crate) const MAX_DELTA_CHAIN: i64 = 32;
@@ -56,6 +56,27 @@ pub(crate) struct NewGroup {
     pub(crate) entries: Vec<((StateEventType, String), OwnedEventId)>,
 }
 
+/// Adds the insertion of a room row to `batch`.
+pub(crate) fn push_insert_room(
+    batch: &mut Batch,
+    room: &RoomId,
+    version: &str,
+    group: i64,
+    extremities: &[OwnedEventId],
+) -> Result<()> {
+    batch.push(
+        "INSERT INTO rooms (room_id, room_version, current_group, extremities) \
+         VALUES ($1, $2, $3, $4)",
+        vec![
+            room.as_str().into(),
+            version.into(),
+            group.into(),
+            serde_json::to_string(extremities)?.into(),
+        ],
+    );
+    Ok(())
+}
+
 /// Inserts a room row.
 pub(crate) async fn insert_room(
     conn: &mut AnyConnection,
@@ -64,16 +85,26 @@ pub(crate) async fn insert_room(
     group: i64,
     extremities: &[OwnedEventId],
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO rooms (room_id, room_version, current_group, extremities) \
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(room.as_str())
-    .bind(version)
-    .bind(group)
-    .bind(serde_json::to_string(extremities)?)
-    .execute(conn)
-    .await?;
+    let mut batch = Batch::default();
+    push_insert_room(&mut batch, room, version, group, extremities)?;
+    batch.run(conn).await
+}
+
+/// Adds moving the room's current state group and forward extremities to `batch`.
+pub(crate) fn push_room_head(
+    batch: &mut Batch,
+    room: &RoomId,
+    group: i64,
+    extremities: &[OwnedEventId],
+) -> Result<()> {
+    batch.push(
+        "UPDATE rooms SET current_group = $1, extremities = $2 WHERE room_id = $3",
+        vec![
+            group.into(),
+            serde_json::to_string(extremities)?.into(),
+            room.as_str().into(),
+        ],
+    );
     Ok(())
 }
 
@@ -84,134 +115,145 @@ pub(crate) async fn update_room_head(
     group: i64,
     extremities: &[OwnedEventId],
 ) -> Result<()> {
-    sqlx::query("UPDATE rooms SET current_group = $1, extremities = $2 WHERE room_id = $3")
-        .bind(group)
-        .bind(serde_json::to_string(extremities)?)
-        .bind(room.as_str())
-        .execute(conn)
-        .await?;
-    Ok(())
+    let mut batch = Batch::default();
+    push_room_head(&mut batch, room, group, extremities)?;
+    batch.run(conn).await
 }
 
-/// Inserts an event with its edges, its new state group and its membership change.
-pub(crate) async fn insert_event(conn: &mut AnyConnection, row: &EventRow<'_>) -> Result<()> {
+/// Adds an event with its edges, its new state group and its membership change to `batch`.
+pub(crate) fn push_event(batch: &mut Batch, row: &EventRow<'_>) {
     let pdu = row.pdu;
     let (device, txn_id) = match &row.txn {
         Some((d, t)) => (Some(d.as_str()), Some(t.as_str())),
         None => (None, None),
     };
-    sqlx::query(
-        "INSERT INTO events (event_id, room_id, position, depth, event_type, state_key, sender, \
-         origin_server_ts, pdu, state_group, rejected, txn_device, txn_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(pdu.event_id.as_str())
-    .bind(pdu.room.as_str())
-    .bind(row.position.0)
-    .bind(i64::try_from(pdu.depth).unwrap_or(i64::MAX))
-    .bind(pdu.kind.to_string())
-    .bind(pdu.state_key.as_deref())
-    .bind(pdu.sender.as_str())
-    .bind(i64::from(pdu.origin_server_ts.get()))
-    .bind(&*pdu.json)
-    .bind(row.state_group)
-    .bind(if pdu.rejected {
+    let rejected = if pdu.rejected {
         REJECTED
     } else if row.soft_failed {
         SOFT_FAILED
     } else {
         ACCEPTED
-    })
-    .bind(device)
-    .bind(txn_id)
-    .execute(&mut *conn)
-    .await?;
+    };
+    batch.push(
+        "INSERT INTO events (event_id, room_id, position, depth, event_type, state_key, sender, \
+         origin_server_ts, pdu, state_group, rejected, txn_device, txn_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        vec![
+            pdu.event_id.as_str().into(),
+            pdu.room.as_str().into(),
+            row.position.0.into(),
+            i64::try_from(pdu.depth).unwrap_or(i64::MAX).into(),
+            pdu.kind.to_string().into(),
+            pdu.state_key.as_deref().into(),
+            pdu.sender.as_str().into(),
+            i64::from(pdu.origin_server_ts.get()).into(),
+            pdu.json.to_string().into(),
+            row.state_group.into(),
+            rejected.into(),
+            device.into(),
+            txn_id.into(),
+        ],
+    );
     for prev in &pdu.prev_events {
-        sqlx::query(
+        batch.push(
             "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",
-        )
-        .bind(pdu.event_id.as_str())
-        .bind(prev.as_str())
-        .bind(pdu.room.as_str())
-        .execute(&mut *conn)
-        .await?;
+            vec![
+                pdu.event_id.as_str().into(),
+                prev.as_str().into(),
+                pdu.room.as_str().into(),
+            ],
+        );
     }
     if let Some(group) = &row.new_group {
-        insert_group(conn, &pdu.room, group).await?;
+        push_group(batch, &pdu.room, group);
     }
     if let Some((user, membership)) = &row.membership {
-        sqlx::query(
+        batch.push(
             "INSERT INTO memberships (room_id, user_id, membership, event_id, position, forgotten) \
              VALUES ($1, $2, $3, $4, $5, 0) \
              ON CONFLICT (room_id, user_id) DO UPDATE SET membership = $3, event_id = $4, \
              position = $5, forgotten = 0",
-        )
-        .bind(pdu.room.as_str())
-        .bind(user.as_str())
-        .bind(membership.as_str())
-        .bind(pdu.event_id.as_str())
-        .bind(row.position.0)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
+            vec![
+                pdu.room.as_str().into(),
+                user.as_str().into(),
+                membership.as_str().into(),
+                pdu.event_id.as_str().into(),
+                row.position.0.into(),
+            ],
+        );
+        batch.push(
             "INSERT INTO membership_log (user_id, position, room_id, membership, event_id) \
              VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(user.as_str())
-        .bind(row.position.0)
-        .bind(pdu.room.as_str())
-        .bind(membership.as_str())
-        .bind(pdu.event_id.as_str())
-        .execute(&mut *conn)
-        .await?;
+            vec![
+                user.as_str().into(),
+                row.position.0.into(),
+                pdu.room.as_str().into(),
+                membership.as_str().into(),
+                pdu.event_id.as_str().into(),
+            ],
+        );
     }
-    Ok(())
 }
 
+/// Inserts an event with its edges, its new state group and its membership change.
+pub(crate) async fn insert_event(conn: &mut AnyConnection, row: &EventRow<'_>) -> Result<()> {
+    let mut batch = Batch::default();
+    push_event(&mut batch, row);
+    batch.run(conn).await
+}
+
+/// Adds a state group with its entries to `batch`.
+pub(crate) fn push_group(batch: &mut Batch, room: &RoomId, group: &NewGroup) {
+    batch.push(
+        "INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)",
+        vec![
+            group.id.into(),
+            room.as_str().into(),
+            group.prev.into(),
+            group.chain_len.into(),
+        ],
+    );
+    for ((kind, key), event_id) in &group.entries {
+        batch.push(
+            "INSERT INTO state_group_entries (group_id, event_type, state_key, event_id) \
+             VALUES ($1, $2, $3, $4)",
+            vec![
+                group.id.into(),
+                kind.to_string().into(),
+                key.as_str().into(),
+                event_id.as_str().into(),
+            ],
+        );
+    }
+}
+
+/// Inserts a state group with its entries.
 pub(crate) async fn insert_group(
     conn: &mut AnyConnection,
     room: &RoomId,
     group: &NewGroup,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(group.id)
-    .bind(room.as_str())
-    .bind(group.prev)
-    .bind(group.chain_len)
-    .execute(&mut *conn)
-    .await?;
-    for ((kind, key), event_id) in &group.entries {
-        sqlx::query(
-            "INSERT INTO state_group_entries (group_id, event_type, state_key, event_id) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(group.id)
-        .bind(kind.to_string())
-        .bind(key.as_str())
-        .bind(event_id.as_str())
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+    let mut batch = Batch::default();
+    push_group(&mut batch, room, group);
+    batch.run(conn).await
 }
 
-/// Replaces an event's stored PDU with its redacted form.
-pub(crate) async fn store_redaction(
-    conn: &mut AnyConnection,
+/// Adds replacing an event's stored PDU with its redacted form to `batch`.
+pub(crate) fn push_redaction(
+    batch: &mut Batch,
     target: &OwnedEventId,
     redacted_json: &str,
     redacted_by: &OwnedEventId,
-) -> Result<()> {
-    sqlx::query("UPDATE events SET pdu = $1, redacted_by = $2 WHERE event_id = $3")
-        .bind(redacted_json)
-        .bind(redacted_by.as_str())
-        .bind(target.as_str())
-        .execute(conn)
-        .await?;
-    Ok(())
+) {
+    batch.push(
+        "UPDATE events SET pdu = $1, redacted_by = $2 WHERE event_id = $3",
+        vec![
+            redacted_json.into(),
+            redacted_by.as_str().into(),
+            target.as_str().into(),
+        ],
+    );
 }
 
 /// The largest state group ID in use.
