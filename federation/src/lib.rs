@@ -8,6 +8,7 @@
 //! - [`sender`]: the persistent per-destination queues and their back-off.
 //! - [`remote`]: joins, invites and alias lookups the client API asks for.
 //! - [`e2ee`]: keys and to-device messages of users on different nodes.
+//! - [`media`]: serving this node's media to other servers and fetching theirs.
 //!
 //! It depends on the server core and the overlay; the overlay knows nothing of it, and it knows
 //! nothing of the client API (which reaches it through `grove_server::federation::Remote`).
@@ -17,6 +18,7 @@ pub mod e2ee;
 pub mod error;
 pub mod inbound;
 pub mod keys;
+pub mod media;
 pub mod receive;
 pub mod remote;
 pub mod routes;

@@ -95,6 +95,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
             get(query_directory),
         )
         .merge(crate::e2ee::routes())
+        .merge(crate::media::routes())
         .fallback(|| async {
             FedError::new(
                 http::StatusCode::NOT_FOUND,
