@@ -58,6 +58,12 @@ struct Args {
     /// Closed overlay network id: only nodes with the same id peer.
     #[arg(long, env = "GROVE_NETWORK_ID")]
     network_id: Option<String>,
+    /// Directory for media files (default: `media` in the data directory).
+    #[arg(long, env = "GROVE_MEDIA_DIR")]
+    media_dir: Option<PathBuf>,
+    /// Largest media file accepted, in bytes (default 52428800, 50 MiB).
+    #[arg(long, env = "GROVE_MAX_UPLOAD_BYTES")]
+    max_upload_bytes: Option<u64>,
     /// Log filter, such as `info` or `grove=debug`.
     #[arg(long, env = "GROVE_LOG", default_value = "info")]
     log: String,
@@ -145,6 +151,12 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     }
     if let Some(id) = args.network_id {
         config.overlay.network_id = Some(id);
+    }
+    if let Some(dir) = args.media_dir {
+        config.media.dir = Some(dir);
+    }
+    if let Some(bytes) = args.max_upload_bytes {
+        config.media.max_upload_bytes = bytes;
     }
     config.check().map_err(anyhow::Error::msg)?;
     if config.registration.mode == RegistrationMode::Token && config.registration.tokens.is_empty()
