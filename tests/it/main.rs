@@ -9,6 +9,7 @@ mod device_lists;
 mod e2ee;
 mod federation;
 mod federation_e2ee;
+mod media;
 mod metrics;
 mod notifications;
 mod restart;
