@@ -281,7 +281,7 @@ async fn chunked_upload(node: &TestNode, token: &str, len: usize) -> (String, St
          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.expect("write");
-    let chunk = vec![b'x'; 100];
+    let chunk = [b'x'; 100];
     let mut sent = 0;
     while sent < len {
         let n = chunk.len().min(len - sent);

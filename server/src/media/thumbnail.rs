@@ -266,7 +266,10 @@ enum MakeError {
     Io(#[from] std::io::Error),
 }
 
-fn open_image(bytes: &[u8]) -> Result<(ImageReader<Cursor<&[u8]>>, ImageFormat), MakeError> {
+/// A reader over an image held in memory.
+type MemoryReader<'a> = ImageReader<Cursor<&'a [u8]>>;
+
+fn open_image(bytes: &[u8]) -> Result<(MemoryReader<'_>, ImageFormat), MakeError> {
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
     let format = match reader.format() {
         Some(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::WebP)) => {
