@@ -464,3 +464,25 @@ async fn media_across_nodes_sqlite_to_postgres() {
 async fn media_across_nodes_postgres_to_sqlite() {
     media_across_nodes(Backend::Postgres, Backend::Sqlite).await;
 }
+
+#[test]
+fn media_section_is_read() {
+    let config =
+        grove::Config::from_toml("[media]\ndir = \"/srv/media\"\nmax_upload_bytes = 1234\n")
+            .expect("valid media config");
+    assert_eq!(config.media.max_upload_bytes, 1234);
+    assert_eq!(
+        config.media.dir.as_deref(),
+        Some(std::path::Path::new("/srv/media"))
+    );
+    assert_eq!(
+        grove::Config::default().media.max_upload_bytes,
+        50 * 1024 * 1024
+    );
+    let err = grove::Config::from_toml("[media]\nmax_upload_bytes = 0").expect_err("zero limit");
+    assert!(err.contains("max_upload_bytes"), "{err}");
+    let err = grove::Config::from_toml("[media]\nsize = 1").expect_err("unknown key");
+    assert!(err.contains("size"), "{err}");
+    let err = grove::Config::from_toml("[media]\nmax_upload_bytes = -1").expect_err("negative");
+    assert!(err.contains("max_upload_bytes"), "{err}");
+}
