@@ -58,6 +58,27 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The peer-to-peer overlay that carries federation.
     pub overlay: OverlayConfig,
+    /// The media repository.
+    pub media: MediaConfig,
+}
+
+/// Media repository settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// The directory holding media files; by default `media` in the data directory.
+    pub dir: Option<PathBuf>,
+    /// The largest file accepted, uploaded or fetched from another server, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_upload_bytes: grove_server::config::DEFAULT_MAX_UPLOAD_BYTES,
+        }
+    }
 }
 
 /// The UDP port of the overlay unless told otherwise, so static peers can name it.
@@ -130,6 +151,7 @@ impl Default for Config {
             turn: TurnConfig::default(),
             metrics: MetricsConfig::default(),
             overlay: OverlayConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -248,6 +270,9 @@ impl Config {
         }
         if self.overlay.network_id.as_deref() == Some("") {
             return Err("overlay network_id must not be empty".into());
+        }
+        if self.media.max_upload_bytes == 0 {
+            return Err("media max_upload_bytes must be at least 1".into());
         }
         Ok(())
     }

@@ -61,6 +61,12 @@ struct Args {
     /// Where to serve Prometheus metrics (`GET /metrics`); none by default.
     #[arg(long, env = "GROVE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Directory for media files (default: `media` in the data directory).
+    #[arg(long, env = "GROVE_MEDIA_DIR")]
+    media_dir: Option<PathBuf>,
+    /// Largest media file accepted, in bytes (default 52428800, 50 MiB).
+    #[arg(long, env = "GROVE_MAX_UPLOAD_BYTES")]
+    max_upload_bytes: Option<u64>,
     /// Log filter, such as `info` or `grove=debug`.
     #[arg(long, env = "GROVE_LOG", default_value = "info")]
     log: String,
@@ -151,6 +157,12 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     }
     if let Some(listen) = args.metrics_listen {
         config.metrics.listen = Some(listen);
+    }
+    if let Some(dir) = args.media_dir {
+        config.media.dir = Some(dir);
+    }
+    if let Some(bytes) = args.max_upload_bytes {
+        config.media.max_upload_bytes = bytes;
     }
     config.check().map_err(anyhow::Error::msg)?;
     if config.registration.mode == RegistrationMode::Token && config.registration.tokens.is_empty()

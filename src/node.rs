@@ -133,6 +133,12 @@ impl NodeBuilder {
         self
     }
 
+    /// The largest media file accepted, in bytes.
+    pub fn max_upload_bytes(mut self, bytes: u64) -> Self {
+        self.config.media.max_upload_bytes = bytes;
+        self
+    }
+
     /// Who may register.
     pub fn registration(mut self, mode: RegistrationMode, tokens: Vec<String>) -> Self {
         self.config.registration.mode = mode;
@@ -191,6 +197,14 @@ impl Node {
         server_config.turn_uris = config.turn.uris.clone();
         server_config.turn_shared_secret = config.turn.shared_secret.clone();
         server_config.turn_ttl_secs = config.turn.ttl_secs;
+        server_config.media_dir = Some(
+            config
+                .media
+                .dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("media")),
+        );
+        server_config.max_upload_bytes = config.media.max_upload_bytes;
 
         // Bind before opening the database so a busy port fails fast and touches nothing.
         let listener = TcpListener::bind(config.client.listen)

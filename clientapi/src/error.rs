@@ -154,6 +154,17 @@ impl From<grove_server::Error> for ApiError {
                 extra: Some(body),
             },
             E::NotEnabled(m) => Self::forbidden(m),
+            E::TooLarge(m) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", m),
+            E::CannotOverwriteMedia => Self::new(
+                StatusCode::CONFLICT,
+                "M_CANNOT_OVERWRITE_MEDIA",
+                "This media already has content",
+            ),
+            E::NotYetUploaded => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "M_NOT_YET_UPLOADED",
+                "The media has not been uploaded yet",
+            ),
             e @ (E::Database(_) | E::Migrate(_) | E::Corrupt(_) | E::Internal(_)) => {
                 Self::internal(e)
             }

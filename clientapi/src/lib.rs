@@ -13,6 +13,7 @@ mod discovery;
 pub mod error;
 pub mod extract;
 mod keys;
+mod media;
 pub mod metrics;
 mod profile;
 mod rooms;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rooms::routes())
         .merge(directory::routes())
         .merge(sync::routes())
+        .merge(media::routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(

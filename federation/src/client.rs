@@ -59,6 +59,22 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, RequestError> {
+        let response = self
+            .request_raw(destination, method, path, body, MAX_RESPONSE_BYTES)
+            .await?;
+        serde_json::from_slice(response.body()).map_err(|e| RequestError::BadAnswer(e.to_string()))
+    }
+
+    /// Sends a request and returns a 2xx response whole, its body at most `max_bytes` long
+    /// ([`RequestError::TooLarge`] past that).
+    pub async fn request_raw(
+        &self,
+        destination: &ServerName,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        max_bytes: usize,
+    ) -> Result<http::Response<Bytes>, RequestError> {
         let node = keys::node_key(destination)
             .ok_or_else(|| RequestError::NotOverlay(destination.to_string()))?;
         let body = match body {
@@ -89,22 +105,29 @@ impl Client {
                 http::HeaderValue::from_static("application/json"),
             );
         }
-        tokio::time::timeout(REQUEST_TIMEOUT, self.send(node, request))
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send(node, request, max_bytes))
             .await
             .map_err(|_| RequestError::Timeout)?
     }
 
-    async fn send(&self, node: NodeKey, request: Request<Vec<u8>>) -> Result<Value, RequestError> {
+    async fn send(
+        &self,
+        node: NodeKey,
+        request: Request<Vec<u8>>,
+        max_bytes: usize,
+    ) -> Result<http::Response<Bytes>, RequestError> {
         // One retry on a fresh session: a cached one may have died since it was last used (its
         // node restarted, say) without this side hearing of it yet.
         let mut attempt = 0;
         loop {
             attempt += 1;
             let connection = self.session(node).await?;
-            let outcome =
-                tokio::time::timeout(ATTEMPT_TIMEOUT, exchange(&connection, request.clone()))
-                    .await
-                    .unwrap_or(Err(RequestError::Timeout));
+            let outcome = tokio::time::timeout(
+                ATTEMPT_TIMEOUT,
+                exchange(&connection, request.clone(), max_bytes),
+            )
+            .await
+            .unwrap_or(Err(RequestError::Timeout));
             match outcome {
                 Ok(answer) => return answer,
                 Err(e) => {
@@ -156,7 +179,8 @@ impl Client {
 async fn exchange(
     connection: &quinn::Connection,
     request: Request<Vec<u8>>,
-) -> Result<Result<Value, RequestError>, RequestError> {
+    max_bytes: usize,
+) -> Result<Result<http::Response<Bytes>, RequestError>, RequestError> {
     let (send, recv) = connection
         .open_bi()
         .await
@@ -180,11 +204,15 @@ async fn exchange(
         }
     };
     let status = response.status();
-    let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| RequestError::Http(e.to_string()))?
-        .to_bytes();
+    let (parts, body) = response.into_parts();
+    let bytes = match Limited::new(body, max_bytes).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        // The answer is whole but too long: another session would get the same.
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Ok(Err(RequestError::TooLarge));
+        }
+        Err(e) => return Err(RequestError::Http(e.to_string())),
+    };
     // With no request left the connection closes itself and finishes the stream.
     drop(sender);
     drop(driver);
@@ -194,7 +222,7 @@ async fn exchange(
             body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
         }));
     }
-    Ok(serde_json::from_slice(&bytes).map_err(|e| RequestError::BadAnswer(e.to_string())))
+    Ok(Ok(http::Response::from_parts(parts, bytes)))
 }
 
 /// Percent-encodes one path segment (room IDs, event IDs, user IDs).

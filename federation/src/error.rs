@@ -64,6 +64,7 @@ impl From<grove_server::Error> for FedError {
             }
             E::LimitExceeded(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", m),
             E::RoomInUse(m) => Self::new(StatusCode::BAD_REQUEST, "M_ROOM_IN_USE", m),
+            E::TooLarge(m) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", m),
             other => {
                 warn!(error = %other, "federation request failed");
                 Self::new(
@@ -112,6 +113,9 @@ pub enum RequestError {
     /// The request took too long.
     #[error("timed out")]
     Timeout,
+    /// The answer was longer than the caller accepts.
+    #[error("answer too large")]
+    TooLarge,
 }
 
 /// The `error` message of a Matrix error body, or the body itself.
@@ -130,6 +134,9 @@ impl From<RequestError> for grove_server::Error {
             }
             RequestError::Remote { status: 404, body } => {
                 grove_server::Error::NotFound(remote_message(&body))
+            }
+            RequestError::TooLarge => {
+                grove_server::Error::TooLarge("the remote file is too large".into())
             }
             other => grove_server::Error::NotFound(format!("remote server: {other}")),
         }

@@ -9,6 +9,7 @@
 //! - [`remote`]: joins, invites and alias lookups the client API asks for.
 //! - [`e2ee`]: keys and to-device messages of users on different nodes.
 //! - [`metrics`]: Prometheus counters of what was received and sent.
+//! - [`media`]: serving this node's media to other servers and fetching theirs.
 //!
 //! It depends on the server core and the overlay; the overlay knows nothing of it, and it knows
 //! nothing of the client API (which reaches it through `grove_server::federation::Remote`).
@@ -18,6 +19,7 @@ pub mod e2ee;
 pub mod error;
 pub mod inbound;
 pub mod keys;
+pub mod media;
 pub mod metrics;
 pub mod receive;
 pub mod remote;

@@ -458,4 +458,16 @@ impl Remote for RemoteRooms {
     ) -> BoxFuture<'a, Result<Option<grove_server::federation::RoomAndServers>>> {
         Box::pin(self.alias(alias))
     }
+
+    fn download_media<'a>(
+        &'a self,
+        origin: &'a ServerName,
+        media_id: &'a str,
+        max_bytes: u64,
+    ) -> BoxFuture<'a, Result<grove_server::federation::RemoteMedia>> {
+        Box::pin(async move {
+            let ctx = self.ctx()?;
+            crate::media::fetch(&ctx, origin, media_id, max_bytes).await
+        })
+    }
 }

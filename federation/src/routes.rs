@@ -95,6 +95,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
             get(query_directory),
         )
         .merge(crate::e2ee::routes())
+        .merge(crate::media::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             ctx.metrics.clone(),
             crate::metrics::record,

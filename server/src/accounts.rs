@@ -6,7 +6,7 @@
 //! Creating or deleting a device records a device-list change at a fresh stream position, so
 //! the users who share rooms with its owner see it in `/sync`.
 
-mod ids;
+pub(crate) mod ids;
 mod password;
 mod ratelimit;
 mod token_cache;

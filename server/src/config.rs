@@ -1,5 +1,7 @@
 //! The part of the node's configuration that the server core reads.
 
+use std::path::PathBuf;
+
 use ruma::{OwnedServerName, RoomVersionId};
 
 /// Who may register an account.
@@ -35,7 +37,15 @@ pub struct ServerConfig {
     /// The most undelivered to-device messages one device may hold; senders past it get
     /// `M_LIMIT_EXCEEDED` and nothing of their request is stored.
     pub max_to_device_inbox: usize,
+    /// The directory holding media files; without one the node keeps no media and its media
+    /// endpoints answer `M_FORBIDDEN`.
+    pub media_dir: Option<PathBuf>,
+    /// The largest media file accepted, uploaded or fetched from another server, in bytes.
+    pub max_upload_bytes: u64,
 }
+
+/// The largest media file accepted unless configured otherwise: 50 MiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 50 * 1024 * 1024;
 
 impl ServerConfig {
     /// A configuration with the defaults for the given server name and database.
@@ -50,6 +60,8 @@ impl ServerConfig {
             turn_shared_secret: None,
             turn_ttl_secs: 86_400,
             max_to_device_inbox: 10_000,
+            media_dir: None,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
         }
     }
 }

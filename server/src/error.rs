@@ -39,6 +39,15 @@ pub enum Error {
     /// A resource limit was hit (`M_LIMIT_EXCEEDED` or `M_TOO_LARGE`).
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
+    /// The request or the file it names is larger than this node accepts (`M_TOO_LARGE`).
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// The media ID already has content (`M_CANNOT_OVERWRITE_MEDIA`).
+    #[error("media already uploaded")]
+    CannotOverwriteMedia,
+    /// The media ID is reserved but its content has not arrived yet (`M_NOT_YET_UPLOADED`).
+    #[error("media not yet uploaded")]
+    NotYetUploaded,
     /// User-interactive auth must continue; the payload is the UIA response body.
     #[error("user-interactive authentication required")]
     UiaRequired(serde_json::Value),

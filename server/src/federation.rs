@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use ruma::{OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomOrAliasId, UserId};
+use ruma::{OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomOrAliasId, ServerName, UserId};
 
 use crate::Result;
 
@@ -18,7 +18,16 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A room ID with servers that are in the room.
 pub type RoomAndServers = (OwnedRoomId, Vec<OwnedServerName>);
 
-/// Membership and directory operations that need another server.
+/// A media file as another server answered it.
+#[derive(Debug, Clone)]
+pub struct RemoteMedia {
+    /// Its type and file name, as the origin gave them.
+    pub meta: crate::media::NewMedia,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Membership, directory and media operations that need another server.
 pub trait Remote: Send + Sync {
     /// Joins `user` to a room this node does not know, through one of `via` (or the alias's
     /// server); returns the room ID.
@@ -63,6 +72,15 @@ pub trait Remote: Send + Sync {
         &'a self,
         alias: &'a RoomAliasId,
     ) -> BoxFuture<'a, Result<Option<RoomAndServers>>>;
+
+    /// Downloads a media file from its origin server: `NotFound` when that server has no such
+    /// file or cannot be reached, `TooLarge` past `max_bytes`.
+    fn download_media<'a>(
+        &'a self,
+        origin: &'a ServerName,
+        media_id: &'a str,
+        max_bytes: u64,
+    ) -> BoxFuture<'a, Result<RemoteMedia>>;
 }
 
 /// The slot the root package fills with federation once it runs; empty on a node without it.

@@ -16,6 +16,7 @@ pub mod error;
 pub mod federation;
 pub mod federation_queue;
 pub mod keys;
+pub mod media;
 pub mod notifier;
 pub mod rooms;
 pub mod storage;
@@ -54,6 +55,8 @@ pub struct Homeserver {
     /// Per-user data: profiles, account data, tags, push rules, pushers, filters, presence,
     /// receipts and typing.
     pub userdata: userdata::UserData,
+    /// Uploaded media, copies of other servers' media, and thumbnails.
+    pub media: media::Media,
     /// Federation's outgoing queues.
     pub federation_queue: federation_queue::FederationQueue,
     /// Federation, once the root package installs it (remote joins, invites and aliases).
@@ -79,9 +82,13 @@ impl Homeserver {
         let e2ee = e2ee::E2ee::new(storage.clone(), config.max_to_device_inbox);
         let userdata = userdata::UserData::new(storage.clone(), notifier.clone(), config.clone());
         let federation_queue = federation_queue::FederationQueue::new(storage.clone());
+        let remote = federation::RemoteHook::default();
+        let media = media::Media::new(storage.clone(), config.clone(), remote.clone());
+        media.prepare().await?;
         Ok(Self {
+            media,
             federation_queue,
-            remote: federation::RemoteHook::default(),
+            remote,
             config,
             key,
             storage,

@@ -1,5 +1,6 @@
 //! Tests of the server core against real SQLite files and a real PostgreSQL.
 
 mod accounts;
+mod media;
 mod rooms;
 mod storage;
