@@ -8,6 +8,7 @@
 //! - [`sender`]: the persistent per-destination queues and their back-off.
 //! - [`remote`]: joins, invites and alias lookups the client API asks for.
 //! - [`e2ee`]: keys and to-device messages of users on different nodes.
+//! - [`presence`]: presence sent to and received from the servers sharing rooms.
 //!
 //! It depends on the server core and the overlay; the overlay knows nothing of it, and it knows
 //! nothing of the client API (which reaches it through `grove_server::federation::Remote`).
@@ -17,6 +18,7 @@ pub mod e2ee;
 pub mod error;
 pub mod inbound;
 pub mod keys;
+pub mod presence;
 pub mod receive;
 pub mod remote;
 pub mod routes;
@@ -128,6 +130,9 @@ impl Federation {
             .remote()
             .install(Arc::new(e2ee::FederatedKeys::new(&ctx)));
         tasks.push(tokio::spawn(e2ee::announce_key_changes(Arc::downgrade(
+            &ctx,
+        ))));
+        tasks.push(tokio::spawn(presence::announce_presence(Arc::downgrade(
             &ctx,
         ))));
         Ok(Self { ctx, tasks })

@@ -2,9 +2,14 @@
 //! task per destination that sends its queue in transactions of up to 50 PDUs, backing off
 //! exponentially on failure and retrying at once when the overlay reports the destination
 //! reachable again.
+//!
+//! EDUs that only matter while fresh (presence) ride along in the same transactions from a
+//! bounded in-memory queue per destination: [`Sender::queue_edu`]. An EDU with a key replaces
+//! the queued one with the same key, so a destination that was away gets the latest state
+//! rather than every step; they are not kept across a restart.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -27,6 +32,10 @@ const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(600);
 /// How long the filler sleeps between checks when nothing wakes it.
 const FILL_IDLE: Duration = Duration::from_secs(30);
+/// EDUs in one transaction, at most (the spec's limit).
+pub const MAX_EDUS_PER_TXN: usize = 100;
+/// EDUs waiting for one destination, at most; the oldest are dropped beyond.
+const MAX_PENDING_EDUS: usize = 1_000;
 
 struct Destination {
     work: Arc<Notify>,
@@ -34,12 +43,16 @@ struct Destination {
     task: JoinHandle<()>,
 }
 
+/// EDUs waiting for one destination, oldest first, each with its replacement key.
+type PendingEdus = VecDeque<(Option<String>, Value)>;
+
 /// The outgoing side of federation.
 #[derive(Clone)]
 pub struct Sender {
     hs: Homeserver,
     client: Client,
     destinations: Arc<Mutex<HashMap<OwnedServerName, Destination>>>,
+    edus: Arc<Mutex<HashMap<OwnedServerName, PendingEdus>>>,
 }
 
 impl Sender {
@@ -49,6 +62,63 @@ impl Sender {
             hs,
             client,
             destinations: Arc::default(),
+            edus: Arc::default(),
+        }
+    }
+
+    /// Queues an EDU for `destination` and wakes its task. A queued EDU with the same `key`
+    /// is replaced.
+    pub fn queue_edu(&self, destination: &ServerName, key: Option<String>, edu: Value) {
+        {
+            let mut map = match self.edus.lock() {
+                Ok(m) => m,
+                Err(p) => p.into_inner(),
+            };
+            let queue = map.entry(destination.to_owned()).or_default();
+            if key.is_some() {
+                queue.retain(|(k, _)| *k != key);
+            }
+            queue.push_back((key, edu));
+            while queue.len() > MAX_PENDING_EDUS {
+                queue.pop_front();
+            }
+        }
+        self.wake(destination);
+    }
+
+    /// Takes up to [`MAX_EDUS_PER_TXN`] queued EDUs of `destination`.
+    fn take_edus(&self, destination: &ServerName) -> PendingEdus {
+        let mut map = match self.edus.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let Some(queue) = map.get_mut(destination) else {
+            return PendingEdus::new();
+        };
+        let n = queue.len().min(MAX_EDUS_PER_TXN);
+        let taken: PendingEdus = queue.drain(..n).collect();
+        if queue.is_empty() {
+            map.remove(destination);
+        }
+        taken
+    }
+
+    /// Puts back EDUs a failed transaction carried, ahead of newer ones, unless a newer one
+    /// with the same key replaced them meanwhile.
+    fn return_edus(&self, destination: &ServerName, taken: PendingEdus) {
+        let mut map = match self.edus.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let queue = map.entry(destination.to_owned()).or_default();
+        for (key, edu) in taken.into_iter().rev() {
+            if key.is_some() && queue.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            queue.push_front((key, edu));
+        }
+        while queue.len() > MAX_PENDING_EDUS {
+            queue.pop_front();
         }
     }
 
@@ -167,7 +237,8 @@ impl Sender {
                         break;
                     }
                 };
-                if batch.is_empty() {
+                let edus = self.take_edus(&destination);
+                if batch.is_empty() && edus.is_empty() {
                     backoff = BACKOFF_INITIAL;
                     break;
                 }
@@ -175,15 +246,16 @@ impl Sender {
                     .iter()
                     .filter_map(|q| serde_json::from_str(&q.pdu).ok())
                     .collect();
+                let edu_values: Vec<&Value> = edus.iter().map(|(_, e)| e).collect();
                 let txn_id = format!("{:016x}", rand::random::<u64>());
                 let body = json!({
                     "origin": self.hs.config.server_name.as_str(),
                     "origin_server_ts": u64::from(ruma::MilliSecondsSinceUnixEpoch::now().get()),
                     "pdus": pdus,
-                    "edus": [],
+                    "edus": edu_values,
                 });
                 let path = format!("/_matrix/federation/v1/send/{}", segment(&txn_id));
-                debug!(%destination, pdus = batch.len(), "sending transaction");
+                debug!(%destination, pdus = batch.len(), edus = edus.len(), "sending transaction");
                 match self
                     .client
                     .request(&destination, http::Method::PUT, &path, Some(&body))
@@ -199,6 +271,7 @@ impl Sender {
                     }
                     Err(e) => {
                         debug!(%destination, error = %e, ?backoff, "transaction failed");
+                        self.return_edus(&destination, edus);
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = reachable.notified() => {}

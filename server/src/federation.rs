@@ -8,9 +8,17 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use ruma::{OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomOrAliasId, UserId};
+use ruma::{
+    OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomOrAliasId, ServerName, UserId,
+};
 
-use crate::Result;
+use crate::{
+    Result,
+    rooms::{
+        directory::{PublicRoomsPage, PublicRoomsQuery},
+        hierarchy::RemoteSpace,
+    },
+};
 
 /// A boxed future, for the object-safe [`Remote`] trait.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -63,6 +71,22 @@ pub trait Remote: Send + Sync {
         &'a self,
         alias: &'a RoomAliasId,
     ) -> BoxFuture<'a, Result<Option<RoomAndServers>>>;
+
+    /// A page of `server`'s public room directory.
+    fn public_rooms<'a>(
+        &'a self,
+        server: &'a ServerName,
+        query: &'a PublicRoomsQuery,
+    ) -> BoxFuture<'a, Result<PublicRoomsPage>>;
+
+    /// What one of `via` (or the room ID's server) says of a space this node does not know;
+    /// `None` when none of them knows it or lets this server see it.
+    fn hierarchy<'a>(
+        &'a self,
+        room: &'a RoomId,
+        via: &'a [OwnedServerName],
+        suggested_only: bool,
+    ) -> BoxFuture<'a, Result<Option<RemoteSpace>>>;
 }
 
 /// The slot the root package fills with federation once it runs; empty on a node without it.

@@ -20,6 +20,7 @@ pub mod builder;
 pub mod create;
 pub mod dag;
 pub mod directory;
+pub mod hierarchy;
 pub mod federated;
 pub mod membership;
 pub mod pdu;
