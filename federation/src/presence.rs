@@ -151,4 +151,3 @@ async fn shares_room_with_local(ctx: &Ctx, user: &UserId) -> bool {
 fn now_ms() -> i64 {
     i64::try_from(u64::from(ruma::MilliSecondsSinceUnixEpoch::now().get())).unwrap_or(i64::MAX)
 }
-

@@ -17,8 +17,7 @@ use grove_server::{
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedRoomId,
     OwnedServerName, RoomAliasId, RoomId, RoomOrAliasId, RoomVersionId, ServerName, UserId,
-    directory::PublicRoomsChunk,
-    events::TimelineEventType,
+    directory::PublicRoomsChunk, events::TimelineEventType,
 };
 use serde_json::{Value, json};
 use tracing::{debug, info};

@@ -799,10 +799,13 @@ async fn public_rooms(State(ctx): Ctxt, RawQuery(query): RawQuery) -> Answer {
             .map(|(_, v)| v.clone())
     };
     let limit = match find("limit") {
-        Some(l) => Some(
-            l.parse::<usize>()
-                .map_err(|_| FedError::new(http::StatusCode::BAD_REQUEST, "M_INVALID_PARAM", "limit is not a number"))?,
-        ),
+        Some(l) => Some(l.parse::<usize>().map_err(|_| {
+            FedError::new(
+                http::StatusCode::BAD_REQUEST,
+                "M_INVALID_PARAM",
+                "limit is not a number",
+            )
+        })?),
         None => None,
     };
     let query = PublicRoomsQuery {
@@ -838,7 +841,10 @@ async fn public_rooms_filtered(State(ctx): Ctxt, body: Bytes) -> Answer {
     let query = PublicRoomsQuery {
         limit,
         since: text(&body["since"], "since")?,
-        search: text(&body["filter"]["generic_search_term"], "generic_search_term")?,
+        search: text(
+            &body["filter"]["generic_search_term"],
+            "generic_search_term",
+        )?,
         include_all_networks: body["include_all_networks"].as_bool().unwrap_or(false),
     };
     directory_page(&ctx, &query).await

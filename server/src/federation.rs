@@ -8,9 +8,7 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use ruma::{
-    OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomOrAliasId, ServerName, UserId,
-};
+use ruma::{OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomOrAliasId, ServerName, UserId};
 
 use crate::{
     Result,

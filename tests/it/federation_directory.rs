@@ -55,12 +55,20 @@ async fn public_rooms_of_another_server() {
         )
         .await;
         // Not published: never listed.
-        create_room(&a, &alice, json!({ "preset": "public_chat", "name": "Hidden" })).await;
+        create_room(
+            &a,
+            &alice,
+            json!({ "preset": "public_chat", "name": "Hidden" }),
+        )
+        .await;
 
         let server = a.server_name();
         let listed = eventually("A's directory seen from B", async || {
             let (status, page) = b
-                .get(&format!("{V3}/publicRooms?server={server}"), Some(&bob.token))
+                .get(
+                    &format!("{V3}/publicRooms?server={server}"),
+                    Some(&bob.token),
+                )
                 .await;
             if status == StatusCode::OK {
                 Ok(page)
@@ -112,7 +120,10 @@ async fn public_rooms_of_another_server() {
         let next = first["next_batch"].as_str().expect("next_batch").to_owned();
         let (status, second) = b
             .get(
-                &format!("{V3}/publicRooms?server={server}&limit=1&since={}", enc(&next)),
+                &format!(
+                    "{V3}/publicRooms?server={server}&limit=1&since={}",
+                    enc(&next)
+                ),
                 Some(&bob.token),
             )
             .await;
@@ -132,7 +143,10 @@ async fn public_rooms_of_another_server() {
         assert!(status.is_client_error(), "{status} {body}");
         let stranger = "example.org";
         let (status, body) = b
-            .get(&format!("{V3}/publicRooms?server={stranger}"), Some(&bob.token))
+            .get(
+                &format!("{V3}/publicRooms?server={stranger}"),
+                Some(&bob.token),
+            )
             .await;
         assert!(status.is_client_error(), "{status} {body}");
     }
@@ -199,22 +213,64 @@ async fn space_with_children_on_one_node() {
                 "creation_content": { "type": "m.space" } }),
         )
         .await;
-        let lawn = create_room(&node, &alice, json!({ "preset": "public_chat", "name": "Lawn" }))
-            .await;
-        let shed = create_room(&node, &alice, json!({ "preset": "private_chat", "name": "Shed" }))
-            .await;
+        let lawn = create_room(
+            &node,
+            &alice,
+            json!({ "preset": "public_chat", "name": "Lawn" }),
+        )
+        .await;
+        let shed = create_room(
+            &node,
+            &alice,
+            json!({ "preset": "private_chat", "name": "Shed" }),
+        )
+        .await;
         // Bob's private room: Alice may not see it, so it is left out.
-        let den = create_room(&node, &bob, json!({ "preset": "private_chat", "name": "Den" })).await;
-        add_child(&node, &alice, &space, &lawn, &server, json!({ "order": "a", "suggested": true }))
-            .await;
-        add_child(&node, &alice, &space, &shed, &server, json!({ "order": "b" })).await;
-        add_child(&node, &alice, &space, &den, &server, json!({ "order": "c" })).await;
+        let den = create_room(
+            &node,
+            &bob,
+            json!({ "preset": "private_chat", "name": "Den" }),
+        )
+        .await;
+        add_child(
+            &node,
+            &alice,
+            &space,
+            &lawn,
+            &server,
+            json!({ "order": "a", "suggested": true }),
+        )
+        .await;
+        add_child(
+            &node,
+            &alice,
+            &space,
+            &shed,
+            &server,
+            json!({ "order": "b" }),
+        )
+        .await;
+        add_child(
+            &node,
+            &alice,
+            &space,
+            &den,
+            &server,
+            json!({ "order": "c" }),
+        )
+        .await;
 
         let page = get_hierarchy(&node, &alice, &space, "").await;
-        assert_eq!(hierarchy_ids(&page), vec![space.clone(), lawn.clone(), shed.clone()]);
+        assert_eq!(
+            hierarchy_ids(&page),
+            vec![space.clone(), lawn.clone(), shed.clone()]
+        );
         assert_eq!(page["rooms"][0]["room_type"], "m.space");
         assert_eq!(page["rooms"][0]["name"], "Garden");
-        assert_eq!(page["rooms"][0]["children_state"].as_array().map(Vec::len), Some(3));
+        assert_eq!(
+            page["rooms"][0]["children_state"].as_array().map(Vec::len),
+            Some(3)
+        );
         assert_eq!(page["rooms"][1]["name"], "Lawn");
         assert_eq!(page["rooms"][2]["join_rule"], "invite");
         assert!(page.get("next_batch").is_none(), "{page}");
@@ -235,10 +291,17 @@ async fn space_with_children_on_one_node() {
 
         // Bob sees the public rooms and his own; a removed child (empty content) is gone.
         let page = get_hierarchy(&node, &bob, &space, "").await;
-        assert_eq!(hierarchy_ids(&page), vec![space.clone(), lawn.clone(), den.clone()]);
+        assert_eq!(
+            hierarchy_ids(&page),
+            vec![space.clone(), lawn.clone(), den.clone()]
+        );
         let (status, body) = node
             .put(
-                &format!("{V3}/rooms/{}/state/m.space.child/{}", enc(&space), enc(&lawn)),
+                &format!(
+                    "{V3}/rooms/{}/state/m.space.child/{}",
+                    enc(&space),
+                    enc(&lawn)
+                ),
                 Some(&alice.token),
                 json!({}),
             )
@@ -298,7 +361,15 @@ async fn space_children_on_another_node() {
                 "creation_content": { "type": "m.space" } }),
         )
         .await;
-        add_child(&a, &alice, &space, &sub, &b_name, json!({ "suggested": true })).await;
+        add_child(
+            &a,
+            &alice,
+            &space,
+            &sub,
+            &b_name,
+            json!({ "suggested": true }),
+        )
+        .await;
 
         let page = eventually("B's rooms in A's hierarchy", async || {
             let page = get_hierarchy(&a, &alice, &space, "").await;
@@ -309,10 +380,16 @@ async fn space_children_on_another_node() {
             }
         })
         .await;
-        assert_eq!(hierarchy_ids(&page), vec![space.clone(), sub.clone(), plot.clone()]);
+        assert_eq!(
+            hierarchy_ids(&page),
+            vec![space.clone(), sub.clone(), plot.clone()]
+        );
         assert_eq!(page["rooms"][1]["name"], "Allotments");
         assert_eq!(page["rooms"][1]["room_type"], "m.space");
-        assert_eq!(page["rooms"][1]["children_state"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            page["rooms"][1]["children_state"].as_array().map(Vec::len),
+            Some(2)
+        );
         assert_eq!(page["rooms"][2]["name"], "Plot");
         assert_eq!(page["rooms"][2]["num_joined_members"], 1);
 
@@ -320,7 +397,10 @@ async fn space_children_on_another_node() {
         let top = get_hierarchy(&a, &alice, &space, "max_depth=1").await;
         assert_eq!(hierarchy_ids(&top), vec![space.clone(), sub.clone()]);
         let suggested = get_hierarchy(&a, &alice, &space, "suggested_only=true").await;
-        assert_eq!(hierarchy_ids(&suggested), vec![space.clone(), sub.clone(), plot.clone()]);
+        assert_eq!(
+            hierarchy_ids(&suggested),
+            vec![space.clone(), sub.clone(), plot.clone()]
+        );
     }
 }
 
@@ -368,17 +448,20 @@ async fn sync_presence(
     who: &str,
     status_msg: &str,
 ) -> Value {
-    eventually(&format!("{who}'s presence in {}'s sync", user.user_id), async || {
-        let body = node.sync_now(user, since.as_deref()).await;
-        *since = body["next_batch"].as_str().map(str::to_owned);
-        body["presence"]["events"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|e| e["sender"] == who && e["content"]["status_msg"] == status_msg)
-            .cloned()
-            .ok_or_else(|| body["presence"].to_string())
-    })
+    eventually(
+        &format!("{who}'s presence in {}'s sync", user.user_id),
+        async || {
+            let body = node.sync_now(user, since.as_deref()).await;
+            *since = body["next_batch"].as_str().map(str::to_owned);
+            body["presence"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["sender"] == who && e["content"]["status_msg"] == status_msg)
+                .cloned()
+                .ok_or_else(|| body["presence"].to_string())
+        },
+    )
     .await
 }
 
@@ -412,8 +495,14 @@ async fn presence_across_nodes() {
 
         // And Bob's reaches Alice.
         set_presence(&b, &bob, "unavailable", "at the allotment").await;
-        let event =
-            sync_presence(&a, &alice, &mut alice_since, &bob.user_id, "at the allotment").await;
+        let event = sync_presence(
+            &a,
+            &alice,
+            &mut alice_since,
+            &bob.user_id,
+            "at the allotment",
+        )
+        .await;
         assert_eq!(event["content"]["presence"], "unavailable", "{event}");
         let seen = presence_of(&a, &alice, &bob.user_id).await;
         assert_eq!(seen["presence"], "unavailable", "{seen}");
@@ -538,6 +627,9 @@ async fn remote_users_in_the_user_directory() {
         assert_eq!(search_users(&a, &dave, "digger").await, Vec::new());
         // Bob on B finds Alice too.
         let found = search_users(&b, &bob, "alice").await;
-        assert_eq!(found.first().map(|f| f.0.clone()), Some(json!(alice.user_id)));
+        assert_eq!(
+            found.first().map(|f| f.0.clone()),
+            Some(json!(alice.user_id))
+        );
     }
 }

@@ -69,8 +69,7 @@ async fn get_presence(
     req.session()?;
     let user = &req.body.user_id;
     // A user of another server has the presence its server last sent (offline if none).
-    if user.server_name() == state.hs.config.server_name && !state.hs.accounts.exists(user).await?
-    {
+    if user.server_name() == state.hs.config.server_name && !state.hs.accounts.exists(user).await? {
         return Err(ApiError::not_found("Unknown user"));
     }
     let Some(presence) = state.hs.userdata.presence(user).await? else {

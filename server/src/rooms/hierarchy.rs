@@ -221,10 +221,11 @@ impl Rooms {
         };
         match viewer {
             Viewer::User(user) => self.is_joined(user, &id).await,
-            Viewer::Server(server) => Ok(self.servers_in_room(&id).await?.iter().any(|s| s == server)),
+            Viewer::Server(server) => {
+                Ok(self.servers_in_room(&id).await?.iter().any(|s| s == server))
+            }
         }
     }
-
 }
 
 /// What a client asks of a hierarchy.
@@ -299,8 +300,9 @@ pub async fn hierarchy(
             None => {
                 let wants_children = depth < max_depth;
                 match remote {
-                    Some(remote) if lookups < MAX_REMOTE_LOOKUPS
-                        && (wants_children || !heard.contains_key(&room)) =>
+                    Some(remote)
+                        if lookups < MAX_REMOTE_LOOKUPS
+                            && (wants_children || !heard.contains_key(&room)) =>
                     {
                         lookups += 1;
                         match remote.hierarchy(&room, &via, query.suggested_only).await {
