@@ -401,6 +401,55 @@ async fn space_children_on_another_node() {
             hierarchy_ids(&suggested),
             vec![space.clone(), sub.clone(), plot.clone()]
         );
+
+        // The federation endpoints themselves, as A asks B: a private room B's users are in
+        // alone is unknown to A, and bad parameters are refused.
+        let client = grove_federation::client::Client::new(
+            a.node().overlay().expect("overlay").clone(),
+            a.node().homeserver().key.clone(),
+            ruma::ServerName::parse(a.server_name()).expect("server name"),
+        );
+        let b_server = ruma::ServerName::parse(b.server_name()).expect("server name");
+        let ask = |path: String| {
+            let client = client.clone();
+            let b_server = b_server.clone();
+            async move {
+                client
+                    .request(&b_server, http::Method::GET, &path, None)
+                    .await
+            }
+        };
+        let answer = ask(format!("/_matrix/federation/v1/hierarchy/{}", enc(&sub)))
+            .await
+            .expect("hierarchy");
+        assert_eq!(answer["room"]["room_id"], sub.as_str(), "{answer}");
+        assert_eq!(answer["children"][0]["room_id"], plot.as_str(), "{answer}");
+        assert_eq!(answer["inaccessible_children"], json!([hut]), "{answer}");
+        let err = ask(format!("/_matrix/federation/v1/hierarchy/{}", enc(&hut)))
+            .await
+            .expect_err("a private room");
+        assert!(err.to_string().contains("M_NOT_FOUND"), "{err}");
+        let err = ask(format!(
+            "/_matrix/federation/v1/hierarchy/{}?suggested_only=maybe",
+            enc(&sub)
+        ))
+        .await
+        .expect_err("a bad flag");
+        assert!(err.to_string().contains("M_INVALID_PARAM"), "{err}");
+        let err = ask("/_matrix/federation/v1/publicRooms?limit=many".to_owned())
+            .await
+            .expect_err("a bad limit");
+        assert!(err.to_string().contains("M_INVALID_PARAM"), "{err}");
+        let err = client
+            .request(
+                &b_server,
+                http::Method::POST,
+                "/_matrix/federation/v1/publicRooms",
+                Some(&json!({ "filter": { "generic_search_term": 7 } })),
+            )
+            .await
+            .expect_err("a search term that is not a string");
+        assert!(err.to_string().contains("M_BAD_JSON"), "{err}");
     }
 }
 
