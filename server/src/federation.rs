@@ -1,5 +1,6 @@
 //! What the client API asks of federation, as a trait the root package installs: joining and
-//! inviting across servers and resolving remote aliases. The server core defines it so that the
+//! inviting across servers, resolving remote aliases, and reading other servers' public room
+//! directories and spaces. The server core defines it so that the
 //! client API needs no dependency on the federation crate, and stays free of any transport.
 
 use std::{

@@ -352,3 +352,6 @@ pub async fn hierarchy(
         next_batch: more.then(|| (query.skip + limit).to_string()),
     })
 }
+
+#[cfg(test)]
+mod tests;
