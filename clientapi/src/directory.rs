@@ -2,25 +2,35 @@
 //!
 //! - `GET|PUT|DELETE /_matrix/client/v3/directory/room/{roomAlias}`
 //! - `GET /_matrix/client/v3/rooms/{roomId}/aliases`
-//! - `GET|POST /_matrix/client/v3/publicRooms`
+//! - `GET|POST /_matrix/client/v3/publicRooms` (`?server=` another node's, over federation)
 //! - `GET|PUT /_matrix/client/v3/directory/list/room/{roomId}`
 //! - `POST /_matrix/client/v3/user_directory/search`
+//! - `GET /_matrix/client/v1/rooms/{roomId}/hierarchy` (rooms of a space, those on other nodes
+//!   over federation)
 
 use axum::{
     Router,
     extract::State,
     routing::{get, post},
 };
+use grove_server::rooms::{
+    directory::{PublicRoomsPage, PublicRoomsQuery},
+    hierarchy::{
+        DEFAULT_HIERARCHY_LIMIT, HierarchyQuery, MAX_HIERARCHY_DEPTH, hierarchy, parse_from,
+    },
+};
 use ruma::{
-    OwnedRoomAliasId, UInt,
+    OwnedRoomAliasId, ServerName, UInt,
     api::client::{
         alias::{create_alias, delete_alias, get_alias},
         directory::{
             get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
         },
         room::{Visibility, aliases},
+        space::{SpaceHierarchyRoomsChunk, get_hierarchy},
         user_directory::search_users,
     },
+    directory::RoomNetwork,
     events::StateEventType,
 };
 
@@ -53,6 +63,10 @@ pub(crate) fn routes() -> Router<AppState> {
             get(visibility).put(set_visibility),
         )
         .route("/_matrix/client/v3/user_directory/search", post(search))
+        .route(
+            "/_matrix/client/v1/rooms/{room_id}/hierarchy",
+            get(space_hierarchy),
+        )
 }
 
 /// `GET /_matrix/client/v3/directory/room/{roomAlias}`
@@ -128,17 +142,42 @@ fn total(n: usize) -> Option<UInt> {
     UInt::try_from(n).ok()
 }
 
+/// A page of the public room directory of this node, or of `server` over federation.
+async fn directory_page(
+    app: &AppState,
+    server: Option<&ServerName>,
+    query: &PublicRoomsQuery,
+) -> Result<PublicRoomsPage, ApiError> {
+    match server {
+        Some(server) if server != app.hs.config.server_name => {
+            let remote = app
+                .hs
+                .remote
+                .get()
+                .ok_or_else(|| ApiError::not_found("This node does not federate"))?;
+            Ok(remote.public_rooms(server, query).await?)
+        }
+        _ => Ok(app
+            .hs
+            .rooms
+            .public_rooms(query.limit, query.since.as_deref(), query.search.as_deref())
+            .await?),
+    }
+}
+
 /// `GET /_matrix/client/v3/publicRooms`
 async fn public_rooms(
     State(app): State<AppState>,
     ruma: Ruma<get_public_rooms::v3::Request>,
 ) -> ApiResult<get_public_rooms::v3::Response> {
     let b = &ruma.body;
-    let page = app
-        .hs
-        .rooms
-        .public_rooms(to_limit(b.limit), b.since.as_deref(), None)
-        .await?;
+    let query = PublicRoomsQuery {
+        limit: to_limit(b.limit),
+        since: b.since.clone(),
+        search: None,
+        include_all_networks: false,
+    };
+    let page = directory_page(&app, b.server.as_deref(), &query).await?;
     let mut response = get_public_rooms::v3::Response::new(page.chunk);
     response.next_batch = page.next_batch;
     response.prev_batch = page.prev_batch;
@@ -152,15 +191,13 @@ async fn public_rooms_filtered(
     ruma: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> ApiResult<get_public_rooms_filtered::v3::Response> {
     let b = &ruma.body;
-    let page = app
-        .hs
-        .rooms
-        .public_rooms(
-            to_limit(b.limit),
-            b.since.as_deref(),
-            b.filter.generic_search_term.as_deref(),
-        )
-        .await?;
+    let query = PublicRoomsQuery {
+        limit: to_limit(b.limit),
+        since: b.since.clone(),
+        search: b.filter.generic_search_term.clone(),
+        include_all_networks: matches!(b.room_network, RoomNetwork::All),
+    };
+    let page = directory_page(&app, b.server.as_deref(), &query).await?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     response.chunk = page.chunk;
     response.next_batch = page.next_batch;
@@ -231,4 +268,29 @@ async fn search(
     Ok(RumaResponse(search_users::v3::Response::new(
         results, limited,
     )))
+}
+
+/// `GET /_matrix/client/v1/rooms/{roomId}/hierarchy`
+async fn space_hierarchy(
+    State(app): State<AppState>,
+    ruma: Ruma<get_hierarchy::v1::Request>,
+) -> ApiResult<get_hierarchy::v1::Response> {
+    let user = &ruma.session()?.user_id;
+    let b = &ruma.body;
+    let query = HierarchyQuery {
+        max_depth: to_limit(b.max_depth).unwrap_or(MAX_HIERARCHY_DEPTH),
+        limit: to_limit(b.limit).unwrap_or(DEFAULT_HIERARCHY_LIMIT),
+        skip: b.from.as_deref().map(parse_from).transpose()?.unwrap_or(0),
+        suggested_only: b.suggested_only,
+    };
+    let page = hierarchy(&app.hs.rooms, app.hs.remote.get(), user, &b.room_id, &query).await?;
+    let mut response = get_hierarchy::v1::Response::new();
+    // A room another server described oddly is left out rather than failing the page.
+    response.rooms = page
+        .rooms
+        .into_iter()
+        .filter_map(|r| serde_json::from_value::<SpaceHierarchyRoomsChunk>(r).ok())
+        .collect();
+    response.next_batch = page.next_batch;
+    Ok(RumaResponse(response))
 }

@@ -10,6 +10,7 @@
 //! - [`e2ee`]: keys and to-device messages of users on different nodes.
 //! - [`metrics`]: Prometheus counters of what was received and sent.
 //! - [`media`]: serving this node's media to other servers and fetching theirs.
+//! - [`presence`]: presence sent to and received from the servers sharing rooms.
 //!
 //! It depends on the server core and the overlay; the overlay knows nothing of it, and it knows
 //! nothing of the client API (which reaches it through `grove_server::federation::Remote`).
@@ -21,6 +22,7 @@ pub mod inbound;
 pub mod keys;
 pub mod media;
 pub mod metrics;
+pub mod presence;
 pub mod receive;
 pub mod remote;
 pub mod routes;
@@ -145,6 +147,9 @@ impl Federation {
             .remote()
             .install(Arc::new(e2ee::FederatedKeys::new(&ctx)));
         tasks.push(tokio::spawn(e2ee::announce_key_changes(Arc::downgrade(
+            &ctx,
+        ))));
+        tasks.push(tokio::spawn(presence::announce_presence(Arc::downgrade(
             &ctx,
         ))));
         Ok(Self { ctx, tasks })

@@ -280,7 +280,7 @@ async fn add_after_gap(
 const MAX_REMOTE_TYPING: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Handles one EDU from `origin`: typing and read receipts of its users in rooms it shares with
-/// this node; other kinds are accepted and ignored.
+/// this node, presence, and the E2EE kinds; other kinds are accepted and ignored.
 pub async fn handle_edu(ctx: &Ctx, origin: &ServerName, edu: &serde_json::Value) {
     let content = &edu["content"];
     match edu["edu_type"].as_str() {
@@ -350,6 +350,7 @@ pub async fn handle_edu(ctx: &Ctx, origin: &ServerName, edu: &serde_json::Value)
                 }
             }
         }
+        Some("m.presence") => crate::presence::handle_presence(ctx, origin, content).await,
         _ => crate::e2ee::handle_edu(ctx, origin, edu).await,
     }
 }

@@ -6,13 +6,18 @@ use std::sync::{Arc, Weak};
 use grove_server::{
     Error, Result,
     federation::{BoxFuture, Remote},
-    rooms::{EventTemplate, builder, federated::JoinedRoom},
+    rooms::{
+        EventTemplate, builder,
+        directory::{MAX_PUBLIC_ROOMS, PublicRoomsPage, PublicRoomsQuery},
+        federated::JoinedRoom,
+        hierarchy::{MAX_SPACE_CHILDREN, RemoteSpace, SpaceRoom},
+    },
     userdata::Profile,
 };
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedRoomId,
     OwnedServerName, RoomAliasId, RoomId, RoomOrAliasId, RoomVersionId, ServerName, UserId,
-    events::TimelineEventType,
+    directory::PublicRoomsChunk, events::TimelineEventType,
 };
 use serde_json::{Value, json};
 use tracing::{debug, info};
@@ -21,6 +26,10 @@ use crate::{Ctx, client::segment, keys};
 
 /// Longest display name taken from another server.
 const MAX_DISPLAYNAME_CHARS: usize = 256;
+/// Servers asked about one space, at most.
+const MAX_HIERARCHY_SERVERS: usize = 3;
+/// Longest pagination token taken from another server.
+const MAX_TOKEN_CHARS: usize = 256;
 
 /// Federation as the client API sees it.
 pub struct RemoteRooms {
@@ -387,6 +396,120 @@ impl RemoteRooms {
     }
 }
 
+impl RemoteRooms {
+    async fn directory(
+        &self,
+        server: &ServerName,
+        query: &PublicRoomsQuery,
+    ) -> Result<PublicRoomsPage> {
+        let ctx = self.ctx()?;
+        let mut body = json!({ "include_all_networks": query.include_all_networks });
+        if let Some(limit) = query.limit {
+            body["limit"] = limit.min(MAX_PUBLIC_ROOMS).into();
+        }
+        if let Some(since) = &query.since {
+            body["since"] = since.as_str().into();
+        }
+        if let Some(term) = &query.search {
+            body["filter"] = json!({ "generic_search_term": term });
+        }
+        let answer = ctx
+            .client
+            .request(
+                server,
+                http::Method::POST,
+                "/_matrix/federation/v1/publicRooms",
+                Some(&body),
+            )
+            .await?;
+        let Some(list) = answer["chunk"].as_array() else {
+            return Err(Error::BadJson("publicRooms: no chunk".into()));
+        };
+        // A malformed entry costs that entry only.
+        let chunk: Vec<PublicRoomsChunk> = list
+            .iter()
+            .take(MAX_PUBLIC_ROOMS)
+            .filter_map(|v| serde_json::from_value(v.clone()).ok())
+            .collect();
+        let token = |field: &str| {
+            answer[field]
+                .as_str()
+                .filter(|t| t.len() <= MAX_TOKEN_CHARS)
+                .map(str::to_owned)
+        };
+        Ok(PublicRoomsPage {
+            total: answer["total_room_count_estimate"]
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(chunk.len()),
+            next_batch: token("next_batch"),
+            prev_batch: token("prev_batch"),
+            chunk,
+        })
+    }
+}
+
+impl RemoteRooms {
+    async fn space(
+        &self,
+        room: &RoomId,
+        via: &[OwnedServerName],
+        suggested_only: bool,
+    ) -> Result<Option<RemoteSpace>> {
+        let ctx = self.ctx()?;
+        let mut servers: Vec<OwnedServerName> = Vec::new();
+        for s in via
+            .iter()
+            .cloned()
+            .chain(room.server_name().map(ToOwned::to_owned))
+        {
+            if s != ctx.hs.config.server_name && !servers.contains(&s) {
+                servers.push(s);
+            }
+        }
+        let path = format!(
+            "/_matrix/federation/v1/hierarchy/{}?suggested_only={suggested_only}",
+            segment(room.as_str())
+        );
+        for server in servers.into_iter().take(MAX_HIERARCHY_SERVERS) {
+            let answer = match ctx
+                .client
+                .request(&server, http::Method::GET, &path, None)
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!(%room, %server, error = %e, "hierarchy not answered");
+                    continue;
+                }
+            };
+            let Some(space) = SpaceRoom::from_chunk(&answer["room"])
+                .filter(|s| s.room_id().as_deref() == Some(room))
+            else {
+                debug!(%room, %server, "hierarchy answer names another room");
+                continue;
+            };
+            let children = answer["children"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .take(MAX_SPACE_CHILDREN)
+                .filter_map(SpaceRoom::from_chunk)
+                .map(|mut c| {
+                    // A child's own children are learnt by asking about it.
+                    c.children_state.clear();
+                    c
+                })
+                .collect();
+            return Ok(Some(RemoteSpace {
+                room: space,
+                children,
+            }));
+        }
+        Ok(None)
+    }
+}
+
 fn object(value: &Value) -> Option<CanonicalJsonObject> {
     match CanonicalJsonValue::try_from(value.clone()) {
         Ok(CanonicalJsonValue::Object(o)) => Some(o),
@@ -469,5 +592,22 @@ impl Remote for RemoteRooms {
             let ctx = self.ctx()?;
             crate::media::fetch(&ctx, origin, media_id, max_bytes).await
         })
+    }
+
+    fn public_rooms<'a>(
+        &'a self,
+        server: &'a ServerName,
+        query: &'a PublicRoomsQuery,
+    ) -> BoxFuture<'a, Result<PublicRoomsPage>> {
+        Box::pin(self.directory(server, query))
+    }
+
+    fn hierarchy<'a>(
+        &'a self,
+        room: &'a RoomId,
+        via: &'a [OwnedServerName],
+        suggested_only: bool,
+    ) -> BoxFuture<'a, Result<Option<RemoteSpace>>> {
+        Box::pin(self.space(room, via, suggested_only))
     }
 }

@@ -10,6 +10,7 @@
 //!   `GET .../v1/event_auth/{roomId}/{eventId}`, `POST .../v1/get_missing_events/{roomId}`,
 //!   `GET .../v1/backfill/{roomId}`
 //! - `GET .../v1/query/profile`, `GET .../v1/query/directory`
+//! - `GET|POST .../v1/publicRooms`, `GET .../v1/hierarchy/{roomId}`
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,6 +28,8 @@ use ruma::{
     api::federation::authentication::XMatrix, events::TimelineEventType, serde::Base64,
 };
 use serde_json::{Value, json};
+
+use grove_server::rooms::{directory::PublicRoomsQuery, hierarchy::Viewer};
 
 use crate::{Ctx, error::FedError, inbound::PeerKey, keys, receive};
 
@@ -94,6 +97,11 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
             "/_matrix/federation/v1/query/directory",
             get(query_directory),
         )
+        .route(
+            "/_matrix/federation/v1/publicRooms",
+            get(public_rooms).post(public_rooms_filtered),
+        )
+        .route("/_matrix/federation/v1/hierarchy/{room_id}", get(hierarchy))
         .merge(crate::e2ee::routes())
         .merge(crate::media::routes())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -546,6 +554,8 @@ async fn send_transaction(
             results.insert(id.to_string(), entry);
         }
     }
+    // Typing, read receipts, presence and the E2EE kinds are applied; others are accepted
+    // and ignored.
     for edu in &edus {
         ctx.metrics.edu(edu["edu_type"].as_str());
         receive::handle_edu(&ctx, &origin.0, edu).await;
@@ -811,4 +821,142 @@ async fn query_directory(State(ctx): Ctxt, RawQuery(query): RawQuery) -> Answer 
     Ok(Json(
         json!({ "room_id": room.as_str(), "servers": servers }),
     ))
+}
+
+/// Rooms one federation directory page lists, at most.
+const MAX_DIRECTORY_PAGE: usize = grove_server::rooms::directory::MAX_PUBLIC_ROOMS;
+
+async fn directory_page(ctx: &Ctx, query: &PublicRoomsQuery) -> Answer {
+    let page = ctx
+        .hs
+        .rooms
+        .public_rooms(
+            query.limit.map(|l| l.min(MAX_DIRECTORY_PAGE)),
+            query.since.as_deref(),
+            query.search.as_deref(),
+        )
+        .await?;
+    let mut out = json!({
+        "chunk": serde_json::to_value(&page.chunk).map_err(|e| FedError::from(grove_server::Error::from(e)))?,
+        "total_room_count_estimate": page.total,
+    });
+    if let Some(next) = page.next_batch {
+        out["next_batch"] = next.into();
+    }
+    if let Some(prev) = page.prev_batch {
+        out["prev_batch"] = prev.into();
+    }
+    Ok(Json(out))
+}
+
+/// `GET /_matrix/federation/v1/publicRooms?limit=&since=&include_all_networks=`
+async fn public_rooms(State(ctx): Ctxt, RawQuery(query): RawQuery) -> Answer {
+    let pairs = query_pairs(query.as_deref());
+    let find = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let limit = match find("limit") {
+        Some(l) => Some(l.parse::<usize>().map_err(|_| {
+            FedError::new(
+                http::StatusCode::BAD_REQUEST,
+                "M_INVALID_PARAM",
+                "limit is not a number",
+            )
+        })?),
+        None => None,
+    };
+    let query = PublicRoomsQuery {
+        limit,
+        since: find("since"),
+        search: None,
+        include_all_networks: find("include_all_networks").as_deref() == Some("true"),
+    };
+    directory_page(&ctx, &query).await
+}
+
+/// `POST /_matrix/federation/v1/publicRooms`
+async fn public_rooms_filtered(State(ctx): Ctxt, body: Bytes) -> Answer {
+    let body: Value =
+        serde_json::from_slice(&body).map_err(|e| FedError::bad_json(format!("not JSON: {e}")))?;
+    if !body.is_object() {
+        return Err(FedError::bad_json("expected a JSON object"));
+    }
+    let limit = match &body["limit"] {
+        Value::Null => None,
+        v => Some(
+            v.as_u64()
+                .ok_or_else(|| FedError::bad_json("limit is not a number"))?
+                .try_into()
+                .unwrap_or(usize::MAX),
+        ),
+    };
+    let text = |v: &Value, what: &str| match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(FedError::bad_json(format!("{what} is not a string"))),
+    };
+    let query = PublicRoomsQuery {
+        limit,
+        since: text(&body["since"], "since")?,
+        search: text(
+            &body["filter"]["generic_search_term"],
+            "generic_search_term",
+        )?,
+        include_all_networks: body["include_all_networks"].as_bool().unwrap_or(false),
+    };
+    directory_page(&ctx, &query).await
+}
+
+/// `GET /_matrix/federation/v1/hierarchy/{roomId}?suggested_only=`
+async fn hierarchy(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    Path(room): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let room = room_id(&room)?;
+    let suggested_only = match query_pairs(query.as_deref())
+        .into_iter()
+        .find(|(k, _)| k == "suggested_only")
+        .map(|(_, v)| v)
+        .as_deref()
+    {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(FedError::new(
+                http::StatusCode::BAD_REQUEST,
+                "M_INVALID_PARAM",
+                "suggested_only is not a boolean",
+            ));
+        }
+    };
+    let rooms = &ctx.hs.rooms;
+    let viewer = Viewer::Server(&origin.0);
+    let space = rooms
+        .space_room(room)
+        .await?
+        .ok_or_else(|| FedError::not_found("unknown room"))?;
+    if !rooms.may_see(&space, viewer).await? {
+        return Err(FedError::not_found("unknown room"));
+    }
+    let mut children = Vec::new();
+    let mut inaccessible = Vec::new();
+    for child in space.children(suggested_only) {
+        match rooms.space_room(&child.room).await? {
+            Some(summary) if rooms.may_see(&summary, viewer).await? => {
+                children.push(summary.to_summary());
+            }
+            Some(_) => inaccessible.push(child.room),
+            None => {}
+        }
+    }
+    Ok(Json(json!({
+        "room": space.to_chunk(),
+        "children": children,
+        "inaccessible_children": inaccessible,
+    })))
 }

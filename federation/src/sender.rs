@@ -6,7 +6,9 @@
 //! EDUs come in two kinds. Those that must arrive (to-device messages, device list and signing
 //! key updates, receipts) are queued in the database like events, so neither side's restart
 //! loses them. Those only worth having now (typing, presence) wait in memory, a bounded number
-//! per destination, and are dropped when a transaction carrying them fails.
+//! per destination: one with a key replaces the waiting one with the same key, so a
+//! destination that was away gets the latest state rather than every step, and a failed
+//! transaction puts its ephemeral EDUs back unless newer ones replaced them.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -47,9 +49,12 @@ struct Destination {
     work: Arc<Notify>,
     reachable: Arc<Notify>,
     /// Typing and presence EDUs not yet sent.
-    ephemeral: Arc<Mutex<VecDeque<Value>>>,
+    ephemeral: Arc<Mutex<PendingEdus>>,
     task: JoinHandle<()>,
 }
+
+/// Ephemeral EDUs waiting for one destination, oldest first, each with its replacement key.
+type PendingEdus = VecDeque<(Option<String>, Value)>;
 
 /// Whether an EDU must survive restarts and failures until delivered.
 fn is_durable(edu: &Value) -> bool {
@@ -143,17 +148,38 @@ impl Sender {
                 warn!(%destination, error = %e, "queueing EDUs");
             }
         }
+        for edu in ephemeral {
+            // A user's typing in a room is one state: the newest replaces what waits.
+            let key = (edu["edu_type"] == "m.typing").then(|| {
+                format!(
+                    "m.typing {} {}",
+                    edu["content"]["room_id"].as_str().unwrap_or_default(),
+                    edu["content"]["user_id"].as_str().unwrap_or_default()
+                )
+            });
+            self.queue_edu(destination, key, edu);
+        }
+        self.wake(destination);
+    }
+
+    /// Queues an ephemeral EDU for `destination`, in memory; one with a `key` replaces the
+    /// waiting EDU with the same key.
+    pub fn queue_edu(&self, destination: &ServerName, key: Option<String>, edu: Value) {
+        if destination == self.hs.config.server_name {
+            return;
+        }
         let handles = self.destination(destination);
-        if !ephemeral.is_empty() {
+        {
             let mut waiting = match handles.ephemeral.lock() {
                 Ok(w) => w,
                 Err(p) => p.into_inner(),
             };
-            for edu in ephemeral {
-                if waiting.len() == MAX_EPHEMERAL_PER_DESTINATION {
-                    waiting.pop_front();
-                }
-                waiting.push_back(edu);
+            if key.is_some() {
+                waiting.retain(|(k, _)| *k != key);
+            }
+            waiting.push_back((key, edu));
+            while waiting.len() > MAX_EPHEMERAL_PER_DESTINATION {
+                waiting.pop_front();
             }
         }
         handles.work.notify_one();
@@ -219,7 +245,7 @@ impl Sender {
         destination: OwnedServerName,
         work: Arc<Notify>,
         reachable: Arc<Notify>,
-        ephemeral: Arc<Mutex<VecDeque<Value>>>,
+        ephemeral: Arc<Mutex<PendingEdus>>,
     ) {
         let mut backoff = BACKOFF_INITIAL;
         // The first pass sends whatever was queued before this task started.
@@ -246,11 +272,13 @@ impl Sender {
                     "origin": self.hs.config.server_name.as_str(),
                     "origin_server_ts": u64::from(ruma::MilliSecondsSinceUnixEpoch::now().get()),
                     "pdus": txn.pdus,
-                    "edus": txn.edus,
+                    "edus": txn.edus.iter().chain(txn.ephemeral.iter().map(|(_, e)| e))
+                        .collect::<Vec<_>>(),
                 });
                 let path = format!("/_matrix/federation/v1/send/{}", segment(&txn_id));
                 let pdus = txn.pdu_ids.len();
-                debug!(%destination, pdus, edus = txn.edus.len(), "sending transaction");
+                let edus = txn.edus.len() + txn.ephemeral.len();
+                debug!(%destination, pdus, edus, "sending transaction");
                 match self
                     .client
                     .request(&destination, http::Method::PUT, &path, Some(&body))
@@ -273,6 +301,7 @@ impl Sender {
                     Err(e) => {
                         debug!(%destination, error = %e, ?backoff, "transaction failed");
                         self.metrics.transaction_sent(pdus, false);
+                        return_edus(&ephemeral, txn.ephemeral);
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = reachable.notified() => {}
@@ -285,12 +314,12 @@ impl Sender {
     }
 
     /// The next transaction for `destination`: its oldest queued events, its oldest durable
-    /// EDUs and the waiting ephemeral ones (taken: a failed send drops them). None when there
-    /// is nothing to send.
+    /// EDUs and the waiting ephemeral ones (taken: a failed send puts them back). None when
+    /// there is nothing to send.
     async fn next_transaction(
         &self,
         destination: &ServerName,
-        ephemeral: &Mutex<VecDeque<Value>>,
+        ephemeral: &Mutex<PendingEdus>,
     ) -> grove_server::Result<Option<Transaction>> {
         let queue = &self.hs.federation_queue;
         let batch = queue.peek(destination, MAX_PDUS_PER_TXN).await?;
@@ -313,18 +342,17 @@ impl Sender {
                 Err(e) => warn!(%destination, error = %e, "dropping an unreadable queued EDU"),
             }
         }
-        {
+        let taken: PendingEdus = {
             let mut waiting = match ephemeral.lock() {
                 Ok(w) => w,
                 Err(p) => p.into_inner(),
             };
-            while edus.len() < MAX_EDUS_PER_TXN
-                && let Some(edu) = waiting.pop_front()
-            {
-                edus.push(edu);
-            }
-        }
-        if batch.is_empty() && edus.is_empty() && last_edu.is_none() {
+            let n = waiting
+                .len()
+                .min(MAX_EDUS_PER_TXN.saturating_sub(edus.len()));
+            waiting.drain(..n).collect()
+        };
+        if batch.is_empty() && edus.is_empty() && taken.is_empty() && last_edu.is_none() {
             return Ok(None);
         }
         let pdus = batch
@@ -335,15 +363,34 @@ impl Sender {
             pdus,
             pdu_ids: batch.into_iter().map(|q| q.event_id).collect(),
             edus,
+            ephemeral: taken,
             last_edu,
         }))
+    }
+}
+
+/// Puts back the ephemeral EDUs of a failed transaction, ahead of newer ones, unless a newer
+/// one with the same key replaced them meanwhile.
+fn return_edus(waiting: &Mutex<PendingEdus>, taken: PendingEdus) {
+    let mut waiting = match waiting.lock() {
+        Ok(w) => w,
+        Err(p) => p.into_inner(),
+    };
+    for (key, edu) in taken.into_iter().rev() {
+        if key.is_some() && waiting.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        waiting.push_front((key, edu));
+    }
+    while waiting.len() > MAX_EPHEMERAL_PER_DESTINATION {
+        waiting.pop_front();
     }
 }
 
 /// The parts of a destination's state that queueing needs.
 struct Handles {
     work: Arc<Notify>,
-    ephemeral: Arc<Mutex<VecDeque<Value>>>,
+    ephemeral: Arc<Mutex<PendingEdus>>,
 }
 
 /// One transaction to send.
@@ -351,6 +398,8 @@ struct Transaction {
     pdus: Vec<Value>,
     pdu_ids: Vec<ruma::OwnedEventId>,
     edus: Vec<Value>,
+    /// The ephemeral EDUs in it, with their keys.
+    ephemeral: PendingEdus,
     /// The queue ID of the last durable EDU in it.
     last_edu: Option<i64>,
 }

@@ -1,5 +1,6 @@
 //! What the client API asks of federation, as a trait the root package installs: joining and
-//! inviting across servers and resolving remote aliases. The server core defines it so that the
+//! inviting across servers, resolving remote aliases, and reading other servers' public room
+//! directories and spaces. The server core defines it so that the
 //! client API needs no dependency on the federation crate, and stays free of any transport.
 
 use std::{
@@ -10,7 +11,13 @@ use std::{
 
 use ruma::{OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomOrAliasId, ServerName, UserId};
 
-use crate::Result;
+use crate::{
+    Result,
+    rooms::{
+        directory::{PublicRoomsPage, PublicRoomsQuery},
+        hierarchy::RemoteSpace,
+    },
+};
 
 /// A boxed future, for the object-safe [`Remote`] trait.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -81,6 +88,21 @@ pub trait Remote: Send + Sync {
         media_id: &'a str,
         max_bytes: u64,
     ) -> BoxFuture<'a, Result<RemoteMedia>>;
+    /// A page of `server`'s public room directory.
+    fn public_rooms<'a>(
+        &'a self,
+        server: &'a ServerName,
+        query: &'a PublicRoomsQuery,
+    ) -> BoxFuture<'a, Result<PublicRoomsPage>>;
+
+    /// What one of `via` (or the room ID's server) says of a space this node does not know;
+    /// `None` when none of them knows it or lets this server see it.
+    fn hierarchy<'a>(
+        &'a self,
+        room: &'a RoomId,
+        via: &'a [OwnedServerName],
+        suggested_only: bool,
+    ) -> BoxFuture<'a, Result<Option<RemoteSpace>>>;
 }
 
 /// The slot the root package fills with federation once it runs; empty on a node without it.

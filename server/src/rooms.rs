@@ -21,6 +21,7 @@ pub mod create;
 pub mod dag;
 pub mod directory;
 pub mod federated;
+pub mod hierarchy;
 pub mod membership;
 pub mod pdu;
 mod power;

@@ -8,6 +8,7 @@ mod deactivation;
 mod device_lists;
 mod e2ee;
 mod federation;
+mod federation_directory;
 mod federation_e2ee;
 mod federation_merge;
 mod media;

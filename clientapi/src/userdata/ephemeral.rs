@@ -68,7 +68,8 @@ async fn get_presence(
 ) -> ApiResult<get_presence::v3::Response> {
     req.session()?;
     let user = &req.body.user_id;
-    if user.server_name() != state.hs.config.server_name || !state.hs.accounts.exists(user).await? {
+    // A user of another server has the presence its server last sent (offline if none).
+    if user.server_name() == state.hs.config.server_name && !state.hs.accounts.exists(user).await? {
         return Err(ApiError::not_found("Unknown user"));
     }
     let Some(presence) = state.hs.userdata.presence(user).await? else {

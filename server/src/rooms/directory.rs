@@ -1,4 +1,5 @@
-//! Room aliases, the public room directory and the user directory.
+//! Room aliases, the public room directory and the user directory (local users with their
+//! profiles, other servers' users with what their member events say).
 
 use ruma::{
     OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UInt, UserId,
@@ -8,13 +9,35 @@ use ruma::{
     room::JoinRuleKind,
 };
 
-use super::{Rooms, store};
-use crate::{Error, Result, userdata::UserData};
+use std::sync::Arc;
+
+use super::{Rooms, pdu::Pdu, store};
+use crate::{
+    Error, Result,
+    userdata::{Profile, UserData},
+};
 
 /// Rooms a public-room listing returns at most.
 pub const MAX_PUBLIC_ROOMS: usize = 500;
 /// Candidates the user directory looks at, at most.
 const MAX_DIRECTORY_CANDIDATES: usize = 5_000;
+/// Rooms looked at for another server's user's display name, at most.
+const MAX_PROFILE_ROOMS: usize = 20;
+/// Longest display name shown for another server's user.
+const MAX_DISPLAYNAME_CHARS: usize = 256;
+
+/// What a public-room listing asks for, whichever server answers it.
+#[derive(Debug, Clone, Default)]
+pub struct PublicRoomsQuery {
+    /// Rooms on the page, at most.
+    pub limit: Option<usize>,
+    /// The token of a previous page.
+    pub since: Option<String>,
+    /// Matched against name, topic and canonical alias.
+    pub search: Option<String>,
+    /// Whether rooms bridged from other networks are wanted too (this node bridges none).
+    pub include_all_networks: bool,
+}
 
 /// One page of the public room directory.
 #[derive(Debug, Clone)]
@@ -149,7 +172,7 @@ impl Rooms {
         })
     }
 
-    async fn public_chunk(&self, room: &RoomId) -> Result<PublicRoomsChunk> {
+    pub(crate) async fn public_chunk(&self, room: &RoomId) -> Result<PublicRoomsChunk> {
         let guard = self.lock(room).await?;
         let Some(state) = guard.state.as_ref() else {
             return Err(Error::Internal("room head not loaded".into()));
@@ -215,6 +238,37 @@ impl Rooms {
         Ok(users)
     }
 
+    /// The display name and avatar of the newest join event of `user` in the rooms this node
+    /// shares with them (empty when none says anything).
+    pub async fn member_profile(&self, user: &UserId) -> Result<Profile> {
+        let mut newest: Option<Arc<Pdu>> = None;
+        for room in self
+            .joined_rooms(user)
+            .await?
+            .into_iter()
+            .take(MAX_PROFILE_ROOMS)
+        {
+            if let Some(event) = self
+                .current_state_event(&room, &StateEventType::RoomMember, user.as_str())
+                .await?
+                && newest
+                    .as_ref()
+                    .is_none_or(|n| n.origin_server_ts < event.origin_server_ts)
+            {
+                newest = Some(event);
+            }
+        }
+        let Some(event) = newest else {
+            return Ok(Profile::default());
+        };
+        Ok(Profile {
+            displayname: event
+                .content_str("displayname")
+                .map(|n| n.chars().take(MAX_DISPLAYNAME_CHARS).collect()),
+            avatar_url: event.content_str("avatar_url").map(Into::into),
+        })
+    }
+
     /// Whether `user`'s power allows sending a state event of `kind` in `room`.
     pub async fn may_send_state(
         &self,
@@ -248,8 +302,14 @@ pub async fn search_users(
     let term = term.to_lowercase();
     let mut out = Vec::new();
     let mut limited = false;
+    let ours = rooms.server_name().to_owned();
     for user in rooms.directory_candidates(searcher).await? {
-        let profile = userdata.profile(&user).await?;
+        // Another server's user is known by what their member events say.
+        let profile = if user.server_name() == ours {
+            userdata.profile(&user).await?
+        } else {
+            rooms.member_profile(&user).await?
+        };
         let name_match = profile
             .displayname
             .as_ref()

@@ -1,6 +1,6 @@
-//! Presence of local users and their profiles.
+//! Presence of local users and of users of other servers, and local users' profiles.
 
-use ruma::{OwnedUserId, UserId, events::presence::PresenceEvent, serde::Raw};
+use ruma::{OwnedUserId, ServerName, UserId, events::presence::PresenceEvent, serde::Raw};
 use serde_json::json;
 
 use super::{Profile, UserData};
@@ -31,6 +31,29 @@ impl UserData {
         state: &str,
         status_msg: Option<&str>,
     ) -> Result<StreamPosition> {
+        self.store_presence(user, state, status_msg, now_ms()).await
+    }
+
+    /// Records the presence another server reports for one of its users, last active at
+    /// `last_active_ts` (ms since the epoch).
+    pub async fn set_remote_presence(
+        &self,
+        user: &UserId,
+        state: &str,
+        status_msg: Option<&str>,
+        last_active_ts: i64,
+    ) -> Result<StreamPosition> {
+        self.store_presence(user, state, status_msg, last_active_ts.min(now_ms()))
+            .await
+    }
+
+    async fn store_presence(
+        &self,
+        user: &UserId,
+        state: &str,
+        status_msg: Option<&str>,
+        last_active_ts: i64,
+    ) -> Result<StreamPosition> {
         if !matches!(state, "online" | "unavailable" | "offline") {
             return Err(Error::InvalidParam(format!("unknown presence {state}")));
         }
@@ -50,12 +73,46 @@ impl UserData {
         .bind(user.as_str())
         .bind(state)
         .bind(status_msg.map(str::to_owned))
-        .bind(now_ms())
+        .bind(last_active_ts)
         .bind(position.0)
         .execute(txn.conn())
         .await?;
         txn.commit().await?;
         Ok(position)
+    }
+
+    /// Presence changes in `(since, upto]` of users of `server`, oldest first, at most
+    /// `limit` of them.
+    pub async fn presence_changes_of(
+        &self,
+        server: &ServerName,
+        since: StreamPosition,
+        upto: StreamPosition,
+        limit: usize,
+    ) -> Result<Vec<(OwnedUserId, Presence)>> {
+        let rows: Vec<PresenceRow> = sqlx::query_as(
+            "SELECT user_id, state, status_msg, last_active_ts FROM presence \
+             WHERE position > $1 AND position <= $2 ORDER BY position",
+        )
+        .bind(since.0)
+        .bind(upto.0)
+        .fetch_all(self.storage.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(user, state, status_msg, last_active_ts)| {
+                let user = OwnedUserId::try_from(user).ok()?;
+                (user.server_name() == server).then_some((
+                    user,
+                    Presence {
+                        state,
+                        status_msg,
+                        last_active_ts,
+                    },
+                ))
+            })
+            .take(limit)
+            .collect())
     }
 
     /// `user`'s presence, if ever set.
