@@ -298,11 +298,13 @@ impl Router {
                 self.ring_changed(now);
                 return Ok(());
             }
-            if let Some(e) = self.ring.entries.get_mut(&t.origin)
+            // The entry itself stays whole, `next` included: it is still a good route back to
+            // the origin, and if it breaks later the downstream teardown must still reach every
+            // node below that points through us, or they keep routes that lead nowhere.
+            if let Some(e) = self.ring.entries.get(&t.origin)
                 && e.next == Some(from)
                 && e.seq <= t.seq
             {
-                e.next = None;
                 let up = e.peer;
                 self.enqueue(up, &Frame::Teardown(t));
             }
