@@ -28,7 +28,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::identity::{NodeKeypair, PublicKey, SigCache};
-use crate::wire::{Frame, WireError};
+use crate::wire::{CAP_PATH_SEARCH, CAP_SOURCE_ROUTING, CAP_TEARDOWN, Frame, WireError};
 
 pub use metrics::{DropReason, Metrics};
 pub use queue::{CONTROL_QUEUE_LIMIT, TRAFFIC_QUEUE_LIMIT};
@@ -204,6 +204,8 @@ pub enum SendError {
 struct Peer {
     key: PublicKey,
     port: u16,
+    /// Capability bits negotiated on the link (`wire::CAP_*`).
+    caps: u32,
     rtt: Option<Duration>,
     tree: tree::PeerTree,
     path_find_window: (Option<Instant>, u32),
@@ -318,11 +320,24 @@ impl Router {
         self.paths.routes.contains_key(key)
     }
 
-    /// A link came up to the node `key`, its hello negotiated.
+    /// A link came up to the node `key`, its hello negotiated with every capability this
+    /// build has.
     pub fn handle_peer_up(
         &mut self,
         peer: PeerId,
         key: PublicKey,
+        now: Instant,
+    ) -> Result<(), PeerError> {
+        self.handle_peer_up_with(peer, key, crate::wire::CAPABILITIES, now)
+    }
+
+    /// A link came up to the node `key`; its hello negotiated the capability bits `caps`
+    /// (`wire::CAP_*`). Nothing beyond the base protocol that `caps` lacks is ever sent on it.
+    pub fn handle_peer_up_with(
+        &mut self,
+        peer: PeerId,
+        key: PublicKey,
+        caps: u32,
         now: Instant,
     ) -> Result<(), PeerError> {
         if self.peers.contains_key(&peer) {
@@ -338,6 +353,7 @@ impl Router {
             Peer {
                 key,
                 port,
+                caps,
                 rtt: None,
                 tree: tree::PeerTree::default(),
                 path_find_window: (None, 0),
@@ -507,6 +523,33 @@ impl Router {
     /// Queues a frame for `peer`: announcements, bootstraps and path frames on the control
     /// stream, traffic as datagrams.
     fn enqueue(&mut self, peer: PeerId, frame: &Frame) {
+        let Some(caps) = self.peers.get(&peer).map(|p| p.caps) else {
+            self.metrics.drop(DropReason::NoRoute);
+            return;
+        };
+        let gated;
+        let frame = match frame {
+            Frame::PathFind(_) | Frame::PathReply(_) if caps & CAP_PATH_SEARCH == 0 => return,
+            Frame::Teardown(_) if caps & CAP_TEARDOWN == 0 => return,
+            Frame::Traffic(t) if caps & CAP_SOURCE_ROUTING == 0 => {
+                // A probe only teaches a source route; the rest travels on by tree or key,
+                // without the route (not broken: only this link cannot carry it).
+                if t.probe {
+                    return;
+                }
+                if t.route.is_empty() && t.reverse.is_empty() {
+                    frame
+                } else {
+                    let mut t = t.clone();
+                    t.route.clear();
+                    t.route_pos = 0;
+                    t.reverse.clear();
+                    gated = Frame::Traffic(t);
+                    &gated
+                }
+            }
+            _ => frame,
+        };
         let shrunk;
         let frame = match frame {
             Frame::Traffic(t) if frame.encoded_len() > crate::wire::MAX_TRAFFIC_FRAME => {

@@ -20,8 +20,8 @@ pub use frame::{
     Teardown, Traffic, Watermark,
 };
 pub use hello::{
-    CAP_PATH_SEARCH, CAP_SOURCE_ROUTING, CAPABILITIES, HELLO_LEN, HELLO_MAGIC, Hello, HelloError,
-    MIN_VERSION, Negotiated, VERSION, negotiate,
+    CAP_PATH_SEARCH, CAP_SOURCE_ROUTING, CAP_TEARDOWN, CAPABILITIES, HELLO_LEN, HELLO_MAGIC, Hello,
+    HelloError, MIN_VERSION, Negotiated, VERSION, negotiate,
 };
 
 /// Largest routing frame accepted or produced, in bytes.

@@ -18,6 +18,14 @@ pub trait RoutingCore: Send + 'static {
     /// A link to `key` came up under the id `peer` (after TLS and the hello).
     fn handle_peer_up(&mut self, peer: PeerId, key: PublicKey, now: Instant);
 
+    /// As [`handle_peer_up`](Self::handle_peer_up), with the capability bits the hello
+    /// negotiated (`wire::CAP_*`): a core must send nothing beyond the base protocol that the
+    /// link lacks. The default ignores them, for cores that only speak the base protocol.
+    fn handle_peer_up_negotiated(&mut self, peer: PeerId, key: PublicKey, caps: u32, now: Instant) {
+        let _ = caps;
+        self.handle_peer_up(peer, key, now);
+    }
+
     /// The link `peer` went down; frames for it are no longer delivered.
     fn handle_peer_down(&mut self, peer: PeerId, now: Instant);
 

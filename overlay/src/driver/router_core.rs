@@ -64,6 +64,12 @@ impl RoutingCore for RouterCore {
         }
     }
 
+    fn handle_peer_up_negotiated(&mut self, peer: PeerId, key: PublicKey, caps: u32, now: Instant) {
+        if let Err(e) = self.router.handle_peer_up_with(peer, key, caps, now) {
+            tracing::warn!(?peer, %key, error = %e, "router refused a peer");
+        }
+    }
+
     fn handle_peer_down(&mut self, peer: PeerId, now: Instant) {
         self.router.handle_peer_down(peer, now);
     }

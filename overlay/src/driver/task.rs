@@ -503,7 +503,8 @@ impl Driver {
         );
         self.by_key.insert(key, peer);
         self.metrics.peers.inc();
-        self.core.handle_peer_up(peer, key, now);
+        self.core
+            .handle_peer_up_negotiated(peer, key, negotiated.capabilities, now);
         self.emit(OverlayEvent::PeerUp { key, kind });
     }
 

@@ -40,6 +40,9 @@ pub(crate) struct RingEntry {
     /// The link the bootstrap went on by (`None`: it ended here). A teardown follows it when
     /// the route breaks behind this node.
     pub(crate) next: Option<PeerId>,
+    /// Whether the bootstrap ended here (we are the origin's successor as far as its way
+    /// knew), and no closer origin has since superseded that.
+    pub(crate) terminal: bool,
 }
 
 /// Ring state of one node.
@@ -186,6 +189,7 @@ impl Router {
                     root: b.root,
                     seen: now,
                     next: None,
+                    terminal: false,
                 },
             );
             // Computed again below for the forward; the entry just written is never a
@@ -196,6 +200,10 @@ impl Router {
             };
             if let Some(e) = self.ring.entries.get_mut(&b.origin) {
                 e.next = next;
+                e.terminal = next.is_none();
+            }
+            if next.is_none() {
+                self.supersede_overshoots(&b.origin, now);
             }
         }
         match self.key_next_hop(&b.origin, true, b.watermark, now) {
@@ -205,6 +213,43 @@ impl Router {
                 self.enqueue(next, &Frame::Bootstrap(b));
                 Ok(())
             }
+        }
+    }
+
+    /// The bootstrap of `origin` just ended here, so we are its successor as far as anyone on
+    /// its way knew. Every other route that also ended here from an origin below `origin`
+    /// overshot: that origin's successor is `origin` or closer. Their origins are told, as by
+    /// an upstream teardown, and bootstrap again at once, now finding `origin` through us,
+    /// instead of waiting for their next periodic bootstrap (up to `bootstrap_max` away, and a
+    /// chain of such waits on large networks). The entries stay: they are still good routes
+    /// back to their origins, and other nodes' entries may lead through them.
+    fn supersede_overshoots(&mut self, origin: &PublicKey, now: Instant) {
+        let ttl = self.config.ring_entry_ttl;
+        let root = self.tree.current.root;
+        let closer = ring_distance(origin, &self.key);
+        let stale: Vec<(PublicKey, PeerId, u64)> = self
+            .ring
+            .entries
+            .iter()
+            .filter(|(k, e)| {
+                *k != origin
+                    && e.terminal
+                    && e.root == root
+                    && e.seen + ttl > now
+                    && ring_distance(k, &self.key) > closer
+            })
+            .map(|(k, e)| (*k, e.peer, e.seq))
+            .collect();
+        for (k, peer, seq) in stale {
+            if let Some(e) = self.ring.entries.get_mut(&k) {
+                e.terminal = false;
+            }
+            let t = Teardown {
+                origin: k,
+                seq,
+                upstream: true,
+            };
+            self.enqueue(peer, &Frame::Teardown(t));
         }
     }
 
@@ -253,11 +298,13 @@ impl Router {
                 self.ring_changed(now);
                 return Ok(());
             }
-            if let Some(e) = self.ring.entries.get_mut(&t.origin)
+            // The entry itself stays whole, `next` included: it is still a good route back to
+            // the origin, and if it breaks later the downstream teardown must still reach every
+            // node below that points through us, or they keep routes that lead nowhere.
+            if let Some(e) = self.ring.entries.get(&t.origin)
                 && e.next == Some(from)
                 && e.seq <= t.seq
             {
-                e.next = None;
                 let up = e.peer;
                 self.enqueue(up, &Frame::Teardown(t));
             }

@@ -99,6 +99,10 @@ pub struct Network {
     pub record_events: bool,
     /// Events other than deliveries, by node (when `record_events` is set).
     pub events: Vec<(usize, Event)>,
+    /// Node whose every received frame is kept in [`Network::frames_seen`], if any.
+    pub record_frames_of: Option<usize>,
+    /// Frames received by `record_frames_of`, as they came off the link.
+    pub frames_seen: Vec<Vec<u8>>,
 }
 
 impl Network {
@@ -121,6 +125,8 @@ impl Network {
             frame_errors: 0,
             record_events: false,
             events: Vec::new(),
+            record_frames_of: None,
+            frames_seen: Vec::new(),
         }
     }
 
@@ -186,6 +192,12 @@ impl Network {
 
     /// Links `a` and `b` with a one-way latency; both routers see the peer come up.
     pub fn connect(&mut self, a: usize, b: usize, latency: Duration) {
+        self.connect_with(a, b, latency, crate::wire::CAPABILITIES);
+    }
+
+    /// As [`connect`](Self::connect), the link having negotiated only the capability bits
+    /// `caps` (an older node on one end).
+    pub fn connect_with(&mut self, a: usize, b: usize, latency: Duration, caps: u32) {
         if a == b || self.links.contains_key(&(a, b)) {
             return;
         }
@@ -195,14 +207,14 @@ impl Network {
         // would close it.
         if self.nodes[a]
             .router
-            .handle_peer_up(PeerId(b as u64), kb, now)
+            .handle_peer_up_with(PeerId(b as u64), kb, caps, now)
             .is_err()
         {
             return;
         }
         if self.nodes[b]
             .router
-            .handle_peer_up(PeerId(a as u64), ka, now)
+            .handle_peer_up_with(PeerId(a as u64), ka, caps, now)
             .is_err()
         {
             self.nodes[a].router.handle_peer_down(PeerId(b as u64), now);
@@ -313,6 +325,9 @@ impl Network {
                 self.frames_in_flight -= 1;
                 if !self.nodes[to].alive || !self.links.contains_key(&(from, to)) {
                     return;
+                }
+                if self.record_frames_of == Some(to) {
+                    self.frames_seen.push(bytes.clone());
                 }
                 if self.nodes[to]
                     .router

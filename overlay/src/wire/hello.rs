@@ -15,8 +15,13 @@ pub const MIN_VERSION: u8 = 1;
 pub const CAP_SOURCE_ROUTING: u32 = 1 << 0;
 /// Capability: path search floods and signed replies.
 pub const CAP_PATH_SEARCH: u32 = 1 << 1;
-/// Every capability this build has.
-pub const CAPABILITIES: u32 = CAP_SOURCE_ROUTING | CAP_PATH_SEARCH;
+/// Capability: ring teardown frames (a broken or superseded ring route is reported at once
+/// instead of timing out).
+pub const CAP_TEARDOWN: u32 = 1 << 2;
+/// Every capability this build has. A peer is sent a frame (or a frame part) beyond the base
+/// protocol only if the link negotiated its bit; the base protocol is tree announcements,
+/// ring bootstraps and traffic routed by tree or key.
+pub const CAPABILITIES: u32 = CAP_SOURCE_ROUTING | CAP_PATH_SEARCH | CAP_TEARDOWN;
 /// Length of an encoded hello without a network id (33 more with one).
 pub const HELLO_LEN: usize = 4 + 1 + 4 + 1;
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use grove_overlay::router::{Config, Event};
 use grove_overlay::sim::{Network, PING};
+use grove_overlay::wire::{CAPABILITIES, Frame, FrameType};
 
 const LINK: Duration = Duration::from_millis(5);
 
@@ -180,4 +181,67 @@ fn parent_loss_is_reported_as_an_event() {
         "{:?}",
         net.events
     );
+}
+
+/// A node whose links negotiated no capability (an older build) is never sent a path search,
+/// a teardown or a source-routed frame, and everyone still reaches everyone through it, before
+/// and after a link breaks.
+#[test]
+fn a_peer_without_capabilities_gets_only_the_base_protocol() {
+    super::subscribe();
+    let old = 3;
+    let mut edges = ring_edges(10);
+    edges.push((0, 5));
+    edges.push((2, 4));
+    let mut net = Network::new(7, Config::default());
+    for _ in 0..10 {
+        net.add_node();
+    }
+    for (a, b) in &edges {
+        let caps = if *a == old || *b == old {
+            0
+        } else {
+            CAPABILITIES
+        };
+        net.connect_with(*a, *b, LINK, caps);
+    }
+    net.record_frames_of = Some(old);
+    converge(&mut net);
+    // Twice: first contact searches and installs source routes, then flows use them.
+    assert_eq!(all_pairs(&mut net), (90, 90));
+    assert_eq!(all_pairs(&mut net), (90, 90));
+    // The break sends teardowns. The first round after it repairs the flows whose source
+    // routes crossed the broken link; the second must reach everyone again.
+    net.disconnect(0, 1);
+    converge(&mut net);
+    all_pairs(&mut net);
+    assert_eq!(all_pairs(&mut net), (90, 90));
+
+    let mut traffic = 0;
+    for bytes in &net.frames_seen {
+        match Frame::decode(bytes) {
+            Ok(Frame::Traffic(t)) => {
+                traffic += 1;
+                assert!(!t.probe, "a route probe reached the old node");
+                assert!(t.route.is_empty() && t.reverse.is_empty(), "{t:?}");
+            }
+            Ok(f @ (Frame::PathFind(_) | Frame::PathReply(_) | Frame::Teardown(_))) => {
+                panic!("the old node was sent {:?}", f.frame_type())
+            }
+            Ok(_) => {}
+            Err(e) => panic!("undecodable frame: {e}"),
+        }
+    }
+    assert!(traffic > 0, "no traffic went through the old node");
+    // The others did use what they negotiated, so the gate is what kept it from the old node.
+    let others = (0..10).filter(|i| *i != old);
+    let used = |ty: FrameType| -> u64 {
+        others
+            .clone()
+            .map(|i| net.router(i).metrics().frames_in(ty))
+            .sum()
+    };
+    assert!(used(FrameType::PathReply) > 0);
+    assert!(used(FrameType::Teardown) > 0);
+    assert_eq!(net.router(old).metrics().frames_in(FrameType::PathFind), 0);
 }
