@@ -12,8 +12,9 @@
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
-    Any, AnyConnection, AnyPool, Executor, Transaction,
+    Any, AnyConnection, AnyPool, Executor,
     any::AnyPoolOptions,
+    pool::PoolConnection,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
 };
 use tokio::sync::{Mutex, MutexGuard};
@@ -158,17 +159,19 @@ impl Storage {
     /// Only one runs at a time; hold it briefly and do no network IO inside it.
     pub async fn write(&self) -> Result<WriteTxn<'_>> {
         let guard = self.inner.writer.lock().await;
-        let txn = match self.inner.backend {
-            // Take SQLite's write lock up front: a deferred transaction that read first fails
-            // at once with SQLITE_BUSY_SNAPSHOT when another connection wrote in between,
-            // where an immediate one waits out the busy timeout instead.
-            Backend::Sqlite => self.inner.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.inner.pool.begin().await?,
+        let mut conn = self.inner.pool.acquire().await?;
+        // Take SQLite's write lock up front: a deferred transaction that read first fails at
+        // once with SQLITE_BUSY_SNAPSHOT when another connection wrote in between, where an
+        // immediate one waits out the busy timeout instead.
+        let begin = match self.inner.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
         };
+        conn.execute(begin).await?;
         let start = *guard;
         Ok(WriteTxn {
             guard,
-            txn: Some(txn),
+            conn: Some(conn),
             start,
             notifier: &self.inner.notifier,
         })
@@ -251,9 +254,15 @@ async fn checkpoint(pool: &AnyPool, mode: &str) {
 
 /// A write transaction holding the writer lock. Dropping it without [`WriteTxn::commit`] rolls
 /// back and hands its positions out again.
+///
+/// The transaction is begun and committed by hand rather than through sqlx's `Transaction`, so
+/// that the commit can travel in the same batch as the statements (one round trip to the
+/// database thread instead of two). A transaction dropped while open takes its connection out
+/// of the pool and closes it, which rolls it back.
 pub struct WriteTxn<'a> {
     guard: MutexGuard<'a, i64>,
-    txn: Option<Transaction<'static, Any>>,
+    /// The connection, with the transaction open on it; `None` once committed.
+    conn: Option<PoolConnection<Any>>,
     start: i64,
     notifier: &'a Notifier,
 }
@@ -261,8 +270,8 @@ pub struct WriteTxn<'a> {
 impl WriteTxn<'_> {
     /// The connection to run statements on.
     pub fn conn(&mut self) -> &mut AnyConnection {
-        // The transaction is only taken by `commit`, which consumes `self`.
-        self.txn.as_mut().expect("transaction present until commit")
+        // The connection is only taken by `commit_batch`, which consumes `self`.
+        self.conn.as_mut().expect("connection present until commit")
     }
 
     /// Allocates the next stream position; positions are visible to sync once committed.
@@ -276,10 +285,11 @@ impl WriteTxn<'_> {
         self.commit_batch(Batch::default()).await
     }
 
-    /// Runs `batch` with the stream position's update, then commits and wakes waiting syncs.
+    /// Runs `batch` with the stream position's update and the commit, then wakes waiting
+    /// syncs.
     pub async fn commit_batch(mut self, mut batch: Batch) -> Result<StreamPosition> {
         let position = *self.guard;
-        let Some(mut txn) = self.txn.take() else {
+        let Some(conn) = self.conn.as_mut() else {
             return Err(Error::Internal("write transaction committed twice".into()));
         };
         if position != self.start {
@@ -288,9 +298,11 @@ impl WriteTxn<'_> {
                 vec![position.into()],
             );
         }
-        batch.run(&mut txn).await?;
-        txn.commit().await?;
-        // From here on the positions are durable: a drop must not hand them out again.
+        batch.push("COMMIT", Vec::new());
+        batch.run(conn).await?;
+        // Committed: the connection goes back to the pool clean, and the positions are durable,
+        // so a drop must not hand them out again.
+        self.conn = None;
         self.start = position;
         if position != self.notifier.current().0 {
             self.notifier.advance(StreamPosition(position));
@@ -302,6 +314,11 @@ impl WriteTxn<'_> {
 impl Drop for WriteTxn<'_> {
     fn drop(&mut self) {
         *self.guard = self.start;
+        if let Some(conn) = self.conn.take() {
+            // Still open: closing the connection rolls the transaction back, and it never
+            // returns to the pool with a transaction half done.
+            drop(conn.detach());
+        }
     }
 }
 

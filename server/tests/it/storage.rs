@@ -1,6 +1,10 @@
 //! Storage: migrations and stream positions on both backends.
 
-use grove_server::{Storage, StreamPosition, storage::Backend, testing::TestDb};
+use grove_server::{
+    Storage, StreamPosition,
+    storage::{Backend, Batch},
+    testing::TestDb,
+};
 
 #[tokio::test]
 async fn positions_survive_reopen_and_rollback() {
@@ -30,6 +34,54 @@ async fn positions_survive_reopen_and_rollback() {
             StreamPosition(3),
             "{backend:?}"
         );
+        storage.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_dropped_or_failing_midway_leaves_nothing() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let db = TestDb::new(backend).await;
+        let storage = Storage::connect(&db.url).await.expect("connect");
+        let count = async |storage: &Storage| -> i64 {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM room_aliases")
+                .fetch_one(storage.pool())
+                .await
+                .expect("count");
+            n
+        };
+        let insert = "INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)";
+
+        // Dropped before commit: rolled back.
+        let mut txn = storage.write().await.expect("write");
+        sqlx::query(insert)
+            .bind("#a:x")
+            .bind("!r:x")
+            .bind("@u:x")
+            .execute(txn.conn())
+            .await
+            .expect("insert");
+        drop(txn);
+        assert_eq!(count(&storage).await, 0, "{backend:?}");
+
+        // A batch whose second statement fails: neither row stays, the position is not taken.
+        let mut txn = storage.write().await.expect("write");
+        let position = txn.next_position();
+        let mut batch = Batch::default();
+        batch.push(insert, vec!["#b:x".into(), "!r:x".into(), "@u:x".into()]);
+        batch.push(insert, vec!["#b:x".into(), "!r:x".into(), "@u:x".into()]);
+        assert!(txn.commit_batch(batch).await.is_err(), "{backend:?}");
+        assert_eq!(count(&storage).await, 0, "{backend:?}");
+        assert!(storage.notifier().current() < position, "{backend:?}");
+
+        // The next write works and commits.
+        let mut txn = storage.write().await.expect("write");
+        assert_eq!(txn.next_position(), position, "{backend:?}");
+        let mut batch = Batch::default();
+        batch.push(insert, vec!["#c:x".into(), "!r:x".into(), "@u:x".into()]);
+        txn.commit_batch(batch).await.expect("commit");
+        assert_eq!(count(&storage).await, 1, "{backend:?}");
+        assert_eq!(storage.notifier().current(), position, "{backend:?}");
         storage.close().await;
     }
 }
