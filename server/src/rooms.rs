@@ -299,7 +299,13 @@ impl Rooms {
         let mut batch = Batch::default();
         let mut last = StreamPosition(0);
         for (pdu, group, new_group, txn_id) in &staged {
-            let position = txn.next_position();
+            // A message changes only its room's timeline; a state event may change who shares
+            // rooms, so device lists too.
+            let position = if pdu.state_key.is_some() {
+                txn.next_position()
+            } else {
+                txn.next_position_for(&[])
+            };
             last = position;
             let membership = (pdu.kind == TimelineEventType::RoomMember)
                 .then(|| {

@@ -9,7 +9,14 @@
 //! behind one lock, so positions become visible to readers in the order they were allocated, and
 //! advances the [`Notifier`] only after the transaction has committed.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
 use sqlx::{
     Any, AnyConnection, AnyPool, Executor,
@@ -61,7 +68,28 @@ struct Inner {
     /// Guards every write that allocates stream positions; holds the last allocated position.
     writer: Mutex<i64>,
     notifier: Notifier,
+    /// Per kind of [`Change`], the last position at which one may have been committed.
+    marks: [AtomicI64; CHANGE_KINDS],
 }
+
+/// Kinds of change that a sync can skip reading when none was committed since its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Global or room account data (tags, push rules, direct rooms, ...).
+    AccountData = 0,
+    /// Receipts and typing.
+    Ephemeral = 1,
+    /// Presence.
+    Presence = 2,
+    /// To-device messages.
+    ToDevice = 3,
+    /// Anything a device list answer depends on: devices, keys, memberships, room state.
+    DeviceLists = 4,
+}
+
+const CHANGE_KINDS: usize = 5;
+/// Every kind at once: what a write that does not say what it changes is taken to change.
+const ALL_CHANGES: u8 = (1 << CHANGE_KINDS) - 1;
 
 impl Storage {
     /// Opens (creating if needed) the database at `url` and runs its migrations.
@@ -130,6 +158,8 @@ impl Storage {
                 backend,
                 writer: Mutex::new(position.0),
                 notifier: Notifier::new(StreamPosition(position.0)),
+                // Nothing is known of what came before opening: any older token reads all.
+                marks: std::array::from_fn(|_| AtomicI64::new(position.0)),
             }),
         };
         if backend == Backend::Sqlite {
@@ -154,6 +184,12 @@ impl Storage {
         self.inner.notifier.clone()
     }
 
+    /// Whether a change of `kind` may have been committed after `since`. False means a read
+    /// of that kind over `(since, now]` would find nothing, and can be skipped.
+    pub fn changed_since(&self, kind: Change, since: StreamPosition) -> bool {
+        since.0 < self.inner.marks[kind as usize].load(Ordering::Acquire)
+    }
+
     /// Starts a write transaction that may allocate stream positions.
     ///
     /// Only one runs at a time; hold it briefly and do no network IO inside it.
@@ -174,6 +210,8 @@ impl Storage {
             conn: Some(conn),
             start,
             notifier: &self.inner.notifier,
+            marks: &self.inner.marks,
+            touched: 0,
         })
     }
 
@@ -265,6 +303,9 @@ pub struct WriteTxn<'a> {
     conn: Option<PoolConnection<Any>>,
     start: i64,
     notifier: &'a Notifier,
+    marks: &'a [AtomicI64; CHANGE_KINDS],
+    /// The kinds of [`Change`] this transaction makes, as bits.
+    touched: u8,
 }
 
 impl WriteTxn<'_> {
@@ -274,8 +315,20 @@ impl WriteTxn<'_> {
         self.conn.as_mut().expect("connection present until commit")
     }
 
-    /// Allocates the next stream position; positions are visible to sync once committed.
+    /// Allocates the next stream position; positions are visible to sync once committed. The
+    /// write counts as a change of every [`Change`] kind.
     pub fn next_position(&mut self) -> StreamPosition {
+        self.touched = ALL_CHANGES;
+        *self.guard += 1;
+        StreamPosition(*self.guard)
+    }
+
+    /// Allocates the next stream position for a write that changes only `changes` (besides
+    /// what no [`Change`] kind covers, such as a room's timeline).
+    pub fn next_position_for(&mut self, changes: &[Change]) -> StreamPosition {
+        for change in changes {
+            self.touched |= 1 << *change as u8;
+        }
         *self.guard += 1;
         StreamPosition(*self.guard)
     }
@@ -304,6 +357,12 @@ impl WriteTxn<'_> {
         // so a drop must not hand them out again.
         self.conn = None;
         self.start = position;
+        // Marked before waking syncs, so a woken sync never skips what this write made.
+        for (kind, mark) in self.marks.iter().enumerate() {
+            if self.touched & (1 << kind) != 0 {
+                mark.fetch_max(position, Ordering::AcqRel);
+            }
+        }
         if position != self.notifier.current().0 {
             self.notifier.advance(StreamPosition(position));
         }

@@ -30,6 +30,7 @@ use ruma::{
 use crate::{
     Error, Homeserver, Result, StreamPosition,
     rooms::streams::{MembershipChange, memberships_as_of},
+    storage::Change,
 };
 
 /// The timeline length when the filter sets none.
@@ -111,10 +112,16 @@ async fn sync_once(
     let since_pos = since.map_or(0, |s| s.0);
     // With more to-device messages waiting than one response carries, the whole response ends
     // at the last one it carries: `next_batch` then acknowledges exactly those.
-    let upto = hs
-        .e2ee
-        .to_device_horizon(user, &request.device, StreamPosition(since_pos), upto)
-        .await?;
+    // A kind of change with nothing committed since the token is not read at all: a
+    // long-poll woken by one message reads little more than that message's room.
+    let changed = |kind: Change| hs.storage.changed_since(kind, StreamPosition(since_pos));
+    let upto = if changed(Change::ToDevice) {
+        hs.e2ee
+            .to_device_horizon(user, &request.device, StreamPosition(since_pos), upto)
+            .await?
+    } else {
+        upto
+    };
     // Independent reads run side by side: each is a round trip to the database, and a woken
     // long-poll answers sooner when they overlap.
     let (log, active) = tokio::try_join!(hs.rooms.membership_log(user, upto.0), async {
@@ -223,24 +230,61 @@ async fn sync_once(
         fallback_types,
         (presence, device_lists),
     ) = tokio::try_join!(
-        hs.userdata
-            .ephemeral_since(user, &joined_rooms, since_position, upto),
-        hs.userdata
-            .room_account_data_since(user, since_position, upto),
-        hs.userdata
-            .global_account_data_since(user, since_position, upto),
-        hs.e2ee
-            .sync_to_device(user, &request.device, since_position, upto),
+        async {
+            if changed(Change::Ephemeral) {
+                hs.userdata
+                    .ephemeral_since(user, &joined_rooms, since_position, upto)
+                    .await
+            } else {
+                Ok(Default::default())
+            }
+        },
+        async {
+            if changed(Change::AccountData) {
+                hs.userdata
+                    .room_account_data_since(user, since_position, upto)
+                    .await
+            } else {
+                Ok(Default::default())
+            }
+        },
+        async {
+            if changed(Change::AccountData) {
+                hs.userdata
+                    .global_account_data_since(user, since_position, upto)
+                    .await
+            } else {
+                Ok(Default::default())
+            }
+        },
+        async {
+            // Skipped, it also leaves acknowledged messages in place until the next one comes:
+            // they lie at or before every later token, so they are never sent again.
+            if changed(Change::ToDevice) {
+                hs.e2ee
+                    .sync_to_device(user, &request.device, since_position, upto)
+                    .await
+            } else {
+                Ok(Default::default())
+            }
+        },
         hs.e2ee.one_time_key_counts(user, &request.device),
         hs.e2ee.unused_fallback_key_types(user, &request.device),
         async {
+            let lists_changed = since.is_some() && changed(Change::DeviceLists);
+            if !changed(Change::Presence) && !lists_changed {
+                return Ok::<_, Error>((Vec::new(), None));
+            }
             let sharing = hs.rooms.users_sharing_rooms_with(user).await?;
-            let presence = hs
-                .userdata
-                .presence_since(&sharing, since_position, upto)
-                .await?;
+            let presence = if changed(Change::Presence) {
+                hs.userdata
+                    .presence_since(&sharing, since_position, upto)
+                    .await?
+            } else {
+                Vec::new()
+            };
             let lists = match since {
-                Some(_) => Some(
+                Some(_) if lists_changed => Some(
                     device_lists(
                         hs,
                         user,
@@ -252,7 +296,7 @@ async fn sync_once(
                     )
                     .await?,
                 ),
-                None => None,
+                _ => None,
             };
             Ok::<_, Error>((presence, lists))
         },

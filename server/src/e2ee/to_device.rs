@@ -14,6 +14,8 @@ use ruma::{
 };
 use serde_json::{Map, Value, json};
 
+use crate::storage::Change;
+
 use super::E2ee;
 use crate::{Error, Result, StreamPosition, storage::WriteTxn};
 
@@ -82,7 +84,7 @@ impl E2ee {
         if !first_time(&mut txn, sender, sender_device.as_str(), txn_id).await? {
             return Ok(());
         }
-        let position = txn.next_position();
+        let position = txn.next_position_for(&[Change::ToDevice]);
         let mut remote: BTreeMap<OwnedServerName, Map<String, Value>> = BTreeMap::new();
         for (user, targets) in messages {
             if user.server_name() != sender.server_name() {
@@ -180,7 +182,7 @@ impl E2ee {
         if !first_time(&mut txn, &sender, REMOTE_DEVICE, message_id).await? {
             return Ok(());
         }
-        let position = txn.next_position();
+        let position = txn.next_position_for(&[Change::ToDevice]);
         for (user, targets) in &messages {
             self.deliver(&mut txn, &sender, event_type, user, targets, position)
                 .await?;

@@ -12,6 +12,8 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
+use crate::storage::Change;
+
 use super::UserData;
 use crate::{Error, Result, StreamPosition};
 
@@ -45,7 +47,7 @@ impl UserData {
         }
         let room = room.map_or("", RoomId::as_str);
         let mut txn = self.storage.write().await?;
-        let position = txn.next_position();
+        let position = txn.next_position_for(&[Change::AccountData]);
         sqlx::query(
             "DELETE FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
         )

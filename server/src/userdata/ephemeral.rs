@@ -17,6 +17,8 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
+use crate::storage::Change;
+
 use super::UserData;
 use crate::{Error, Result, Storage, StreamPosition, accounts::now_ms};
 
@@ -83,7 +85,7 @@ impl UserData {
             if !changed {
                 return Ok(());
             }
-            entry.changed = txn.next_position();
+            entry.changed = txn.next_position_for(&[Change::Ephemeral]);
             let spawn = !entry.sweeping && !entry.users.is_empty();
             entry.sweeping |= spawn;
             spawn
@@ -115,7 +117,7 @@ impl UserData {
         }
         let thread = thread.unwrap_or("");
         let mut txn = self.storage.write().await?;
-        let position = txn.next_position();
+        let position = txn.next_position_for(&[Change::Ephemeral]);
         sqlx::query(
             "DELETE FROM receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 \
              AND thread_id = $4",
@@ -248,7 +250,7 @@ async fn sweep(typing: Typing, storage: Storage, room: OwnedRoomId) {
             let before = entry.users.len();
             entry.users.retain(|_, until| *until > now);
             if entry.users.len() != before {
-                entry.changed = txn.next_position();
+                entry.changed = txn.next_position_for(&[Change::Ephemeral]);
                 true
             } else {
                 false

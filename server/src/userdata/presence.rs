@@ -3,6 +3,8 @@
 use ruma::{OwnedUserId, ServerName, UserId, events::presence::PresenceEvent, serde::Raw};
 use serde_json::json;
 
+use crate::storage::Change;
+
 use super::{Profile, UserData};
 use crate::{Error, Result, StreamPosition, accounts::now_ms};
 
@@ -61,7 +63,7 @@ impl UserData {
             return Err(Error::InvalidParam("status_msg too long".into()));
         }
         let mut txn = self.storage.write().await?;
-        let position = txn.next_position();
+        let position = txn.next_position_for(&[Change::Presence]);
         sqlx::query("DELETE FROM presence WHERE user_id = $1")
             .bind(user.as_str())
             .execute(txn.conn())

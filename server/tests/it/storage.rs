@@ -2,7 +2,7 @@
 
 use grove_server::{
     Storage, StreamPosition,
-    storage::{Backend, Batch},
+    storage::{Backend, Batch, Change},
     testing::TestDb,
 };
 
@@ -84,4 +84,49 @@ async fn a_write_dropped_or_failing_midway_leaves_nothing() {
         assert_eq!(storage.notifier().current(), position, "{backend:?}");
         storage.close().await;
     }
+}
+
+#[tokio::test]
+async fn syncs_learn_which_kinds_of_change_happened_since_their_token() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let storage = Storage::connect(&db.url).await.expect("connect");
+    let mut txn = storage.write().await.expect("write");
+    txn.next_position_for(&[]);
+    txn.commit().await.expect("commit");
+    let opened = storage.notifier().current();
+    storage.close().await;
+
+    // After a restart everything before the opening position counts as changed.
+    let storage = Storage::connect(&db.url).await.expect("reopen");
+    let before = StreamPosition(opened.0 - 1);
+    assert!(storage.changed_since(Change::Presence, before));
+    assert!(!storage.changed_since(Change::Presence, opened));
+
+    // A write that says what it changes marks only that.
+    let mut txn = storage.write().await.expect("write");
+    txn.next_position_for(&[Change::Ephemeral]);
+    txn.commit().await.expect("commit");
+    assert!(storage.changed_since(Change::Ephemeral, opened));
+    assert!(!storage.changed_since(Change::AccountData, opened));
+    assert!(!storage.changed_since(Change::DeviceLists, opened));
+
+    // One that does not say marks everything; a rolled-back one marks nothing.
+    let mut txn = storage.write().await.expect("write");
+    txn.next_position_for(&[Change::ToDevice]);
+    drop(txn);
+    assert!(!storage.changed_since(Change::ToDevice, opened));
+    let after_ephemeral = storage.notifier().current();
+    let mut txn = storage.write().await.expect("write");
+    txn.next_position();
+    txn.commit().await.expect("commit");
+    for kind in [
+        Change::AccountData,
+        Change::Ephemeral,
+        Change::Presence,
+        Change::ToDevice,
+        Change::DeviceLists,
+    ] {
+        assert!(storage.changed_since(kind, after_ephemeral), "{kind:?}");
+    }
+    storage.close().await;
 }
