@@ -115,15 +115,49 @@ async fn get_keys(
     let mut self_signing_keys = result.self_signing_keys;
     let mut failures = Map::new();
     let timeout = remote_timeout(req.body.timeout);
+    let asked = remote.clone();
     let answers = ask_servers(&state, remote, |hook, server, users| {
         let body = json!({ "device_keys": users });
         hook.query_keys(server, body, timeout)
     })
     .await;
     for (server, answer) in answers {
-        let Ok(answer) = answer else {
-            failures.insert(server.to_string(), json!({}));
-            continue;
+        let users: Vec<&UserId> = asked
+            .get(&server)
+            .map(|users| users.keys().map(|u| &**u).collect())
+            .unwrap_or_default();
+        let answer = match answer {
+            Ok(answer) => {
+                // Kept for when that node is offline: users asked with all their devices.
+                let whole: Vec<&UserId> = asked
+                    .get(&server)
+                    .map(|users| {
+                        users
+                            .iter()
+                            .filter(|(_, devices)| devices.is_empty())
+                            .map(|(u, _)| &**u)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let Err(e) = state
+                    .hs
+                    .e2ee
+                    .cache_remote_keys(&server, &whole, &answer)
+                    .await
+                {
+                    tracing::warn!(%server, error = %e, "caching remote keys");
+                }
+                answer
+            }
+            Err(()) => {
+                // The node is away: answer with what it said last time, and report it as
+                // failed only when that does not cover every user asked.
+                let (cached, complete) = state.hs.e2ee.cached_remote_keys(&users).await?;
+                if !complete {
+                    failures.insert(server.to_string(), json!({}));
+                }
+                cached
+            }
         };
         for (field, target) in [
             ("device_keys", &mut device_keys),

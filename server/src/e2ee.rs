@@ -25,7 +25,8 @@ pub use cross_signing::CrossSigningUpload;
 pub use device_keys::KeysQuery;
 pub use device_lists::SharingChange;
 pub use remote::{RemoteKeys, RemoteKeysHook};
-use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedUserId, UInt, UserId};
+use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedUserId, ServerName, UInt, UserId};
+use serde_json::{Value, json};
 use sqlx::AnyPool;
 pub use to_device::{MAX_TO_DEVICE_PER_SYNC, Target};
 
@@ -64,8 +65,84 @@ impl E2ee {
         let mut txn = self.storage.write().await?;
         let position = txn.next_position().0;
         crate::accounts::record_device_change(txn.conn(), user, position).await?;
+        // What was cached is stale now; the next query asks the user's server again.
+        sqlx::query("DELETE FROM remote_key_cache WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(txn.conn())
+            .await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    /// Keeps what `server` answered to a keys query for the users asked with all their
+    /// devices (`whole_users`), for when it cannot be reached.
+    pub async fn cache_remote_keys(
+        &self,
+        server: &ServerName,
+        whole_users: &[&UserId],
+        answer: &Value,
+    ) -> Result<()> {
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(i64::MAX);
+        let mut txn = self.storage.pool().begin().await?;
+        for user in whole_users {
+            if user.server_name() != server {
+                continue;
+            }
+            let Some(devices) = answer["device_keys"].get(user.as_str()) else {
+                continue;
+            };
+            let entry = json!({
+                "device_keys": devices,
+                "master_key": answer["master_keys"].get(user.as_str()),
+                "self_signing_key": answer["self_signing_keys"].get(user.as_str()),
+            });
+            sqlx::query(
+                "INSERT INTO remote_key_cache (user_id, keys_json, fetched_ts) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id) DO UPDATE SET keys_json = $2, fetched_ts = $3",
+            )
+            .bind(user.as_str())
+            .bind(entry.to_string())
+            .bind(now)
+            .execute(&mut *txn)
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The cached keys of `users`, shaped as a keys query answer (`device_keys`,
+    /// `master_keys`, `self_signing_keys`), and whether every one of them was cached.
+    pub async fn cached_remote_keys(&self, users: &[&UserId]) -> Result<(Value, bool)> {
+        let mut answer = json!({ "device_keys": {}, "master_keys": {}, "self_signing_keys": {} });
+        let mut all = true;
+        for user in users {
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT keys_json FROM remote_key_cache WHERE user_id = $1")
+                    .bind(user.as_str())
+                    .fetch_optional(self.storage.pool())
+                    .await?;
+            let Some(entry) = row.and_then(|(text,)| serde_json::from_str::<Value>(&text).ok())
+            else {
+                all = false;
+                continue;
+            };
+            for (field, key) in [
+                ("device_keys", "device_keys"),
+                ("master_keys", "master_key"),
+                ("self_signing_keys", "self_signing_key"),
+            ] {
+                if !entry[key].is_null() {
+                    answer[field][user.as_str()] = entry[key].clone();
+                }
+            }
+        }
+        Ok((answer, all))
     }
 
     /// Users whose device list or cross-signing keys changed in `(since, upto]`.

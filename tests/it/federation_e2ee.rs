@@ -455,8 +455,9 @@ async fn keys_and_to_device_across_nodes_postgres() {
     keys_across_nodes(Backend::Postgres).await;
 }
 
-/// A to-device message (a room key, in real use) for a node that is offline is kept by the
-/// sending node, across a restart of the sender too, and delivered once the two meet again.
+/// A node that is offline: its users' keys are still answered (from the last answer it gave),
+/// and a to-device message (a room key, in real use) for it is kept by the sending node, across
+/// a restart of the sender too, and delivered once the two meet again.
 async fn to_device_waits_for_an_offline_node(backend: Backend) {
     let mut a = TestNode::start_federated(backend, Vec::new()).await;
     let mut b = TestNode::start_federated(backend, vec![a.peer_address()]).await;
@@ -466,8 +467,24 @@ async fn to_device_waits_for_an_offline_node(backend: Backend) {
         .as_str()
         .expect("next_batch")
         .to_owned();
+    // Alice learns Bob's keys while B is up; with B away she still gets them, from A's cache.
+    let _bob_key = upload_keys(&b, &bob, 1).await;
+    let online = query_device(&a, &alice, &bob, &bob.device_id).await;
+
     let b_addr = b.node().client_addr();
     b.node.take().expect("B running").shutdown().await;
+    let offline = query(&a, &alice, &bob.user_id).await;
+    assert_eq!(offline["failures"], json!({}), "{offline}");
+    assert_eq!(
+        offline["device_keys"][&bob.user_id][&bob.device_id], online,
+        "{offline}"
+    );
+    let stranger = format!("@nobody:{}", b.server_name_offline());
+    let unknown = query(&a, &alice, &stranger).await;
+    assert!(
+        unknown["failures"].get(b.server_name_offline()).is_some(),
+        "{unknown}"
+    );
     let (status, body) = a
         .put(
             &format!("{V3}/sendToDevice/m.grove.test/offline1"),
