@@ -223,8 +223,7 @@ async fn sync_once(
     let since_position = StreamPosition(since_pos);
     let (
         ephemeral,
-        room_data,
-        global_data,
+        (room_data, global_data),
         to_device,
         one_time_keys,
         fallback_types,
@@ -240,22 +239,15 @@ async fn sync_once(
             }
         },
         async {
-            if changed(Change::AccountData) {
-                hs.userdata
-                    .room_account_data_since(user, since_position, upto)
-                    .await
-            } else {
-                Ok(Default::default())
+            if !changed(Change::AccountData) {
+                return Ok(Default::default());
             }
-        },
-        async {
-            if changed(Change::AccountData) {
+            tokio::try_join!(
                 hs.userdata
-                    .global_account_data_since(user, since_position, upto)
-                    .await
-            } else {
-                Ok(Default::default())
-            }
+                    .room_account_data_since(user, since_position, upto),
+                hs.userdata
+                    .global_account_data_since(user, since_position, upto),
+            )
         },
         async {
             // Skipped, it also leaves acknowledged messages in place until the next one comes:

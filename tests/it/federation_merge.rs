@@ -114,26 +114,14 @@ async fn partition_and_merge(backend: Backend) {
     let bob = b.register("bob").await;
     let carol = c.register("carol").await;
 
-    let (status, created) = a
-        .post(
-            &format!("{V3}/createRoom"),
-            Some(&alice.token),
+    let room = a
+        .create_room(
+            &alice,
             json!({ "preset": "public_chat", "name": "Before", "topic": "before" }),
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "createRoom: {created}");
-    let room = created["room_id"].as_str().expect("room_id").to_owned();
     for (node, user) in [(&b, &bob), (&c, &carol)] {
-        let path = format!("{V3}/join/{}?via={}", enc(&room), a.server_name());
-        eventually("join through A", async || {
-            let (status, body) = node.post(&path, Some(&user.token), json!({})).await;
-            if status == StatusCode::OK {
-                Ok(())
-            } else {
-                Err(format!("{status} {body}"))
-            }
-        })
-        .await;
+        node.join_via(user, &room, &a.server_name()).await;
     }
 
     // Carol may set the topic and the name; everyone sees that before the cut.

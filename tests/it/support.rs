@@ -244,6 +244,32 @@ impl TestNode {
         self.request(Method::PUT, path, token, Some(body)).await
     }
 
+    /// Creates a room as `user` (`body` is the `createRoom` request) and returns its ID.
+    pub(crate) async fn create_room(&self, user: &TestUser, body: Value) -> String {
+        let (status, created) = self
+            .post("/_matrix/client/v3/createRoom", Some(&user.token), body)
+            .await;
+        assert_eq!(status, StatusCode::OK, "createRoom: {created}");
+        created["room_id"].as_str().expect("room_id").to_owned()
+    }
+
+    /// Joins `room` as `user` through the server `via`, retrying while the overlay finds it.
+    pub(crate) async fn join_via(&self, user: &TestUser, room: &str, via: &str) {
+        let path = format!("/_matrix/client/v3/join/{}?via={via}", enc(room));
+        eventually(
+            &format!("{} joins through {via}", user.user_id),
+            async || {
+                let (status, body) = self.post(&path, Some(&user.token), json!({})).await;
+                if status == StatusCode::OK {
+                    Ok(())
+                } else {
+                    Err(format!("{status} {body}"))
+                }
+            },
+        )
+        .await;
+    }
+
     /// A `/sync` of `user`: initial, or from `since` without waiting; the response must be OK.
     pub(crate) async fn sync_now(&self, user: &TestUser, since: Option<&str>) -> Value {
         let path = match since {
