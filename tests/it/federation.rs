@@ -193,16 +193,7 @@ async fn line_of_three(backend: Backend) {
     let room = created["room_id"].as_str().expect("room_id").to_owned();
 
     // Bob on B joins by room ID through A; Carol on C by alias (A is two hops away).
-    let path = format!("{V3}/join/{}?via={}", enc(&room), a.server_name());
-    eventually("bob joins through A", async || {
-        let (status, body) = b.post(&path, Some(&bob.token), json!({})).await;
-        if status == StatusCode::OK {
-            Ok(())
-        } else {
-            Err(format!("{status} {body}"))
-        }
-    })
-    .await;
+    b.join_via(&bob, &room, &a.server_name()).await;
     let alias = format!("#room:{}", a.server_name());
     let path = format!("{V3}/join/{}", enc(&alias));
     let joined = eventually("carol joins by alias", async || {
@@ -716,16 +707,7 @@ async fn a_node_that_was_offline_receives_what_it_missed() {
         .await;
     assert_eq!(status, StatusCode::OK, "{created}");
     let room = created["room_id"].as_str().expect("room").to_owned();
-    let path = format!("{V3}/join/{}?via={}", enc(&room), a.server_name());
-    eventually("bob joins through A", async || {
-        let (status, body) = b.post(&path, Some(&bob.token), json!({})).await;
-        if status == StatusCode::OK {
-            Ok(())
-        } else {
-            Err(format!("{status} {body}"))
-        }
-    })
-    .await;
+    b.join_via(&bob, &room, &a.server_name()).await;
     wait_members(&a, &alice, &room, &[&alice.user_id, &bob.user_id]).await;
     let mut bob_sync = Syncer::new();
     bob_sync.step(&b, &bob).await;
@@ -769,16 +751,7 @@ async fn a_gap_longer_than_missing_events_is_bridged_with_state() {
         .await;
     assert_eq!(status, StatusCode::OK, "{created}");
     let room = created["room_id"].as_str().expect("room").to_owned();
-    let path = format!("{V3}/join/{}?via={}", enc(&room), a.server_name());
-    eventually("bob joins through A", async || {
-        let (status, body) = b.post(&path, Some(&bob.token), json!({})).await;
-        if status == StatusCode::OK {
-            Ok(())
-        } else {
-            Err(format!("{status} {body}"))
-        }
-    })
-    .await;
+    b.join_via(&bob, &room, &a.server_name()).await;
     wait_members(&a, &alice, &room, &[&alice.user_id, &bob.user_id]).await;
     let mut bob_sync = Syncer::new();
     bob_sync.step(&b, &bob).await;

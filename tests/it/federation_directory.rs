@@ -453,20 +453,6 @@ async fn space_children_on_another_node() {
     }
 }
 
-/// `user` on `node` joins `room` through `via`.
-async fn join_via(node: &TestNode, user: &TestUser, room: &str, via: &str) {
-    let path = format!("{V3}/join/{}?via={via}", enc(room));
-    eventually("a join through another node", async || {
-        let (status, body) = node.post(&path, Some(&user.token), json!({})).await;
-        if status == StatusCode::OK {
-            Ok(())
-        } else {
-            Err(format!("{status} {body}"))
-        }
-    })
-    .await;
-}
-
 async fn set_presence(node: &TestNode, user: &TestUser, presence: &str, msg: &str) {
     let (status, body) = node
         .put(
@@ -519,7 +505,7 @@ async fn presence_across_nodes() {
     for backend in BACKENDS {
         let (a, b, alice, bob) = pair(backend).await;
         let room = create_room(&a, &alice, json!({ "preset": "public_chat" })).await;
-        join_via(&b, &bob, &room, &a.server_name()).await;
+        b.join_via(&bob, &room, &a.server_name()).await;
         let mut alice_since = Some(
             a.sync_now(&alice, None).await["next_batch"]
                 .as_str()
@@ -636,7 +622,7 @@ async fn remote_users_in_the_user_directory() {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "invite: {body}");
-        join_via(&b, &bob, &room, &a.server_name()).await;
+        b.join_via(&bob, &room, &a.server_name()).await;
 
         // Found by display name and by user ID, with the name of his member event.
         let found = eventually("Bob in A's user directory", async || {

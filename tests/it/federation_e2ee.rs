@@ -210,16 +210,7 @@ async fn keys_across_nodes(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK, "createRoom: {created}");
     let room = created["room_id"].as_str().expect("room_id").to_owned();
-    let path = format!("{V3}/join/{}?via={}", enc(&room), a.server_name());
-    eventually("bob joins through A", async || {
-        let (status, body) = b.post(&path, Some(&bob.token), json!({})).await;
-        if status == StatusCode::OK {
-            Ok(())
-        } else {
-            Err(format!("{status} {body}"))
-        }
-    })
-    .await;
+    b.join_via(&bob, &room, &a.server_name()).await;
 
     let _alice_key = upload_keys(&a, &alice, 2).await;
     let _bob_key = upload_keys(&b, &bob, 1).await;
