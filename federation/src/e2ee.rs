@@ -11,7 +11,7 @@
 //!   user's devices or keys change.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     sync::{Arc, Weak},
     time::Duration,
 };
@@ -23,7 +23,7 @@ use axum::{
     routing::{get, post},
 };
 use grove_server::{Error, Result, StreamPosition, e2ee::RemoteKeys, federation::BoxFuture};
-use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId};
+use ruma::{OwnedDeviceId, OwnedUserId, ServerName, UserId};
 use serde_json::{Map, Value, json};
 use tracing::debug;
 
@@ -218,50 +218,26 @@ pub(crate) async fn handle_edu(ctx: &Ctx, origin: &ServerName, edu: &Value) {
 /// device with keys) and `m.signing_key_update` EDUs to every other server sharing a room with
 /// them. Changes made while federation was not running are not announced.
 pub(crate) async fn announce_key_changes(ctx: Weak<Ctx>) {
-    let Some(mut cursor) = ctx.upgrade().map(|c| c.hs.notifier.current()) else {
-        return;
-    };
-    loop {
-        let notifier = match ctx.upgrade() {
-            Some(c) => c.hs.notifier.clone(),
-            None => return,
-        };
-        notifier.wait_beyond(cursor, ANNOUNCE_IDLE).await;
-        let Some(ctx) = ctx.upgrade() else { return };
-        let upto = ctx.hs.notifier.current();
-        if upto <= cursor {
-            continue;
-        }
-        let users = match ctx.hs.e2ee.users_with_key_changes(cursor, upto).await {
-            Ok(u) => u,
-            Err(e) => {
-                debug!(error = %e, "reading key changes");
-                continue;
-            }
-        };
+    crate::follow_stream(ctx, ANNOUNCE_IDLE, async |ctx, from, upto| {
+        let users = ctx
+            .hs
+            .e2ee
+            .users_with_key_changes(from, upto)
+            .await
+            .map_err(|e| format!("reading key changes: {e}"))?;
         for user in users {
             if user.server_name() == ctx.hs.config.server_name {
-                announce(&ctx, &user, upto).await;
+                announce(ctx, &user, upto).await;
             }
         }
-        cursor = upto;
-    }
+        Ok(())
+    })
+    .await
 }
 
 /// Sends the current keys of `user` to the servers sharing a room with them.
 async fn announce(ctx: &Arc<Ctx>, user: &UserId, position: StreamPosition) {
-    let mut servers: BTreeSet<OwnedServerName> = BTreeSet::new();
-    let rooms = ctx.hs.rooms.joined_rooms(user).await.unwrap_or_default();
-    for room in rooms {
-        servers.extend(
-            ctx.hs
-                .rooms
-                .servers_in_room(&room)
-                .await
-                .unwrap_or_default(),
-        );
-    }
-    servers.remove(&ctx.hs.config.server_name);
+    let servers = ctx.servers_sharing_with(user).await;
     if servers.is_empty() {
         return;
     }

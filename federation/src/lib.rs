@@ -28,13 +28,17 @@ pub mod remote;
 pub mod routes;
 pub mod sender;
 
-use std::sync::Arc;
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use grove_overlay::driver::{OverlayEvent, OverlayHandle};
-use grove_server::Homeserver;
-use ruma::{EventId, RoomId, ServerName};
+use grove_server::{Homeserver, StreamPosition};
+use ruma::{EventId, OwnedServerName, RoomId, ServerName, UserId};
 use tokio::{sync::mpsc, task::JoinHandle};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// What every part of federation reaches: the server core, the client and the sender.
 pub struct Ctx {
@@ -57,6 +61,22 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The other servers sharing a joined room with `user`.
+    pub async fn servers_sharing_with(&self, user: &UserId) -> BTreeSet<OwnedServerName> {
+        let mut servers = BTreeSet::new();
+        for room in self.hs.rooms.joined_rooms(user).await.unwrap_or_default() {
+            servers.extend(
+                self.hs
+                    .rooms
+                    .servers_in_room(&room)
+                    .await
+                    .unwrap_or_default(),
+            );
+        }
+        servers.remove(&self.hs.config.server_name);
+        servers
+    }
+
     /// Queues a stored event for every server in the room but `except` and this one.
     pub async fn push_to_room(&self, room: &RoomId, event: &EventId, except: &ServerName) {
         let servers = match self.hs.rooms.servers_in_room(room).await {
@@ -166,6 +186,35 @@ impl Federation {
         for task in self.tasks {
             task.abort();
             let _ = task.await;
+        }
+    }
+}
+
+/// Calls `step` with each new range `(from, upto]` of the node's stream as commits arrive (or
+/// every `idle` at least), until federation stops. A range whose step fails is offered again
+/// with the next one.
+pub(crate) async fn follow_stream(
+    ctx: Weak<Ctx>,
+    idle: Duration,
+    mut step: impl AsyncFnMut(&Arc<Ctx>, StreamPosition, StreamPosition) -> Result<(), String>,
+) {
+    let Some(mut cursor) = ctx.upgrade().map(|c| c.hs.notifier.current()) else {
+        return;
+    };
+    loop {
+        let notifier = match ctx.upgrade() {
+            Some(c) => c.hs.notifier.clone(),
+            None => return,
+        };
+        notifier.wait_beyond(cursor, idle).await;
+        let Some(ctx) = ctx.upgrade() else { return };
+        let upto = ctx.hs.notifier.current();
+        if upto <= cursor {
+            continue;
+        }
+        match step(&ctx, cursor, upto).await {
+            Ok(()) => cursor = upto,
+            Err(e) => debug!(error = %e, "following the stream"),
         }
     }
 }

@@ -8,9 +8,9 @@
 //!   room with a local user; it then reaches `/sync` and `GET /presence/{userId}/status` like a
 //!   local user's.
 
-use std::{collections::BTreeSet, sync::Weak, time::Duration};
+use std::{sync::Weak, time::Duration};
 
-use ruma::{OwnedServerName, ServerName, UserId};
+use ruma::{ServerName, UserId};
 use serde_json::{Value, json};
 use tracing::debug;
 
@@ -28,55 +28,29 @@ const MAX_STATUS_BYTES: usize = 1024;
 /// Watches the stream for presence changes of local users and queues them for the servers
 /// sharing a room with each. Changes made while federation was not running are not sent.
 pub(crate) async fn announce_presence(ctx: Weak<Ctx>) {
-    let Some(mut cursor) = ctx.upgrade().map(|c| c.hs.notifier.current()) else {
-        return;
-    };
-    loop {
-        let notifier = match ctx.upgrade() {
-            Some(c) => c.hs.notifier.clone(),
-            None => return,
-        };
-        notifier.wait_beyond(cursor, ANNOUNCE_IDLE).await;
-        let Some(ctx) = ctx.upgrade() else { return };
-        let upto = ctx.hs.notifier.current();
-        if upto <= cursor {
-            continue;
-        }
-        match ctx
+    crate::follow_stream(ctx, ANNOUNCE_IDLE, async |ctx, from, upto| {
+        let changes = ctx
             .hs
             .userdata
             .presence_changes_of(
                 &ctx.hs.config.server_name,
-                cursor,
+                from,
                 upto,
                 MAX_CHANGES_PER_ROUND,
             )
             .await
-        {
-            Ok(changes) => {
-                for (user, presence) in changes {
-                    announce(&ctx, &user, &presence).await;
-                }
-            }
-            Err(e) => debug!(error = %e, "reading presence changes"),
+            .map_err(|e| format!("reading presence changes: {e}"))?;
+        for (user, presence) in changes {
+            announce(ctx, &user, &presence).await;
         }
-        cursor = upto;
-    }
+        Ok(())
+    })
+    .await
 }
 
 /// Queues `user`'s presence for every other server sharing a joined room with them.
 async fn announce(ctx: &Ctx, user: &UserId, presence: &grove_server::userdata::Presence) {
-    let mut servers: BTreeSet<OwnedServerName> = BTreeSet::new();
-    for room in ctx.hs.rooms.joined_rooms(user).await.unwrap_or_default() {
-        servers.extend(
-            ctx.hs
-                .rooms
-                .servers_in_room(&room)
-                .await
-                .unwrap_or_default(),
-        );
-    }
-    servers.remove(&ctx.hs.config.server_name);
+    let servers = ctx.servers_sharing_with(user).await;
     if servers.is_empty() {
         return;
     }
