@@ -438,6 +438,69 @@ async fn media_across_nodes(backend_a: Backend, backend_b: Backend) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(errcode(&body), "M_NOT_FOUND");
 
+    // The federation thumbnail endpoint itself: B's server asks A for a thumbnail and gets a
+    // multipart answer whose second part is an image of the asked-for size bound.
+    let fed = grove_federation::client::Client::new(
+        b.node().overlay().expect("overlay").clone(),
+        b.node().homeserver().key.clone(),
+        ruma::ServerName::parse(b.server_name()).expect("B's name"),
+    );
+    let a_name = ruma::ServerName::parse(a.server_name()).expect("A's name");
+    let answer = fed
+        .request_raw(
+            &a_name,
+            http::Method::GET,
+            &format!("/_matrix/federation/v1/media/thumbnail/{id}?width=20&height=20&method=scale"),
+            None,
+            1 << 20,
+        )
+        .await
+        .expect("thumbnail over federation");
+    assert_eq!(answer.status(), http::StatusCode::OK);
+    let content_type = answer
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .expect("multipart boundary")
+        .trim_matches('"')
+        .to_owned();
+    assert!(
+        content_type.starts_with("multipart/mixed"),
+        "{content_type}"
+    );
+    let body = answer.body();
+    let marker = format!("--{boundary}");
+    let parts: Vec<&[u8]> = split_bytes(body, marker.as_bytes());
+    let image_part = parts
+        .iter()
+        .find(|p| p.windows(9).any(|w| w == b"image/png"))
+        .expect("an image part");
+    let start = image_part
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("part headers end")
+        + 4;
+    let image = image_part[start..]
+        .strip_suffix(b"\r\n")
+        .unwrap_or(&image_part[start..]);
+    assert_eq!(dimensions(image), (10, 20));
+    let unknown = fed
+        .request_raw(
+            &a_name,
+            http::Method::GET,
+            "/_matrix/federation/v1/media/thumbnail/NoSuchMediaHere?width=20&height=20",
+            None,
+            1 << 20,
+        )
+        .await
+        .expect_err("unknown media refused");
+    assert!(unknown.to_string().contains("M_NOT_FOUND"), "{unknown}");
+
     // With A gone, B serves its copy, and thumbnails of it.
     let node = a.node.take().expect("A running");
     node.shutdown().await;
@@ -486,4 +549,16 @@ fn media_section_is_read() {
     assert!(err.contains("size"), "{err}");
     let err = grove::Config::from_toml("[media]\nmax_upload_bytes = -1").expect_err("negative");
     assert!(err.contains("max_upload_bytes"), "{err}");
+}
+
+/// `bytes` cut at every occurrence of `marker`.
+fn split_bytes<'a>(bytes: &'a [u8], marker: &[u8]) -> Vec<&'a [u8]> {
+    let mut parts = Vec::new();
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(marker.len()).position(|w| w == marker) {
+        parts.push(&rest[..at]);
+        rest = &rest[at + marker.len()..];
+    }
+    parts.push(rest);
+    parts
 }
