@@ -172,13 +172,11 @@ impl Metrics {
             .inc();
     }
 
-    /// A received transaction starts (`true`) or stops (`false`) waiting for its turn.
-    pub fn transaction_waiting(&self, waiting: bool) {
-        if waiting {
-            self.transactions_waiting.inc();
-        } else {
-            self.transactions_waiting.dec();
-        }
+    /// Counts a received transaction as waiting for its turn until the guard is dropped
+    /// (also when its request is abandoned while it waits).
+    pub fn transaction_waiting(&self) -> WaitingGuard {
+        self.transactions_waiting.inc();
+        WaitingGuard(self.transactions_waiting.clone())
     }
 
     /// Counts a sent transaction of `pdus` PDUs and whether the destination took it.
@@ -190,6 +188,15 @@ impl Metrics {
         if delivered {
             self.pdus_out.inc_by(pdus as u64);
         }
+    }
+}
+
+/// Holds one count of [`Metrics::transaction_waiting`].
+pub struct WaitingGuard(Gauge);
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

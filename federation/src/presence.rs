@@ -18,8 +18,6 @@ use crate::Ctx;
 
 /// How long the announcer sleeps between checks when nothing wakes it.
 const ANNOUNCE_IDLE: Duration = Duration::from_secs(30);
-/// Presence changes announced per wake-up, at most.
-const MAX_CHANGES_PER_ROUND: usize = 1_000;
 /// Updates taken from one received `m.presence` EDU, at most.
 const MAX_PUSH: usize = 100;
 /// Longest status message taken from another server, in bytes.
@@ -32,12 +30,7 @@ pub(crate) async fn announce_presence(ctx: Weak<Ctx>) {
         let changes = ctx
             .hs
             .userdata
-            .presence_changes_of(
-                &ctx.hs.config.server_name,
-                from,
-                upto,
-                MAX_CHANGES_PER_ROUND,
-            )
+            .presence_changes_of(&ctx.hs.config.server_name, from, upto)
             .await
             .map_err(|e| format!("reading presence changes: {e}"))?;
         for (user, presence) in changes {

@@ -529,9 +529,9 @@ async fn send_transaction(
         ));
     }
     let origin_lock = origin_txns(&ctx, &origin.0);
-    ctx.metrics.transaction_waiting(true);
+    let waiting = ctx.metrics.transaction_waiting();
     let mut recent = origin_lock.lock().await;
-    ctx.metrics.transaction_waiting(false);
+    drop(waiting);
     if let Some(answer) = recent.get(&txn_id) {
         ctx.metrics.transaction_received("duplicate");
         return Ok(Json(answer));

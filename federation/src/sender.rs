@@ -139,13 +139,14 @@ impl Sender {
         let (durable, ephemeral): (Vec<Value>, Vec<Value>) = edus.into_iter().partition(is_durable);
         if !durable.is_empty() {
             let texts: Vec<String> = durable.iter().map(Value::to_string).collect();
-            if let Err(e) = self
+            match self
                 .hs
                 .federation_queue
                 .push_edus(destination, &texts)
                 .await
             {
-                warn!(%destination, error = %e, "queueing EDUs");
+                Ok(()) => self.wake(destination),
+                Err(e) => warn!(%destination, error = %e, "queueing EDUs"),
             }
         }
         for edu in ephemeral {
@@ -159,7 +160,6 @@ impl Sender {
             });
             self.queue_edu(destination, key, edu);
         }
-        self.wake(destination);
     }
 
     /// Queues an ephemeral EDU for `destination`, in memory; one with a `key` replaces the

@@ -82,13 +82,7 @@ impl E2ee {
         whole_users: &[&UserId],
         answer: &Value,
     ) -> Result<()> {
-        let now = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis(),
-        )
-        .unwrap_or(i64::MAX);
+        let now = crate::accounts::ids::now_ms();
         let mut txn = self.storage.pool().begin().await?;
         for user in whole_users {
             if user.server_name() != server {

@@ -160,14 +160,15 @@ impl Media {
 
     /// Where the file of `(origin, media_id)` lives: a hash, so that no ID names a path.
     fn content_path(&self, origin: &ServerName, media_id: &str) -> Result<PathBuf> {
-        let hash = hex::encode(Sha256::digest(
-            format!("{}\n{media_id}", origin.as_str()).as_bytes(),
-        ));
-        Ok(self
-            .dir()?
-            .join("content")
-            .join(&hash[..2])
-            .join(&hash[2..]))
+        self.hashed_path("content", &format!("{}\n{media_id}", origin.as_str()))
+    }
+
+    /// `<dir>/<kind>/<2 hex>/<62 hex>` for the SHA-256 of `key`: no key names a path, and no
+    /// directory grows past 256 entries at the first level.
+    fn hashed_path(&self, kind: &str, key: &str) -> Result<PathBuf> {
+        let hash = hex::encode(Sha256::digest(key.as_bytes()));
+        let (shard, rest) = hash.split_at(2);
+        Ok(self.dir()?.join(kind).join(shard).join(rest))
     }
 
     /// Starts writing a new file, at most [`Media::max_upload_bytes`] long.

@@ -8,7 +8,6 @@ use std::{io::Cursor, path::PathBuf, sync::Arc};
 
 use image::{DynamicImage, ImageFormat, ImageReader, Limits, imageops::FilterType};
 use ruma::ServerName;
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tracing::debug;
 
@@ -86,12 +85,7 @@ impl Media {
             request.height,
             request.method.as_str()
         );
-        let hash = hex::encode(Sha256::digest(key.as_bytes()));
-        Ok(self
-            .dir()?
-            .join("thumbnails")
-            .join(&hash[..2])
-            .join(&hash[2..]))
+        self.hashed_path("thumbnails", &key)
     }
 
     /// A thumbnail of a stored image; `Ok(None)` when no such media is stored, `NotFound`

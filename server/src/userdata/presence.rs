@@ -83,24 +83,17 @@ impl UserData {
         Ok(position)
     }
 
-    /// Presence changes in `(since, upto]` of users of `server`, oldest first, at most
-    /// `limit` of them.
+    /// Presence changes in `(since, upto]` of users of `server`, oldest first. The table holds
+    /// one row per user, so this is bounded by the users who ever set a presence.
     pub async fn presence_changes_of(
         &self,
         server: &ServerName,
         since: StreamPosition,
         upto: StreamPosition,
-        limit: usize,
     ) -> Result<Vec<(OwnedUserId, Presence)>> {
-        let rows: Vec<PresenceRow> = sqlx::query_as(
-            "SELECT user_id, state, status_msg, last_active_ts FROM presence \
-             WHERE position > $1 AND position <= $2 ORDER BY position",
-        )
-        .bind(since.0)
-        .bind(upto.0)
-        .fetch_all(self.storage.pool())
-        .await?;
-        Ok(rows
+        Ok(self
+            .changed_between(since, upto)
+            .await?
             .into_iter()
             .filter_map(|(user, state, status_msg, last_active_ts)| {
                 let user = OwnedUserId::try_from(user).ok()?;
@@ -113,8 +106,23 @@ impl UserData {
                     },
                 ))
             })
-            .take(limit)
             .collect())
+    }
+
+    /// The presence rows set in `(since, upto]`, oldest first.
+    async fn changed_between(
+        &self,
+        since: StreamPosition,
+        upto: StreamPosition,
+    ) -> Result<Vec<PresenceRow>> {
+        Ok(sqlx::query_as(
+            "SELECT user_id, state, status_msg, last_active_ts FROM presence \
+             WHERE position > $1 AND position <= $2 ORDER BY position",
+        )
+        .bind(since.0)
+        .bind(upto.0)
+        .fetch_all(self.storage.pool())
+        .await?)
     }
 
     /// `user`'s presence, if ever set.
@@ -139,14 +147,7 @@ impl UserData {
         since: StreamPosition,
         upto: StreamPosition,
     ) -> Result<Vec<Raw<PresenceEvent>>> {
-        let rows: Vec<PresenceRow> = sqlx::query_as(
-            "SELECT user_id, state, status_msg, last_active_ts FROM presence \
-             WHERE position > $1 AND position <= $2 ORDER BY position",
-        )
-        .bind(since.0)
-        .bind(upto.0)
-        .fetch_all(self.storage.pool())
-        .await?;
+        let rows = self.changed_between(since, upto).await?;
         let now = now_ms();
         let mut out = Vec::new();
         for (user, state, status_msg, ts) in rows {
