@@ -1,6 +1,7 @@
 //! The Matrix server-server API of a Grove node, carried over overlay sessions (and, later, for
 //! DNS server names, ordinary TLS).
 //!
+//! - [`backfill`]: older history fetched for clients paging back past what this node holds.
 //! - [`client`]: signed HTTP/1.1 requests over overlay sessions with ALPN `matrix`.
 //! - [`inbound`] and [`routes`]: the federation router served on accepted sessions.
 //! - [`keys`]: self-certifying names (a 64-hex server name is its own verify key).
@@ -15,6 +16,7 @@
 //! It depends on the server core and the overlay; the overlay knows nothing of it, and it knows
 //! nothing of the client API (which reaches it through `grove_server::federation::Remote`).
 
+pub mod backfill;
 pub mod client;
 pub mod e2ee;
 pub mod error;

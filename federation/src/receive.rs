@@ -1,7 +1,9 @@
 //! Receiving PDUs from a transaction: signatures and hashes checked against the names of the
 //! servers that signed, then the server core's `add_pdu` (format, auth against auth events,
 //! state before and current state, soft-fail, state resolution, persistence). Missing parents
-//! are fetched once with `get_missing_events`, bounded in count.
+//! are fetched with `get_missing_events` in rounds, bounded in count.
+
+use std::collections::HashMap;
 
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, ServerName};
 use serde_json::json;
@@ -11,6 +13,9 @@ use crate::{Ctx, client::segment, keys, metrics::PduOutcome};
 
 /// Missing events asked for at once, at most.
 const MISSING_LIMIT: u64 = 50;
+/// Missing events fetched in rounds to close one gap, at most; a longer gap is bridged with
+/// the state before its newest part.
+const MAX_MISSING_EVENTS: usize = 500;
 /// State and auth events fetched one by one to fill one gap, at most.
 const MAX_GAP_EVENTS: usize = 200;
 /// State and auth chain IDs taken from one state_ids answer, at most.
@@ -120,7 +125,9 @@ async fn add_checked(
     }
 }
 
-/// Asks `origin` for the events between our head and `latest`, and adds them oldest first.
+/// Asks `origin` for the events between our head and `latest`, in rounds of
+/// [`MISSING_LIMIT`] going further back while the oldest still lack parents (at most
+/// [`MAX_MISSING_EVENTS`] in all), and adds them oldest first.
 async fn fetch_missing(
     ctx: &Ctx,
     origin: &ServerName,
@@ -129,47 +136,51 @@ async fn fetch_missing(
     latest: &OwnedEventId,
 ) {
     let earliest = ctx.hs.rooms.extremities(room).await.unwrap_or_default();
-    let body = json!({
-        "earliest_events": earliest,
-        "latest_events": [latest],
-        "limit": MISSING_LIMIT,
-        "min_depth": 0,
-    });
-    let path = format!(
-        "/_matrix/federation/v1/get_missing_events/{}",
-        segment(room.as_str())
-    );
-    let answer = match ctx
-        .client
-        .request(origin, http::Method::POST, &path, Some(&body))
-        .await
-    {
-        Ok(a) => a,
-        Err(e) => {
-            debug!(%origin, error = %e, "get_missing_events failed");
-            return;
+    let mut collected: HashMap<OwnedEventId, (i64, CanonicalJsonObject)> = HashMap::new();
+    let mut from = vec![latest.clone()];
+    let rounds = MAX_MISSING_EVENTS / MISSING_LIMIT as usize;
+    for _ in 0..rounds {
+        if from.is_empty() {
+            break;
         }
-    };
-    let mut events: Vec<CanonicalJsonObject> = answer["events"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .take(MISSING_LIMIT as usize)
-                .filter_map(|v| match CanonicalJsonValue::try_from(v.clone()) {
-                    Ok(CanonicalJsonValue::Object(o)) => Some(o),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    events.sort_by_key(|o| match o.get("depth") {
-        Some(CanonicalJsonValue::Integer(d)) => i64::from(*d),
-        _ => 0,
-    });
+        let page = missing_page(ctx, origin, room, &earliest, &from).await;
+        let before = collected.len();
+        let full = page.len() as u64 >= MISSING_LIMIT;
+        for event in page {
+            let Ok(id) = grove_server::rooms::builder::event_id_of(&event, rules) else {
+                continue;
+            };
+            collected.insert(id, (depth_of(&event), event));
+        }
+        if !full || collected.len() == before {
+            break;
+        }
+        // The next round asks for what precedes the collected events whose parents neither
+        // side of the gap holds yet.
+        let mut parents: Vec<(OwnedEventId, OwnedEventId)> = Vec::new();
+        for (id, (_, event)) in &collected {
+            for parent in prev_events(event) {
+                if !collected.contains_key(&parent) && !earliest.contains(&parent) {
+                    parents.push((id.clone(), parent));
+                }
+            }
+        }
+        let ids: Vec<OwnedEventId> = parents.iter().map(|(_, p)| p.clone()).collect();
+        let unknown = ctx.hs.rooms.unknown_events(&ids).await.unwrap_or_default();
+        from = parents
+            .into_iter()
+            .filter(|(_, p)| unknown.contains(p))
+            .map(|(child, _)| child)
+            .collect();
+        from.sort();
+        from.dedup();
+    }
+    let mut events: Vec<(i64, CanonicalJsonObject)> = collected.into_values().collect();
+    events.sort_by_key(|(depth, _)| *depth);
     // The oldest may still lack parents (a gap longer than what was asked for): it is added
     // with the state the origin reports before it, and the rest chain on to it.
     let mut gaps = 0;
-    for event in events {
+    for (_, event) in events {
         let outcome = match add_checked(ctx, room, rules, event.clone()).await {
             Err(AddError::MissingParents) if gaps == 0 => {
                 gaps += 1;
@@ -187,6 +198,73 @@ async fn fetch_missing(
     }
 }
 
+/// An event object's `depth` (0 when absent or malformed).
+fn depth_of(event: &CanonicalJsonObject) -> i64 {
+    match event.get("depth") {
+        Some(CanonicalJsonValue::Integer(d)) => i64::from(*d),
+        _ => 0,
+    }
+}
+
+/// An event object's `prev_events` that parse as event IDs.
+fn prev_events(event: &CanonicalJsonObject) -> Vec<OwnedEventId> {
+    match event.get("prev_events") {
+        Some(CanonicalJsonValue::Array(prev)) => prev
+            .iter()
+            .filter_map(|p| match p {
+                CanonicalJsonValue::String(p) => OwnedEventId::try_from(p.as_str()).ok(),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// One get_missing_events answer from `origin`: the events before `latest` back to
+/// `earliest`, at most [`MISSING_LIMIT`] (none when the request fails).
+async fn missing_page(
+    ctx: &Ctx,
+    origin: &ServerName,
+    room: &RoomId,
+    earliest: &[OwnedEventId],
+    latest: &[OwnedEventId],
+) -> Vec<CanonicalJsonObject> {
+    let body = json!({
+        "earliest_events": earliest,
+        "latest_events": latest,
+        "limit": MISSING_LIMIT,
+        "min_depth": 0,
+    });
+    let path = format!(
+        "/_matrix/federation/v1/get_missing_events/{}",
+        segment(room.as_str())
+    );
+    match ctx
+        .client
+        .request(origin, http::Method::POST, &path, Some(&body))
+        .await
+    {
+        Ok(answer) => pdu_objects(&answer, MISSING_LIMIT as usize),
+        Err(e) => {
+            debug!(%origin, error = %e, "get_missing_events failed");
+            Vec::new()
+        }
+    }
+}
+
+/// The PDU objects of an answer's `events` or `pdus` array, at most `limit`.
+pub(crate) fn pdu_objects(answer: &serde_json::Value, limit: usize) -> Vec<CanonicalJsonObject> {
+    let list = answer["events"].as_array().or(answer["pdus"].as_array());
+    list.into_iter()
+        .flatten()
+        .take(limit)
+        .filter_map(|v| match CanonicalJsonValue::try_from(v.clone()) {
+            Ok(CanonicalJsonValue::Object(o)) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Adds an event whose parents cannot be had: asks `origin` for the state before it, fetches
 /// the state and auth events this node lacks (bounded), and adds the event over that state.
 async fn add_after_gap(
@@ -198,6 +276,26 @@ async fn add_after_gap(
     id: &OwnedEventId,
 ) -> Result<PduOutcome, AddError> {
     keys::check_event(&object, rules).map_err(|e| AddError::Refused(e.to_string()))?;
+    let state = state_before(ctx, origin, room, rules, id)
+        .await
+        .map_err(AddError::Refused)?;
+    match ctx.hs.rooms.add_pdu_after_gap(room, object, state).await {
+        Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => Err(AddError::Rejected(why)),
+        Ok(grove_server::rooms::auth::RemoteVerdict::SoftFailed(_)) => Ok(PduOutcome::SoftFailed),
+        Ok(grove_server::rooms::auth::RemoteVerdict::Accepted) => Ok(PduOutcome::Accepted),
+        Err(e) => Err(AddError::Refused(e.to_string())),
+    }
+}
+
+/// The state before event `id` as `origin` reports it, after storing (as outliers) the state
+/// and auth events this node lacks, at most [`MAX_GAP_EVENTS`] of them.
+pub(crate) async fn state_before(
+    ctx: &Ctx,
+    origin: &ServerName,
+    room: &RoomId,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    id: &OwnedEventId,
+) -> Result<grove_server::rooms::StateMap, String> {
     let path = format!(
         "/_matrix/federation/v1/state_ids/{}?event_id={}",
         segment(room.as_str()),
@@ -207,7 +305,7 @@ async fn add_after_gap(
         .client
         .request(origin, http::Method::GET, &path, None)
         .await
-        .map_err(|e| AddError::Refused(format!("state_ids: {e}")))?;
+        .map_err(|e| format!("state_ids: {e}"))?;
     let ids = |field: &str| -> Vec<OwnedEventId> {
         answer[field]
             .as_array()
@@ -221,6 +319,23 @@ async fn add_after_gap(
     let state_ids = ids("pdu_ids");
     let mut wanted = state_ids.clone();
     wanted.extend(ids("auth_chain_ids"));
+    fetch_unknown(ctx, origin, room, rules, wanted).await?;
+    ctx.hs
+        .rooms
+        .state_map_of(room, &state_ids)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Fetches from `origin` those of `wanted` this node lacks (at most [`MAX_GAP_EVENTS`]),
+/// checks their signatures and hashes, and stores them as outliers.
+pub(crate) async fn fetch_unknown(
+    ctx: &Ctx,
+    origin: &ServerName,
+    room: &RoomId,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    mut wanted: Vec<OwnedEventId>,
+) -> Result<(), String> {
     wanted.sort();
     wanted.dedup();
     let unknown = ctx
@@ -228,12 +343,12 @@ async fn add_after_gap(
         .rooms
         .unknown_events(&wanted)
         .await
-        .map_err(|e| AddError::Refused(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     if unknown.len() > MAX_GAP_EVENTS {
-        return Err(AddError::Refused(format!(
+        return Err(format!(
             "gap needs {} events, more than {MAX_GAP_EVENTS}",
             unknown.len()
-        )));
+        ));
     }
     let mut fetched = Vec::with_capacity(unknown.len());
     for missing in &unknown {
@@ -242,37 +357,27 @@ async fn add_after_gap(
             .client
             .request(origin, http::Method::GET, &path, None)
             .await
-            .map_err(|e| AddError::Refused(format!("event {missing}: {e}")))?;
+            .map_err(|e| format!("event {missing}: {e}"))?;
         let Some(Ok(CanonicalJsonValue::Object(event))) = answer["pdus"]
             .as_array()
             .and_then(|a| a.first())
             .map(|v| CanonicalJsonValue::try_from(v.clone()))
         else {
-            return Err(AddError::Refused(format!("event {missing}: no PDU")));
+            return Err(format!("event {missing}: no PDU"));
         };
-        let got = grove_server::rooms::builder::event_id_of(&event, rules)
-            .map_err(|e| AddError::Refused(e.to_string()))?;
+        let got =
+            grove_server::rooms::builder::event_id_of(&event, rules).map_err(|e| e.to_string())?;
         if got != *missing {
-            return Err(AddError::Refused(format!("asked for {missing}, got {got}")));
+            return Err(format!("asked for {missing}, got {got}"));
         }
-        keys::check_event(&event, rules).map_err(|e| AddError::Refused(e.to_string()))?;
+        keys::check_event(&event, rules).map_err(|e| e.to_string())?;
         fetched.push(event);
     }
-    let rooms = &ctx.hs.rooms;
-    rooms
+    ctx.hs
+        .rooms
         .store_outliers(room, &fetched)
         .await
-        .map_err(|e| AddError::Refused(e.to_string()))?;
-    let state = rooms
-        .state_map_of(room, &state_ids)
-        .await
-        .map_err(|e| AddError::Refused(e.to_string()))?;
-    match rooms.add_pdu_after_gap(room, object, state).await {
-        Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => Err(AddError::Rejected(why)),
-        Ok(grove_server::rooms::auth::RemoteVerdict::SoftFailed(_)) => Ok(PduOutcome::SoftFailed),
-        Ok(grove_server::rooms::auth::RemoteVerdict::Accepted) => Ok(PduOutcome::Accepted),
-        Err(e) => Err(AddError::Refused(e.to_string())),
-    }
+        .map_err(|e| e.to_string())
 }
 
 /// Typing notifications longer than this are cut short (a remote server cannot keep a user

@@ -35,6 +35,7 @@ const MAX_TOKEN_CHARS: usize = 256;
 pub struct RemoteRooms {
     // Weak: the homeserver holds this, and the context holds the homeserver.
     ctx: Weak<Ctx>,
+    backfills: crate::backfill::Attempts,
 }
 
 impl RemoteRooms {
@@ -42,6 +43,7 @@ impl RemoteRooms {
     pub fn new(ctx: &Arc<Ctx>) -> Self {
         Self {
             ctx: Arc::downgrade(ctx),
+            backfills: crate::backfill::Attempts::default(),
         }
     }
 
@@ -609,5 +611,12 @@ impl Remote for RemoteRooms {
         suggested_only: bool,
     ) -> BoxFuture<'a, Result<Option<RemoteSpace>>> {
         Box::pin(self.space(room, via, suggested_only))
+    }
+
+    fn backfill<'a>(&'a self, room: &'a RoomId, limit: usize) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(async move {
+            let ctx = self.ctx()?;
+            crate::backfill::backfill(&ctx, &self.backfills, room, limit).await
+        })
     }
 }

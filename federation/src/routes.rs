@@ -732,7 +732,7 @@ async fn get_missing_events(
     let events = ctx
         .hs
         .rooms
-        .missing_events(room, &earliest, &latest, limit)
+        .missing_events(room, &earliest, &latest, limit, &origin.0)
         .await?;
     Ok(Json(
         json!({ "events": events.iter().map(pdu_value).collect::<Vec<_>>() }),
@@ -761,7 +761,11 @@ async fn backfill(
         .and_then(|(_, v)| v.parse::<usize>().ok())
         .unwrap_or(10)
         .min(MAX_WALK_ANSWER);
-    let events = ctx.hs.rooms.backfill_from(room, &from, limit).await?;
+    let events = ctx
+        .hs
+        .rooms
+        .backfill_from(room, &from, limit, &origin.0)
+        .await?;
     Ok(Json(json!({
         "origin": ctx.hs.config.server_name.as_str(),
         "origin_server_ts": now_ms(),

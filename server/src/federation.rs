@@ -103,6 +103,11 @@ pub trait Remote: Send + Sync {
         via: &'a [OwnedServerName],
         suggested_only: bool,
     ) -> BoxFuture<'a, Result<Option<RemoteSpace>>>;
+
+    /// Fetches up to `limit` events of the room older than anything this node holds of it
+    /// from the other servers in it, and places them under its timeline; returns how many
+    /// were placed (0 when the history is complete or no server could give more).
+    fn backfill<'a>(&'a self, room: &'a RoomId, limit: usize) -> BoxFuture<'a, Result<usize>>;
 }
 
 /// The slot the root package fills with federation once it runs; empty on a node without it.

@@ -16,6 +16,7 @@
 //! by the next caller, so memory never runs ahead of disk.
 
 pub mod auth;
+pub mod backfill;
 pub mod builder;
 pub mod create;
 pub mod dag;

@@ -10,6 +10,7 @@ mod e2ee;
 mod federation;
 mod federation_directory;
 mod federation_e2ee;
+mod federation_history;
 mod federation_merge;
 mod media;
 mod metrics;

@@ -259,10 +259,8 @@ async fn messages(
         .limit
         .map_or(limit_of(b.limit), limit_of)
         .min(limit_of(b.limit));
-    let page = app
-        .hs
-        .rooms
-        .messages(
+    let read = || {
+        app.hs.rooms.messages(
             &b.room_id,
             viewer,
             b.from.as_deref(),
@@ -271,7 +269,21 @@ async fn messages(
             limit,
             &b.filter,
         )
-        .await?;
+    };
+    let mut page = read().await?;
+    // Paging back past the oldest event held: ask the other servers for what came before,
+    // then read the same page again (what they gave sits below everything held).
+    if direction == Direction::Backward
+        && b.to.is_none()
+        && page.end.is_none()
+        && let Some(remote) = app.hs.remote.get()
+    {
+        match remote.backfill(&b.room_id, limit.max(20)).await {
+            Ok(0) => {}
+            Ok(_) => page = read().await?,
+            Err(e) => tracing::debug!(room = %b.room_id, error = %e, "backfill failed"),
+        }
+    }
     let mut response = get_message_events::v3::Response::new();
     response.start = page.start;
     response.end = page.end;

@@ -45,6 +45,38 @@ pub(crate) fn auth_events_for(
     Ok(out)
 }
 
+/// The events [`check_remote`] reads for `pdu`: its auth events and, in each of `states`, the
+/// entries its kind of event is authorized by (not the whole state: a room of a thousand
+/// members would load a thousand member events for every message).
+pub(crate) fn events_to_check(
+    rules: &AuthorizationRules,
+    pdu: &Pdu,
+    states: &[&StateMap],
+) -> Vec<OwnedEventId> {
+    let mut out = pdu.auth_events.clone();
+    let types = auth_types_for_event(
+        &pdu.kind,
+        &pdu.sender,
+        pdu.state_key.as_deref(),
+        &pdu.content,
+        rules,
+    )
+    .unwrap_or_default();
+    // The create event is read by every check, listed or (since v12) implied.
+    let create = (ruma::events::StateEventType::RoomCreate, String::new());
+    for state in states {
+        out.extend(
+            types
+                .iter()
+                .chain(std::iter::once(&create))
+                .filter_map(|key| state.get(key).cloned()),
+        );
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Checks a locally built event against the room's current state.
 pub(crate) fn check_local(room: &RoomState, pdu: &Pdu) -> Result<()> {
     let rules = &room.rules.authorization;

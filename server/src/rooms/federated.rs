@@ -11,7 +11,9 @@ use std::{
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedServerName, OwnedUserId, RoomId,
-    RoomVersionId, UserId, events::TimelineEventType, signatures::content_hash,
+    RoomVersionId, ServerName, UserId,
+    events::{StateEventType, TimelineEventType},
+    signatures::content_hash,
 };
 use serde_json::json;
 
@@ -141,12 +143,14 @@ impl Rooms {
 
     /// Events of the room before `latest` and not before `earliest`, walking `prev_events`,
     /// at most `limit`, oldest first (`get_missing_events`).
+    /// Events `server` may not see are given redacted.
     pub async fn missing_events(
         &self,
         room: &RoomId,
         earliest: &[OwnedEventId],
         latest: &[OwnedEventId],
         limit: usize,
+        server: &ServerName,
     ) -> Result<Vec<Pdu>> {
         let stop: HashSet<&OwnedEventId> = earliest.iter().collect();
         let starts = store::events_by_id(self.storage.pool(), latest).await?;
@@ -156,18 +160,93 @@ impl Rooms {
             .flat_map(|s| s.pdu.prev_events.iter().cloned())
             .filter(|id| !stop.contains(id))
             .collect();
-        self.walk_back(room, frontier, &stop, limit).await
+        let events = self.walk_back(room, frontier, &stop, limit).await?;
+        self.as_seen_by(room, server, events).await
     }
 
     /// Events of the room from `from` backwards, at most `limit`, oldest first (backfill).
+    /// Events `server` may not see are given redacted.
     pub async fn backfill_from(
         &self,
         room: &RoomId,
         from: &[OwnedEventId],
         limit: usize,
+        server: &ServerName,
     ) -> Result<Vec<Pdu>> {
-        self.walk_back(room, from.to_vec(), &HashSet::new(), limit)
-            .await
+        let events = self
+            .walk_back(room, from.to_vec(), &HashSet::new(), limit)
+            .await?;
+        self.as_seen_by(room, server, events).await
+    }
+
+    /// `events` as `server` may see them: whole where the room's history visibility at each
+    /// lets some user of that server see it, redacted elsewhere (the DAG stays whole).
+    async fn as_seen_by(
+        &self,
+        room: &RoomId,
+        server: &ServerName,
+        events: Vec<(Pdu, Option<i64>)>,
+    ) -> Result<Vec<Pdu>> {
+        let rules = builder::rules_for(&self.room_version(room).await?)?;
+        let mut verdicts: HashMap<i64, bool> = HashMap::new();
+        let mut out = Vec::with_capacity(events.len());
+        for (pdu, group) in events {
+            let visible = match group {
+                Some(group) => match verdicts.get(&group) {
+                    Some(v) => *v,
+                    None => {
+                        let v = self.server_sees(group, server).await?;
+                        verdicts.insert(group, v);
+                        v
+                    }
+                },
+                // An outlier (state or auth event) is needed whole to check others.
+                None => true,
+            };
+            if visible {
+                out.push(pdu);
+            } else {
+                let redacted =
+                    ruma::canonical_json::redact(pdu.to_canonical()?, &rules.redaction, None)
+                        .map_err(|e| Error::Internal(format!("redacting {}: {e}", pdu.event_id)))?;
+                let text = serde_json::to_string(&CanonicalJsonValue::Object(redacted))?;
+                out.push(Pdu::parse(pdu.event_id.clone(), Some(room), &text)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether some user of `server` may see events at state group `group`.
+    async fn server_sees(&self, group: i64, server: &ServerName) -> Result<bool> {
+        let state = self.state_at_group(group).await?;
+        let visibility = match state.get(&(StateEventType::RoomHistoryVisibility, String::new())) {
+            Some(id) => self
+                .pdus(std::slice::from_ref(id))
+                .await?
+                .get(id)
+                .and_then(|e| e.content_str("history_visibility"))
+                .unwrap_or_else(|| "shared".to_owned()),
+            None => "shared".to_owned(),
+        };
+        if matches!(visibility.as_str(), "world_readable" | "shared") {
+            return Ok(true);
+        }
+        let suffix = format!(":{}", server.as_str());
+        let members: Vec<OwnedEventId> = state
+            .iter()
+            .filter(|((kind, key), _)| {
+                *kind == StateEventType::RoomMember && key.ends_with(&suffix)
+            })
+            .map(|(_, id)| id.clone())
+            .collect();
+        let events = self.pdus(&members).await?;
+        Ok(events
+            .values()
+            .any(|e| match e.content_str("membership").as_deref() {
+                Some("join") => true,
+                Some("invite") => visibility == "invited",
+                _ => false,
+            }))
     }
 
     async fn walk_back(
@@ -176,7 +255,7 @@ impl Rooms {
         mut frontier: Vec<OwnedEventId>,
         stop: &HashSet<&OwnedEventId>,
         limit: usize,
-    ) -> Result<Vec<Pdu>> {
+    ) -> Result<Vec<(Pdu, Option<i64>)>> {
         let limit = limit.min(MAX_WALK);
         let mut seen: HashSet<OwnedEventId> = HashSet::new();
         let mut out = Vec::new();
@@ -186,21 +265,21 @@ impl Rooms {
             frontier.dedup();
             let found = store::events_by_id(self.storage.pool(), &frontier).await?;
             seen.extend(frontier.drain(..));
-            let mut batch: Vec<Pdu> = found
+            let mut batch: Vec<(Pdu, Option<i64>)> = found
                 .into_values()
-                .map(|s| s.pdu)
-                .filter(|p| p.room == room)
+                .map(|s| (s.pdu, s.state_group))
+                .filter(|(p, _)| p.room == room)
                 .collect();
-            batch.sort_by_key(|p| std::cmp::Reverse(p.depth));
-            for pdu in batch {
+            batch.sort_by_key(|(p, _)| std::cmp::Reverse(p.depth));
+            for (pdu, group) in batch {
                 if out.len() >= limit {
                     break;
                 }
                 frontier.extend(pdu.prev_events.iter().cloned());
-                out.push(pdu);
+                out.push((pdu, group));
             }
         }
-        out.sort_by_key(|p| p.depth);
+        out.sort_by_key(|(p, _)| p.depth);
         Ok(out)
     }
 
@@ -456,7 +535,7 @@ impl Rooms {
 }
 
 /// Parses a PDU of `room`, checking its content hash.
-fn parse_checked(
+pub(crate) fn parse_checked(
     room: &RoomId,
     object: &CanonicalJsonObject,
     rules: &ruma::room_version_rules::RoomVersionRules,

@@ -8,7 +8,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use ruma::{
     CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedEventId, RoomId, UserId,
-    events::TimelineEventType, signatures::content_hash, state_res::check_pdu_format,
+    events::TimelineEventType, state_res::check_pdu_format,
 };
 
 use super::{
@@ -19,7 +19,17 @@ use super::{
     resolve,
     store::{self, EventRow, NewGroup},
 };
-use crate::{Error, Result, StreamPosition};
+use crate::{Error, Result, StreamPosition, storage::Batch};
+
+/// A state group holding the whole of `state`.
+fn snapshot(id: i64, state: &StateMap) -> NewGroup {
+    NewGroup {
+        id,
+        prev: None,
+        chain_len: 0,
+        entries: state.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
 
 /// Auth-chain events loaded for one resolution, at most.
 const MAX_AUTH_CHAIN: usize = resolve::MAX_RESOLUTION_EVENTS;
@@ -174,34 +184,13 @@ impl Rooms {
         }
         // A content hash that does not match means the event must be redacted before use;
         // events arriving here are taken whole only when the hash matches.
-        let hash = content_hash(&object).map_err(|e| Error::BadJson(e.to_string()))?;
-        let claimed = object
-            .get("hashes")
-            .and_then(|h| match h {
-                ruma::CanonicalJsonValue::Object(m) => m.get("sha256"),
-                _ => None,
-            })
-            .and_then(|v| match v {
-                ruma::CanonicalJsonValue::String(s) => Some(s.clone()),
-                _ => None,
-            });
-        if claimed.as_deref() != Some(hash.encode().as_str()) {
-            return Err(Error::BadJson("content hash mismatch".into()));
-        }
-        let text = serde_json::to_string(&object)?;
-        let mut pdu = Pdu::parse(event_id, Some(room), &text)?;
-        if pdu.room != room {
-            return Err(Error::BadJson("event is for another room".into()));
-        }
-        let before = match state_before {
-            Some(given) => given,
+        let mut pdu = super::federated::parse_checked(room, &object, &rules)?;
+        let given = state_before;
+        let before = match &given {
+            Some(given) => given.clone(),
             None => self.state_after(&rules, room, &pdu.prev_events).await?,
         };
-        let mut ids: Vec<OwnedEventId> = before.values().cloned().collect();
-        ids.extend(pdu.auth_events.iter().cloned());
-        ids.extend(state.state.values().cloned());
-        ids.sort();
-        ids.dedup();
+        let ids = auth::events_to_check(&rules.authorization, &pdu, &[&before, &state.state]);
         let events = self.pdus(&ids).await?;
         let verdict =
             auth::check_remote(&rules.authorization, &pdu, &events, &before, &state.state);
@@ -221,7 +210,6 @@ impl Rooms {
             extremities.retain(|e| !pdu.prev_events.contains(e));
             extremities.push(pdu.event_id.clone());
         }
-        let group_id = self.next_group_id();
         let mut head_states = Vec::new();
         for ext in &extremities {
             if *ext == pdu.event_id {
@@ -239,10 +227,39 @@ impl Rooms {
         } else {
             (*state.state).clone()
         };
-        let current_group = if accepted && current != *state.state {
-            Some(self.next_group_id())
+
+        // The event's state group: its parent's when it changes nothing, a delta over it when
+        // it sets one entry, a snapshot when the parent's is not known or the chain is long.
+        let base = match (&given, pdu.prev_events.as_slice()) {
+            (None, [parent]) => self.group_of(parent).await?,
+            _ => None,
+        };
+        let set = (!pdu.rejected).then(|| pdu.state_key_pair()).flatten();
+        let (group_id, event_chain, new_group) = match (base, set) {
+            (Some((group, chain)), None) => (group, chain, None),
+            (Some((group, chain)), Some(key)) if chain < store::MAX_DELTA_CHAIN => {
+                let id = self.next_group_id();
+                let delta = NewGroup {
+                    id,
+                    prev: Some(group),
+                    chain_len: chain + 1,
+                    entries: vec![(key, pdu.event_id.clone())],
+                };
+                (id, chain + 1, Some(delta))
+            }
+            _ => {
+                let id = self.next_group_id();
+                (id, 0, Some(snapshot(id, &after)))
+            }
+        };
+        // The room's head: unchanged, the event's own group, or a snapshot of the resolution.
+        let (head_group, head_chain, head_new) = if current == *state.state {
+            (state.group, state.chain_len, None)
+        } else if current == after {
+            (group_id, event_chain, None)
         } else {
-            None
+            let id = self.next_group_id();
+            (id, 0, Some(snapshot(id, &current)))
         };
 
         let mut txn = self.storage.write().await?;
@@ -256,50 +273,35 @@ impl Rooms {
                 Some((user, pdu.content_str("membership")?))
             })
             .flatten();
-        store::insert_event(
-            txn.conn(),
+        let mut batch = Batch::default();
+        let new_event_group = new_group.is_some();
+        store::push_event(
+            &mut batch,
             &EventRow {
                 pdu: &pdu,
                 position,
                 state_group: group_id,
-                new_group: Some(NewGroup {
-                    id: group_id,
-                    prev: None,
-                    chain_len: 0,
-                    entries: after.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                }),
+                new_group,
                 membership,
                 txn: None,
                 soft_failed: matches!(verdict, RemoteVerdict::SoftFailed(_)),
             },
-        )
-        .await?;
-        let head_group = match current_group {
-            Some(id) => {
-                store::insert_group(
-                    txn.conn(),
-                    room,
-                    &NewGroup {
-                        id,
-                        prev: None,
-                        chain_len: 0,
-                        entries: current
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                    },
-                )
-                .await?;
-                id
-            }
-            None => state.group,
-        };
-        store::update_room_head(txn.conn(), room, head_group, &extremities).await?;
-        txn.commit().await?;
+        );
+        if let Some(group) = &head_new {
+            store::push_group(&mut batch, room, group);
+        }
+        store::push_room_head(&mut batch, room, head_group, &extremities)?;
+        txn.commit_batch(batch).await?;
 
         let current = Arc::new(current);
-        self.inner.groups.insert(group_id, Arc::new(after), 0);
-        self.inner.groups.insert(head_group, current.clone(), 0);
+        if new_event_group {
+            self.inner
+                .groups
+                .insert(group_id, Arc::new(after), event_chain);
+        }
+        if head_new.is_some() {
+            self.inner.groups.insert(head_group, current.clone(), 0);
+        }
         // Rejected and soft-failed events stay out of the head; only accepted ones extend it.
         if accepted {
             state.graph.add(&pdu.event_id, &pdu.prev_events);
@@ -307,18 +309,38 @@ impl Rooms {
         }
         state.extremities = extremities;
         state.group = head_group;
-        state.chain_len = 0;
-        let missing: Vec<OwnedEventId> = current
-            .values()
-            .filter(|id| !state.state_events.contains_key(*id))
-            .cloned()
-            .collect();
-        state.state = current;
-        state.state_events.insert(pdu.event_id.clone(), pdu.clone());
-        for (id, event) in self.pdus(&missing).await? {
-            state.state_events.insert(id, event);
+        state.chain_len = head_chain;
+        if !Arc::ptr_eq(&state.state, &current) && *state.state != *current {
+            // Only the current state's events are kept in memory.
+            let ids: std::collections::HashSet<&OwnedEventId> = current.values().collect();
+            state.state_events.retain(|id, _| ids.contains(id));
+            let missing: Vec<OwnedEventId> = current
+                .values()
+                .filter(|id| !state.state_events.contains_key(*id))
+                .filter(|id| **id != pdu.event_id)
+                .cloned()
+                .collect();
+            if ids.contains(&pdu.event_id) {
+                state.state_events.insert(pdu.event_id.clone(), pdu.clone());
+            }
+            for (id, event) in self.pdus(&missing).await? {
+                state.state_events.insert(id, event);
+            }
         }
+        state.state = current;
         Ok(verdict)
+    }
+
+    /// The state group after a stored timeline event, with its delta chain length.
+    async fn group_of(&self, event: &OwnedEventId) -> Result<Option<(i64, i64)>> {
+        let Some(group) = store::event(self.storage.pool(), event.as_str())
+            .await?
+            .and_then(|s| s.state_group)
+        else {
+            return Ok(None);
+        };
+        let (_, chain) = self.inner.groups.load(self.storage.pool(), group).await?;
+        Ok(Some((group, chain)))
     }
 
     pub(crate) fn next_group_id(&self) -> i64 {

@@ -108,18 +108,6 @@ pub(crate) fn push_room_head(
     Ok(())
 }
 
-/// Moves the room's current state group and forward extremities.
-pub(crate) async fn update_room_head(
-    conn: &mut AnyConnection,
-    room: &RoomId,
-    group: i64,
-    extremities: &[OwnedEventId],
-) -> Result<()> {
-    let mut batch = Batch::default();
-    push_room_head(&mut batch, room, group, extremities)?;
-    batch.run(conn).await
-}
-
 /// Adds an event with its edges, its new state group and its membership change to `batch`.
 pub(crate) fn push_event(batch: &mut Batch, row: &EventRow<'_>) {
     let pdu = row.pdu;
@@ -154,17 +142,7 @@ pub(crate) fn push_event(batch: &mut Batch, row: &EventRow<'_>) {
             txn_id.into(),
         ],
     );
-    for prev in &pdu.prev_events {
-        batch.push(
-            "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-            vec![
-                pdu.event_id.as_str().into(),
-                prev.as_str().into(),
-                pdu.room.as_str().into(),
-            ],
-        );
-    }
+    push_edges(batch, pdu);
     if let Some(group) = &row.new_group {
         push_group(batch, &pdu.room, group);
     }
@@ -191,6 +169,21 @@ pub(crate) fn push_event(batch: &mut Batch, row: &EventRow<'_>) {
                 pdu.room.as_str().into(),
                 membership.as_str().into(),
                 pdu.event_id.as_str().into(),
+            ],
+        );
+    }
+}
+
+/// Adds an event's `prev_events` edges to `batch`.
+fn push_edges(batch: &mut Batch, pdu: &Pdu) {
+    for prev in &pdu.prev_events {
+        batch.push(
+            "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            vec![
+                pdu.event_id.as_str().into(),
+                prev.as_str().into(),
+                pdu.room.as_str().into(),
             ],
         );
     }
@@ -226,17 +219,6 @@ pub(crate) fn push_group(batch: &mut Batch, room: &RoomId, group: &NewGroup) {
             ],
         );
     }
-}
-
-/// Inserts a state group with its entries.
-pub(crate) async fn insert_group(
-    conn: &mut AnyConnection,
-    room: &RoomId,
-    group: &NewGroup,
-) -> Result<()> {
-    let mut batch = Batch::default();
-    push_group(&mut batch, room, group);
-    batch.run(conn).await
 }
 
 /// Adds replacing an event's stored PDU with its redacted form to `batch`.
@@ -894,4 +876,48 @@ pub(crate) async fn delete_remote_invites(
         }
     }
     Ok(())
+}
+
+/// The lowest stream position any event holds (0 when there are none).
+pub(crate) async fn lowest_position(conn: &mut AnyConnection) -> Result<i64> {
+    let row: (Option<i64>,) = sqlx::query_as("SELECT MIN(position) FROM events")
+        .fetch_one(conn)
+        .await?;
+    Ok(row.0.unwrap_or(0))
+}
+
+/// The parents, missing from the timeline, of the room's `scan` oldest timeline events.
+pub(crate) async fn backfill_frontier(
+    pool: &AnyPool,
+    room: &RoomId,
+    scan: i64,
+) -> Result<Vec<OwnedEventId>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT e.prev_event_id FROM event_edges e \
+         JOIN (SELECT event_id FROM events WHERE room_id = $1 AND position IS NOT NULL \
+               ORDER BY position ASC LIMIT $2) oldest ON oldest.event_id = e.event_id \
+         LEFT JOIN events p ON p.event_id = e.prev_event_id \
+         WHERE p.position IS NULL ORDER BY e.prev_event_id",
+    )
+    .bind(room.as_str())
+    .bind(scan)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id,)| OwnedEventId::try_from(id).map_err(|e| Error::Corrupt(e.to_string())))
+        .collect()
+}
+
+/// Adds giving a stored outlier a place in the timeline, with its edges, to `batch`.
+pub(crate) fn push_promote_outlier(batch: &mut Batch, pdu: &Pdu, position: i64, group: i64) {
+    batch.push(
+        "UPDATE events SET position = $1, state_group = $2, rejected = $3 WHERE event_id = $4",
+        vec![
+            position.into(),
+            group.into(),
+            if pdu.rejected { REJECTED } else { ACCEPTED }.into(),
+            pdu.event_id.as_str().into(),
+        ],
+    );
+    push_edges(batch, pdu);
 }

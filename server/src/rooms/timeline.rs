@@ -68,7 +68,6 @@ pub fn parse_token(token: &str) -> Result<i64> {
         .trim_start_matches('s')
         .parse::<i64>()
         .ok()
-        .filter(|p| *p >= 0)
         .ok_or_else(|| Error::InvalidParam(format!("bad pagination token {token:?}")))
 }
 
@@ -327,7 +326,8 @@ impl Rooms {
             Some(t) => parse_token(t)?,
             None => match direction {
                 Direction::Backward => self.notifier.current().0,
-                Direction::Forward => 0,
+                // Backfilled history sits below zero.
+                Direction::Forward => i64::MIN,
             },
         };
         let to = to.map(parse_token).transpose()?;
@@ -339,7 +339,7 @@ impl Rooms {
         while chunk.len() < limit && scanned < MAX_SCAN {
             let batch_size = (limit - chunk.len()).max(20) as i64;
             let (after, upto) = match direction {
-                Direction::Backward => (to.unwrap_or(0), cursor.min(until)),
+                Direction::Backward => (to.unwrap_or(i64::MIN), cursor.min(until)),
                 Direction::Forward => (cursor, to.unwrap_or(i64::MAX).min(until)),
             };
             if after >= upto {
@@ -490,7 +490,7 @@ impl Rooms {
             event,
             before: before_chunk,
             after: after_chunk,
-            start: before.end.unwrap_or_else(|| "0".to_owned()),
+            start: before.end.unwrap_or_else(|| i64::MIN.to_string()),
             end: after
                 .end
                 .unwrap_or_else(|| self.notifier.current().0.to_string()),
