@@ -50,6 +50,32 @@ async fn page_back(
     panic!("paging back through {room} did not end");
 }
 
+/// The stored PDUs of the messages `node` holds in `room`.
+async fn stored_messages(node: &TestNode, room: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT pdu FROM events WHERE room_id = $1 AND event_type = 'm.room.message'",
+    )
+    .bind(room)
+    .fetch_all(node.node().homeserver().storage.pool())
+    .await
+    .expect("stored messages")
+}
+
+/// How many state group rows `node` holds.
+async fn state_rows(node: &TestNode) -> (i64, i64) {
+    let pool = node.node().homeserver().storage.pool();
+    let count = async |table: &str| -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(pool)
+            .await
+            .expect("count")
+    };
+    (
+        count("state_groups").await,
+        count("state_group_entries").await,
+    )
+}
+
 fn bodies(events: &[Value]) -> Vec<String> {
     events
         .iter()
@@ -157,6 +183,15 @@ async fn history_before_a_join_is_backfilled(backend: Backend) {
         "Bob sees his own join"
     );
 
+    // What A withheld arrived redacted: B holds no word of it.
+    let secret_rows = stored_messages(&b, &secret).await;
+    assert_eq!(secret_rows.len(), 5);
+    assert!(
+        secret_rows.iter().all(|pdu| !pdu.contains("secret")),
+        "{secret_rows:?}"
+    );
+    assert_eq!(stored_messages(&b, &shared).await.len(), 45);
+
     // The past is not news: an incremental sync after all that brings none of it.
     let after = b.sync_now(&bob, Some(&since)).await;
     for room in [&shared, &secret] {
@@ -165,7 +200,8 @@ async fn history_before_a_join_is_backfilled(backend: Backend) {
         assert_eq!(news, 0, "backfilled events in sync: {timeline}");
     }
 
-    // And the room still carries new messages both ways.
+    // And the room still carries new messages, which change no state: no state is written.
+    let groups = state_rows(&b).await;
     send(&a, &alice, &shared, "new", 200).await;
     crate::support::eventually("the new message on B", async || {
         let (events, _) = page_back(&b, &bob, &shared, 50).await;
@@ -176,6 +212,7 @@ async fn history_before_a_join_is_backfilled(backend: Backend) {
         }
     })
     .await;
+    assert_eq!(state_rows(&b).await, groups, "a message wrote state");
 
     for node in [a, b] {
         if let Some(n) = node.node {
