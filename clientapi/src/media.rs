@@ -14,6 +14,8 @@
 //! `Content-Security-Policy`, and `Content-Disposition: attachment` unless its type is on a
 //! short list of passive ones.
 
+use std::time::Duration;
+
 use axum::{
     Json, Router,
     body::Body,
@@ -140,6 +142,7 @@ struct UploadQuery {
 struct DownloadQuery {
     /// Only on the unauthenticated routes: whether to fetch other servers' media.
     allow_remote: Option<bool>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +151,31 @@ struct ThumbnailQuery {
     height: Option<String>,
     method: Option<String>,
     allow_remote: Option<bool>,
+    timeout_ms: Option<u64>,
+}
+
+/// How long a download waits by default for a reserved ID's content (the spec's default).
+const DEFAULT_WAIT_MS: u64 = 20_000;
+/// How long a download may ask to wait, at most.
+const MAX_WAIT_MS: u64 = 60_000;
+
+/// Where a file may be looked for, and how long to wait for a reserved one.
+#[derive(Debug, Clone, Copy)]
+struct Lookup {
+    /// Whether other servers' media may be fetched.
+    fetch: bool,
+    /// How long to wait for content not yet uploaded.
+    wait: Duration,
+}
+
+impl Lookup {
+    fn new(fetch: bool, timeout_ms: Option<u64>) -> Self {
+        let ms = timeout_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS);
+        Self {
+            fetch,
+            wait: Duration::from_millis(ms),
+        }
+    }
 }
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -278,9 +306,11 @@ async fn download_authenticated(
     State(state): State<AppState>,
     Caller(_): Caller,
     ids: Result<Path<(String, String)>, PathRejection>,
+    params: Result<Query<DownloadQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (server_name, media_id) = path(ids)?;
-    download(&state, &server_name, &media_id, None, true).await
+    let lookup = Lookup::new(true, query(params)?.timeout_ms);
+    download(&state, &server_name, &media_id, None, lookup).await
 }
 
 /// `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}`
@@ -288,9 +318,11 @@ async fn download_authenticated_as(
     State(state): State<AppState>,
     Caller(_): Caller,
     ids: Result<Path<(String, String, String)>, PathRejection>,
+    params: Result<Query<DownloadQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (server_name, media_id, file_name) = path(ids)?;
-    download(&state, &server_name, &media_id, Some(file_name), true).await
+    let lookup = Lookup::new(true, query(params)?.timeout_ms);
+    download(&state, &server_name, &media_id, Some(file_name), lookup).await
 }
 
 /// `GET /_matrix/media/v3/download/{serverName}/{mediaId}`
@@ -300,8 +332,9 @@ async fn download_legacy(
     params: Result<Query<DownloadQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (server_name, media_id) = path(ids)?;
-    let fetch = query(params)?.allow_remote.unwrap_or(true);
-    download(&state, &server_name, &media_id, None, fetch).await
+    let params = query(params)?;
+    let lookup = Lookup::new(params.allow_remote.unwrap_or(true), params.timeout_ms);
+    download(&state, &server_name, &media_id, None, lookup).await
 }
 
 /// `GET /_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}`
@@ -311,8 +344,9 @@ async fn download_legacy_as(
     params: Result<Query<DownloadQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (server_name, media_id, file_name) = path(ids)?;
-    let fetch = query(params)?.allow_remote.unwrap_or(true);
-    download(&state, &server_name, &media_id, Some(file_name), fetch).await
+    let params = query(params)?;
+    let lookup = Lookup::new(params.allow_remote.unwrap_or(true), params.timeout_ms);
+    download(&state, &server_name, &media_id, Some(file_name), lookup).await
 }
 
 /// `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}`
@@ -323,7 +357,9 @@ async fn thumbnail_authenticated(
     params: Result<Query<ThumbnailQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (server_name, media_id) = path(ids)?;
-    thumbnail(&state, &server_name, &media_id, query(params)?, true).await
+    let params = query(params)?;
+    let lookup = Lookup::new(true, params.timeout_ms);
+    thumbnail(&state, &server_name, &media_id, params, lookup).await
 }
 
 /// `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}`
@@ -334,31 +370,41 @@ async fn thumbnail_legacy(
 ) -> Result<Response, ApiError> {
     let (server_name, media_id) = path(ids)?;
     let params = query(params)?;
-    let fetch = params.allow_remote.unwrap_or(true);
-    thumbnail(&state, &server_name, &media_id, params, fetch).await
+    let lookup = Lookup::new(params.allow_remote.unwrap_or(true), params.timeout_ms);
+    thumbnail(&state, &server_name, &media_id, params, lookup).await
 }
 
 fn not_found() -> ApiError {
     ApiError::not_found("Media not found")
 }
 
-/// Finds a file here or, when allowed, at its origin; `M_NOT_YET_UPLOADED` for a reserved ID
-/// still waiting for its content.
+/// Finds a file here or, when allowed, at its origin. A reserved ID still waiting for its
+/// content is waited for as long as the lookup allows, then `M_NOT_YET_UPLOADED`.
 async fn locate(
     state: &AppState,
     server_name: &str,
     media_id: &str,
-    fetch: bool,
+    lookup: Lookup,
 ) -> Result<(OwnedServerName, MediaInfo), ApiError> {
     let origin = OwnedServerName::try_from(server_name).map_err(|_| not_found())?;
     if !valid_media_id(media_id) {
         return Err(not_found());
     }
-    match state.hs.media.locate(&origin, media_id, fetch).await? {
+    let media = &state.hs.media;
+    if let Some(info) = media.locate(&origin, media_id, lookup.fetch).await? {
+        return Ok((origin, info));
+    }
+    if !media.is_pending(&origin, media_id).await? {
+        return Err(not_found());
+    }
+    if !media
+        .wait_for_upload(&origin, media_id, lookup.wait)
+        .await?
+    {
+        return Err(grove_server::Error::NotYetUploaded.into());
+    }
+    match media.locate(&origin, media_id, false).await? {
         Some(info) => Ok((origin, info)),
-        None if state.hs.media.is_pending(&origin, media_id).await? => {
-            Err(grove_server::Error::NotYetUploaded.into())
-        }
         None => Err(not_found()),
     }
 }
@@ -368,9 +414,9 @@ async fn download(
     server_name: &str,
     media_id: &str,
     file_name: Option<String>,
-    fetch: bool,
+    lookup: Lookup,
 ) -> Result<Response, ApiError> {
-    let (origin, _) = locate(state, server_name, media_id, fetch).await?;
+    let (origin, _) = locate(state, server_name, media_id, lookup).await?;
     let file = state
         .hs
         .media
@@ -395,7 +441,7 @@ async fn thumbnail(
     server_name: &str,
     media_id: &str,
     params: ThumbnailQuery,
-    fetch: bool,
+    lookup: Lookup,
 ) -> Result<Response, ApiError> {
     let side = |value: Option<String>, name: &str| -> Result<u32, ApiError> {
         let value =
@@ -411,7 +457,7 @@ async fn thumbnail(
         Some("crop") => Method::Crop,
         Some(_) => return Err(ApiError::invalid_param("method must be crop or scale")),
     };
-    let (origin, _) = locate(state, server_name, media_id, fetch).await?;
+    let (origin, _) = locate(state, server_name, media_id, lookup).await?;
     let request = ThumbnailRequest {
         width,
         height,

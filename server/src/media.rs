@@ -118,6 +118,8 @@ pub struct Media {
     remote: RemoteHook,
     /// Bounds the thumbnail decodes running at once.
     decoders: Arc<tokio::sync::Semaphore>,
+    /// Woken when a reserved ID gets its content, for downloads waiting on it.
+    uploaded: Arc<tokio::sync::Notify>,
 }
 
 impl Media {
@@ -129,6 +131,7 @@ impl Media {
             config,
             remote,
             decoders: thumbnail::decoders(),
+            uploaded: Arc::default(),
         }
     }
 
@@ -322,6 +325,29 @@ impl Media {
         .fetch_optional(self.storage.pool())
         .await?;
         Ok(row.is_some_and(|(created,)| created + RESERVATION_TTL_MS > now_ms()))
+    }
+
+    /// Waits up to `timeout` while `(origin, media_id)` is reserved without content; whether
+    /// it stopped waiting (content arrived, or the reservation lapsed) before the timeout.
+    pub async fn wait_for_upload(
+        &self,
+        origin: &ServerName,
+        media_id: &str,
+        timeout: std::time::Duration,
+    ) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before the check, so an upload finishing in between is not missed.
+            let notified = self.uploaded.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_pending(origin, media_id).await? {
+                return Ok(true);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(false);
+            }
+        }
     }
 
     /// Opens a stored file for reading; `Ok(None)` when there is none.
@@ -542,6 +568,7 @@ impl Upload {
             let _ = tokio::fs::remove_file(&path).await;
             return Err(e.into());
         }
+        self.media.uploaded.notify_waiters();
         Ok(MediaInfo {
             origin,
             media_id: media_id.to_owned(),

@@ -364,9 +364,40 @@ async fn asynchronous_uploads() {
             .and_then(|rest| rest.split_once('/'))
             .expect("an mxc URI");
         let download = format!("/_matrix/client/v1/media/download/{server}/{id}");
-        let (status, _, body) = fetch(&node, &download, Some(&alice.token)).await;
+        let (status, _, body) = fetch(
+            &node,
+            &format!("{download}?timeout_ms=0"),
+            Some(&alice.token),
+        )
+        .await;
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(errcode(&body), "M_NOT_YET_UPLOADED");
+        let (status, _, body) = fetch(
+            &node,
+            &format!("{download}?timeout_ms=300"),
+            Some(&bob.token),
+        )
+        .await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "waited, then gave up");
+        assert_eq!(errcode(&body), "M_NOT_YET_UPLOADED");
+        // A download that waits (the default 20 s) gets the content once it is uploaded.
+        let waiting = {
+            let path = download.clone();
+            let token = bob.token.clone();
+            let url = node.url();
+            let http = node.http.clone();
+            tokio::spawn(async move {
+                let response = http
+                    .get(format!("{url}{path}"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .expect("sent");
+                (response.status(), response.bytes().await.expect("body"))
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "the download did not wait");
 
         let put = |token: String, bytes: &'static [u8]| {
             let url = format!("{}/_matrix/media/v3/upload/{server}/{id}", node.url());
@@ -391,6 +422,9 @@ async fn asynchronous_uploads() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         let (status, body) = put(alice.token.clone(), b"later").await;
         assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, waited) = waiting.await.expect("waiting download");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&waited[..], b"later");
         let (status, body) = put(alice.token.clone(), b"again").await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert_eq!(body["errcode"], "M_CANNOT_OVERWRITE_MEDIA");
