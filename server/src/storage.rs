@@ -194,8 +194,19 @@ impl Storage {
     ///
     /// Only one runs at a time; hold it briefly and do no network IO inside it.
     pub async fn write(&self) -> Result<WriteTxn<'_>> {
+        let mut txn = self.write_batched().await?;
+        if let (Some(begin), Some(conn)) = (txn.pending_begin.take(), txn.conn.as_mut()) {
+            conn.execute(begin).await?;
+        }
+        Ok(txn)
+    }
+
+    /// Starts a write transaction made of one [`Batch`] given to [`WriteTxn::commit_batch`]:
+    /// the transaction begins in that batch, so the whole write is one round trip to the
+    /// database. Its [`WriteTxn::conn`] must not be used.
+    pub async fn write_batched(&self) -> Result<WriteTxn<'_>> {
         let guard = self.inner.writer.lock().await;
-        let mut conn = self.inner.pool.acquire().await?;
+        let conn = self.inner.pool.acquire().await?;
         // Take SQLite's write lock up front: a deferred transaction that read first fails at
         // once with SQLITE_BUSY_SNAPSHOT when another connection wrote in between, where an
         // immediate one waits out the busy timeout instead.
@@ -203,11 +214,11 @@ impl Storage {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
-        conn.execute(begin).await?;
         let start = *guard;
         Ok(WriteTxn {
             guard,
             conn: Some(conn),
+            pending_begin: Some(begin),
             start,
             notifier: &self.inner.notifier,
             marks: &self.inner.marks,
@@ -301,6 +312,8 @@ pub struct WriteTxn<'a> {
     guard: MutexGuard<'a, i64>,
     /// The connection, with the transaction open on it; `None` once committed.
     conn: Option<PoolConnection<Any>>,
+    /// The statement that begins the transaction, while it has not been sent.
+    pending_begin: Option<&'static str>,
     start: i64,
     notifier: &'a Notifier,
     marks: &'a [AtomicI64; CHANGE_KINDS],
@@ -311,6 +324,10 @@ pub struct WriteTxn<'a> {
 impl WriteTxn<'_> {
     /// The connection to run statements on.
     pub fn conn(&mut self) -> &mut AnyConnection {
+        debug_assert!(
+            self.pending_begin.is_none(),
+            "a batched write's connection is used outside its batch"
+        );
         // The connection is only taken by `commit_batch`, which consumes `self`.
         self.conn.as_mut().expect("connection present until commit")
     }
@@ -342,6 +359,9 @@ impl WriteTxn<'_> {
     /// syncs.
     pub async fn commit_batch(mut self, mut batch: Batch) -> Result<StreamPosition> {
         let position = *self.guard;
+        if let Some(begin) = self.pending_begin.take() {
+            batch.statements.insert(0, (begin, Vec::new()));
+        }
         let Some(conn) = self.conn.as_mut() else {
             return Err(Error::Internal("write transaction committed twice".into()));
         };
@@ -373,6 +393,10 @@ impl WriteTxn<'_> {
 impl Drop for WriteTxn<'_> {
     fn drop(&mut self) {
         *self.guard = self.start;
+        if self.pending_begin.is_some() {
+            // Never begun: the connection goes back to the pool as it came.
+            return;
+        }
         if let Some(conn) = self.conn.take() {
             // Still open: closing the connection rolls the transaction back, and it never
             // returns to the pool with a transaction half done.
