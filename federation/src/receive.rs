@@ -7,7 +7,7 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, Server
 use serde_json::json;
 use tracing::debug;
 
-use crate::{Ctx, client::segment, keys, metrics::PduOutcome};
+use crate::{Ctx, client::segment, metrics::PduOutcome};
 
 /// Missing events asked for at once, at most.
 const MISSING_LIMIT: u64 = 50;
@@ -104,7 +104,10 @@ async fn add_checked(
     rules: &ruma::room_version_rules::RoomVersionRules,
     object: CanonicalJsonObject,
 ) -> Result<PduOutcome, AddError> {
-    keys::check_event(&object, rules).map_err(|e| AddError::Refused(e.to_string()))?;
+    ctx.keys
+        .check_event(&object, rules)
+        .await
+        .map_err(|e| AddError::Refused(e.to_string()))?;
     match ctx.hs.rooms.add_pdu(room, object).await {
         Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => Err(AddError::Rejected(why)),
         Ok(grove_server::rooms::auth::RemoteVerdict::SoftFailed(why)) => {
@@ -197,7 +200,10 @@ async fn add_after_gap(
     object: CanonicalJsonObject,
     id: &OwnedEventId,
 ) -> Result<PduOutcome, AddError> {
-    keys::check_event(&object, rules).map_err(|e| AddError::Refused(e.to_string()))?;
+    ctx.keys
+        .check_event(&object, rules)
+        .await
+        .map_err(|e| AddError::Refused(e.to_string()))?;
     let path = format!(
         "/_matrix/federation/v1/state_ids/{}?event_id={}",
         segment(room.as_str()),
@@ -255,7 +261,10 @@ async fn add_after_gap(
         if got != *missing {
             return Err(AddError::Refused(format!("asked for {missing}, got {got}")));
         }
-        keys::check_event(&event, rules).map_err(|e| AddError::Refused(e.to_string()))?;
+        ctx.keys
+            .check_event(&event, rules)
+            .await
+            .map_err(|e| AddError::Refused(e.to_string()))?;
         fetched.push(event);
     }
     let rooms = &ctx.hs.rooms;

@@ -11,6 +11,7 @@ mod federation;
 mod federation_directory;
 mod federation_e2ee;
 mod federation_merge;
+mod federation_tls;
 mod media;
 mod metrics;
 mod notifications;
