@@ -243,7 +243,7 @@ fn tls_client(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_bad_x_matrix_signature_from_a_dns_origin_is_refused() {
+async fn forged_requests_and_events_from_a_dns_origin_are_refused() {
     let ca = TestCa::new("grove");
     let a = start_tls_node(Backend::Sqlite, &ca, &ca).await;
     let b = start_tls_node(Backend::Sqlite, &ca, &ca).await;
@@ -273,6 +273,59 @@ async fn a_bad_x_matrix_signature_from_a_dns_origin_is_refused() {
             assert!(body.contains("M_UNAUTHORIZED"), "{body}")
         }
         other => panic!("a forged signature must be refused with 401: {other:?}"),
+    }
+
+    // Events: B joins a room on A; then A's server sends B copies of a real event of A's that
+    // no longer match A's signature. B checks them against the keys A's key server gave it.
+    let bob = b.register("bob").await;
+    let room = a
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    b.join_via(&bob, &room, &a.server_name()).await;
+    let (status, sent) = a
+        .put(
+            &format!("{V3}/rooms/{}/send/m.room.message/real", enc(&room)),
+            Some(&alice.token),
+            json!({ "msgtype": "m.text", "body": "real" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    let real = sent["event_id"].as_str().expect("event_id").to_owned();
+    wait_messages(&b, &bob, &room, &["real"]).await;
+    let pdu = a
+        .node()
+        .homeserver()
+        .rooms
+        .pdu(&real)
+        .await
+        .expect("read")
+        .expect("stored");
+    let mut tampered: Value = serde_json::from_str(&pdu.json).expect("json");
+    tampered["content"]["body"] = json!("forged");
+    tampered["origin_server_ts"] = json!(1);
+    let mut bad_sig: Value = serde_json::from_str(&pdu.json).expect("json");
+    bad_sig["origin_server_ts"] = json!(2);
+    let b_name = ServerName::parse(b.server_name()).expect("name");
+    let honest_a = tls_client(&a, a.node().homeserver().key.clone(), &a.server_name(), &ca);
+    let answer = honest_a
+        .request(
+            &b_name,
+            http::Method::PUT,
+            "/_matrix/federation/v1/send/forged-over-tls",
+            Some(&json!({
+                "origin": a.server_name(),
+                "origin_server_ts": 1,
+                "pdus": [tampered, bad_sig],
+            })),
+        )
+        .await
+        .expect("transaction answered");
+    let results = answer["pdus"].as_object().expect("pdus");
+    assert_eq!(results.len(), 2, "{answer}");
+    for (id, result) in results {
+        assert!(result["error"].is_string(), "{id}: {result}");
+        let stored = b.node().homeserver().rooms.pdu(id).await.expect("read");
+        assert!(stored.is_none(), "{id} must not be stored");
     }
 }
 
