@@ -65,21 +65,26 @@ pub async fn serve(mut listener: SessionListener, router: Router) {
 }
 
 /// Accepts TLS connections on `listener` and serves `router` on each, HTTP/1.1 with keep-alive,
-/// until the task is stopped.
+/// until the task is stopped; stopping it also ends every connection it accepted.
 pub async fn serve_tls(listener: TcpListener, acceptor: TlsAcceptor, router: Router) {
+    // Owned here so that aborting this task drops (and so aborts) every connection task.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of descriptors, most often: wait a little rather than spin.
-                debug!(error = %e, "accepting a federation connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, most often: wait a little rather than spin.
+                    debug!(error = %e, "accepting a federation connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let acceptor = acceptor.clone();
         let router = router.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _ = tcp.set_nodelay(true);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
