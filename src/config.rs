@@ -60,6 +60,41 @@ pub struct Config {
     pub overlay: OverlayConfig,
     /// The media repository.
     pub media: MediaConfig,
+    /// Federation over ordinary TLS (a node with a DNS server name only).
+    pub federation: FederationConfig,
+}
+
+/// Federation over HTTPS, for a node whose server name is a DNS name (a hex-named node
+/// federates over the overlay and uses none of this).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// The TCP address of the HTTPS federation listener, such as `0.0.0.0:8448`.
+    pub listen: Option<SocketAddr>,
+    /// The certificate chain (PEM, leaf first) for the server name.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM files) trusted beside the webpki roots.
+    pub trusted_ca: Vec<PathBuf>,
+}
+
+impl FederationConfig {
+    /// Whether any TLS option is set.
+    fn any(&self) -> bool {
+        self.listen.is_some()
+            || self.tls_cert.is_some()
+            || self.tls_key.is_some()
+            || !self.trusted_ca.is_empty()
+    }
+}
+
+/// Whether a server name is an overlay key (64 lower-case hex) rather than a DNS name.
+fn is_hex_name(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Media repository settings.
@@ -152,6 +187,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             overlay: OverlayConfig::default(),
             media: MediaConfig::default(),
+            federation: FederationConfig::default(),
         }
     }
 }
@@ -273,6 +309,51 @@ impl Config {
         }
         if self.media.max_upload_bytes == 0 {
             return Err("media max_upload_bytes must be at least 1".into());
+        }
+        self.check_federation()
+    }
+
+    /// A DNS-named node that federates needs its TLS listener, certificate and key; a
+    /// hex-named one takes none of them.
+    fn check_federation(&self) -> Result<(), String> {
+        let fed = &self.federation;
+        let dns_name = self.server_name.as_deref().filter(|n| !is_hex_name(n));
+        let Some(name) = dns_name else {
+            if fed.any() {
+                return Err(
+                    "[federation] listen, tls_cert, tls_key and trusted_ca are only for a \
+                            node whose server_name is a DNS name; this node is named by its key"
+                        .into(),
+                );
+            }
+            return Ok(());
+        };
+        if !self.overlay.enabled {
+            if fed.any() {
+                return Err(
+                    "[federation] needs [overlay] enabled = true: federation runs with \
+                            the overlay (its multicast and static peers may stay off)"
+                        .into(),
+                );
+            }
+            // No federation at all: a local-only node may take any name.
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        if fed.listen.is_none() {
+            missing.push("listen");
+        }
+        if fed.tls_cert.is_none() {
+            missing.push("tls_cert");
+        }
+        if fed.tls_key.is_none() {
+            missing.push("tls_key");
+        }
+        if !missing.is_empty() {
+            return Err(format!(
+                "server_name {name:?} is a DNS name, which federates over TLS: set [federation] {}",
+                missing.join(", ")
+            ));
         }
         Ok(())
     }

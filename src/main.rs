@@ -67,6 +67,19 @@ struct Args {
     /// Largest media file accepted, in bytes (default 52428800, 50 MiB).
     #[arg(long, env = "GROVE_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<u64>,
+    /// HTTPS federation listener, such as 0.0.0.0:8448 (DNS server names only).
+    #[arg(long, env = "GROVE_FEDERATION_LISTEN")]
+    federation_listen: Option<SocketAddr>,
+    /// Certificate chain PEM for the server name (DNS server names only).
+    #[arg(long, env = "GROVE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Private key PEM of the certificate (DNS server names only).
+    #[arg(long, env = "GROVE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Extra trusted CA certificate PEM file (repeatable; comma-separated in the environment;
+    /// DNS server names only).
+    #[arg(long = "trusted-ca", env = "GROVE_TRUSTED_CA", value_delimiter = ',')]
+    trusted_ca: Vec<PathBuf>,
     /// Log filter, such as `info` or `grove=debug`.
     #[arg(long, env = "GROVE_LOG", default_value = "info")]
     log: String,
@@ -164,6 +177,18 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     if let Some(bytes) = args.max_upload_bytes {
         config.media.max_upload_bytes = bytes;
     }
+    if let Some(listen) = args.federation_listen {
+        config.federation.listen = Some(listen);
+    }
+    if let Some(path) = args.tls_cert {
+        config.federation.tls_cert = Some(path);
+    }
+    if let Some(path) = args.tls_key {
+        config.federation.tls_key = Some(path);
+    }
+    if !args.trusted_ca.is_empty() {
+        config.federation.trusted_ca = args.trusted_ca;
+    }
     config.check().map_err(anyhow::Error::msg)?;
     if config.registration.mode == RegistrationMode::Token && config.registration.tokens.is_empty()
     {
@@ -179,6 +204,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     println!("  client URL:  {}", node.client_url());
     if let Some(addr) = node.overlay_addr() {
         println!("  overlay:     udp {addr}");
+    }
+    if let Some(addr) = node.federation_addr() {
+        println!("  federation:  https {addr}");
     }
     std::io::Write::flush(&mut std::io::stdout())?;
     shutdown_signal().await;

@@ -133,6 +133,34 @@ impl NodeBuilder {
         self
     }
 
+    /// The Matrix server name (by default the node key's hex). A DNS name federates over TLS
+    /// and needs [`NodeBuilder::federation_tls`].
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.config.server_name = Some(name.into());
+        self
+    }
+
+    /// Serves federation over HTTPS on `listen` with the PEM certificate chain and key at
+    /// `cert` and `key` (a node with a DNS server name only).
+    pub fn federation_tls(
+        mut self,
+        listen: SocketAddr,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        self.config.federation.listen = Some(listen);
+        self.config.federation.tls_cert = Some(cert.into());
+        self.config.federation.tls_key = Some(key.into());
+        self
+    }
+
+    /// Trusts the CA certificates in this PEM file beside the webpki roots when sending
+    /// federation over HTTPS (a node with a DNS server name only).
+    pub fn trusted_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.federation.trusted_ca.push(path.into());
+        self
+    }
+
     /// The largest media file accepted, in bytes.
     pub fn max_upload_bytes(mut self, bytes: u64) -> Self {
         self.config.media.max_upload_bytes = bytes;
@@ -236,6 +264,23 @@ impl Node {
             .map(|p| crate::config::parse_static_peer(p))
             .collect::<Result<Vec<_>, _>>()
             .map_err(NodeError::Config)?;
+        // Read before the database opens: a missing or bad PEM file fails fast.
+        let tls = match (
+            &config.federation.listen,
+            &config.federation.tls_cert,
+            &config.federation.tls_key,
+        ) {
+            (Some(listen), Some(cert), Some(key)) => Some(
+                grove_federation::tls::TlsSettings::from_pem_files(
+                    *listen,
+                    cert,
+                    key,
+                    &config.federation.trusted_ca,
+                )
+                .map_err(|e| NodeError::Config(format!("federation TLS: {e}")))?,
+            ),
+            _ => None,
+        };
         let seed = key.seed();
         let hs = Homeserver::open(server_config, key).await?;
         let (overlay, federation) = if config.overlay.enabled {
@@ -257,15 +302,19 @@ impl Node {
                     });
                 }
             };
-            let federation =
-                match grove_federation::Federation::start(hs.clone(), overlay.clone(), events) {
-                    Ok(federation) => federation,
-                    Err(e) => {
-                        let _ = overlay.shutdown().await;
-                        hs.close().await;
-                        return Err(NodeError::Config(format!("federation: {e}")));
-                    }
-                };
+            let federation = match grove_federation::Federation::start_with_tls(
+                hs.clone(),
+                overlay.clone(),
+                events,
+                tls,
+            ) {
+                Ok(federation) => federation,
+                Err(e) => {
+                    let _ = overlay.shutdown().await;
+                    hs.close().await;
+                    return Err(NodeError::Config(format!("federation: {e}")));
+                }
+            };
             info!(overlay = %overlay.local_addr(), "overlay started");
             (Some(overlay), Some(federation))
         } else {
@@ -386,6 +435,11 @@ impl Node {
         self.overlay
             .as_ref()
             .map(|o| format!("{}@{}", o.public_key().to_hex(), o.local_addr()))
+    }
+
+    /// The address of the HTTPS federation listener, when the node has one.
+    pub fn federation_addr(&self) -> Option<SocketAddr> {
+        self.federation.as_ref().and_then(|f| f.https_addr())
     }
 
     /// The homeserver core, for embedding applications that act without HTTP.

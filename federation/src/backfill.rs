@@ -93,17 +93,21 @@ pub async fn backfill(
         };
         // Events of other rooms are left out when placed (a v12 create event names its room
         // only through its ID).
-        let events: Vec<_> = receive::pdu_objects(&answer, limit)
-            .into_iter()
-            .filter_map(|o| match keys::check_event(&o, &rules) {
-                Ok(()) => Some(o),
+        let mut events = Vec::new();
+        for object in receive::pdu_objects(&answer, limit) {
+            match ctx.keys.check_event(&object, &rules).await {
+                Ok(()) => events.push(object),
                 // Signed but altered, or withheld from this server: kept in its redacted form.
                 Err(keys::EventCheckError::Hash) => {
-                    ruma::canonical_json::redact(o, &rules.redaction, None).ok()
+                    if let Ok(redacted) =
+                        ruma::canonical_json::redact(object, &rules.redaction, None)
+                    {
+                        events.push(redacted);
+                    }
                 }
-                Err(keys::EventCheckError::Signature(_)) => None,
-            })
-            .collect();
+                Err(keys::EventCheckError::Signature(_)) => {}
+            }
+        }
         if events.is_empty() {
             continue;
         }

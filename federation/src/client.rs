@@ -1,5 +1,7 @@
-//! Outbound requests: HTTP/1.1 over overlay sessions, one bi-directional stream per request,
-//! one cached session per destination, every request signed with `X-Matrix`.
+//! Outbound requests, every one signed with `X-Matrix`, the transport chosen by the destination's
+//! name: a 64-hex name is reached over an overlay session (HTTP/1.1, one bi-directional stream
+//! per request, one cached session per destination); any other name over HTTPS (see
+//! [`crate::https`]: discovery, rustls, pooled HTTP/1.1 connections).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -11,9 +13,9 @@ use hyper_util::rt::TokioIo;
 use ruma::{OwnedServerName, ServerName, api::federation::authentication::XMatrix};
 use serde_json::Value;
 use tokio::sync::Mutex;
-use tracing::debug;
+use tracing::{debug, warn};
 
-use crate::{error::RequestError, keys};
+use crate::{error::RequestError, https::Https, keys};
 
 /// The ALPN of federation sessions.
 pub const ALPN: &[u8] = b"matrix";
@@ -22,33 +24,49 @@ pub const ALPN: &[u8] = b"matrix";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The longest one attempt (session set-up, or one exchange) may take.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(12);
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// The largest response body accepted.
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
-/// Sends signed requests to other servers over the overlay.
+/// Sends signed requests to other servers, over the overlay or HTTPS.
 #[derive(Clone)]
 pub struct Client {
     overlay: OverlayHandle,
     key: Arc<grove_server::NodeKey>,
     origin: OwnedServerName,
     sessions: Arc<Mutex<HashMap<NodeKey, quinn::Connection>>>,
+    https: Arc<Https>,
 }
 
 impl Client {
-    /// A client signing as `origin` with `key`.
+    /// A client signing as `origin` with `key`, trusting the webpki roots for HTTPS.
     pub fn new(
         overlay: OverlayHandle,
         key: Arc<grove_server::NodeKey>,
         origin: OwnedServerName,
     ) -> Self {
+        let tls = match crate::tls::client_config(&[]) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                warn!(error = %e, "no TLS client configuration: HTTPS federation is off");
+                None
+            }
+        };
         Self {
             overlay,
             key,
             origin,
             sessions: Arc::default(),
+            https: Arc::new(Https::new(tls)),
         }
+    }
+
+    /// The same client, trusting for HTTPS what `config` trusts (see
+    /// [`crate::tls::client_config`]), with a fresh connection pool.
+    pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.https = Arc::new(Https::new(Some(config)));
+        self
     }
 
     /// Sends a request and returns the JSON answer of a 2xx response.
@@ -75,8 +93,6 @@ impl Client {
         body: Option<&Value>,
         max_bytes: usize,
     ) -> Result<http::Response<Bytes>, RequestError> {
-        let node = keys::node_key(destination)
-            .ok_or_else(|| RequestError::NotOverlay(destination.to_string()))?;
         let body = match body {
             Some(v) => serde_json::to_vec(v).map_err(|e| RequestError::Http(e.to_string()))?,
             None => Vec::new(),
@@ -84,7 +100,6 @@ impl Client {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::HOST, destination.as_str())
             .body(body)
             .map_err(|e| RequestError::Http(e.to_string()))?;
         let auth = XMatrix::sign_http_request(
@@ -105,9 +120,60 @@ impl Client {
                 http::HeaderValue::from_static("application/json"),
             );
         }
-        tokio::time::timeout(REQUEST_TIMEOUT, self.send(node, request, max_bytes))
-            .await
-            .map_err(|_| RequestError::Timeout)?
+        tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.dispatch(destination, request, max_bytes),
+        )
+        .await
+        .map_err(|_| RequestError::Timeout)?
+    }
+
+    /// An unsigned `GET` (the key server answers anyone), its JSON answer at most
+    /// `max_bytes` long.
+    pub async fn get_public(
+        &self,
+        destination: &ServerName,
+        path: &str,
+        max_bytes: usize,
+    ) -> Result<Value, RequestError> {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .body(Vec::new())
+            .map_err(|e| RequestError::Http(e.to_string()))?;
+        let response = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.dispatch(destination, request, max_bytes),
+        )
+        .await
+        .map_err(|_| RequestError::Timeout)??;
+        serde_json::from_slice(response.body()).map_err(|e| RequestError::BadAnswer(e.to_string()))
+    }
+
+    /// Sends over the transport `destination`'s name calls for, with the `Host` it calls for.
+    async fn dispatch(
+        &self,
+        destination: &ServerName,
+        mut request: Request<Vec<u8>>,
+        max_bytes: usize,
+    ) -> Result<http::Response<Bytes>, RequestError> {
+        if keys::is_hex_name(destination) {
+            let node = keys::node_key(destination)
+                .ok_or_else(|| RequestError::NotOverlay(destination.to_string()))?;
+            request.headers_mut().insert(
+                header::HOST,
+                http::HeaderValue::from_str(destination.as_str())
+                    .map_err(|e| RequestError::Http(e.to_string()))?,
+            );
+            return self.send(node, request, max_bytes).await;
+        }
+        let endpoint = self.https.resolve(destination).await;
+        request.headers_mut().insert(
+            header::HOST,
+            http::HeaderValue::from_str(&endpoint.authority)
+                .map_err(|e| RequestError::Http(e.to_string()))?,
+        );
+        self.https.send(&endpoint, request, max_bytes).await
     }
 
     async fn send(

@@ -90,9 +90,12 @@ impl IntoResponse for FedError {
 /// Why a request to another server failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    /// The server name is not a key this node can reach over the overlay.
-    #[error("{0} is not reachable over the overlay (not a 64-hex server name)")]
+    /// The server name is 64 hex but not a valid overlay key.
+    #[error("{0} is not a valid overlay key")]
     NotOverlay(String),
+    /// TLS could not be set up, or the server's certificate is not trusted for its name.
+    #[error("tls: {0}")]
+    Tls(String),
     /// No session could be opened or used.
     #[error("session: {0}")]
     Session(String),

@@ -1,10 +1,17 @@
-//! The Matrix server-server API of a Grove node, carried over overlay sessions (and, later, for
-//! DNS server names, ordinary TLS).
+//! The Matrix server-server API of a Grove node. The transport follows the server name: a
+//! 64-hex name (an overlay key) is reached over overlay sessions; a DNS name (a static peer on
+//! the classic network) over ordinary HTTPS, as Matrix homeservers do. Requests carry the
+//! `X-Matrix` signature either way.
 //!
 //! - [`backfill`]: older history fetched for clients paging back past what this node holds.
-//! - [`client`]: signed HTTP/1.1 requests over overlay sessions with ALPN `matrix`.
-//! - [`inbound`] and [`routes`]: the federation router served on accepted sessions.
-//! - [`keys`]: self-certifying names (a 64-hex server name is its own verify key).
+//! - [`client`]: signed HTTP/1.1 requests, over overlay sessions with ALPN `matrix` or, for
+//!   DNS names, over HTTPS ([`https`]: server discovery, rustls, one pool of connections).
+//! - [`inbound`] and [`routes`]: the federation router served on accepted sessions and, for a
+//!   DNS-named node, on its HTTPS listener.
+//! - [`keys`]: self-certifying names (a 64-hex server name is its own verify key, never
+//!   fetched) and the key ring of DNS names (keys fetched from `/_matrix/key/v2/server`, the
+//!   self-signature checked, kept in memory until `valid_until_ts`; not persisted).
+//! - [`tls`]: a DNS-named node's certificate, key and trusted roots (webpki plus extra CAs).
 //! - [`receive`]: checking and adding PDUs received in transactions.
 //! - [`sender`]: the persistent per-destination queues and their back-off.
 //! - [`remote`]: joins, invites and alias lookups the client API asks for.
@@ -20,6 +27,7 @@ pub mod backfill;
 pub mod client;
 pub mod e2ee;
 pub mod error;
+pub mod https;
 pub mod inbound;
 pub mod keys;
 pub mod media;
@@ -29,6 +37,7 @@ pub mod receive;
 pub mod remote;
 pub mod routes;
 pub mod sender;
+pub mod tls;
 
 use std::{
     collections::BTreeSet,
@@ -48,6 +57,8 @@ pub struct Ctx {
     pub hs: Homeserver,
     /// Outbound requests.
     pub client: client::Client,
+    /// Server keys: hex names' from the names, DNS names' fetched and cached.
+    pub keys: keys::KeyRing,
     /// The outgoing queues.
     pub sender: sender::Sender,
     /// Prometheus metrics.
@@ -107,12 +118,34 @@ pub enum StartError {
     /// The overlay refused the `matrix` listener.
     #[error("cannot listen for sessions: {0}")]
     Listen(String),
+    /// The TLS settings of a DNS-named node could not be used.
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Running federation: the inbound server, the sender and the overlay event watcher.
 pub struct Federation {
     ctx: Arc<Ctx>,
     tasks: Vec<JoinHandle<()>>,
+    https_addr: Option<std::net::SocketAddr>,
+}
+
+/// Binds the HTTPS listener (inside the runtime, without waiting).
+fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, tls::TlsError> {
+    let listen_error = |e: std::io::Error| tls::TlsError::Listen {
+        addr,
+        message: e.to_string(),
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(listen_error)?;
+    // A restarted node takes its port back while old connections linger in TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(listen_error)?;
+    socket.bind(addr).map_err(listen_error)?;
+    socket.listen(1024).map_err(listen_error)
 }
 
 impl Federation {
@@ -121,17 +154,39 @@ impl Federation {
     pub fn start(
         hs: Homeserver,
         overlay: OverlayHandle,
-        mut events: mpsc::Receiver<OverlayEvent>,
+        events: mpsc::Receiver<OverlayEvent>,
     ) -> Result<Self, StartError> {
-        let client = client::Client::new(
+        Self::start_with_tls(hs, overlay, events, None)
+    }
+
+    /// As [`Federation::start`], and for a DNS-named node with `tls`, also serves federation
+    /// over HTTPS on `tls.listen` and trusts `tls.extra_roots` beside the webpki roots when
+    /// sending.
+    pub fn start_with_tls(
+        hs: Homeserver,
+        overlay: OverlayHandle,
+        mut events: mpsc::Receiver<OverlayEvent>,
+        tls: Option<tls::TlsSettings>,
+    ) -> Result<Self, StartError> {
+        let mut client = client::Client::new(
             overlay.clone(),
             hs.key.clone(),
             hs.config.server_name.clone(),
         );
+        let https_listener = match &tls {
+            Some(settings) => {
+                client = client.with_tls(tls::client_config(&settings.extra_roots)?);
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(settings)?);
+                let listener = bind(settings.listen)?;
+                Some((listener, acceptor))
+            }
+            None => None,
+        };
         let metrics = metrics::Metrics::new();
         let sender = sender::Sender::new(hs.clone(), client.clone(), metrics.clone());
         let ctx = Arc::new(Ctx {
             hs: hs.clone(),
+            keys: keys::KeyRing::new(client.clone()),
             client,
             sender: sender.clone(),
             metrics,
@@ -145,6 +200,15 @@ impl Federation {
             listener,
             routes::router(ctx.clone()),
         )));
+        let mut https_addr = None;
+        if let Some((listener, acceptor)) = https_listener {
+            https_addr = listener.local_addr().ok();
+            tasks.push(tokio::spawn(inbound::serve_tls(
+                listener,
+                acceptor,
+                routes::router(ctx.clone()),
+            )));
+        }
         tasks.push(sender.start());
         let watcher = sender.clone();
         let sessions = ctx.client.clone();
@@ -174,7 +238,16 @@ impl Federation {
         tasks.push(tokio::spawn(presence::announce_presence(Arc::downgrade(
             &ctx,
         ))));
-        Ok(Self { ctx, tasks })
+        Ok(Self {
+            ctx,
+            tasks,
+            https_addr,
+        })
+    }
+
+    /// The address of the HTTPS listener, when there is one.
+    pub fn https_addr(&self) -> Option<std::net::SocketAddr> {
+        self.https_addr
     }
 
     /// The shared context (for tests and embedding).

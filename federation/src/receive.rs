@@ -9,7 +9,7 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, Server
 use serde_json::json;
 use tracing::debug;
 
-use crate::{Ctx, client::segment, keys, metrics::PduOutcome};
+use crate::{Ctx, client::segment, metrics::PduOutcome};
 
 /// Missing events asked for at once, at most.
 const MISSING_LIMIT: u64 = 50;
@@ -109,7 +109,10 @@ async fn add_checked(
     rules: &ruma::room_version_rules::RoomVersionRules,
     object: CanonicalJsonObject,
 ) -> Result<PduOutcome, AddError> {
-    keys::check_event(&object, rules).map_err(|e| AddError::Refused(e.to_string()))?;
+    ctx.keys
+        .check_event(&object, rules)
+        .await
+        .map_err(|e| AddError::Refused(e.to_string()))?;
     match ctx.hs.rooms.add_pdu(room, object).await {
         Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => Err(AddError::Rejected(why)),
         Ok(grove_server::rooms::auth::RemoteVerdict::SoftFailed(why)) => {
@@ -275,7 +278,10 @@ async fn add_after_gap(
     object: CanonicalJsonObject,
     id: &OwnedEventId,
 ) -> Result<PduOutcome, AddError> {
-    keys::check_event(&object, rules).map_err(|e| AddError::Refused(e.to_string()))?;
+    ctx.keys
+        .check_event(&object, rules)
+        .await
+        .map_err(|e| AddError::Refused(e.to_string()))?;
     let state = state_before(ctx, origin, room, rules, id)
         .await
         .map_err(AddError::Refused)?;
@@ -370,7 +376,10 @@ pub(crate) async fn fetch_unknown(
         if got != *missing {
             return Err(format!("asked for {missing}, got {got}"));
         }
-        keys::check_event(&event, rules).map_err(|e| e.to_string())?;
+        ctx.keys
+            .check_event(&event, rules)
+            .await
+            .map_err(|e| e.to_string())?;
         fetched.push(event);
     }
     ctx.hs

@@ -22,7 +22,7 @@ use ruma::{
 use serde_json::{Value, json};
 use tracing::{debug, info};
 
-use crate::{Ctx, client::segment, keys};
+use crate::{Ctx, client::segment};
 
 /// Longest display name taken from another server.
 const MAX_DISPLAYNAME_CHARS: usize = 256;
@@ -189,7 +189,9 @@ impl RemoteRooms {
         let mut state = Vec::new();
         for value in answer["state"].as_array().into_iter().flatten() {
             let e = object(value).ok_or_else(|| Error::BadJson("send_join: bad state".into()))?;
-            keys::check_event(&e, &rules)
+            ctx.keys
+                .check_event(&e, &rules)
+                .await
                 .map_err(|e| Error::Forbidden(format!("send_join state: {e}")))?;
             state.push(e);
         }
@@ -197,7 +199,9 @@ impl RemoteRooms {
         for value in answer["auth_chain"].as_array().into_iter().flatten() {
             let e =
                 object(value).ok_or_else(|| Error::BadJson("send_join: bad auth chain".into()))?;
-            keys::check_event(&e, &rules)
+            ctx.keys
+                .check_event(&e, &rules)
+                .await
                 .map_err(|e| Error::Forbidden(format!("send_join auth chain: {e}")))?;
             auth_chain.push(e);
         }
@@ -261,7 +265,10 @@ impl RemoteRooms {
         let signed = object(&answer["event"])
             .filter(|e| builder::event_id_of(e, &rules).ok().as_ref() == Some(&event_id))
             .ok_or_else(|| Error::BadJson("invite: the answer is another event".into()))?;
-        keys::check_event(&signed, &rules).map_err(|e| Error::Forbidden(format!("invite: {e}")))?;
+        ctx.keys
+            .check_event(&signed, &rules)
+            .await
+            .map_err(|e| Error::Forbidden(format!("invite: {e}")))?;
         match hs.rooms.add_pdu(room, signed).await? {
             grove_server::rooms::auth::RemoteVerdict::Rejected(why)
             | grove_server::rooms::auth::RemoteVerdict::SoftFailed(why) => {

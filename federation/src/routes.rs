@@ -1,6 +1,8 @@
 //! The federation router: one handler per endpoint of the server-server API, behind a layer
-//! that checks the `X-Matrix` signature of every request against the origin's name-derived key
-//! and ties the origin to the overlay key of the session the request came on.
+//! that checks the `X-Matrix` signature of every request: a hex origin against its
+//! name-derived key, tied to the overlay key of the session the request came on; a DNS origin
+//! against the keys its key server published. The same router serves overlay sessions and the
+//! HTTPS listener.
 //!
 //! - `GET /_matrix/federation/v1/version`, `GET /_matrix/key/v2/server`
 //! - `GET .../v1/make_join/{roomId}/{userId}`, `PUT .../v2/send_join/{roomId}/{eventId}`
@@ -141,9 +143,22 @@ async fn authenticate(State(ctx): Ctxt, request: Request, next: Next) -> Respons
         Ok(x) => x,
         Err(e) => return FedError::unauthorized(format!("X-Matrix: {e}")).into_response(),
     };
-    let Some(map) = keys::request_keys(&xmatrix.origin, xmatrix.key.as_str()) else {
-        return FedError::unauthorized("origin is not a self-certifying server name")
-            .into_response();
+    // A hex origin's key is its name and its requests come over a session with its key; a DNS
+    // origin's keys come from its key server, whatever the transport.
+    let hex = keys::is_hex_name(&xmatrix.origin);
+    let map = if hex {
+        keys::request_keys(&xmatrix.origin, xmatrix.key.as_str())
+    } else {
+        ctx.keys
+            .request_keys(&xmatrix.origin, xmatrix.key.as_str())
+            .await
+    };
+    let Some(map) = map else {
+        return FedError::unauthorized(format!(
+            "no key {} known for {}",
+            xmatrix.key, xmatrix.origin
+        ))
+        .into_response();
     };
     let check = match http::Request::builder()
         .method(parts.method.clone())
@@ -158,7 +173,7 @@ async fn authenticate(State(ctx): Ctxt, request: Request, next: Next) -> Respons
     }
     // The signature proves the origin; the session proves who is on the other end.
     let peer = parts.extensions.get::<PeerKey>().map(|p| p.0);
-    if peer != keys::node_key(&xmatrix.origin) {
+    if hex && peer != keys::node_key(&xmatrix.origin) {
         return FedError::unauthorized("origin is not the session's peer").into_response();
     }
     let mut request = Request::from_parts(parts, Body::from(bytes));
@@ -346,7 +361,10 @@ async fn take_membership(
     if id.as_str() != path_event {
         return Err(FedError::bad_json("event ID does not match the event"));
     }
-    keys::check_event(&object, &rules).map_err(|e| FedError::forbidden(e.to_string()))?;
+    ctx.keys
+        .check_event(&object, &rules)
+        .await
+        .map_err(|e| FedError::forbidden(e.to_string()))?;
     let field = |name: &str| match object.get(name) {
         Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
         _ => None,
@@ -458,7 +476,10 @@ async fn invite(
     if id.as_str() != event {
         return Err(FedError::bad_json("event ID does not match the event"));
     }
-    keys::check_event(&object, &rules).map_err(|e| FedError::forbidden(e.to_string()))?;
+    ctx.keys
+        .check_event(&object, &rules)
+        .await
+        .map_err(|e| FedError::forbidden(e.to_string()))?;
     let text = serde_json::to_string(&object).map_err(|e| FedError::bad_json(e.to_string()))?;
     let pdu = grove_server::rooms::Pdu::parse(id.clone(), Some(room), &text)?;
     let target = pdu

@@ -141,3 +141,61 @@ fn binary_exits_non_zero_when_overlay_port_is_taken() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
+
+#[test]
+fn federation_tls_section_is_checked() {
+    check_invalid("[federation]\nlisten = \"nowhere\"", "listen");
+    check_invalid("[federation]\ncolour = 1", "colour");
+    // A hex-named node federates over the overlay and takes no TLS settings.
+    check_invalid(
+        "[federation]\nlisten = \"127.0.0.1:8448\"",
+        "only for a node whose server_name is a DNS name",
+    );
+    // A DNS-named node that federates needs all three.
+    check_invalid(
+        "server_name = \"example.org\"\n",
+        "set [federation] listen, tls_cert, tls_key",
+    );
+    check_invalid(
+        "server_name = \"example.org\"\n[federation]\nlisten = \"0.0.0.0:8448\"\ntls_key = \"k.pem\"\n",
+        "set [federation] tls_cert",
+    );
+    let config = Config::from_toml(
+        "server_name = \"example.org\"\n[federation]\nlisten = \"0.0.0.0:8448\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntrusted_ca = [\"ca.pem\"]\n",
+    )
+    .expect("valid federation config");
+    assert_eq!(config.federation.listen.map(|a| a.port()), Some(8448));
+    assert_eq!(config.federation.trusted_ca.len(), 1);
+    // Without the overlay there is no federation, and a DNS name needs nothing.
+    Config::from_toml("server_name = \"example.org\"\n[overlay]\nenabled = false\n")
+        .expect("local-only node");
+}
+
+#[test]
+fn binary_names_a_missing_certificate_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (code, stderr) = run_grove(&[
+        "--data-dir",
+        dir.path().to_str().expect("utf-8 path"),
+        "--client-listen",
+        "127.0.0.1:0",
+        "--overlay-listen",
+        "127.0.0.1:0",
+        "--multicast",
+        "false",
+        "--server-name",
+        "localhost:1",
+        "--federation-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "/nonexistent/chain.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert!(
+        stderr.contains("/nonexistent/chain.pem"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}

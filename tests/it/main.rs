@@ -12,6 +12,7 @@ mod federation_directory;
 mod federation_e2ee;
 mod federation_history;
 mod federation_merge;
+mod federation_tls;
 mod media;
 mod metrics;
 mod notifications;
