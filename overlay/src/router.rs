@@ -315,6 +315,16 @@ impl Router {
             .is_some_and(|e| e.root == self.tree.current.root)
     }
 
+    /// The node a live ring route toward `key` leads to next (`key` itself on the last hop),
+    /// if one is held under the current root.
+    pub fn ring_via(&self, key: &PublicKey) -> Option<PublicKey> {
+        let e = self.ring.entries.get(key)?;
+        if e.root != self.tree.current.root {
+            return None;
+        }
+        self.peers.get(&e.peer).map(|p| p.key)
+    }
+
     /// Whether a source route to `key` is installed.
     pub fn has_route(&self, key: &PublicKey) -> bool {
         self.paths.routes.contains_key(key)

@@ -4,7 +4,8 @@
 //! [`run`] measures one topology:
 //! 1. **cold start**: every link comes up at t = 0; converged once every node of the largest
 //!    component follows the highest key as root and holds a ring route to its key-space
-//!    predecessor (checked every 250 ms of virtual time);
+//!    predecessor that still leads there, walked hop by hop (checked every 250 ms of virtual
+//!    time);
 //! 2. **stretch**: sampled pairs (s, d) exchange a ping and its automatic pong (first contact
 //!    goes by key on the ring; the receiver searches a path and installs source routes), then
 //!    s sends one more datagram: its hops ÷ the BFS shortest hops is the stretch, and the share
@@ -321,7 +322,8 @@ fn largest_component(net: &Network) -> Vec<usize> {
     best
 }
 
-/// One root (the highest key) and a ring route from every node to its predecessor.
+/// One root (the highest key) and a ring route from every node to its predecessor that still
+/// leads there (an entry whose way is being torn down does not count).
 fn converged(net: &Network, comp: &[usize]) -> bool {
     let mut keys: Vec<(PublicKey, usize)> = comp.iter().map(|i| (net.key(*i), *i)).collect();
     keys.sort_unstable();
@@ -332,7 +334,7 @@ fn converged(net: &Network, comp: &[usize]) -> bool {
         return false;
     }
     keys.windows(2)
-        .all(|w| net.router(w[1].1).ring_knows(&w[0].0))
+        .all(|w| net.ring_route_holds(w[1].1, &w[0].0))
 }
 
 fn sample_pairs(rng: &mut ChaCha8Rng, comp: &[usize], n: usize) -> Vec<(usize, usize)> {

@@ -64,6 +64,8 @@ impl Router {
             }
             t.hop_limit -= 1;
             t.hops = t.hops.saturating_add(1);
+            // A stale route is torn down; the frame itself goes on by what is left.
+            self.check_watermark(peer, &t.dst, false, t.watermark, now);
             if !t.route.is_empty() && !t.broken {
                 match self.peers.get(&peer) {
                     Some(p) if t.reverse.len() < MAX_ROUTE_LEN => t.reverse.push(p.port),

@@ -105,6 +105,8 @@ pub struct Metrics {
     pub searches_started: u64,
     /// Source routes installed.
     pub routes_learned: u64,
+    /// Ring routes of a peer found to lead through us to nothing, and torn down.
+    pub stale_ring_routes: u64,
 }
 
 impl Metrics {

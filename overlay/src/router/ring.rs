@@ -14,6 +14,12 @@
 //! routes that broke there are torn down at once instead of timing out: a teardown follows
 //! them downstream (removing entries that now lead nowhere) and another goes upstream to the
 //! origin, which bootstraps again at once and so finds its new successor within seconds.
+//!
+//! A route that moves to another way leaves its old entries behind until they expire; they
+//! still point through nodes that may no longer hold the route. A node that receives a
+//! key-routed frame whose watermark names a route it does not hold sends a downstream teardown
+//! back, removing the stale part only (see `check_watermark`); a bootstrap that came so, or
+//! that went round a loop, also sends its origin to bootstrap again at once.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -143,12 +149,22 @@ impl Router {
             if b.root != self.tree.current.root {
                 return Err(DropReason::RootMismatch);
             }
-            if self
-                .ring
-                .entries
-                .get(&b.origin)
-                .is_some_and(|e| e.seq >= b.seq)
+            if let Some(e) = self.ring.entries.get(&b.origin)
+                && e.seq >= b.seq
             {
+                if e.seq == b.seq && e.peer != peer {
+                    // This very bootstrap passed here before: it went round a loop, and is
+                    // dropped. Its origin is told, as by a broken route, and bootstraps again
+                    // at once instead of at its next periodic round (a minute away once idle);
+                    // by then the stale entry that made the loop is usually torn down.
+                    let t = Teardown {
+                        origin: b.origin,
+                        seq: b.seq,
+                        upstream: true,
+                    };
+                    let up = e.peer;
+                    self.enqueue(up, &Frame::Teardown(t));
+                }
                 return Err(DropReason::DuplicateBootstrap);
             }
             // A refresh of an entry that already came over this same link needs no new check:
@@ -167,6 +183,18 @@ impl Router {
                 return Err(DropReason::HopLimit);
             }
             b.hop_limit -= 1;
+            if self.check_watermark(peer, &b.origin, true, b.watermark, now) {
+                // This bootstrap came by that stale route, so where it ends need not be the
+                // origin's successor (it may stop short of it, with no loop to show). The
+                // origin is told, as by a broken route, and bootstraps again at once, by when
+                // the stale part is gone.
+                let t = Teardown {
+                    origin: b.origin,
+                    seq: b.seq,
+                    upstream: true,
+                };
+                self.enqueue(peer, &Frame::Teardown(t));
+            }
             if !self.ring.entries.contains_key(&b.origin)
                 && self.ring.entries.len() >= self.config.max_ring_entries
             {
@@ -251,6 +279,56 @@ impl Router {
             };
             self.enqueue(peer, &Frame::Teardown(t));
         }
+    }
+
+    /// A frame key-routed toward `target` came from `from` carrying `watermark` (`bootstrap`:
+    /// the target itself is no candidate). If the sender followed its ring entry for the
+    /// watermark's key, that entry points through us; if we hold no such route (and are
+    /// neither that node nor its peer), the sender's entry is a leftover of a way the route
+    /// has since left, and so is every entry below it on that old way: they would send frames
+    /// here to loop or die until they expire (`ring_entry_ttl`). A downstream teardown back to
+    /// the sender removes exactly that stale part; a sender whose entry does not point
+    /// through us ignores it. When our own key or an ancestor we announce is at least as close
+    /// to the target, the sender may have picked us for that instead, and nothing is sent: a
+    /// periodic bootstrap passing by so would otherwise draw a useless teardown every round.
+    /// True when the teardown was sent.
+    pub(super) fn check_watermark(
+        &mut self,
+        from: PeerId,
+        target: &PublicKey,
+        bootstrap: bool,
+        watermark: Option<Watermark>,
+        now: Instant,
+    ) -> bool {
+        let Some(w) = watermark else {
+            return false;
+        };
+        if w.key == self.key || self.peers.values().any(|p| p.key == w.key) {
+            return false;
+        }
+        let ttl = self.config.ring_entry_ttl;
+        if self
+            .ring
+            .entries
+            .get(&w.key)
+            .is_some_and(|e| e.seen + ttl > now)
+        {
+            return false;
+        }
+        let dw = ring_distance(target, &w.key);
+        let explains =
+            |k: &PublicKey| !(bootstrap && k == target) && ring_distance(target, k) <= dw;
+        if explains(&self.key) || self.tree.current.hops.iter().any(|h| explains(&h.signer)) {
+            return false;
+        }
+        self.metrics.stale_ring_routes += 1;
+        let t = Teardown {
+            origin: w.key,
+            seq: w.seq,
+            upstream: false,
+        };
+        self.enqueue(from, &Frame::Teardown(t));
+        true
     }
 
     /// The link `peer` went down: routes that came over it are gone, and so is every route

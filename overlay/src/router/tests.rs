@@ -8,7 +8,7 @@ use crate::router::queue::{PeerQueue, TRAFFIC_QUEUE_LIMIT};
 use crate::router::ring::KeyHop;
 use crate::router::timer::{Timer, TimerTable};
 use crate::router::{Config, Event, PeerId, Router, tree_distance};
-use crate::wire::{Announcement, Frame};
+use crate::wire::{Announcement, Frame, Teardown, Traffic, Watermark};
 
 #[track_caller]
 fn check_distance(a: &[u16], b: &[u16], expected: usize) {
@@ -138,6 +138,83 @@ fn key_routing_moves_to_the_closest_key_from_above() {
         r.key_next_hop(&me.public_key(), true, None, now),
         KeyHop::Peer(PeerId(3), None)
     );
+}
+
+/// A key-routed frame toward `dst` from `src`, carrying `watermark`, as a peer forwards it.
+fn key_routed(src: PublicKey, dst: PublicKey, watermark: Option<Watermark>) -> Vec<u8> {
+    Frame::Traffic(Traffic {
+        hop_limit: 60,
+        hops: 2,
+        broken: false,
+        probe: false,
+        src,
+        dst,
+        src_coords: Vec::new(),
+        dst_coords: None,
+        watermark,
+        route: Vec::new(),
+        route_pos: 0,
+        reverse: Vec::new(),
+        payload: b"hi".to_vec(),
+    })
+    .encode()
+}
+
+/// Teardowns the router queued, by link.
+fn teardowns(r: &mut Router) -> Vec<(PeerId, Teardown)> {
+    std::iter::from_fn(|| r.poll_transmit())
+        .filter_map(|tx| match Frame::decode(&tx.bytes) {
+            Ok(Frame::Teardown(t)) => Some((tx.peer, t)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_frame_following_a_ring_route_we_do_not_hold_tears_that_route_down() {
+    let keys = sorted_keys(&[20, 21, 22, 23, 24]);
+    let now = Instant::now();
+    let (dst, near, me, far, sender) = (&keys[0], &keys[1], &keys[2], &keys[3], &keys[4]);
+    let mut r = Router::new(me.clone(), Config::default(), 1, now);
+    r.handle_peer_up(PeerId(1), sender.public_key(), now)
+        .unwrap_or_default();
+    drain(&mut r);
+    let frame = |w: &NodeKeypair| {
+        key_routed(
+            sender.public_key(),
+            dst.public_key(),
+            Some(Watermark {
+                key: w.public_key(),
+                seq: 7,
+            }),
+        )
+    };
+
+    // The sender's best route toward `dst` led to `near` through us, and we hold none: its
+    // entry is stale, and it hears so over the very link the frame came by.
+    assert_eq!(r.handle_frame(PeerId(1), &frame(near), now), Ok(()));
+    let expected = Teardown {
+        origin: near.public_key(),
+        seq: 7,
+        upstream: false,
+    };
+    assert_eq!(teardowns(&mut r), vec![(PeerId(1), expected)]);
+    assert_eq!(r.metrics().stale_ring_routes, 1);
+
+    // Our own key is closer to `dst` than `far`: the sender may have chosen us for it, so its
+    // entry is not blamed. Nor is anything without a watermark.
+    assert_eq!(r.handle_frame(PeerId(1), &frame(far), now), Ok(()));
+    let plain = key_routed(sender.public_key(), dst.public_key(), None);
+    assert_eq!(r.handle_frame(PeerId(1), &plain, now), Ok(()));
+    assert_eq!(teardowns(&mut r), vec![]);
+
+    // A route to our own peer is one we can always finish.
+    r.handle_peer_up(PeerId(2), near.public_key(), now)
+        .unwrap_or_default();
+    drain(&mut r);
+    assert_eq!(r.handle_frame(PeerId(1), &frame(near), now), Ok(()));
+    assert_eq!(teardowns(&mut r), vec![]);
+    assert_eq!(r.metrics().stale_ring_routes, 1);
 }
 
 #[test]

@@ -258,6 +258,32 @@ impl Network {
         self.nodes[i].alive = false;
     }
 
+    /// Whether node `i` holds a ring route to the node keyed `to` that still leads there: each
+    /// node on the way holds its own entry, under the same root, until `to` is reached. An
+    /// entry whose way was torn down behind it (a teardown still in flight) does not count.
+    pub fn ring_route_holds(&self, i: usize, to: &PublicKey) -> bool {
+        let root = self.nodes[i].router.root();
+        let mut at = i;
+        // A route never visits a node twice; more hops than nodes is a loop.
+        for _ in 0..self.nodes.len() {
+            let r = &self.nodes[at].router;
+            if r.root() != root {
+                return false;
+            }
+            let Some(via) = r.ring_via(to) else {
+                return false;
+            };
+            if via == *to {
+                return true;
+            }
+            match self.keys.get(&via) {
+                Some(&next) if self.nodes[next].alive => at = next,
+                _ => return false,
+            }
+        }
+        false
+    }
+
     /// Neighbours of `i` over live links.
     pub fn neighbours(&self, i: usize) -> &[usize] {
         &self.adj[i]
