@@ -80,8 +80,9 @@ struct Args {
     /// DNS server names only).
     #[arg(long = "trusted-ca", env = "GROVE_TRUSTED_CA", value_delimiter = ',')]
     trusted_ca: Vec<PathBuf>,
-    /// Log filter, such as `info` or `grove=debug`.
-    #[arg(long, env = "GROVE_LOG", default_value = "info")]
+    /// Log filter, such as `info` or `grove=debug` (by default the state resolution library
+    /// logs only warnings: it reports every passing auth check at info).
+    #[arg(long, env = "GROVE_LOG", default_value = "info,ruma_state_res=warn")]
     log: String,
 }
 

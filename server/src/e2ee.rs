@@ -160,15 +160,21 @@ impl E2ee {
             .collect()
     }
 
-    /// Unclaimed one-time keys of a device, by algorithm (`signed_curve25519` always present).
-    pub async fn one_time_key_counts(
+    /// The device's count of one-time keys per algorithm, and the algorithms of its fallback
+    /// keys not used yet (what every sync reports), in one query.
+    pub async fn key_counts(
         &self,
         user: &UserId,
         device: &DeviceId,
-    ) -> Result<BTreeMap<OneTimeKeyAlgorithm, UInt>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT algorithm, COUNT(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 \
-             GROUP BY algorithm",
+    ) -> Result<(
+        BTreeMap<OneTimeKeyAlgorithm, UInt>,
+        Vec<OneTimeKeyAlgorithm>,
+    )> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT 0, algorithm, COUNT(*) FROM one_time_keys WHERE user_id = $1 \
+             AND device_id = $2 GROUP BY algorithm \
+             UNION ALL SELECT 1, algorithm, 0 FROM fallback_keys WHERE user_id = $1 \
+             AND device_id = $2 AND used = 0",
         )
         .bind(user.as_str())
         .bind(device.as_str())
@@ -176,33 +182,17 @@ impl E2ee {
         .await?;
         let mut counts = BTreeMap::new();
         counts.insert(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN);
-        for (algorithm, count) in rows {
-            counts.insert(
-                OneTimeKeyAlgorithm::from(algorithm.as_str()),
-                UInt::try_from(count).unwrap_or(UInt::MIN),
-            );
+        let mut fallback = Vec::new();
+        for (kind, algorithm, count) in rows {
+            let algorithm = OneTimeKeyAlgorithm::from(algorithm.as_str());
+            if kind == 0 {
+                counts.insert(algorithm, UInt::try_from(count).unwrap_or(UInt::MIN));
+            } else {
+                fallback.push(algorithm);
+            }
         }
-        Ok(counts)
-    }
-
-    /// Algorithms of the device's fallback keys that have not been used yet.
-    pub async fn unused_fallback_key_types(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-    ) -> Result<Vec<OneTimeKeyAlgorithm>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 \
-             AND used = 0 ORDER BY algorithm",
-        )
-        .bind(user.as_str())
-        .bind(device.as_str())
-        .fetch_all(self.storage.pool())
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(a,)| OneTimeKeyAlgorithm::from(a.as_str()))
-            .collect())
+        fallback.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok((counts, fallback))
     }
 }
 

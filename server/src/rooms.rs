@@ -62,9 +62,8 @@ use self::{
     store::{EventRow, NewGroup},
 };
 use crate::{
-    Error, NodeKey, Result, ServerConfig, Storage, StreamPosition,
-    notifier::Notifier,
-    storage::{Batch, WriteTxn},
+    Error, NodeKey, Result, ServerConfig, Storage, StreamPosition, notifier::Notifier,
+    storage::Batch,
 };
 
 /// A room state: `(event type, state key)` → event ID.
@@ -242,20 +241,10 @@ impl Rooms {
         loaded: &mut Loaded,
         items: Vec<Outgoing>,
     ) -> Result<(Vec<Arc<Pdu>>, StreamPosition)> {
-        self.append_in(loaded, items, None).await
-    }
-
-    /// [`Rooms::append`] in a write transaction already begun, when the caller has one.
-    async fn append_in(
-        &self,
-        loaded: &mut Loaded,
-        items: Vec<Outgoing>,
-        write: Option<WriteTxn<'_>>,
-    ) -> Result<(Vec<Arc<Pdu>>, StreamPosition)> {
         let Some(room) = loaded.state.as_mut() else {
             return Err(Error::Internal("room head not loaded".into()));
         };
-        let result = self.append_to(room, items, write).await;
+        let result = self.append_to(room, items).await;
         if result.is_err() {
             // Memory may be ahead of disk now: reload on next use.
             loaded.state = None;
@@ -267,7 +256,6 @@ impl Rooms {
         &self,
         room: &mut RoomState,
         items: Vec<Outgoing>,
-        write: Option<WriteTxn<'_>>,
     ) -> Result<(Vec<Arc<Pdu>>, StreamPosition)> {
         let signer = Signer {
             server_name: &self.config.server_name,
@@ -292,10 +280,7 @@ impl Rooms {
             }
             staged.push((pdu, room.group, new_group, item.txn));
         }
-        let mut txn = match write {
-            Some(txn) => txn,
-            None => self.storage.write_batched().await?,
-        };
+        let mut txn = self.storage.write_batched().await?;
         // Every row of the write goes to the database in one batch.
         let mut batch = Batch::default();
         let mut last = StreamPosition(0);
@@ -483,39 +468,29 @@ impl Rooms {
         template: EventTemplate,
     ) -> Result<OwnedEventId> {
         let mut guard = self.lock(room).await?;
-        // Checked under the room's lock, so two concurrent sends of one transaction cannot
-        // both pass. The writer lock and a connection are taken meanwhile; the write itself,
-        // begin to commit, is then one batch.
-        let (sent, write) = tokio::join!(
-            async {
-                match txn {
-                    Some((device, txn_id)) => {
-                        store::event_for_txn(self.storage.pool(), sender, device, txn_id).await
+        let outgoing = Outgoing {
+            sender: sender.to_owned(),
+            template,
+            txn: txn.map(|(d, t)| (d.to_owned(), t.to_owned())),
+            prebuilt: None,
+        };
+        match self.append(&mut guard, vec![outgoing]).await {
+            Ok((events, _)) => events
+                .first()
+                .map(|e| e.event_id.clone())
+                .ok_or_else(|| Error::Internal("no event sent".into())),
+            // A transaction ID the device used before fails the write on its unique index
+            // (nothing is kept): the event it named is the answer. Sends need no lookup first.
+            Err(e) => match txn {
+                Some((device, txn_id)) => {
+                    match store::event_for_txn(self.storage.pool(), sender, device, txn_id).await? {
+                        Some(id) => Ok(id),
+                        None => Err(e),
                     }
-                    None => Ok(None),
                 }
+                None => Err(e),
             },
-            self.storage.write_batched()
-        );
-        if let Some(id) = sent? {
-            return Ok(id);
         }
-        let (events, _) = self
-            .append_in(
-                &mut guard,
-                vec![Outgoing {
-                    sender: sender.to_owned(),
-                    template,
-                    txn: txn.map(|(d, t)| (d.to_owned(), t.to_owned())),
-                    prebuilt: None,
-                }],
-                Some(write?),
-            )
-            .await?;
-        events
-            .first()
-            .map(|e| e.event_id.clone())
-            .ok_or_else(|| Error::Internal("no event sent".into()))
     }
 
     /// The current state of a room as loaded in memory: `(map, events)`.

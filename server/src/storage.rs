@@ -65,11 +65,22 @@ pub struct Storage {
 struct Inner {
     pool: AnyPool,
     backend: Backend,
-    /// Guards every write that allocates stream positions; holds the last allocated position.
-    writer: Mutex<i64>,
+    /// Guards every write that allocates stream positions; holds the last allocated position
+    /// and the writers' own connection.
+    writer: Mutex<WriterSlot>,
     notifier: Notifier,
     /// Per kind of [`Change`], the last position at which one may have been committed.
     marks: [AtomicI64; CHANGE_KINDS],
+}
+
+/// What the writer lock guards.
+struct WriterSlot {
+    /// The last allocated stream position.
+    position: i64,
+    /// The connection writes go through, kept between them: one connection's page cache stays
+    /// warm across writes, where a connection that another one wrote behind must re-read the
+    /// pages that changed. Taken from the pool on first use and after a failed write.
+    conn: Option<PoolConnection<Any>>,
 }
 
 /// Kinds of change that a sync can skip reading when none was committed since its token.
@@ -156,7 +167,10 @@ impl Storage {
             inner: Arc::new(Inner {
                 pool,
                 backend,
-                writer: Mutex::new(position.0),
+                writer: Mutex::new(WriterSlot {
+                    position: position.0,
+                    conn: None,
+                }),
                 notifier: Notifier::new(StreamPosition(position.0)),
                 // Nothing is known of what came before opening: any older token reads all.
                 marks: std::array::from_fn(|_| AtomicI64::new(position.0)),
@@ -205,8 +219,11 @@ impl Storage {
     /// the transaction begins in that batch, so the whole write is one round trip to the
     /// database. Its [`WriteTxn::conn`] must not be used.
     pub async fn write_batched(&self) -> Result<WriteTxn<'_>> {
-        let guard = self.inner.writer.lock().await;
-        let conn = self.inner.pool.acquire().await?;
+        let mut guard = self.inner.writer.lock().await;
+        let conn = match guard.conn.take() {
+            Some(conn) => conn,
+            None => self.inner.pool.acquire().await?,
+        };
         // Take SQLite's write lock up front: a deferred transaction that read first fails at
         // once with SQLITE_BUSY_SNAPSHOT when another connection wrote in between, where an
         // immediate one waits out the busy timeout instead.
@@ -214,7 +231,7 @@ impl Storage {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
-        let start = *guard;
+        let start = guard.position;
         Ok(WriteTxn {
             guard,
             conn: Some(conn),
@@ -228,7 +245,9 @@ impl Storage {
 
     /// Waits for in-flight writes, truncates the SQLite log and closes the pool.
     pub async fn close(&self) {
-        let _guard = self.inner.writer.lock().await;
+        let mut guard = self.inner.writer.lock().await;
+        // Back to the pool, which waits for every connection it lent before closing.
+        guard.conn = None;
         if self.inner.backend == Backend::Sqlite
             && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&self.inner.pool)
@@ -309,7 +328,7 @@ async fn checkpoint(pool: &AnyPool, mode: &str) {
 /// database thread instead of two). A transaction dropped while open takes its connection out
 /// of the pool and closes it, which rolls it back.
 pub struct WriteTxn<'a> {
-    guard: MutexGuard<'a, i64>,
+    guard: MutexGuard<'a, WriterSlot>,
     /// The connection, with the transaction open on it; `None` once committed.
     conn: Option<PoolConnection<Any>>,
     /// The statement that begins the transaction, while it has not been sent.
@@ -336,8 +355,8 @@ impl WriteTxn<'_> {
     /// write counts as a change of every [`Change`] kind.
     pub fn next_position(&mut self) -> StreamPosition {
         self.touched = ALL_CHANGES;
-        *self.guard += 1;
-        StreamPosition(*self.guard)
+        self.guard.position += 1;
+        StreamPosition(self.guard.position)
     }
 
     /// Allocates the next stream position for a write that changes only `changes` (besides
@@ -346,8 +365,8 @@ impl WriteTxn<'_> {
         for change in changes {
             self.touched |= 1 << *change as u8;
         }
-        *self.guard += 1;
-        StreamPosition(*self.guard)
+        self.guard.position += 1;
+        StreamPosition(self.guard.position)
     }
 
     /// Commits, persists the stream position and wakes waiting syncs.
@@ -358,7 +377,7 @@ impl WriteTxn<'_> {
     /// Runs `batch` with the stream position's update and the commit, then wakes waiting
     /// syncs.
     pub async fn commit_batch(mut self, mut batch: Batch) -> Result<StreamPosition> {
-        let position = *self.guard;
+        let position = self.guard.position;
         if let Some(begin) = self.pending_begin.take() {
             batch.statements.insert(0, (begin, Vec::new()));
         }
@@ -373,9 +392,9 @@ impl WriteTxn<'_> {
         }
         batch.push("COMMIT", Vec::new());
         batch.run(conn).await?;
-        // Committed: the connection goes back to the pool clean, and the positions are durable,
-        // so a drop must not hand them out again.
-        self.conn = None;
+        // Committed: the connection is clean for the next write, and the positions are
+        // durable, so a drop must not hand them out again.
+        self.guard.conn = self.conn.take();
         self.start = position;
         // Marked before waking syncs, so a woken sync never skips what this write made.
         for (kind, mark) in self.marks.iter().enumerate() {
@@ -392,9 +411,10 @@ impl WriteTxn<'_> {
 
 impl Drop for WriteTxn<'_> {
     fn drop(&mut self) {
-        *self.guard = self.start;
+        self.guard.position = self.start;
         if self.pending_begin.is_some() {
-            // Never begun: the connection goes back to the pool as it came.
+            // Never begun: the connection is as it came, ready for the next write.
+            self.guard.conn = self.conn.take();
             return;
         }
         if let Some(conn) = self.conn.take() {

@@ -225,8 +225,7 @@ async fn sync_once(
         ephemeral,
         (room_data, global_data),
         to_device,
-        one_time_keys,
-        fallback_types,
+        (one_time_keys, fallback_types),
         (presence, device_lists),
     ) = tokio::try_join!(
         async {
@@ -260,8 +259,7 @@ async fn sync_once(
                 Ok(Default::default())
             }
         },
-        hs.e2ee.one_time_key_counts(user, &request.device),
-        hs.e2ee.unused_fallback_key_types(user, &request.device),
+        hs.e2ee.key_counts(user, &request.device),
         async {
             let lists_changed = since.is_some() && changed(Change::DeviceLists);
             if !changed(Change::Presence) && !lists_changed {

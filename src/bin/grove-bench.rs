@@ -103,10 +103,13 @@ enum Mode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The measuring client is one sequential caller: one thread, so that its own hand-offs
+    // between threads do not take the measured node's cores. Nodes run as the daemon does.
+    let mut builder = match args.mode {
+        None => tokio::runtime::Builder::new_current_thread(),
+        Some(_) => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("grove-bench: cannot start the async runtime: {e}");

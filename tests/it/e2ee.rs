@@ -126,19 +126,13 @@ async fn upload_query_and_claim_keys() {
                 "signed_curve25519:FFFF".to_owned(),
             ]
         );
-        let counts = hs
+        let (counts, fallback) = hs
             .e2ee
-            .one_time_key_counts(&alice_id, alice_device)
+            .key_counts(&alice_id, alice_device)
             .await
             .expect("counts");
         assert_eq!(counts.values().map(|c| u64::from(*c)).sum::<u64>(), 0);
-        assert!(
-            hs.e2ee
-                .unused_fallback_key_types(&alice_id, alice_device)
-                .await
-                .expect("fallback")
-                .is_empty()
-        );
+        assert!(fallback.is_empty());
         // A new fallback key is unused again.
         let (status, _) = node
             .post(
@@ -150,9 +144,10 @@ async fn upload_query_and_claim_keys() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             hs.e2ee
-                .unused_fallback_key_types(&alice_id, alice_device)
+                .key_counts(&alice_id, alice_device)
                 .await
                 .expect("fallback")
+                .1
                 .len(),
             1
         );

@@ -142,7 +142,7 @@ impl E2ee {
             .await?;
         }
         txn.commit().await?;
-        self.one_time_key_counts(user, device).await
+        Ok(self.key_counts(user, device).await?.0)
     }
 
     /// Keys of the asked users (all devices when the list is empty), with the signatures

@@ -156,7 +156,22 @@ pub(super) async fn joined_room(
     range: Range,
     joined_at: i64,
 ) -> Result<Option<JoinedRoom>> {
-    let Some(built) = build(hs, request, room, &range).await? else {
+    // The unread counts do not depend on the timeline: both are read side by side.
+    let (built, (notes, highlights)) = tokio::try_join!(build(hs, request, room, &range), async {
+        let read = hs.userdata.read_up_to(&request.user, room).await?;
+        let mut judge = PushJudge::new(hs, room, &request.user);
+        hs.rooms
+            .unread_counts(
+                room,
+                &request.user,
+                read.as_ref(),
+                joined_at,
+                range.upto,
+                &mut judge,
+            )
+            .await
+    })?;
+    let Some(built) = built else {
         return Ok(None);
     };
     let mut joined = JoinedRoom::new();
@@ -165,19 +180,6 @@ pub(super) async fn joined_room(
     if range.full || built.has_member_changes {
         joined.summary = summary(hs, room, &request.user).await?;
     }
-    let read = hs.userdata.read_up_to(&request.user, room).await?;
-    let mut judge = PushJudge::new(hs, room, &request.user);
-    let (notes, highlights) = hs
-        .rooms
-        .unread_counts(
-            room,
-            &request.user,
-            read.as_ref(),
-            joined_at,
-            range.upto,
-            &mut judge,
-        )
-        .await?;
     let mut counts = UnreadNotificationsCount::new();
     counts.notification_count = Some(UInt::try_from(notes).unwrap_or_default());
     counts.highlight_count = Some(UInt::try_from(highlights).unwrap_or_default());

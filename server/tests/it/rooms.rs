@@ -572,6 +572,27 @@ async fn send_is_idempotent_per_transaction_and_survives_reopen() {
             first, other,
             "another device's transaction is another event"
         );
+        // Two sends of one new transaction at once: one event, both told its ID.
+        let twice = json!({ "msgtype": "m.text", "body": "twice" });
+        let (x, y) = tokio::join!(
+            hs.rooms.send(
+                &room,
+                &alice,
+                Some(("DEV", "t2")),
+                EventTemplate::message("m.room.message", twice.clone()),
+            ),
+            hs.rooms.send(
+                &room,
+                &alice,
+                Some(("DEV", "t2")),
+                EventTemplate::message("m.room.message", twice),
+            )
+        );
+        assert_eq!(
+            x.expect("sent"),
+            y.expect("sent"),
+            "one transaction, one event"
+        );
         hs.close().await;
 
         let hs = open().await;
@@ -614,8 +635,8 @@ async fn send_is_idempotent_per_transaction_and_survives_reopen() {
             .collect();
         assert_eq!(
             bodies,
-            vec![json!("once"), json!("once")],
-            "two messages after reopen"
+            vec![json!("twice"), json!("once"), json!("once")],
+            "three messages after reopen"
         );
         hs.close().await;
     }
