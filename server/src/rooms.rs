@@ -106,6 +106,9 @@ struct UnreadCount {
 struct Inner {
     rooms: Mutex<HashMap<OwnedRoomId, RoomHandle>>,
     unread: Mutex<HashMap<(OwnedUserId, OwnedRoomId), UnreadCount>>,
+    /// Per state group and user: the history visibility and the user's membership there
+    /// (state groups never change, so neither does this).
+    seen_at: Mutex<HashMap<(i64, OwnedUserId), timeline::SeenAt>>,
     groups: GroupCache,
     next_group: AtomicI64,
 }
@@ -143,6 +146,7 @@ impl Rooms {
             inner: Arc::new(Inner {
                 rooms: Mutex::new(HashMap::new()),
                 unread: Mutex::new(HashMap::new()),
+                seen_at: Mutex::new(HashMap::new()),
                 groups: GroupCache::default(),
                 next_group: AtomicI64::new(max_group + 1),
             }),

@@ -25,6 +25,8 @@ pub struct UserData {
     #[allow(dead_code)] // Server-wide settings for future limits.
     config: Arc<ServerConfig>,
     typing: ephemeral::Typing,
+    /// Users' push rules as last read, which every sync with something unread judges by.
+    rules: Arc<account_data::RulesCache>,
 }
 
 impl UserData {
@@ -35,6 +37,7 @@ impl UserData {
             notifier,
             config,
             typing: ephemeral::Typing::default(),
+            rules: Arc::default(),
         }
     }
 }

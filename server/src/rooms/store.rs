@@ -716,16 +716,6 @@ pub(crate) async fn member_changes(
         .collect()
 }
 
-/// The stream position of an event.
-pub(crate) async fn event_position(pool: &AnyPool, event_id: &str) -> Result<Option<i64>> {
-    let row: Option<(Option<i64>,)> =
-        sqlx::query_as("SELECT position FROM events WHERE event_id = $1")
-            .bind(event_id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.and_then(|(p,)| p))
-}
-
 /// Rooms with events at positions in `(after, upto]`.
 pub(crate) async fn rooms_with_events(
     pool: &AnyPool,

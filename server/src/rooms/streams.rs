@@ -144,24 +144,19 @@ impl Rooms {
         Ok(out)
     }
 
-    /// Unread counts of `user` in `room` after the event `read_up_to` (or after their join):
+    /// Unread counts of `user` in `room` after the read position (or after their join):
     /// (notifications, highlights), up to `upto`. `judge` says of one event by someone else
     /// whether it notifies and whether it highlights (from the user's push rules).
     pub(crate) async fn unread_counts(
         &self,
         room: &RoomId,
         user: &UserId,
-        read_up_to: Option<&OwnedEventId>,
+        read_position: Option<i64>,
         joined_at: i64,
         upto: i64,
         judge: &mut impl JudgeNotify,
     ) -> Result<(u64, u64)> {
-        let after = match read_up_to {
-            Some(id) => store::event_position(self.storage.pool(), id.as_str())
-                .await?
-                .unwrap_or(joined_at),
-            None => joined_at,
-        };
+        let after = read_position.unwrap_or(joined_at);
         // Counts are kept per (user, room) and extended by the events since the last count,
         // so a sync after one new message reads one event, not the whole unread backlog.
         let key = (user.to_owned(), room.to_owned());

@@ -159,7 +159,7 @@ impl HistoryJudge<'_> {
         let (visibility, membership) = match self.cache.get(&group) {
             Some(known) => known.clone(),
             None => {
-                let known = self.at_group(group).await?;
+                let known = self.rooms.seen_at(group, self.user).await?;
                 self.cache.insert(group, known.clone());
                 known
             }
@@ -173,17 +173,35 @@ impl HistoryJudge<'_> {
             _ => self.access.participant,
         })
     }
+}
 
-    /// The history visibility and the user's membership in a state group.
-    async fn at_group(&self, group: i64) -> Result<(String, Option<String>)> {
-        let state = self.rooms.state_at_group(group).await?;
+/// The history visibility at a state group, and one user's membership there.
+pub(crate) type SeenAt = (String, Option<String>);
+
+/// Entries of the shared visibility cache, at most; past that it starts again.
+const MAX_SEEN_AT: usize = 10_000;
+
+impl Rooms {
+    /// The history visibility and `user`'s membership at state group `group`.
+    async fn seen_at(&self, group: i64, user: &UserId) -> Result<SeenAt> {
+        let key = (group, user.to_owned());
+        if let Some(known) = self
+            .inner
+            .seen_at
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
+            return Ok(known);
+        }
+        let state = self.state_at_group(group).await?;
         let visibility_key = (StateEventType::RoomHistoryVisibility, String::new());
-        let member_key = (StateEventType::RoomMember, self.user.to_string());
+        let member_key = (StateEventType::RoomMember, user.to_string());
         let wanted: Vec<OwnedEventId> = [&visibility_key, &member_key]
             .into_iter()
             .filter_map(|k| state.get(k).cloned())
             .collect();
-        let events = self.rooms.pdus(&wanted).await?;
+        let events = self.pdus(&wanted).await?;
         let field = |key: &(StateEventType, String), name: &str| {
             state
                 .get(key)
@@ -192,7 +210,14 @@ impl HistoryJudge<'_> {
         };
         let visibility =
             field(&visibility_key, "history_visibility").unwrap_or_else(|| "shared".to_owned());
-        Ok((visibility, field(&member_key, "membership")))
+        let known = (visibility, field(&member_key, "membership"));
+        if let Ok(mut cache) = self.inner.seen_at.lock() {
+            if cache.len() >= MAX_SEEN_AT {
+                cache.clear();
+            }
+            cache.insert(key, known.clone());
+        }
+        Ok(known)
     }
 }
 

@@ -57,10 +57,11 @@ async fn build(
             usize::try_from(u64::from(l)).unwrap_or(MAX_TIMELINE_LIMIT)
         })
         .min(MAX_TIMELINE_LIMIT);
-    let mut events = hs
-        .rooms
-        .latest_events(room, range.since, range.upto, limit as i64 + 1)
-        .await?;
+    let (mut events, mut judge) = tokio::try_join!(
+        hs.rooms
+            .latest_events(room, range.since, range.upto, limit as i64 + 1),
+        hs.rooms.history_judge(room, &request.user),
+    )?;
     if !range.full && events.is_empty() {
         return Ok(None);
     }
@@ -80,7 +81,6 @@ async fn build(
     timeline.prev_batch = Some(timeline_start.to_string());
     let mut senders: HashSet<OwnedUserId> = HashSet::new();
     let mut has_member_changes = false;
-    let mut judge = hs.rooms.history_judge(room, &request.user).await?;
     for stored in &events {
         has_member_changes |= stored.pdu.kind == TimelineEventType::RoomMember;
         if !filter_matches(&filter.timeline, &stored.pdu) || !judge.allows(stored).await? {
@@ -158,17 +158,10 @@ pub(super) async fn joined_room(
 ) -> Result<Option<JoinedRoom>> {
     // The unread counts do not depend on the timeline: both are read side by side.
     let (built, (notes, highlights)) = tokio::try_join!(build(hs, request, room, &range), async {
-        let read = hs.userdata.read_up_to(&request.user, room).await?;
+        let read = hs.userdata.read_position(&request.user, room).await?;
         let mut judge = PushJudge::new(hs, room, &request.user);
         hs.rooms
-            .unread_counts(
-                room,
-                &request.user,
-                read.as_ref(),
-                joined_at,
-                range.upto,
-                &mut judge,
-            )
+            .unread_counts(room, &request.user, read, joined_at, range.upto, &mut judge)
             .await
     })?;
     let Some(built) = built else {

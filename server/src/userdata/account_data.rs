@@ -1,10 +1,10 @@
 //! Account data (global and per room, tags included), push rules kept as the global
 //! `m.push_rules` account data, and filters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ruma::{
-    OwnedRoomId, RoomId, UserId,
+    OwnedRoomId, OwnedUserId, RoomId, UserId,
     api::client::filter::FilterDefinition,
     events::{AnyGlobalAccountDataEvent, AnyRoomAccountDataEvent},
     push::Ruleset,
@@ -68,6 +68,9 @@ impl UserData {
         .execute(txn.conn())
         .await?;
         txn.commit().await?;
+        if data_type == PUSH_RULES && room.is_empty() {
+            self.rules.forget(user);
+        }
         Ok(position)
     }
 
@@ -195,11 +198,17 @@ impl UserData {
 
     /// The user's push rules: stored ones, or the spec's defaults.
     pub async fn push_rules(&self, user: &UserId) -> Result<Ruleset> {
+        let generation = match self.rules.get(user) {
+            Ok(rules) => return Ok(rules),
+            Err(generation) => generation,
+        };
         let stored = self.account_data(user, None, PUSH_RULES).await?;
-        match stored.and_then(|mut c| c.get_mut("global").map(Value::take)) {
-            Some(global) => Ok(serde_json::from_value(global)?),
-            None => Ok(Ruleset::server_default(user)),
-        }
+        let rules = match stored.and_then(|mut c| c.get_mut("global").map(Value::take)) {
+            Some(global) => serde_json::from_value(global)?,
+            None => Ruleset::server_default(user),
+        };
+        self.rules.keep(user, &rules, generation);
+        Ok(rules)
     }
 
     /// Stores the user's push rules (synced as `m.push_rules` account data).
@@ -268,4 +277,43 @@ fn raw_event<T>(data_type: &str, content: &str) -> Result<Raw<T>> {
     Ok(Raw::from_json(serde_json::value::to_raw_value(
         &json!({ "type": data_type, "content": content }),
     )?))
+}
+
+/// Users whose push rules are cached, at most; past that the cache starts again.
+const MAX_CACHED_RULES: usize = 10_000;
+
+/// Push rules by user, as last read. A change forgets the user's entry and moves the
+/// generation on, so that a read which began before the change does not put back what it read.
+#[derive(Default)]
+pub(crate) struct RulesCache(std::sync::Mutex<(u64, HashMap<OwnedUserId, Ruleset>)>);
+
+impl RulesCache {
+    /// The cached rules of `user`, or the generation to hand to [`RulesCache::keep`].
+    fn get(&self, user: &UserId) -> std::result::Result<Ruleset, u64> {
+        let Ok(cache) = self.0.lock() else {
+            return Err(u64::MAX);
+        };
+        cache.1.get(user).cloned().ok_or(cache.0)
+    }
+
+    /// Caches `rules` read for `user` since [`RulesCache::get`] gave `generation`.
+    fn keep(&self, user: &UserId, rules: &Ruleset, generation: u64) {
+        let Ok(mut cache) = self.0.lock() else {
+            return;
+        };
+        if cache.0 != generation {
+            return;
+        }
+        if cache.1.len() >= MAX_CACHED_RULES {
+            cache.1.clear();
+        }
+        cache.1.insert(user.to_owned(), rules.clone());
+    }
+
+    fn forget(&self, user: &UserId) {
+        if let Ok(mut cache) = self.0.lock() {
+            cache.0 += 1;
+            cache.1.remove(user);
+        }
+    }
 }

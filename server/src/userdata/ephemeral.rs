@@ -12,8 +12,8 @@ use std::{
 };
 
 use ruma::{
-    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
-    events::AnySyncEphemeralRoomEvent, serde::Raw,
+    EventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::AnySyncEphemeralRoomEvent,
+    serde::Raw,
 };
 use serde_json::{Value, json};
 
@@ -201,19 +201,20 @@ impl UserData {
         Ok(out)
     }
 
-    /// The event of the user's latest public or private read receipt in `room` (main timeline
-    /// or unthreaded), for unread counts.
-    pub async fn read_up_to(&self, user: &UserId, room: &RoomId) -> Result<Option<OwnedEventId>> {
-        let row: Option<(String,)> = sqlx::query_as(
-            "SELECT event_id FROM receipts WHERE room_id = $1 AND user_id = $2 \
-             AND receipt_type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main') \
-             ORDER BY position DESC LIMIT 1",
+    /// The stream position of the newest event of `room` that `user` has read (by an
+    /// unthreaded or main-thread read receipt), when it is known here.
+    pub async fn read_position(&self, user: &UserId, room: &RoomId) -> Result<Option<i64>> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(
+            "SELECT e.position FROM receipts r JOIN events e ON e.event_id = r.event_id \
+             WHERE r.room_id = $1 AND r.user_id = $2 \
+             AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id IN ('', 'main') \
+             AND e.position IS NOT NULL ORDER BY r.position DESC LIMIT 1",
         )
         .bind(room.as_str())
         .bind(user.as_str())
         .fetch_optional(self.storage.pool())
         .await?;
-        Ok(row.and_then(|(e,)| OwnedEventId::try_from(e).ok()))
+        Ok(row.and_then(|(p,)| p))
     }
 }
 
