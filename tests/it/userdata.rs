@@ -460,7 +460,10 @@ async fn presence_typing_and_receipts() {
         );
         // The receipt names an event this node does not hold: no read position comes of it.
         assert_eq!(
-            hs.userdata.read_position(&alice_id, room).await.expect("read"),
+            hs.userdata
+                .read_position(&alice_id, room)
+                .await
+                .expect("read"),
             None
         );
 
