@@ -114,5 +114,18 @@ async fn unread_counts_follow_push_rules() {
             )
             .await);
         assert_eq!(counts(&node, &bob, &room).await, (json!(2), json!(1)));
+
+        // Bob stops muting Carol: her next message counts, under the rules as they are now.
+        let (status, body) = node
+            .request(
+                reqwest::Method::DELETE,
+                &format!("{V3}/pushrules/global/override/mute-carol"),
+                Some(&bob.token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        send(&node, &carol, &room, "c2", "me again", None).await;
+        assert_eq!(counts(&node, &bob, &room).await, (json!(3), json!(1)));
     }
 }
