@@ -124,24 +124,6 @@ async fn wait_members(node: &TestNode, user: &TestUser, room: &str, expected: &[
     .await
 }
 
-async fn send(node: &TestNode, user: &TestUser, room: &str, body: &str) {
-    let txn = format!("t{}", rand_suffix());
-    let (status, resp) = node
-        .put(
-            &format!("{V3}/rooms/{}/send/m.room.message/{txn}", enc(room)),
-            Some(&user.token),
-            json!({ "msgtype": "m.text", "body": body }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "send {body}: {resp}");
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
 async fn membership(node: &TestNode, user: &TestUser, room: &str, target: &str) -> String {
     let (_, body) = node
         .get(
@@ -218,9 +200,9 @@ async fn line_of_three(backend: Backend) {
 
     // Everyone's messages reach everyone's /sync.
     let mut syncs = [Syncer::new(), Syncer::new(), Syncer::new()];
-    send(&a, &alice, &room, "from alice").await;
-    send(&b, &bob, &room, "from bob").await;
-    send(&c, &carol, &room, "from carol").await;
+    a.send_text(&alice, &room, "from alice").await;
+    b.send_text(&bob, &room, "from bob").await;
+    c.send_text(&carol, &room, "from carol").await;
     let wanted = ["from alice", "from bob", "from carol"];
     for ((node, user), sync) in [(&a, &alice), (&b, &bob), (&c, &carol)]
         .into_iter()
@@ -366,7 +348,7 @@ async fn line_of_three(backend: Backend) {
     ];
     wait_members(&c, &carol, &room, &with_dave).await;
     wait_members(&b, &bob, &room, &with_dave).await;
-    send(&a, &dave, &room, "from dave").await;
+    a.send_text(&dave, &room, "from dave").await;
     syncs[2]
         .until(&c, &carol, "dave's message", |s| {
             s.bodies(&room).iter().any(|b| b == "from dave")
@@ -481,7 +463,7 @@ async fn line_of_three(backend: Backend) {
         &[erin.user_id.as_str(), dave.user_id.as_str()],
     )
     .await;
-    send(&c, &erin, &dm, "hello dave").await;
+    c.send_text(&erin, &dm, "hello dave").await;
     dave_sync
         .until(&a, &dave, "Erin's message", |s| {
             s.bodies(&dm).iter().any(|b| b == "hello dave")
@@ -717,7 +699,7 @@ async fn a_node_that_was_offline_receives_what_it_missed() {
     let addr = node.client_addr();
     node.shutdown().await;
     for i in 0..3 {
-        send(&a, &alice, &room, &format!("while away {i}")).await;
+        a.send_text(&alice, &room, &format!("while away {i}")).await;
     }
     b.node = None;
     b.restart_at(addr).await;
@@ -761,7 +743,7 @@ async fn a_gap_longer_than_one_missing_events_answer_is_filled_in_rounds() {
     let addr = node.client_addr();
     node.shutdown().await;
     for i in 0..60 {
-        send(&a, &alice, &room, &format!("while away {i}")).await;
+        a.send_text(&alice, &room, &format!("while away {i}")).await;
     }
     let b_name = ruma::ServerName::parse(b.server_name_offline()).expect("name");
     let queue = &a.node().homeserver().federation_queue;
@@ -779,7 +761,7 @@ async fn a_gap_longer_than_one_missing_events_answer_is_filled_in_rounds() {
     b.restart_at(addr).await;
 
     // One more message: B fetches the 60 before it, in rounds of 50, and adds them in order.
-    send(&a, &alice, &room, "after the gap").await;
+    a.send_text(&alice, &room, "after the gap").await;
     let mut wanted: Vec<String> = (0..60).map(|i| format!("while away {i}")).collect();
     wanted.push("after the gap".into());
     bob_sync
@@ -788,7 +770,7 @@ async fn a_gap_longer_than_one_missing_events_answer_is_filled_in_rounds() {
         })
         .await;
     // The room still works both ways.
-    send(&b, &bob, &room, "bob is back").await;
+    b.send_text(&bob, &room, "bob is back").await;
     let mut alice_sync = Syncer::new();
     alice_sync
         .until(&a, &alice, "bob's message after the gap", |s| {

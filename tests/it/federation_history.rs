@@ -13,17 +13,6 @@ use crate::support::{BACKENDS, TestNode, TestUser, enc};
 
 const V3: &str = "/_matrix/client/v3";
 
-async fn send(node: &TestNode, user: &TestUser, room: &str, body: &str, txn: usize) {
-    let (status, resp) = node
-        .put(
-            &format!("{V3}/rooms/{}/send/m.room.message/h{txn}", enc(room)),
-            Some(&user.token),
-            json!({ "msgtype": "m.text", "body": body }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "send {body}: {resp}");
-}
-
 /// Every event `user` reaches by paging `room` backwards from now, `limit` at a time, newest
 /// first; with the number of pages it took.
 async fn page_back(
@@ -97,7 +86,7 @@ async fn history_before_a_join_is_backfilled(backend: Backend) {
         )
         .await;
     for i in 0..45 {
-        send(&a, &alice, &shared, &format!("old {i}"), i).await;
+        a.send_text(&alice, &shared, &format!("old {i}")).await;
     }
     let secret = a
         .create_room(
@@ -113,7 +102,7 @@ async fn history_before_a_join_is_backfilled(backend: Backend) {
         )
         .await;
     for i in 0..5 {
-        send(&a, &alice, &secret, &format!("secret {i}"), 100 + i).await;
+        a.send_text(&alice, &secret, &format!("secret {i}")).await;
     }
 
     b.join_via(&bob, &shared, &a.server_name()).await;
@@ -202,7 +191,7 @@ async fn history_before_a_join_is_backfilled(backend: Backend) {
 
     // And the room still carries new messages, which change no state: no state is written.
     let groups = state_rows(&b).await;
-    send(&a, &alice, &shared, "new", 200).await;
+    a.send_text(&alice, &shared, "new").await;
     crate::support::eventually("the new message on B", async || {
         let (events, _) = page_back(&b, &bob, &shared, 50).await;
         if bodies(&events).first().map(String::as_str) == Some("new") {

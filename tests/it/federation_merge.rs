@@ -65,17 +65,6 @@ async fn get_state(node: &TestNode, user: &TestUser, room: &str, kind: &str) -> 
     body
 }
 
-async fn send(node: &TestNode, user: &TestUser, room: &str, body: &str) {
-    let (status, resp) = node
-        .put(
-            &format!("{V3}/rooms/{}/send/m.room.message/{}", enc(room), enc(body)),
-            Some(&user.token),
-            json!({ "msgtype": "m.text", "body": body }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "send {body}: {resp}");
-}
-
 /// The message bodies of the room as `user` pages back through it from the end.
 async fn history(node: &TestNode, user: &TestUser, room: &str) -> Result<Vec<String>, String> {
     let (status, body) = node
@@ -130,7 +119,7 @@ async fn partition_and_merge(backend: Backend) {
     levels["events"]["m.room.topic"] = json!(50);
     levels["events"]["m.room.name"] = json!(50);
     put_state(&a, &alice, &room, "m.room.power_levels", levels.clone()).await;
-    send(&a, &alice, &room, "before the cut").await;
+    a.send_text(&alice, &room, "before the cut").await;
     for (node, user) in [(&b, &bob), (&c, &carol)] {
         wait_for(node, user, &room, &["before the cut"]).await;
     }
@@ -165,7 +154,7 @@ async fn partition_and_merge(backend: Backend) {
         json!({ "name": "Alice's" }),
     )
     .await;
-    send(&a, &alice, &room, "alice, cut off").await;
+    a.send_text(&alice, &room, "alice, cut off").await;
     put_state(
         &c,
         &carol,
@@ -182,7 +171,7 @@ async fn partition_and_merge(backend: Backend) {
         json!({ "name": "Carol's" }),
     )
     .await;
-    send(&c, &carol, &room, "carol, cut off").await;
+    c.send_text(&carol, &room, "carol, cut off").await;
     assert_eq!(
         get_state(&c, &carol, &room, "m.room.topic").await["topic"],
         "carol's"
@@ -195,7 +184,7 @@ async fn partition_and_merge(backend: Backend) {
     wait_for(&b, &bob, &room, &everything).await;
     wait_for(&c, &carol, &room, &everything).await;
     // A message after the merge references both sides, so its state is the resolved one.
-    send(&b, &bob, &room, "after the merge").await;
+    b.send_text(&bob, &room, "after the merge").await;
     let resolved = eventually("every node settles on the same state", async || {
         for (node, user) in [(&a, &alice), (&b, &bob), (&c, &carol)] {
             let seen = history(node, user, &room).await?;

@@ -101,17 +101,6 @@ async fn start_tls_node(backend: Backend, issuer: &TestCa, trusted: &TestCa) -> 
     }
 }
 
-async fn send(node: &TestNode, user: &TestUser, room: &str, txn: &str, body: &str) {
-    let (status, resp) = node
-        .put(
-            &format!("{V3}/rooms/{}/send/m.room.message/{txn}", enc(room)),
-            Some(&user.token),
-            json!({ "msgtype": "m.text", "body": body }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "send {body}: {resp}");
-}
-
 /// Waits until `user`'s full `/sync` on `node` shows every message in `bodies` in `room`.
 async fn wait_messages(node: &TestNode, user: &TestUser, room: &str, bodies: &[&str]) {
     eventually(
@@ -197,9 +186,9 @@ async fn dns_nodes_share_a_room(backend: Backend) {
         wait_joined(node, user, &room, 3).await;
     }
 
-    send(&a, &alice, &room, "a1", "from A").await;
-    send(&b, &bob, &room, "b1", "from B").await;
-    send(&c, &carol, &room, "c1", "from C").await;
+    a.send_text(&alice, &room, "from A").await;
+    b.send_text(&bob, &room, "from B").await;
+    c.send_text(&carol, &room, "from C").await;
     for (node, user) in [(&a, &alice), (&b, &bob), (&c, &carol)] {
         wait_messages(node, user, &room, &["from A", "from B", "from C"]).await;
     }

@@ -253,6 +253,25 @@ impl TestNode {
         created["room_id"].as_str().expect("room_id").to_owned()
     }
 
+    /// Sends a text message as `user` into `room` under a fresh transaction ID and returns the
+    /// event ID; the send must succeed.
+    pub(crate) async fn send_text(&self, user: &TestUser, room: &str, body: &str) -> String {
+        static NEXT_TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let txn = NEXT_TXN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (status, sent) = self
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/send/m.room.message/text{txn}",
+                    enc(room)
+                ),
+                Some(&user.token),
+                json!({ "msgtype": "m.text", "body": body }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "send {body}: {sent}");
+        sent["event_id"].as_str().expect("event_id").to_owned()
+    }
+
     /// Joins `room` as `user` through the server `via`, retrying while the overlay finds it.
     pub(crate) async fn join_via(&self, user: &TestUser, room: &str, via: &str) {
         let path = format!("/_matrix/client/v3/join/{}?via={via}", enc(room));
