@@ -86,6 +86,9 @@ impl Https {
             if resolved.len() >= MAX_RESOLVED {
                 let now = Instant::now();
                 resolved.retain(|_, (_, until)| *until > now);
+                if resolved.len() >= MAX_RESOLVED {
+                    resolved.clear();
+                }
             }
             resolved.insert(name.to_owned(), (endpoint.clone(), Instant::now() + ttl));
         }

@@ -107,6 +107,8 @@ const REFETCH_AFTER: Duration = Duration::from_secs(10);
 
 /// Servers with a fetch slot remembered, at most (beyond that, idle ones are forgotten).
 const MAX_FETCH_SLOTS: usize = 1024;
+/// Servers whose keys are kept, at most; past that expired ones go, then all.
+const MAX_KNOWN_SERVERS: usize = 4096;
 
 /// The largest key document read.
 const MAX_KEY_DOCUMENT_BYTES: usize = 64 * 1024;
@@ -168,6 +170,13 @@ impl KeyRing {
         match self.fetch(server).await {
             Ok(keys) => {
                 if let Ok(mut known) = self.known.lock() {
+                    if known.len() >= MAX_KNOWN_SERVERS {
+                        let now = now_ms();
+                        known.retain(|_, k| k.valid_until_ms > now);
+                        if known.len() >= MAX_KNOWN_SERVERS {
+                            known.clear();
+                        }
+                    }
                     known.insert(server.to_owned(), keys);
                 }
             }

@@ -78,8 +78,11 @@ impl Rooms {
 
     /// Places backfilled events of `room` under its timeline, oldest first. `states` gives the
     /// state before events whose parents this node lacks ([`Rooms::backfill_needs_state`]);
-    /// events with neither are skipped. The caller must have checked the events' signatures and
-    /// hashes, and redacted those whose hash did not match; their format is checked here. Returns how many events joined the timeline.
+    /// events with neither are skipped, and so are events that do not lead back from the
+    /// frontier ([`Rooms::backfill_frontier`]): another server may only fill in the history
+    /// behind it. The caller must have checked the events' signatures and hashes, and
+    /// redacted those whose hash did not match; their format is checked here. Returns how many
+    /// events joined the timeline.
     pub async fn add_backfilled(
         &self,
         room: &RoomId,
@@ -87,7 +90,8 @@ impl Rooms {
         states: &HashMap<OwnedEventId, StateMap>,
     ) -> Result<usize> {
         let rules = builder::rules_for(&self.room_version(room).await?)?;
-        let pdus = sorted_pdus(room, objects, &rules);
+        let frontier = self.backfill_frontier(room).await?;
+        let pdus = behind(&frontier, sorted_pdus(room, objects, &rules));
         let ids: Vec<OwnedEventId> = pdus.iter().map(|p| p.event_id.clone()).collect();
         let already = store::events_by_id(self.storage.pool(), &ids).await?;
         // Held so that no other write of this room interleaves with the placing.
@@ -228,6 +232,24 @@ impl Rooms {
             }
         }
     }
+}
+
+/// Those of `pdus` reached from `frontier` by following `prev_events` within them.
+fn behind(frontier: &[OwnedEventId], pdus: Vec<Pdu>) -> Vec<Pdu> {
+    let by_id: HashMap<&OwnedEventId, &Pdu> = pdus.iter().map(|p| (&p.event_id, p)).collect();
+    let mut reached: HashSet<OwnedEventId> = HashSet::new();
+    let mut next: Vec<&OwnedEventId> = frontier.iter().collect();
+    while let Some(id) = next.pop() {
+        let Some(pdu) = by_id.get(id) else {
+            continue;
+        };
+        if reached.insert(id.clone()) {
+            next.extend(pdu.prev_events.iter());
+        }
+    }
+    pdus.into_iter()
+        .filter(|p| reached.contains(&p.event_id))
+        .collect()
 }
 
 /// The events of `room` among `objects` that parse, oldest first. Their hashes are not
