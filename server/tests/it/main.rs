@@ -1,6 +1,7 @@
 //! Tests of the server core against real SQLite files and a real PostgreSQL.
 
 mod accounts;
+mod backfill;
 mod media;
 mod rooms;
 mod storage;
