@@ -1,7 +1,7 @@
 //! Server keys. A 64-hex server name is self-certifying: its verify key is the name itself, so
 //! no key server is asked. Any other (DNS) name's keys come from its key server
 //! (`GET /_matrix/key/v2/server` over HTTPS), checked against the document's own signature and
-//! kept in memory until their `valid_until_ts`. The `X-Matrix` request checks and event
+//! kept (in memory, and in the database across restarts) until their `valid_until_ts`. The `X-Matrix` request checks and event
 //! signature checks are built on both.
 
 use std::{
@@ -122,10 +122,13 @@ struct ServerKeys {
     valid_until_ms: u64,
 }
 
-/// The keys of DNS-named servers, fetched from their key servers and kept in memory; hex names
+/// The keys of DNS-named servers, fetched from their key servers and kept in memory and in the
+/// database; hex names
 /// are answered from the name alone.
 pub struct KeyRing {
     client: Client,
+    /// Where fetched keys are kept across restarts.
+    storage: grove_server::Storage,
     known: Mutex<HashMap<OwnedServerName, ServerKeys>>,
     /// One fetch at a time per server: callers arriving meanwhile wait for its outcome.
     fetching: Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
@@ -133,16 +136,18 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// A key ring fetching with `client`.
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: Client, storage: grove_server::Storage) -> Self {
         Self {
             client,
+            storage,
             known: Mutex::default(),
             fetching: Mutex::default(),
         }
     }
 
     /// The keys of `server` when they include `key_id`: from the name if it is hex, else from
-    /// memory while valid, else from its key server.
+    /// memory while valid, else as stored at an earlier fetch while valid, else from its key
+    /// server.
     pub async fn server_keys(&self, server: &ServerName, key_id: &str) -> Option<PublicKeySet> {
         if is_hex_name(server) {
             return key_set(server.as_str(), key_id);
@@ -164,21 +169,31 @@ impl KeyRing {
         if let Some(set) = self.cached(server, key_id) {
             return Some(set);
         }
+        if let Some(keys) = self.stored(server).await {
+            self.remember(server, keys);
+            if let Some(set) = self.cached(server, key_id) {
+                return Some(set);
+            }
+        }
         if last_failure.is_some_and(|at| at.elapsed() < REFETCH_AFTER) {
             return None;
         }
         match self.fetch(server).await {
             Ok(keys) => {
-                if let Ok(mut known) = self.known.lock() {
-                    if known.len() >= MAX_KNOWN_SERVERS {
-                        let now = now_ms();
-                        known.retain(|_, k| k.valid_until_ms > now);
-                        if known.len() >= MAX_KNOWN_SERVERS {
-                            known.clear();
-                        }
-                    }
-                    known.insert(server.to_owned(), keys);
+                let stored = grove_server::server_keys::StoredKeys {
+                    keys: keys
+                        .keys
+                        .iter()
+                        .map(|(id, key)| (id.clone(), key.encode()))
+                        .collect(),
+                    valid_until_ms: keys.valid_until_ms,
+                };
+                if let Err(e) =
+                    grove_server::server_keys::store(&self.storage, server, &stored).await
+                {
+                    debug!(%server, error = %e, "server keys not stored");
                 }
+                self.remember(server, keys);
             }
             Err(e) => debug!(%server, error = %e, "fetching server keys"),
         }
@@ -189,6 +204,43 @@ impl KeyRing {
             Some(Instant::now())
         };
         found
+    }
+
+    /// Keeps `keys` of `server` in memory.
+    fn remember(&self, server: &ServerName, keys: ServerKeys) {
+        if let Ok(mut known) = self.known.lock() {
+            if known.len() >= MAX_KNOWN_SERVERS {
+                let now = now_ms();
+                known.retain(|_, k| k.valid_until_ms > now);
+                if known.len() >= MAX_KNOWN_SERVERS {
+                    known.clear();
+                }
+            }
+            known.insert(server.to_owned(), keys);
+        }
+    }
+
+    /// The keys stored for `server` at an earlier fetch, while still valid.
+    async fn stored(&self, server: &ServerName) -> Option<ServerKeys> {
+        let stored = match grove_server::server_keys::load(&self.storage, server).await {
+            Ok(stored) => stored?,
+            Err(e) => {
+                debug!(%server, error = %e, "stored server keys not read");
+                return None;
+            }
+        };
+        if stored.valid_until_ms <= now_ms() {
+            return None;
+        }
+        let keys = stored
+            .keys
+            .iter()
+            .filter_map(|(id, key)| Base64::parse(key).ok().map(|k| (id.clone(), k)))
+            .collect();
+        Some(ServerKeys {
+            keys,
+            valid_until_ms: stored.valid_until_ms,
+        })
     }
 
     fn cached(&self, server: &ServerName, key_id: &str) -> Option<PublicKeySet> {

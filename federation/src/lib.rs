@@ -10,7 +10,7 @@
 //!   DNS-named node, on its HTTPS listener.
 //! - [`keys`]: self-certifying names (a 64-hex server name is its own verify key, never
 //!   fetched) and the key ring of DNS names (keys fetched from `/_matrix/key/v2/server`, the
-//!   self-signature checked, kept in memory until `valid_until_ts`; not persisted).
+//!   self-signature checked, kept in memory and in the database until `valid_until_ts`).
 //! - [`tls`]: a DNS-named node's certificate, key and trusted roots (webpki plus extra CAs).
 //! - [`receive`]: checking and adding PDUs received in transactions.
 //! - [`sender`]: the persistent per-destination queues and their back-off.
@@ -186,7 +186,7 @@ impl Federation {
         let sender = sender::Sender::new(hs.clone(), client.clone(), metrics.clone());
         let ctx = Arc::new(Ctx {
             hs: hs.clone(),
-            keys: keys::KeyRing::new(client.clone()),
+            keys: keys::KeyRing::new(client.clone(), hs.storage.clone()),
             client,
             sender: sender.clone(),
             metrics,

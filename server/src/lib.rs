@@ -19,6 +19,7 @@ pub mod keys;
 pub mod media;
 pub mod notifier;
 pub mod rooms;
+pub mod server_keys;
 pub mod storage;
 pub mod sync;
 #[cfg(feature = "testing")]

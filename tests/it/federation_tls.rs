@@ -202,6 +202,17 @@ async fn dns_nodes_share_a_room(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK, "profile: {profile}");
     assert_eq!(profile["displayname"], "Alice over TLS");
+
+    // B kept A's keys, so that after a restart it can check A's events with A out of reach.
+    let a_name = ruma::ServerName::parse(a.server_name()).expect("A's name");
+    let kept = grove_server::server_keys::load(&b.node().homeserver().storage, &a_name)
+        .await
+        .expect("read")
+        .expect("A's keys stored on B");
+    assert!(
+        kept.keys.contains_key(&a.node().homeserver().key.key_id()),
+        "{kept:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
