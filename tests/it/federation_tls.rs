@@ -91,14 +91,7 @@ async fn start_tls_node(backend: Backend, issuer: &TestCa, trusted: &TestCa) -> 
         .await
         .expect("node starts");
     assert_eq!(node.federation_addr(), Some(listen));
-    TestNode {
-        node: Some(node),
-        dir,
-        overlay: None,
-        overlay_addr: None,
-        db,
-        http: reqwest::Client::new(),
-    }
+    TestNode::running(node, dir, db)
 }
 
 /// Waits until `user`'s full `/sync` on `node` shows every message in `bodies` in `room`.

@@ -260,14 +260,7 @@ async fn start_limited(backend: Backend, max: u64) -> TestNode {
         .start()
         .await
         .expect("node starts");
-    TestNode {
-        node: Some(node),
-        dir,
-        overlay: None,
-        overlay_addr: None,
-        db,
-        http: reqwest::Client::new(),
-    }
+    TestNode::running(node, dir, db)
 }
 
 /// Uploads `len` bytes in chunked encoding (no length announced) over a raw connection;

@@ -42,6 +42,18 @@ pub(crate) struct TestNode {
 }
 
 impl TestNode {
+    /// A node started elsewhere, without the overlay, in `dir` over `db`.
+    pub(crate) fn running(node: Node, dir: tempfile::TempDir, db: TestDb) -> TestNode {
+        TestNode {
+            node: Some(node),
+            dir,
+            overlay: None,
+            overlay_addr: None,
+            db,
+            http: reqwest::Client::new(),
+        }
+    }
+
     /// Starts a node on `backend` with open registration.
     pub(crate) async fn start(backend: Backend) -> TestNode {
         Self::start_with_registration(backend, RegistrationMode::Open, Vec::new()).await
@@ -67,14 +79,7 @@ impl TestNode {
             None,
         )
         .await;
-        TestNode {
-            node: Some(node),
-            dir,
-            overlay: None,
-            overlay_addr: None,
-            db,
-            http: reqwest::Client::new(),
-        }
+        TestNode::running(node, dir, db)
     }
 
     /// Starts a node on `backend` that runs the overlay on loopback (no multicast) and peers
