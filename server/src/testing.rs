@@ -100,3 +100,21 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// A real PNG image of the given size, for media tests.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbaImage::from_fn(width, height, |x, y| {
+        image::Rgba([(x * 7) as u8, (y * 13) as u8, 90, 255])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("encode png");
+    out.into_inner()
+}
+
+/// The width and height of an encoded image, for media tests.
+pub fn dimensions(bytes: &[u8]) -> (u32, u32) {
+    let image = image::load_from_memory(bytes).expect("a decodable image");
+    (image.width(), image.height())
+}

@@ -3,7 +3,10 @@
 //! the overlay.
 
 use grove::Node;
-use grove_server::{storage::Backend, testing::TestDb};
+use grove_server::{
+    storage::Backend,
+    testing::{TestDb, dimensions, png},
+};
 use reqwest::{StatusCode, header};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,23 +15,6 @@ use crate::support::{BACKENDS, TestNode, TestUser, eventually, subscribe};
 
 const CSP: &str = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; \
                    style-src 'unsafe-inline'; object-src 'self';";
-
-/// A real PNG of the given size.
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let image = image::RgbaImage::from_fn(width, height, |x, y| {
-        image::Rgba([(x * 5) as u8, (y * 9) as u8, 200, 255])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    image
-        .write_to(&mut out, image::ImageFormat::Png)
-        .expect("encode png");
-    out.into_inner()
-}
-
-fn dimensions(bytes: &[u8]) -> (u32, u32) {
-    let image = image::load_from_memory(bytes).expect("a decodable image");
-    (image.width(), image.height())
-}
 
 /// Uploads `bytes`; returns the status and the JSON answer.
 async fn upload(

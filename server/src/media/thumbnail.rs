@@ -170,21 +170,8 @@ impl Media {
                 content_type,
                 bytes,
             })),
-            // The row outlived its file (a wiped directory): make it again.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                sqlx::query(
-                    "DELETE FROM media_thumbnails WHERE origin = $1 AND media_id = $2 \
-                     AND width = $3 AND height = $4 AND method = $5",
-                )
-                .bind(origin.as_str())
-                .bind(media_id)
-                .bind(i64::from(request.width))
-                .bind(i64::from(request.height))
-                .bind(request.method.as_str())
-                .execute(self.storage.pool())
-                .await?;
-                Ok(None)
-            }
+            // The row outlived its file (a wiped directory): made again, the row is replaced.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error(&path, e)),
         }
     }
@@ -222,7 +209,8 @@ impl Media {
         sqlx::query(
             "INSERT INTO media_thumbnails (origin, media_id, width, height, method, \
              content_type, size, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT (origin, media_id, width, height, method) DO UPDATE \
+             SET content_type = $6, size = $7, created_ms = $8",
         )
         .bind(origin.as_str())
         .bind(media_id)

@@ -91,8 +91,20 @@ impl Rooms {
         room: &RoomId,
         events: &[OwnedEventId],
     ) -> Result<StateMap> {
+        Ok(self.state_after_with_group(rules, room, events).await?.0)
+    }
+
+    /// [`Rooms::state_after`], with the stored group it is and that group's delta chain length
+    /// when there is one event.
+    async fn state_after_with_group(
+        &self,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        room: &RoomId,
+        events: &[OwnedEventId],
+    ) -> Result<(StateMap, Option<(i64, i64)>)> {
         let stored = store::events_by_id(self.storage.pool(), events).await?;
         let mut states = Vec::new();
+        let mut groups = Vec::new();
         for id in events {
             let Some(event) = stored.get(id) else {
                 return Err(Error::NotFound(format!("missing parent {id}")));
@@ -103,9 +115,15 @@ impl Rooms {
             let Some(group) = event.state_group else {
                 return Err(Error::NotFound(format!("no state known at {id}")));
             };
-            states.push((*self.state_at_group(group).await?).clone());
+            let (state, chain) = self.inner.groups.load(self.storage.pool(), group).await?;
+            states.push((*state).clone());
+            groups.push((group, chain));
         }
-        self.resolve_states(rules, states, &[]).await
+        let single = match groups.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        };
+        Ok((self.resolve_states(rules, states, &[]).await?, single))
     }
 
     /// Resolves state maps on a blocking thread, after loading their events and auth chains;
@@ -185,10 +203,13 @@ impl Rooms {
         // A content hash that does not match means the event must be redacted before use;
         // events arriving here are taken whole only when the hash matches.
         let mut pdu = super::federated::parse_checked(room, &object, &rules)?;
-        let given = state_before;
-        let before = match &given {
-            Some(given) => given.clone(),
-            None => self.state_after(&rules, room, &pdu.prev_events).await?,
+        // `base`: the stored group the state before is, when it is one parent's.
+        let (before, base) = match state_before {
+            Some(given) => (given, None),
+            None => {
+                self.state_after_with_group(&rules, room, &pdu.prev_events)
+                    .await?
+            }
         };
         let ids = auth::events_to_check(&rules.authorization, &pdu, &[&before, &state.state]);
         let events = self.pdus(&ids).await?;
@@ -230,10 +251,6 @@ impl Rooms {
 
         // The event's state group: its parent's when it changes nothing, a delta over it when
         // it sets one entry, a snapshot when the parent's is not known or the chain is long.
-        let base = match (&given, pdu.prev_events.as_slice()) {
-            (None, [parent]) => self.group_of(parent).await?,
-            _ => None,
-        };
         let set = (!pdu.rejected).then(|| pdu.state_key_pair()).flatten();
         let (group_id, event_chain, new_group) = match (base, set) {
             (Some((group, chain)), None) => (group, chain, None),
@@ -329,18 +346,6 @@ impl Rooms {
         }
         state.state = current;
         Ok(verdict)
-    }
-
-    /// The state group after a stored timeline event, with its delta chain length.
-    async fn group_of(&self, event: &OwnedEventId) -> Result<Option<(i64, i64)>> {
-        let Some(group) = store::event(self.storage.pool(), event.as_str())
-            .await?
-            .and_then(|s| s.state_group)
-        else {
-            return Ok(None);
-        };
-        let (_, chain) = self.inner.groups.load(self.storage.pool(), group).await?;
-        Ok(Some((group, chain)))
     }
 
     pub(crate) fn next_group_id(&self) -> i64 {

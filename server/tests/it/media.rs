@@ -4,7 +4,7 @@ use grove_server::{
     Error, Homeserver, NodeKey, ServerConfig,
     media::{Method, NewMedia, ThumbnailRequest},
     storage::Backend,
-    testing::TestDb,
+    testing::{TestDb, dimensions, png},
 };
 use ruma::{server_name, user_id};
 
@@ -15,23 +15,6 @@ async fn open(db: &TestDb, dir: &std::path::Path, key: NodeKey, max: u64) -> Hom
     config.media_dir = Some(dir.to_owned());
     config.max_upload_bytes = max;
     Homeserver::open(config, key).await.expect("open")
-}
-
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let image = image::RgbaImage::from_fn(width, height, |x, y| {
-        image::Rgba([(x * 7) as u8, (y * 13) as u8, 90, 255])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    image
-        .write_to(&mut out, image::ImageFormat::Png)
-        .expect("encode png");
-    out.into_inner()
-}
-
-fn dimensions(bytes: &[u8]) -> (u32, u32) {
-    image::load_from_memory(bytes)
-        .map(|i| (i.width(), i.height()))
-        .expect("a decodable image")
 }
 
 fn tmp_is_empty(dir: &std::path::Path) -> bool {
@@ -295,6 +278,24 @@ async fn thumbnails_fit_the_box_and_are_kept() {
             .expect("thumbnail")
             .expect("stored");
         assert_eq!(again.bytes, thumb.bytes, "served from the kept copy");
+        // A wiped thumbnail directory: the thumbnails are made again, their rows replaced.
+        std::fs::remove_dir_all(dir.path().join("thumbnails")).expect("wipe thumbnails");
+        let remade = hs
+            .media
+            .thumbnail(&ours, &id, crop)
+            .await
+            .expect("thumbnail")
+            .expect("stored");
+        assert_eq!(dimensions(&remade.bytes), (20, 20));
+        let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM media_thumbnails")
+            .fetch_one(hs.storage.pool())
+            .await
+            .expect("count");
+        assert_eq!(kept, 2, "one row per thumbnail still");
+        assert!(
+            dir.path().join("thumbnails").is_dir(),
+            "the remade thumbnail is kept again"
+        );
 
         let big = ThumbnailRequest {
             width: 640,
