@@ -77,6 +77,11 @@ pub struct FederationConfig {
     pub tls_key: Option<PathBuf>,
     /// CA certificates (PEM files) trusted beside the webpki roots.
     pub trusted_ca: Vec<PathBuf>,
+    /// One-time keys one remote server may claim per minute, counted per device (default 60;
+    /// any server name).
+    pub key_claims_per_minute: Option<u32>,
+    /// Invites one remote server may send per minute (default 20; any server name).
+    pub invites_per_minute: Option<u32>,
 }
 
 impl FederationConfig {
@@ -309,6 +314,14 @@ impl Config {
         }
         if self.media.max_upload_bytes == 0 {
             return Err("media max_upload_bytes must be at least 1".into());
+        }
+        if self.federation.key_claims_per_minute == Some(0)
+            || self.federation.invites_per_minute == Some(0)
+        {
+            return Err(
+                "federation key_claims_per_minute and invites_per_minute must be at least 1"
+                    .into(),
+            );
         }
         self.check_federation()
     }

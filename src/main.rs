@@ -67,6 +67,12 @@ struct Args {
     /// Largest media file accepted, in bytes (default 52428800, 50 MiB).
     #[arg(long, env = "GROVE_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<u64>,
+    /// One-time keys one remote server may claim per minute, per device (default 60).
+    #[arg(long, env = "GROVE_FEDERATION_KEY_CLAIMS_PER_MINUTE")]
+    federation_key_claims_per_minute: Option<u32>,
+    /// Invites one remote server may send per minute (default 20).
+    #[arg(long, env = "GROVE_FEDERATION_INVITES_PER_MINUTE")]
+    federation_invites_per_minute: Option<u32>,
     /// HTTPS federation listener, such as 0.0.0.0:8448 (DNS server names only).
     #[arg(long, env = "GROVE_FEDERATION_LISTEN")]
     federation_listen: Option<SocketAddr>,
@@ -177,6 +183,12 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     }
     if let Some(bytes) = args.max_upload_bytes {
         config.media.max_upload_bytes = bytes;
+    }
+    if let Some(n) = args.federation_key_claims_per_minute {
+        config.federation.key_claims_per_minute = Some(n);
+    }
+    if let Some(n) = args.federation_invites_per_minute {
+        config.federation.invites_per_minute = Some(n);
     }
     if let Some(listen) = args.federation_listen {
         config.federation.listen = Some(listen);

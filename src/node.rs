@@ -233,6 +233,13 @@ impl Node {
                 .unwrap_or_else(|| data_dir.join("media")),
         );
         server_config.max_upload_bytes = config.media.max_upload_bytes;
+        let limits = &mut server_config.remote_limits;
+        if let Some(n) = config.federation.key_claims_per_minute {
+            limits.key_claims_per_minute = n;
+        }
+        if let Some(n) = config.federation.invites_per_minute {
+            limits.invites_per_minute = n;
+        }
 
         // Bind before opening the database so a busy port fails fast and touches nothing.
         let listener = TcpListener::bind(config.client.listen)

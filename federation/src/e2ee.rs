@@ -104,7 +104,11 @@ async fn query_keys(State(ctx): Ctxt, body: Bytes) -> Answer {
 }
 
 /// `POST /_matrix/federation/v1/user/keys/claim`
-async fn claim_keys(State(ctx): Ctxt, body: Bytes) -> Answer {
+async fn claim_keys(
+    State(ctx): Ctxt,
+    Extension(origin): Extension<Origin>,
+    body: Bytes,
+) -> Answer {
     let body = body_object(&body)?;
     let Some(users) = body.get("one_time_keys").and_then(Value::as_object) else {
         return Err(FedError::bad_json("one_time_keys must be an object"));
@@ -125,6 +129,19 @@ async fn claim_keys(State(ctx): Ctxt, body: Bytes) -> Answer {
             .filter_map(|(d, a)| Some((OwnedDeviceId::from(d.as_str()), a.as_str()?.to_owned())))
             .collect();
         claims.insert(user, devices);
+    }
+    // Each claimed device takes one key: a server draining a user's keys is held back.
+    let devices: usize = claims.values().map(BTreeMap::len).sum();
+    let cost = u32::try_from(devices).unwrap_or(u32::MAX);
+    if let Err(wait) = ctx
+        .key_claims
+        .take(&origin.0, cost, std::time::Instant::now())
+    {
+        ctx.metrics.rate_limited(crate::metrics::Limited::KeyClaim);
+        return Err(FedError::limited(
+            "too many key claims from your server",
+            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        ));
     }
     let keys = ctx.hs.e2ee.claim_keys(&claims).await?;
     Ok(Json(json!({ "one_time_keys": keys })))

@@ -18,6 +18,8 @@ pub struct FedError {
     pub errcode: &'static str,
     /// A human-readable message.
     pub message: String,
+    /// For `M_LIMIT_EXCEEDED`: how long to wait before trying again.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl FedError {
@@ -27,6 +29,15 @@ impl FedError {
             status,
             errcode,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// `429 M_LIMIT_EXCEEDED`, to be tried again after `retry_after_ms`.
+    pub fn limited(message: impl Into<String>, retry_after_ms: u64) -> Self {
+        Self {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", message)
         }
     }
 
@@ -79,11 +90,11 @@ impl From<grove_server::Error> for FedError {
 
 impl IntoResponse for FedError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "errcode": self.errcode, "error": self.message })),
-        )
-            .into_response()
+        let mut body = json!({ "errcode": self.errcode, "error": self.message });
+        if let Some(ms) = self.retry_after_ms {
+            body["retry_after_ms"] = ms.into();
+        }
+        (self.status, Json(body)).into_response()
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`keys`]: self-certifying names (a 64-hex server name is its own verify key, never
 //!   fetched) and the key ring of DNS names (keys fetched from `/_matrix/key/v2/server`, the
 //!   self-signature checked, kept in memory and in the database until `valid_until_ts`).
+//! - [`limits`]: per-origin rate limits on key claims and invites.
 //! - [`tls`]: a DNS-named node's certificate, key and trusted roots (webpki plus extra CAs).
 //! - [`receive`]: checking and adding PDUs received in transactions.
 //! - [`sender`]: the persistent per-destination queues and their back-off.
@@ -30,6 +31,7 @@ pub mod error;
 pub mod https;
 pub mod inbound;
 pub mod keys;
+pub mod limits;
 pub mod media;
 pub mod metrics;
 pub mod presence;
@@ -63,6 +65,10 @@ pub struct Ctx {
     pub sender: sender::Sender,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// Key claims per origin.
+    pub key_claims: limits::RateLimiter,
+    /// Invites per origin.
+    pub invites: limits::RateLimiter,
     /// One lock per origin with a transaction in hand: an origin's transactions are handled
     /// one at a time, so a flood from one peer queues instead of multiplying the work.
     pub(crate) inbound_origins: std::sync::Mutex<
@@ -101,6 +107,9 @@ impl Ctx {
         };
         for server in servers {
             if server == except || server == self.hs.config.server_name {
+                continue;
+            }
+            if !self.hs.rooms.server_allowed(room, &server).await.unwrap_or(false) {
                 continue;
             }
             if let Err(e) = self.hs.federation_queue.push(&server, event.as_str()).await {
@@ -190,6 +199,8 @@ impl Federation {
             client,
             sender: sender.clone(),
             metrics,
+            key_claims: limits::RateLimiter::new(hs.config.remote_limits.key_claims_per_minute),
+            invites: limits::RateLimiter::new(hs.config.remote_limits.invites_per_minute),
             inbound_origins: Default::default(),
         });
         let listener = overlay

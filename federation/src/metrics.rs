@@ -34,6 +34,31 @@ struct EduLabels {
     edu_type: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// What a room's server ACL refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclRefusal {
+    /// A request about the room.
+    Request,
+    /// A PDU of the room in a transaction.
+    Pdu,
+    /// An EDU about the room (typing, receipts).
+    Edu,
+}
+
+/// What a per-origin rate limit holds back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// One-time and fallback key claims.
+    KeyClaim,
+    /// Invites.
+    Invite,
+}
+
 /// What became of a received PDU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PduOutcome {
@@ -80,6 +105,9 @@ pub struct Metrics {
     transactions_waiting: Gauge,
     transactions_out: Family<OutcomeLabels, Counter>,
     pdus_out: Counter,
+    pdus_redacted: Counter,
+    acl_refused: Family<KindLabels, Counter>,
+    rate_limited: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -124,6 +152,24 @@ impl Metrics {
             "PDUs delivered in transactions",
             pdus_out.clone(),
         );
+        let pdus_redacted = Counter::default();
+        registry.register(
+            "pdus_redacted",
+            "PDUs kept in redacted form because their content hash did not match",
+            pdus_redacted.clone(),
+        );
+        let acl_refused = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "acl_refused",
+            "Requests, PDUs and EDUs refused by a room's server ACL",
+            acl_refused.clone(),
+        );
+        let rate_limited = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by a per-origin rate limit, by kind",
+            rate_limited.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -134,6 +180,9 @@ impl Metrics {
             transactions_waiting,
             transactions_out,
             pdus_out,
+            pdus_redacted,
+            acl_refused,
+            rate_limited,
         })
     }
 
@@ -153,6 +202,30 @@ impl Metrics {
                 outcome: outcome.label(),
             })
             .inc();
+    }
+
+    /// Counts a received PDU kept redacted.
+    pub fn pdu_redacted(&self) {
+        self.pdus_redacted.inc();
+    }
+
+    /// Counts something a server ACL refused.
+    pub fn acl_refused(&self, what: AclRefusal) {
+        let kind = match what {
+            AclRefusal::Request => "request",
+            AclRefusal::Pdu => "pdu",
+            AclRefusal::Edu => "edu",
+        };
+        self.acl_refused.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Counts a request a rate limit refused.
+    pub fn rate_limited(&self, what: Limited) {
+        let kind = match what {
+            Limited::KeyClaim => "key_claim",
+            Limited::Invite => "invite",
+        };
+        self.rate_limited.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// Counts a received EDU of `edu_type`.

@@ -9,7 +9,11 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, Server
 use serde_json::json;
 use tracing::debug;
 
-use crate::{Ctx, client::segment, metrics::PduOutcome};
+use crate::{
+    Ctx,
+    client::segment,
+    metrics::{AclRefusal, PduOutcome},
+};
 
 /// Missing events asked for at once, at most.
 const MISSING_LIMIT: u64 = 50;
@@ -63,6 +67,17 @@ async fn handle_pdu_in(
         Ok(id) => id,
         Err(e) => return (None, Err(e.to_string())),
     };
+    // The room's server ACL speaks for the origin of the transaction, whoever signed the PDU.
+    match ctx.hs.rooms.server_allowed(&room, origin).await {
+        Ok(true) => {}
+        Ok(false) => {
+            ctx.metrics.acl_refused(AclRefusal::Pdu);
+            ctx.metrics.pdu(PduOutcome::Refused);
+            debug!(%origin, event = %id, "pdu refused by the room's server ACL");
+            return (Some(id), Err("the room's server ACL denies the origin".into()));
+        }
+        Err(e) => return (Some(id), Err(e.to_string())),
+    }
     let outcome = match add_checked(ctx, &room, &rules, object.clone()).await {
         Err(AddError::MissingParents) => {
             fetch_missing(ctx, origin, &room, &rules, &id).await;
@@ -103,16 +118,32 @@ enum AddError {
     Refused(String),
 }
 
+/// `object` once its signatures are checked: whole when its content hash matches, redacted
+/// when it does not (the spec keeps an altered event in its redacted form).
+pub(crate) async fn checked_or_redacted(
+    ctx: &Ctx,
+    object: CanonicalJsonObject,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Result<CanonicalJsonObject, String> {
+    match ctx.keys.check_event(&object, rules).await {
+        Ok(()) => Ok(object),
+        Err(crate::keys::EventCheckError::Hash) => {
+            ctx.metrics.pdu_redacted();
+            ruma::canonical_json::redact(object, &rules.redaction, None).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn add_checked(
     ctx: &Ctx,
     room: &RoomId,
     rules: &ruma::room_version_rules::RoomVersionRules,
     object: CanonicalJsonObject,
 ) -> Result<PduOutcome, AddError> {
-    ctx.keys
-        .check_event(&object, rules)
+    let object = checked_or_redacted(ctx, object, rules)
         .await
-        .map_err(|e| AddError::Refused(e.to_string()))?;
+        .map_err(AddError::Refused)?;
     match ctx.hs.rooms.add_pdu(room, object).await {
         Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => Err(AddError::Rejected(why)),
         Ok(grove_server::rooms::auth::RemoteVerdict::SoftFailed(why)) => {
@@ -278,10 +309,9 @@ async fn add_after_gap(
     object: CanonicalJsonObject,
     id: &OwnedEventId,
 ) -> Result<PduOutcome, AddError> {
-    ctx.keys
-        .check_event(&object, rules)
+    let object = checked_or_redacted(ctx, object, rules)
         .await
-        .map_err(|e| AddError::Refused(e.to_string()))?;
+        .map_err(AddError::Refused)?;
     let state = state_before(ctx, origin, room, rules, id)
         .await
         .map_err(AddError::Refused)?;
@@ -376,11 +406,7 @@ pub(crate) async fn fetch_unknown(
         if got != *missing {
             return Err(format!("asked for {missing}, got {got}"));
         }
-        ctx.keys
-            .check_event(&event, rules)
-            .await
-            .map_err(|e| e.to_string())?;
-        fetched.push(event);
+        fetched.push(checked_or_redacted(ctx, event, rules).await?);
     }
     ctx.hs
         .rooms
@@ -474,10 +500,21 @@ const MAX_RECEIPT_ROOMS: usize = 50;
 /// Users in one room of one receipt EDU, at most.
 const MAX_RECEIPT_USERS: usize = 100;
 
+/// Whether `origin` has a member in `room` and the room's server ACL lets it speak there.
 async fn shares_room(ctx: &Ctx, origin: &ServerName, room: &RoomId) -> bool {
-    ctx.hs
+    let member = ctx
+        .hs
         .rooms
         .servers_in_room(room)
         .await
-        .is_ok_and(|servers| servers.iter().any(|s| s == origin))
+        .is_ok_and(|servers| servers.iter().any(|s| s == origin));
+    if !member {
+        return false;
+    }
+    if ctx.hs.rooms.server_allowed(room, origin).await.unwrap_or(false) {
+        true
+    } else {
+        ctx.metrics.acl_refused(AclRefusal::Edu);
+        false
+    }
 }

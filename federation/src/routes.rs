@@ -35,8 +35,9 @@ use grove_server::rooms::{directory::PublicRoomsQuery, hierarchy::Viewer};
 
 use crate::{Ctx, error::FedError, inbound::PeerKey, keys, receive};
 
-/// The largest request body accepted.
-const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// The largest request body accepted: a transaction of 50 PDUs at the size limit (3.2 MiB)
+/// and 100 EDUs beside them, with room to spare.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// PDUs in one transaction, at most (the spec's limit).
 const MAX_TXN_PDUS: usize = 50;
 /// EDUs in one transaction, at most (the spec's limit).
@@ -121,6 +122,9 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
             ctx.clone(),
             authenticate,
         ))
+        // `authenticate` bounds the body; the extractors' own default (2 MiB) would refuse a
+        // legal transaction, in plain text.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(ctx)
 }
 
@@ -249,10 +253,26 @@ async fn require_in_room(
     if !ctx.hs.rooms.is_known(room).await? {
         return Err(FedError::not_found("unknown room"));
     }
+    require_acl(ctx, origin, room).await?;
     if ctx.hs.rooms.servers_in_room(room).await?.contains(origin) {
         Ok(())
     } else {
         Err(FedError::forbidden("your server is not in this room"))
+    }
+}
+
+/// `M_FORBIDDEN` (and counted) when the room's server ACL denies `origin`.
+pub(crate) async fn require_acl(
+    ctx: &Ctx,
+    origin: &ServerName,
+    room: &RoomId,
+) -> Result<(), FedError> {
+    if ctx.hs.rooms.server_allowed(room, origin).await? {
+        Ok(())
+    } else {
+        ctx.metrics
+            .acl_refused(crate::metrics::AclRefusal::Request);
+        Err(FedError::forbidden("the room's server ACL denies your server"))
     }
 }
 
@@ -323,6 +343,7 @@ async fn make_membership(
     if !ctx.hs.rooms.is_known(room).await? {
         return Err(FedError::not_found("unknown room"));
     }
+    require_acl(ctx, &origin.0, room).await?;
     let (version, template) = ctx
         .hs
         .rooms
@@ -354,6 +375,7 @@ async fn take_membership(
     body: &[u8],
     membership: &str,
 ) -> Result<(CanonicalJsonObject, OwnedEventId), FedError> {
+    require_acl(ctx, &origin.0, room).await?;
     let mut object = json_object(body)?;
     let version = ctx.hs.rooms.room_version(room).await?;
     let rules = grove_server::rooms::builder::rules_for(&version)?;
@@ -499,6 +521,13 @@ async fn invite(
     if pdu.sender.server_name() != origin.0 {
         return Err(FedError::forbidden("the sender is not on your server"));
     }
+    if let Err(wait) = ctx.invites.take(&origin.0, 1, std::time::Instant::now()) {
+        ctx.metrics.rate_limited(crate::metrics::Limited::Invite);
+        return Err(FedError::limited(
+            "too many invites from your server",
+            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        ));
+    }
     ruma::signatures::sign_event(
         ctx.hs.config.server_name.as_str(),
         ctx.hs.key.key_pair(),
@@ -507,6 +536,7 @@ async fn invite(
     )
     .map_err(|e| FedError::bad_json(format!("cannot sign: {e}")))?;
     if ctx.hs.rooms.is_known(room).await? {
+        require_acl(&ctx, &origin.0, room).await?;
         // We are in the room already: the invite takes effect here at once.
         if let grove_server::rooms::auth::RemoteVerdict::Rejected(why) =
             ctx.hs.rooms.add_pdu(room, object.clone()).await?
@@ -684,13 +714,21 @@ async fn event(
     Path(id): Path<String>,
 ) -> Answer {
     let id = event_id(&id)?;
-    let pdu = ctx
+    let room = ctx
         .hs
         .rooms
         .pdu(id.as_str())
         .await?
+        .ok_or_else(|| FedError::not_found("unknown event"))?
+        .room;
+    require_in_room(&ctx, &origin.0, &room).await?;
+    // What the asking server's users may not see is answered redacted, as backfill does.
+    let pdu = ctx
+        .hs
+        .rooms
+        .event_for_server(id, &origin.0)
+        .await?
         .ok_or_else(|| FedError::not_found("unknown event"))?;
-    require_in_room(&ctx, &origin.0, &pdu.room).await?;
     Ok(Json(json!({
         "origin": ctx.hs.config.server_name.as_str(),
         "origin_server_ts": now_ms(),
@@ -960,6 +998,9 @@ async fn hierarchy(
         }
     };
     let rooms = &ctx.hs.rooms;
+    if rooms.is_known(room).await? {
+        require_acl(&ctx, &origin.0, room).await?;
+    }
     let viewer = Viewer::Server(&origin.0);
     let space = rooms
         .space_room(room)

@@ -355,10 +355,33 @@ impl Sender {
         if batch.is_empty() && edus.is_empty() && taken.is_empty() && last_edu.is_none() {
             return Ok(None);
         }
-        let pdus = batch
-            .iter()
-            .filter_map(|q| serde_json::from_str(&q.pdu).ok())
-            .collect();
+        // What a room's server ACL denies the destination is left out (and leaves the queue
+        // with the rest when the transaction is delivered).
+        let mut pdus = Vec::with_capacity(batch.len());
+        for queued in &batch {
+            let Ok(pdu) = serde_json::from_str::<Value>(&queued.pdu) else {
+                continue;
+            };
+            if self.room_allows(&pdu["room_id"], destination).await {
+                pdus.push(pdu);
+            } else {
+                debug!(%destination, event = %queued.event_id, "withheld by the room's server ACL");
+            }
+        }
+        let mut allowed_edus = Vec::with_capacity(edus.len());
+        for edu in edus {
+            if let Some(edu) = self.acl_filtered(edu, destination).await {
+                allowed_edus.push(edu);
+            }
+        }
+        let edus = allowed_edus;
+        let mut allowed_taken = PendingEdus::new();
+        for (key, edu) in taken {
+            if let Some(edu) = self.acl_filtered(edu, destination).await {
+                allowed_taken.push_back((key, edu));
+            }
+        }
+        let taken = allowed_taken;
         Ok(Some(Transaction {
             pdus,
             pdu_ids: batch.into_iter().map(|q| q.event_id).collect(),
@@ -366,6 +389,48 @@ impl Sender {
             ephemeral: taken,
             last_edu,
         }))
+    }
+}
+
+impl Sender {
+    /// Whether the room named by `room_id` (a JSON string; anything else names no room) lets
+    /// `destination` take part.
+    async fn room_allows(&self, room_id: &Value, destination: &ServerName) -> bool {
+        let Some(room) = room_id.as_str().and_then(|r| ruma::RoomId::parse(r).ok()) else {
+            return true;
+        };
+        self.hs
+            .rooms
+            .server_allowed(&room, destination)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// An EDU about rooms (typing, receipts) without what those rooms' server ACLs deny
+    /// `destination`; None when nothing is left. Other EDUs pass whole.
+    async fn acl_filtered(&self, mut edu: Value, destination: &ServerName) -> Option<Value> {
+        match edu["edu_type"].as_str() {
+            Some("m.typing") => self
+                .room_allows(&edu["content"]["room_id"], destination)
+                .await
+                .then_some(edu),
+            Some("m.receipt") => {
+                let rooms: Vec<String> = edu["content"]
+                    .as_object()
+                    .map(|c| c.keys().cloned().collect())
+                    .unwrap_or_default();
+                for room in rooms {
+                    if !self.room_allows(&Value::String(room.clone()), destination).await
+                        && let Some(content) = edu["content"].as_object_mut()
+                    {
+                        content.remove(&room);
+                    }
+                }
+                let empty = edu["content"].as_object().is_none_or(|c| c.is_empty());
+                (!empty).then_some(edu)
+            }
+            _ => Some(edu),
+        }
     }
 }
 

@@ -42,6 +42,28 @@ pub struct ServerConfig {
     pub media_dir: Option<PathBuf>,
     /// The largest media file accepted, uploaded or fetched from another server, in bytes.
     pub max_upload_bytes: u64,
+    /// How much one remote server may take from this node's users per minute.
+    pub remote_limits: RemoteLimits,
+}
+
+/// Per-origin allowances of requests from other servers, each per minute (a burst of the
+/// whole allowance, then an even refill); past one the request is answered
+/// `M_LIMIT_EXCEEDED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteLimits {
+    /// One-time (or fallback) keys claimed, counted per device.
+    pub key_claims_per_minute: u32,
+    /// Invites of this node's users.
+    pub invites_per_minute: u32,
+}
+
+impl Default for RemoteLimits {
+    fn default() -> Self {
+        Self {
+            key_claims_per_minute: 60,
+            invites_per_minute: 20,
+        }
+    }
 }
 
 /// The largest media file accepted unless configured otherwise: 50 MiB.
@@ -62,6 +84,7 @@ impl ServerConfig {
             max_to_device_inbox: 10_000,
             media_dir: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            remote_limits: RemoteLimits::default(),
         }
     }
 }

@@ -15,6 +15,7 @@
 //! If the write fails, the room's in-memory head is marked stale and reloaded from the database
 //! by the next caller, so memory never runs ahead of disk.
 
+pub mod acl;
 pub mod auth;
 pub mod backfill;
 pub mod builder;
@@ -382,7 +383,7 @@ impl Rooms {
             room: (!derived_id).then_some(&*room.room_id),
             prev_events: &prev,
             auth_events: &auth_events,
-            depth: room.depth.saturating_add(1),
+            depth: builder::depth_after(room.depth),
         };
         let pdu = builder::build_event(
             &room.rules,

@@ -13,6 +13,7 @@ mod federation_e2ee;
 mod federation_history;
 mod federation_merge;
 mod federation_tls;
+mod hostile;
 mod media;
 mod metrics;
 mod notifications;

@@ -262,7 +262,7 @@ fn sorted_pdus(
     let mut seen = HashSet::new();
     let mut pdus: Vec<Pdu> = objects
         .iter()
-        .filter(|o| ruma::state_res::check_pdu_format(o, &rules.event_format).is_ok())
+        .filter(|o| super::pdu::check_format(o, &rules.event_format).is_ok())
         .filter_map(|o| {
             let id = builder::event_id_of(o, rules).ok()?;
             let text = serde_json::to_string(o).ok()?;

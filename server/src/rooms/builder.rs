@@ -28,6 +28,16 @@ pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules> {
         .ok_or_else(|| Error::UnsupportedRoomVersion(version.to_string()))
 }
 
+/// The greatest depth an event may carry: canonical JSON integers end at 2^53 - 1, so a
+/// deeper event could not be hashed or signed.
+pub const MAX_DEPTH: u64 = 9_007_199_254_740_991;
+
+/// The depth of a new event whose deepest parent is at `parents`: one more, capped at
+/// [`MAX_DEPTH`] (a remote server may have sent a parent at the cap already).
+pub fn depth_after(parents: u64) -> u64 {
+    parents.saturating_add(1).min(MAX_DEPTH)
+}
+
 /// What the sender wants to say; the builder adds the DAG and signature fields.
 #[derive(Debug, Clone)]
 pub struct EventTemplate {

@@ -14,6 +14,35 @@ use serde_json::{Value, value::RawValue};
 
 use crate::{Error, Result};
 
+/// The largest PDU, in bytes of canonical JSON with its signatures (the spec's limit: larger
+/// events are refused, this size itself is allowed).
+pub const MAX_PDU_BYTES: usize = 65_536;
+
+/// Checks the format of a PDU built elsewhere: at most [`MAX_PDU_BYTES`], then the field rules
+/// of the room version (types, lengths, a non-negative integer depth).
+pub fn check_format(
+    object: &CanonicalJsonObject,
+    rules: &ruma::room_version_rules::EventFormatRules,
+) -> Result<()> {
+    let len = serde_json::to_string(object)?.len();
+    if len > MAX_PDU_BYTES {
+        return Err(Error::BadJson(format!(
+            "PDU of {len} bytes is larger than {MAX_PDU_BYTES} bytes"
+        )));
+    }
+    // ruma's check also measures the event and stops one byte short of the spec's limit; the
+    // size is settled above, so it sees the event without its signatures (which it does not
+    // otherwise look at) when the event is at the limit.
+    let outcome = if len == MAX_PDU_BYTES {
+        let mut unsigned = object.clone();
+        unsigned.remove("signatures");
+        ruma::state_res::check_pdu_format(&unsigned, rules)
+    } else {
+        ruma::state_res::check_pdu_format(object, rules)
+    };
+    outcome.map_err(Error::BadJson)
+}
+
 /// A persisted or about-to-be-persisted event of a room.
 #[derive(Debug, Clone)]
 pub struct Pdu {

@@ -8,7 +8,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use ruma::{
     CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedEventId, RoomId, UserId,
-    events::TimelineEventType, state_res::check_pdu_format,
+    events::TimelineEventType,
 };
 
 use super::{
@@ -77,7 +77,7 @@ impl Rooms {
                 room: Some(room),
                 prev_events,
                 auth_events: &auth_events,
-                depth: depth.saturating_add(1),
+                depth: builder::depth_after(depth),
             },
             MilliSecondsSinceUnixEpoch::now(),
         )?;
@@ -192,7 +192,7 @@ impl Rooms {
             return Err(Error::Internal("room head not loaded".into()));
         };
         let rules = state.rules.clone();
-        check_pdu_format(&object, &rules.event_format).map_err(Error::BadJson)?;
+        super::pdu::check_format(&object, &rules.event_format)?;
         let event_id = builder::event_id_of(&object, &rules)?;
         if store::event(self.storage.pool(), event_id.as_str())
             .await?
