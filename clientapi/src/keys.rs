@@ -3,7 +3,7 @@
 //! - `POST /_matrix/client/v3/keys/upload`, `/keys/query`, `/keys/claim`
 //! - `GET /_matrix/client/v3/keys/changes`
 //! - `POST /_matrix/client/v3/keys/device_signing/upload` (user-interactive auth when it
-//!   replaces existing keys), `POST /_matrix/client/v3/keys/signatures/upload`
+//!   replaces existing keys; also under `/unstable/`), `POST /_matrix/client/v3/keys/signatures/upload`
 //! - `PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnId}`
 //! - key backup: see [`backup`]
 
@@ -45,6 +45,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_matrix/client/v3/keys/changes", get(get_key_changes))
         .route(
             "/_matrix/client/v3/keys/device_signing/upload",
+            post(upload_signing_keys),
+        )
+        // Clients from before the endpoint was stable still call it here.
+        .route(
+            "/_matrix/client/unstable/keys/device_signing/upload",
             post(upload_signing_keys),
         )
         .route(

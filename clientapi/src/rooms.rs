@@ -5,9 +5,11 @@
 //! - `POST .../rooms/{roomId}/leave|invite|kick|ban|unban|forget`
 //! - `GET /_matrix/client/v3/joined_rooms`
 //!
-//! Sending, state, redaction and reads are in `rooms/events.rs`.
+//! Sending, state, redaction and reads are in `rooms/events.rs`; one room's `initialSync` in
+//! `rooms/initial_sync.rs`.
 
 mod events;
+mod initial_sync;
 
 use axum::{
     Router,
@@ -48,6 +50,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_matrix/client/v3/rooms/{room_id}/unban", post(unban))
         .route("/_matrix/client/v3/rooms/{room_id}/forget", post(forget))
         .route("/_matrix/client/v3/joined_rooms", get(get_joined_rooms))
+        .route(
+            "/_matrix/client/v3/rooms/{room_id}/initialSync",
+            get(initial_sync::room_initial_sync),
+        )
         .merge(events::routes())
 }
 
@@ -105,8 +111,11 @@ async fn join_any(
         }
         Err(_) => None,
     };
+    // A room with no user of this node joined is joined through a server still in it
+    // (federation decides; it joins here when no other server is in the room).
     if let Some(room) = &local
         && app.hs.rooms.is_known(room).await?
+        && (app.hs.remote.get().is_none() || app.hs.rooms.has_local_member(room).await?)
     {
         return join(app, user, room).await;
     }

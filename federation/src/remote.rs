@@ -28,6 +28,10 @@ use crate::{Ctx, client::segment};
 const MAX_DISPLAYNAME_CHARS: usize = 256;
 /// Servers asked about one space, at most.
 const MAX_HIERARCHY_SERVERS: usize = 3;
+/// Events of a room's history fetched right after joining it through another server.
+const JOIN_HISTORY: usize = 50;
+/// How long the join waits for that history at most.
+const JOIN_HISTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Longest pagination token taken from another server.
 const MAX_TOKEN_CHARS: usize = 256;
 
@@ -85,14 +89,24 @@ impl RemoteRooms {
             servers.push(invite.event.sender.server_name().to_owned());
         }
         let profile = hs.userdata.profile(user).await?;
-        if hs.rooms.is_known(&room).await? {
-            return hs.rooms.join(&room, user, &profile).await;
+        // A node with no joined user in a room no longer follows it: a join built over what it
+        // last saw could undo a ban made meanwhile, so it joins through a server in the room.
+        let known = hs.rooms.is_known(&room).await?;
+        if known {
+            if hs.rooms.has_local_member(&room).await? {
+                return hs.rooms.join(&room, user, &profile).await;
+            }
+            servers.extend(hs.rooms.servers_in_room(&room).await?);
         }
         let mut candidates: Vec<OwnedServerName> = Vec::new();
         for s in servers {
             if s != hs.config.server_name && !candidates.contains(&s) {
                 candidates.push(s);
             }
+        }
+        if known && candidates.is_empty() {
+            // Nobody else is in the room: this node's view is the room.
+            return hs.rooms.join(&room, user, &profile).await;
         }
         if candidates.is_empty() {
             return Err(Error::NotFound(
@@ -104,6 +118,7 @@ impl RemoteRooms {
             match self.join_via(&server, &room, user, &profile).await {
                 Ok(()) => {
                     info!(%room, %server, %user, "joined a room through another server");
+                    self.recent_history(&ctx, &room).await;
                     return Ok(room);
                 }
                 Err(e) => {
@@ -113,6 +128,18 @@ impl RemoteRooms {
             }
         }
         Err(last)
+    }
+
+    /// Fetches the room's latest history after a join through another server, so that the
+    /// joiner's next sync shows what was said before (send_join brings only the state). A
+    /// failure costs only that: the client can still page back later.
+    async fn recent_history(&self, ctx: &Ctx, room: &RoomId) {
+        let fetch = crate::backfill::backfill(ctx, &self.backfills, room, JOIN_HISTORY);
+        match tokio::time::timeout(JOIN_HISTORY_WAIT, fetch).await {
+            Ok(Ok(placed)) => debug!(%room, placed, "history fetched after the join"),
+            Ok(Err(e)) => debug!(%room, error = %e, "no history fetched after the join"),
+            Err(_) => debug!(%room, "fetching history after the join took too long"),
+        }
     }
 
     async fn join_via(
@@ -242,6 +269,16 @@ impl RemoteRooms {
         }
         if is_direct {
             content["is_direct"] = true.into();
+        }
+        // Clients name the invitee from the invite until they join; an unreachable profile
+        // leaves the invite without a name.
+        if let Ok(Some(profile)) = self.remote_profile(target).await {
+            if let Some(name) = &profile.displayname {
+                content["displayname"] = name.as_str().into();
+            }
+            if let Some(url) = &profile.avatar_url {
+                content["avatar_url"] = url.as_str().into();
+            }
         }
         let template =
             EventTemplate::state(TimelineEventType::RoomMember, target.as_str(), content);

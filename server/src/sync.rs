@@ -165,8 +165,10 @@ async fn sync_once(
                     request,
                     room,
                     room::Range {
-                        since: if fresh && since.is_some() && !was_joined {
-                            0
+                        // A room new to the client shows its latest events, backfilled
+                        // history below the stream included.
+                        since: if since.is_none() || !was_joined {
+                            room::WHOLE_HISTORY
                         } else {
                             since_pos
                         },
@@ -401,11 +403,9 @@ async fn device_lists(
     }
     let range = (StreamPosition(since), upto);
     let members_changed = !member_changes.is_empty();
-    let mut lists =
-        device_list_changes(hs, user, range, &sharing, joiners, members_changed).await?;
-    // The client knows its own user's devices changed when it changed them.
-    lists.changed.retain(|u| u != user);
-    Ok(lists)
+    // The user's own changes are kept: their other devices (and this one, after uploading
+    // cross-signing keys or signatures) learn from them to fetch the user's keys again.
+    device_list_changes(hs, user, range, &sharing, joiners, members_changed).await
 }
 
 /// The filter of a sync request: an inline JSON definition, a stored filter's ID, or none.

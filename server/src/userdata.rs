@@ -7,7 +7,7 @@
 
 mod account_data;
 mod ephemeral;
-mod presence;
+pub(crate) mod presence;
 mod pushers;
 
 use std::sync::Arc;

@@ -125,3 +125,52 @@ async fn users_who_stop_sharing_encrypted_rooms_are_left() {
         assert_eq!(synced["device_lists"]["changed"], json!([carol.user_id]));
     }
 }
+
+/// The `device_lists.changed` of a sync of `user` from `since`, and its `next_batch`.
+async fn changed_since(node: &TestNode, user: &TestUser, since: &str) -> (Value, String) {
+    let synced = node.sync_now(user, Some(since)).await;
+    let next = synced["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    (synced["device_lists"]["changed"].clone(), next)
+}
+
+#[tokio::test]
+async fn own_key_changes_reach_own_sync() {
+    for backend in BACKENDS {
+        let node = TestNode::start(backend).await;
+        let alice = node.register("alice").await;
+        let start = node.sync_now(&alice, None).await["next_batch"]
+            .as_str()
+            .expect("next_batch")
+            .to_owned();
+
+        // New device keys: the client learns its own user changed and fetches the keys again.
+        let (status, body) = node
+            .post(
+                &format!("{V3}/keys/upload"),
+                Some(&alice.token),
+                json!({ "device_keys": crate::e2ee::device_keys(&alice) }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (changed, uploaded) = changed_since(&node, &alice, &start).await;
+        assert_eq!(changed, json!([alice.user_id]));
+
+        // Cross-signing keys, through the unstable path older clients still call.
+        let (status, body) = node
+            .post(
+                "/_matrix/client/unstable/keys/device_signing/upload",
+                Some(&alice.token),
+                json!({
+                    "master_key": crate::e2ee::cross_key(&alice.user_id, "master", "M"),
+                    "self_signing_key": crate::e2ee::cross_key(&alice.user_id, "self_signing", "S"),
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (changed, _) = changed_since(&node, &alice, &uploaded).await;
+        assert_eq!(changed, json!([alice.user_id]));
+    }
+}

@@ -14,7 +14,7 @@ fn check_error(got: (StatusCode, Value), status: StatusCode, errcode: &str) {
     assert_eq!(got.1["errcode"], errcode, "{}", got.1);
 }
 
-fn device_keys(user: &TestUser) -> Value {
+pub(crate) fn device_keys(user: &TestUser) -> Value {
     json!({
         "user_id": user.user_id,
         "device_id": user.device_id,
@@ -167,7 +167,7 @@ async fn upload_query_and_claim_keys() {
     }
 }
 
-fn cross_key(user: &str, usage: &str, key: &str) -> Value {
+pub(crate) fn cross_key(user: &str, usage: &str, key: &str) -> Value {
     json!({ "user_id": user, "usage": [usage], "keys": { format!("ed25519:{key}"): key } })
 }
 

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod bad_input;
+mod client_view;
 mod clients;
 mod config;
 mod deactivation;
@@ -11,7 +12,9 @@ mod federation;
 mod federation_directory;
 mod federation_e2ee;
 mod federation_history;
+mod federation_joins;
 mod federation_merge;
+mod federation_redactions;
 mod federation_tls;
 mod hostile;
 mod media;

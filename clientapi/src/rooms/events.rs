@@ -165,12 +165,12 @@ async fn set_state_event(
     Ok(RumaResponse(send_state_event::v3::Response::new(event_id)))
 }
 
-async fn session_of(app: &AppState, parts: &Parts) -> Result<ruma::OwnedUserId, ApiError> {
+pub(super) async fn session_of(app: &AppState, parts: &Parts) -> Result<ruma::OwnedUserId, ApiError> {
     let token = bearer_or_query_token(parts).ok_or_else(ApiError::missing_token)?;
     Ok(app.hs.accounts.authenticate(&token).await?.user_id)
 }
 
-fn room_of(id: &str) -> Result<OwnedRoomId, ApiError> {
+pub(super) fn room_of(id: &str) -> Result<OwnedRoomId, ApiError> {
     RoomId::parse(id).map_err(|e| ApiError::invalid_param(e.to_string()))
 }
 

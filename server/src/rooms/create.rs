@@ -230,6 +230,9 @@ impl Rooms {
             if request.is_direct {
                 content["is_direct"] = true.into();
             }
+            let profile =
+                crate::userdata::presence::read_profile(self.storage.pool(), invitee).await?;
+            super::membership::add_profile(&mut content, &profile);
             templates.push(EventTemplate::state(
                 TimelineEventType::RoomMember,
                 invitee.as_str(),

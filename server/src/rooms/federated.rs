@@ -24,7 +24,7 @@ use super::{
     pdu::Pdu,
     store::{self, EventRow, NewGroup},
 };
-use crate::{Error, Result};
+use crate::{Error, Result, storage::Batch};
 
 /// Events visited by one DAG walk, at most.
 pub const MAX_WALK: usize = 1_000;
@@ -63,6 +63,15 @@ impl Rooms {
         servers.sort();
         servers.dedup();
         Ok(servers)
+    }
+
+    /// Whether a user of this node is joined to the room: only then is this node's view of
+    /// the room current, and a join built here rather than through a server in the room.
+    pub async fn has_local_member(&self, room: &RoomId) -> Result<bool> {
+        Ok(store::members_with(self.storage.pool(), room, "join")
+            .await?
+            .iter()
+            .any(|u| u.server_name() == self.config.server_name))
     }
 
     /// The room's forward extremities.
@@ -314,14 +323,22 @@ impl Rooms {
     }
 
     /// Stores a room this node joins through another server: the state and auth chain as
-    /// outliers, then the join event as the room's head, in one transaction.
+    /// outliers, then the join event as the room's head, in one transaction. A room this node
+    /// held before (all its users had left) is re-synced: its state and memberships become
+    /// those the resident server answered, and the join its only forward extremity.
     pub async fn persist_joined_room(&self, joined: JoinedRoom<'_>) -> Result<()> {
         let room = joined.room;
         let rules = builder::rules_for(joined.version)?;
         let handle = self.handle(room);
         let mut guard = handle.lock_owned().await;
-        if store::room_head(self.storage.pool(), room).await?.is_some() {
-            return Err(Error::RoomInUse("this node already has the room".into()));
+        let held = store::room_head(self.storage.pool(), room).await?;
+        if let Some((version, ..)) = &held
+            && version != joined.version.as_str()
+        {
+            return Err(Error::BadJson(format!(
+                "the room is of version {version} here, not {}",
+                joined.version
+            )));
         }
         let mut events: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
         let mut state = StateMap::default();
@@ -404,14 +421,15 @@ impl Rooms {
             )
             .await?;
         }
-        store::insert_room(
-            txn.conn(),
-            room,
-            joined.version.as_str(),
-            group,
-            std::slice::from_ref(&join.event_id),
-        )
-        .await?;
+        let extremities = std::slice::from_ref(&join.event_id);
+        if held.is_some() {
+            let mut batch = Batch::default();
+            store::push_room_head(&mut batch, room, group, extremities)?;
+            batch.run(txn.conn()).await?;
+        } else {
+            store::insert_room(txn.conn(), room, joined.version.as_str(), group, extremities)
+                .await?;
+        }
         store::delete_remote_invites(txn.conn(), room, None).await?;
         txn.commit().await?;
         self.inner.groups.insert(group, Arc::new(after), 0);

@@ -6,7 +6,10 @@ use ruma::{OwnedRoomId, RoomId, UserId, events::TimelineEventType};
 use serde_json::{Value, json};
 
 use super::{EventTemplate, Rooms, store};
-use crate::{Error, Result, userdata::Profile};
+use crate::{
+    Error, Result,
+    userdata::{Profile, presence::read_profile},
+};
 
 /// A membership change one user makes to another (or to themselves).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +41,7 @@ impl Rooms {
             return Ok(room.to_owned());
         }
         let mut content = json!({ "membership": "join" });
-        if let Some(name) = &profile.displayname {
-            content["displayname"] = name.as_str().into();
-        }
-        if let Some(url) = &profile.avatar_url {
-            content["avatar_url"] = url.as_str().into();
-        }
+        add_profile(&mut content, profile);
         self.send(
             room,
             user,
@@ -115,6 +113,12 @@ impl Rooms {
         if is_direct {
             content["is_direct"] = true.into();
         }
+        if change == MembershipChange::Invite && target.server_name() == self.config.server_name
+        {
+            // Clients name the invitee from the invite until they join (as Synapse does).
+            let profile = read_profile(self.storage.pool(), target).await?;
+            add_profile(&mut content, &profile);
+        }
         self.send(
             room,
             sender,
@@ -148,6 +152,16 @@ impl Rooms {
         Ok(store::membership(self.storage.pool(), room, user)
             .await?
             .is_some_and(|(_, f)| f))
+    }
+}
+
+/// Adds a user's display name and avatar to member event content.
+pub(crate) fn add_profile(content: &mut Value, profile: &Profile) {
+    if let Some(name) = &profile.displayname {
+        content["displayname"] = name.as_str().into();
+    }
+    if let Some(url) = &profile.avatar_url {
+        content["avatar_url"] = url.as_str().into();
     }
 }
 

@@ -304,6 +304,9 @@ impl Rooms {
                 soft_failed: matches!(verdict, RemoteVerdict::SoftFailed(_)),
             },
         );
+        let redacted = self
+            .remote_redactions(state, &pdu, accepted, &mut batch)
+            .await?;
         if let Some(group) = &head_new {
             store::push_group(&mut batch, room, group);
         }
@@ -345,6 +348,7 @@ impl Rooms {
             }
         }
         state.state = current;
+        super::redaction::redact_in_memory(state, &redacted);
         Ok(verdict)
     }
 

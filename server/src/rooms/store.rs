@@ -8,6 +8,8 @@
 //! snapshot, so "state at any event" is at most that many small reads, and the loaded maps are
 //! cached in memory (see `state.rs`).
 
+pub(crate) mod redactions;
+
 use std::collections::HashMap;
 
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::StateEventType};

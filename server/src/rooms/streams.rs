@@ -126,9 +126,24 @@ impl Rooms {
             (StateEventType::RoomTopic, String::new()),
             (StateEventType::RoomMember, user.to_string()),
         ];
-        let ids: Vec<OwnedEventId> = keys.iter().filter_map(|k| map.get(k).cloned()).collect();
-        let events = self.pdus(&ids).await?;
         let member_id = map.get(&(StateEventType::RoomMember, user.to_string()));
+        // The inviter's own member event: clients name a DM invite after it.
+        let inviter = match member_id {
+            Some(id) => self
+                .pdus(std::slice::from_ref(id))
+                .await?
+                .get(id)
+                .map(|e| e.sender.clone())
+                .filter(|sender| sender != user),
+            None => None,
+        };
+        let ids: Vec<OwnedEventId> = keys
+            .iter()
+            .cloned()
+            .chain(inviter.map(|u| (StateEventType::RoomMember, u.to_string())))
+            .filter_map(|k| map.get(&k).cloned())
+            .collect();
+        let events = self.pdus(&ids).await?;
         let mut out = Vec::new();
         for id in &ids {
             let Some(event) = events.get(id) else {

@@ -246,6 +246,14 @@ impl Rooms {
                 redaction.pdu.to_client_value(true, None),
             );
         }
+        if stored.pdu.state_key.is_some()
+            && let Some(replaced) = self
+                .replaced_states(&[&stored.pdu])
+                .await?
+                .get(&stored.pdu.event_id)
+        {
+            super::replaced::add_replaced(&mut unsigned, replaced);
+        }
         Ok(Some(Value::Object(unsigned)))
     }
 
@@ -532,9 +540,11 @@ impl Rooms {
         let events = self.pdus(&ids).await?;
         let mut out: Vec<&Arc<Pdu>> = events.values().collect();
         out.sort_by(|a, b| a.depth.cmp(&b.depth).then(a.event_id.cmp(&b.event_id)));
+        let pdus: Vec<&Pdu> = out.iter().map(|e| &***e).collect();
+        let mut unsigned = self.state_unsigned(&pdus).await?;
         Ok(out
             .into_iter()
-            .map(|e| e.to_client_raw(true, None))
+            .map(|e| e.to_client_raw(true, unsigned.remove(&e.event_id)))
             .collect())
     }
 
@@ -573,10 +583,11 @@ impl Rooms {
             return Err(Error::NotFound("state event not found".into()));
         };
         let events = self.pdus(std::slice::from_ref(id)).await?;
-        events
+        let event = events
             .get(id)
-            .map(|e| e.to_client_raw(true, None))
-            .ok_or_else(|| Error::NotFound("state event not found".into()))
+            .ok_or_else(|| Error::NotFound("state event not found".into()))?;
+        let mut unsigned = self.state_unsigned(&[event]).await?;
+        Ok(event.to_client_raw(true, unsigned.remove(&event.event_id)))
     }
 
     /// Member events of a room, at `at` (a token) or now, filtered by membership.
@@ -614,9 +625,11 @@ impl Rooms {
             })
             .collect();
         out.sort_by(|a, b| a.state_key.cmp(&b.state_key));
+        let pdus: Vec<&Pdu> = out.iter().map(|e| &***e).collect();
+        let mut unsigned = self.state_unsigned(&pdus).await?;
         Ok(out
             .into_iter()
-            .map(|e| e.to_client_raw(true, None))
+            .map(|e| e.to_client_raw(true, unsigned.remove(&e.event_id)))
             .collect())
     }
 

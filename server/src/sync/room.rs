@@ -25,6 +25,9 @@ use crate::{
 /// Heroes named in a room summary, at most.
 const MAX_HEROES: usize = 5;
 
+/// A timeline read from the room's start: every event held, backfilled ones included.
+pub(super) const WHOLE_HISTORY: i64 = i64::MIN;
+
 /// The positions one room is read between.
 pub(super) struct Range {
     /// Timeline events after this position.
@@ -65,7 +68,12 @@ async fn build(
     if !range.full && events.is_empty() {
         return Ok(None);
     }
-    let limited = events.len() > limit;
+    // Everything held fits, but older history this node lacks is still there to page back
+    // into (a room joined through another server): the client must be told.
+    let limited = events.len() > limit
+        || (range.since == WHOLE_HISTORY
+            && !events.is_empty()
+            && !hs.rooms.backfill_frontier(room).await?.is_empty());
     events.truncate(limit);
     events.reverse();
     let timeline_start = events
@@ -132,10 +140,15 @@ async fn build(
     let loaded = hs.rooms.load_pdus(&ids).await?;
     let mut state_events: Vec<_> = loaded.values().collect();
     state_events.sort_by(|a, b| a.depth.cmp(&b.depth).then(a.event_id.cmp(&b.event_id)));
-    let state = state_events
+    let state_events: Vec<&crate::rooms::Pdu> = state_events
         .into_iter()
         .filter(|e| filter_matches(&filter.state, e))
-        .map(|e| e.to_client_raw(false, None))
+        .map(|e| &**e)
+        .collect();
+    let mut unsigned = hs.rooms.state_unsigned(&state_events).await?;
+    let state = state_events
+        .into_iter()
+        .map(|e| e.to_client_raw(false, unsigned.remove(&e.event_id)))
         .collect();
     Ok(Some(Built {
         timeline,

@@ -170,18 +170,7 @@ impl UserData {
 
     /// The profile of a local user (empty when never set).
     pub async fn profile(&self, user: &UserId) -> Result<Profile> {
-        let row: Option<(Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT displayname, avatar_url FROM profiles WHERE user_id = $1")
-                .bind(user.as_str())
-                .fetch_optional(self.storage.pool())
-                .await?;
-        let Some((displayname, avatar_url)) = row else {
-            return Ok(Profile::default());
-        };
-        Ok(Profile {
-            displayname,
-            avatar_url: avatar_url.map(Into::into),
-        })
+        read_profile(self.storage.pool(), user).await
     }
 
     /// Replaces the display name (`None` removes it) and returns the new profile.
@@ -227,4 +216,20 @@ impl UserData {
         txn.commit().await?;
         Ok(())
     }
+}
+
+/// The profile of a local user (empty when never set); rooms read it to fill member events.
+pub(crate) async fn read_profile(pool: &sqlx::AnyPool, user: &UserId) -> Result<Profile> {
+    let row: Option<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT displayname, avatar_url FROM profiles WHERE user_id = $1")
+            .bind(user.as_str())
+            .fetch_optional(pool)
+            .await?;
+    let Some((displayname, avatar_url)) = row else {
+        return Ok(Profile::default());
+    };
+    Ok(Profile {
+        displayname,
+        avatar_url: avatar_url.map(Into::into),
+    })
 }
