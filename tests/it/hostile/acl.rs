@@ -131,7 +131,7 @@ async fn a_server_the_acl_denies_is_refused_everywhere() {
     let withheld = scene.victim.send_text(&scene.alice, &room, "withheld").await;
     let queue = &scene.victim.node().homeserver().federation_queue;
     eventually("the queue to the denied server drains", async || {
-        let left = queue.peek(evil_server, 50).await.map_err(|e| e.to_string())?;
+        let left = queue.peek(&evil_server, 50).await.map_err(|e| e.to_string())?;
         left.is_empty().then_some(()).ok_or(format!("{} queued", left.len()))
     })
     .await;
@@ -146,7 +146,7 @@ fn acl_rules_match_names_lists_globs_and_ip_literals() {
     let check = |content: Value, server: &str| {
         acl_allows(
             &content.to_string(),
-            ruma::ServerName::parse(server).expect("name"),
+            &ruma::ServerName::parse(server).expect("name"),
         )
     };
     let deny = json!({ "allow": ["*"], "deny": ["evil.example", "*.bad.example", "ev?l.test"] });
