@@ -127,6 +127,7 @@ async fn joins_across_nodes(backend: Backend) {
         .as_array()
         .and_then(|e| {
             e.iter()
+                .rev()
                 .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str())
         })
         .cloned()
