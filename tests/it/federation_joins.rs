@@ -60,11 +60,11 @@ async fn joins_across_nodes(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    // A room with more said in it than one sync shows.
+    // A room with more said in it than one sync shows, and more than the join fetches.
     let town = a
         .create_room(&alice, json!({ "preset": "public_chat", "name": "Town" }))
         .await;
-    for i in 0..15 {
+    for i in 0..60 {
         a.send_text(&alice, &town, &format!("m {i}")).await;
     }
     let since = next_batch(&b.sync_now(&bob, None).await);
@@ -73,7 +73,7 @@ async fn joins_across_nodes(backend: Backend) {
     let timeline = &synced["rooms"]["join"][town.as_str()]["timeline"];
     let bodies = message_bodies(&timeline["events"]);
     assert!(
-        bodies.last().map(String::as_str) == Some("m 14"),
+        bodies.last().map(String::as_str) == Some("m 59"),
         "the join's sync shows what was said before it: {timeline}"
     );
     assert_eq!(timeline["limited"], json!(true), "{timeline}");
@@ -81,9 +81,19 @@ async fn joins_across_nodes(backend: Backend) {
     let timeline = &initial["rooms"]["join"][town.as_str()]["timeline"];
     assert_eq!(timeline["limited"], json!(true), "{timeline}");
     assert!(
-        message_bodies(&timeline["events"]).contains(&"m 14".to_owned()),
+        message_bodies(&timeline["events"]).contains(&"m 59".to_owned()),
         "{timeline}"
     );
+    // A timeline long enough for all B holds still says that more came before.
+    let filter = enc(r#"{"room":{"timeline":{"limit":200}}}"#);
+    let (status, wide) = b
+        .get(&format!("{V3}/sync?filter={filter}"), Some(&bob.token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{wide}");
+    let timeline = &wide["rooms"]["join"][town.as_str()]["timeline"];
+    let held = message_bodies(&timeline["events"]);
+    assert!(held.len() < 60 && held.contains(&"m 59".to_owned()), "{held:?}");
+    assert_eq!(timeline["limited"], json!(true), "older history remains");
 
     // A DM: the invite names its inviter and the invitee, the join what it replaced.
     let since = next_batch(&b.sync_now(&bob, None).await);
@@ -127,6 +137,7 @@ async fn joins_across_nodes(backend: Backend) {
         .as_array()
         .and_then(|e| {
             e.iter()
+                .rev()
                 .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str())
         })
         .cloned()

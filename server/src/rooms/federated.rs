@@ -523,13 +523,15 @@ impl Rooms {
         Ok(())
     }
 
-    /// The stripped state sent with an invite of `user` (name, topic, join rules, ...).
+    /// The stripped state sent with an invite of `user` by `inviter` (name, topic, join
+    /// rules, the inviter's member event, ...).
     pub async fn stripped_state(
         &self,
         room: &RoomId,
         user: &UserId,
+        inviter: &UserId,
     ) -> Result<Vec<serde_json::Value>> {
-        self.invite_state(room, user).await
+        self.invite_state_by(room, user, Some(inviter)).await
     }
 
     /// The pending invite of `user` to a room this node is not in.

@@ -104,6 +104,17 @@ impl Rooms {
         room: &RoomId,
         user: &UserId,
     ) -> Result<Vec<serde_json::Value>> {
+        self.invite_state_by(room, user, None).await
+    }
+
+    /// [`Rooms::invite_state`], naming the inviter before the invite exists (for the
+    /// invitee's server); otherwise the invite's sender is the inviter.
+    pub(crate) async fn invite_state_by(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        inviter: Option<&UserId>,
+    ) -> Result<Vec<serde_json::Value>> {
         if !self.is_known(room).await? {
             // An invite to a room on other servers: what the inviting server told us.
             return Ok(match self.remote_invite(room, user).await? {
@@ -128,14 +139,15 @@ impl Rooms {
         ];
         let member_id = map.get(&(StateEventType::RoomMember, user.to_string()));
         // The inviter's own member event: clients name a DM invite after it.
-        let inviter = match member_id {
-            Some(id) => self
+        let inviter = match (inviter, member_id) {
+            (Some(inviter), _) => Some(inviter.to_owned()),
+            (None, Some(id)) => self
                 .pdus(std::slice::from_ref(id))
                 .await?
                 .get(id)
                 .map(|e| e.sender.clone())
                 .filter(|sender| sender != user),
-            None => None,
+            (None, None) => None,
         };
         let ids: Vec<OwnedEventId> = keys
             .iter()
