@@ -60,7 +60,13 @@ impl Hasher {
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
         let params = params()?;
         let output = self
-            .run(Algorithm::Argon2id, Version::V0x13, params.clone(), password, salt.clone())
+            .run(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                params.clone(),
+                password,
+                salt.clone(),
+            )
             .await?;
         let phc = PasswordHash {
             algorithm: Algorithm::Argon2id.ident(),
@@ -75,7 +81,8 @@ impl Hasher {
 
     /// Whether `password` matches the stored PHC string `hash`.
     pub(crate) async fn verify(&self, password: String, hash: String) -> Result<bool> {
-        let corrupt = |e: &dyn std::fmt::Display| Error::Corrupt(format!("stored password hash: {e}"));
+        let corrupt =
+            |e: &dyn std::fmt::Display| Error::Corrupt(format!("stored password hash: {e}"));
         let parsed = PasswordHash::new(&hash).map_err(|e| corrupt(&e))?;
         let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| corrupt(&e))?;
         let version = parsed
@@ -165,17 +172,39 @@ mod tests {
         let hasher = Hasher::default();
         // A hash made the standard way (as stored before) is checked here.
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        let standard = Argon2::new(Algorithm::Argon2id, Version::V0x13, params().expect("params"))
-            .hash_password(b"correct horse", &salt)
-            .expect("hash")
-            .to_string();
-        assert!(hasher.verify("correct horse".into(), standard.clone()).await.expect("verify"));
-        assert!(!hasher.verify("wrong horse".into(), standard).await.expect("verify"));
+        let standard = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            params().expect("params"),
+        )
+        .hash_password(b"correct horse", &salt)
+        .expect("hash")
+        .to_string();
+        assert!(
+            hasher
+                .verify("correct horse".into(), standard.clone())
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !hasher
+                .verify("wrong horse".into(), standard)
+                .await
+                .expect("verify")
+        );
         // A hash made here is checked the standard way.
         let ours = hasher.hash("battery staple".into()).await.expect("hash");
         let parsed = PasswordHash::new(&ours).expect("phc");
-        assert!(Argon2::default().verify_password(b"battery staple", &parsed).is_ok());
-        assert!(Argon2::default().verify_password(b"battery", &parsed).is_err());
+        assert!(
+            Argon2::default()
+                .verify_password(b"battery staple", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"battery", &parsed)
+                .is_err()
+        );
     }
 
     #[tokio::test]

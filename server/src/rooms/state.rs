@@ -209,7 +209,10 @@ impl GroupCache {
         let mut by_depth: Vec<Vec<((StateEventType, String), OwnedEventId)>> =
             vec![Vec::new(); links];
         for (depth, key, id) in entries {
-            if let Some(level) = usize::try_from(depth).ok().and_then(|d| by_depth.get_mut(d)) {
+            if let Some(level) = usize::try_from(depth)
+                .ok()
+                .and_then(|d| by_depth.get_mut(d))
+            {
                 level.push((key, id));
             }
         }

@@ -681,7 +681,10 @@ async fn state_rows_grow_linearly_and_loaded_state_stays_within_its_budget() {
             entries <= 3 * CHANGES as i64,
             "{backend:?}: {entries} entries for {CHANGES} changes"
         );
-        assert!(groups <= CHANGES as i64 + 64, "{backend:?}: {groups} groups");
+        assert!(
+            groups <= CHANGES as i64 + 64,
+            "{backend:?}: {groups} groups"
+        );
         let (bytes, _) = node.hs.rooms.state_cache_usage();
         assert!(
             bytes <= grove_server::rooms::GROUP_CACHE_BYTES,
@@ -695,7 +698,10 @@ async fn state_rows_grow_linearly_and_loaded_state_stays_within_its_budget() {
         let state = fresh.rooms.room_state(&room, &alice).await.expect("state");
         let counters = state
             .iter()
-            .filter(|e| e.get_field::<String>("type").ok().flatten().as_deref() == Some("org.example.counter"))
+            .filter(|e| {
+                e.get_field::<String>("type").ok().flatten().as_deref()
+                    == Some("org.example.counter")
+            })
             .count();
         assert_eq!(counters, KEYS, "{backend:?}");
         let replaced = fresh
@@ -723,7 +729,10 @@ async fn state_rows_grow_linearly_and_loaded_state_stays_within_its_budget() {
             )
             .await
             .expect("last key");
-        let content: Value = kept.get_field("content").expect("content").expect("present");
+        let content: Value = kept
+            .get_field("content")
+            .expect("content")
+            .expect("present");
         assert_eq!(content, json!({ "n": KEYS - 1 }), "{backend:?}");
     }
 }
