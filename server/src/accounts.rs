@@ -64,6 +64,7 @@ pub struct Accounts {
     login_limiter: RateLimiter,
     register_limiter: RateLimiter,
     tokens: Arc<TokenCache>,
+    hasher: password::Hasher,
 }
 
 impl Accounts {
@@ -76,6 +77,7 @@ impl Accounts {
             login_limiter: RateLimiter::new(LOGIN_BURST, LOGIN_PER_SECOND),
             register_limiter: RateLimiter::new(REGISTER_BURST, REGISTER_PER_SECOND),
             tokens: Arc::new(TokenCache::default()),
+            hasher: password::Hasher::default(),
         }
     }
 }
@@ -275,7 +277,7 @@ impl Accounts {
         };
         self.check_uia(None, &flows, auth).await?;
         let hash = match account.password {
-            Some(p) => Some(password::hash(p).await?),
+            Some(p) => Some(self.hasher.hash(p).await?),
             None => None,
         };
         let now = ids::now_ms();
@@ -332,7 +334,7 @@ impl Accounts {
                 .fetch_optional(self.storage.pool())
                 .await?;
         match row {
-            Some((Some(hash), 0)) => password::verify(password.to_owned(), hash).await,
+            Some((Some(hash), 0)) => self.hasher.verify(password.to_owned(), hash).await,
             _ => Ok(false),
         }
     }
@@ -465,7 +467,7 @@ impl Accounts {
         logout_others: bool,
         keep: Option<&DeviceId>,
     ) -> Result<()> {
-        let hash = password::hash(new_password.to_owned()).await?;
+        let hash = self.hasher.hash(new_password.to_owned()).await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE user_id = $2")
             .bind(hash)
             .bind(user.as_str())

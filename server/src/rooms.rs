@@ -56,6 +56,7 @@ use tracing::{debug, warn};
 pub use self::{
     builder::{EventTemplate, SUPPORTED_VERSIONS},
     pdu::Pdu,
+    state::GROUP_CACHE_BYTES,
     store::Direction,
 };
 use self::{
@@ -414,7 +415,7 @@ impl Rooms {
         let prev_group = room.group;
         Arc::make_mut(&mut room.state).insert(key.clone(), pdu.event_id.clone());
         room.state_events.insert(pdu.event_id.clone(), pdu.clone());
-        let snapshot = room.chain_len + 1 > store::MAX_DELTA_CHAIN || prev_group == 0;
+        let snapshot = store::needs_snapshot(room.chain_len, room.state.len()) || prev_group == 0;
         let group = if snapshot {
             room.chain_len = 0;
             NewGroup {
@@ -536,6 +537,12 @@ impl Rooms {
             .as_ref()
             .map(|s| s.version.clone())
             .ok_or_else(|| Error::Internal("room head not loaded".into()))
+    }
+
+    /// The bytes (approximately) and the number of state groups held in memory by the cache
+    /// of loaded state, which stays within [`GROUP_CACHE_BYTES`].
+    pub fn state_cache_usage(&self) -> (usize, usize) {
+        self.inner.groups.usage()
     }
 
     /// The full state at a state group.

@@ -37,11 +37,19 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 
 /// While writes go on, how often the SQLite write-ahead log is copied back into the database
 /// (a passive checkpoint, beside the writers rather than inside one of their commits).
-const WAL_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+const WAL_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// After this long without a write, the log is checkpointed in full and truncated.
 const WAL_TRUNCATE_WHEN_IDLE: Duration = Duration::from_secs(10);
-/// Under continuous writes, every this many passive checkpoints one truncates instead.
-const PASSIVES_PER_TRUNCATE: u32 = 60;
+/// Frames (pages) the log may hold before it is reset under the writer lock. A log whose
+/// readers never all leave at once is never reset by passive checkpoints alone: SQLite only
+/// starts it over when a write begins with no reader left on it.
+const WAL_RESET_FRAMES: i64 = 2048;
+/// How long a reset waits for readers still on the log, at most, while writers wait for it.
+const WAL_RESET_BUSY_TIMEOUT_MS: u32 = 200;
+/// The SQLite busy timeout of every connection (ms).
+const BUSY_TIMEOUT_MS: u32 = 10_000;
+/// What a log is cut back to when SQLite starts it over (bytes).
+const WAL_SIZE_LIMIT: u32 = 8 << 20;
 /// Longest sleep of the checkpointer, so it notices a closed database.
 const CHECKPOINTER_MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Connections in the pool; SQLite writes are serialised anyway, reads run in parallel.
@@ -116,8 +124,8 @@ impl Storage {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10))
-                .pragma("journal_size_limit", "67108864");
+                .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS.into()))
+                .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
             // Create the file and switch it to WAL once (the journal mode is stored in the
             // file); the Any pool's connections re-apply the per-connection pragmas.
             let conn = sqlx::ConnectOptions::connect(&options).await?;
@@ -131,9 +139,13 @@ impl Storage {
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         conn.execute(
-                            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                             PRAGMA busy_timeout = 10000; PRAGMA journal_size_limit = 67108864; \
-                             PRAGMA wal_autocheckpoint = 0;",
+                            format!(
+                                "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                                 PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; \
+                                 PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}; \
+                                 PRAGMA wal_autocheckpoint = 0;"
+                            )
+                            .as_str(),
                         )
                         .await?;
                         Ok(())
@@ -261,14 +273,16 @@ impl Storage {
     /// Keeps the SQLite write-ahead log short without stalling writers: connections never
     /// checkpoint inside a commit (`wal_autocheckpoint = 0`); this task does it beside them, a
     /// passive checkpoint each interval while writes go on and a truncating one once they
-    /// stop. An idle node is woken once a minute at most.
+    /// stop. A passive checkpoint copies pages back but cannot start the log over while syncs
+    /// keep reading it, so once the log holds [`WAL_RESET_FRAMES`] the task resets it under
+    /// the writer lock, waiting briefly for the readers on it. An idle node is woken once a
+    /// minute at most.
     fn spawn_checkpointer(&self) {
         let weak = Arc::downgrade(&self.inner);
         let notifier = self.inner.notifier.clone();
         tokio::spawn(async move {
             let mut seen = notifier.current();
             let mut dirty = false;
-            let mut passives = 0u32;
             loop {
                 let sleep = if dirty {
                     WAL_TRUNCATE_WHEN_IDLE
@@ -290,20 +304,12 @@ impl Storage {
                     if inner.pool.is_closed() {
                         break;
                     }
-                    passives += 1;
-                    if passives.is_multiple_of(PASSIVES_PER_TRUNCATE) {
-                        // Readers can keep a busy log from ever resetting; cut it back now
-                        // and then even while writes go on.
-                        let _guard = inner.writer.lock().await;
-                        checkpoint(&inner.pool, "TRUNCATE").await;
-                    } else {
-                        checkpoint(&inner.pool, "PASSIVE").await;
+                    let frames = checkpoint(&inner.pool, "PASSIVE").await;
+                    if frames.is_some_and(|f| f >= WAL_RESET_FRAMES) {
+                        reset_log(&inner).await;
                     }
                 } else if dirty {
-                    // Holding the writer lock keeps our own writers out while the log is
-                    // reset; readers may still pin old frames, then SQLite truncates what it can.
-                    let _guard = inner.writer.lock().await;
-                    checkpoint(&inner.pool, "TRUNCATE").await;
+                    reset_log(&inner).await;
                     dirty = false;
                 }
             }
@@ -311,13 +317,50 @@ impl Storage {
     }
 }
 
-async fn checkpoint(pool: &AnyPool, mode: &str) {
-    if let Err(e) = sqlx::query(&format!("PRAGMA wal_checkpoint({mode})"))
-        .execute(pool)
+/// Runs a checkpoint of `mode` on a pooled connection; returns the frames in the log.
+async fn checkpoint(pool: &AnyPool, mode: &str) -> Option<i64> {
+    match sqlx::query_as::<_, (i64, i64, i64)>(&format!("PRAGMA wal_checkpoint({mode})"))
+        .fetch_one(pool)
         .await
     {
-        warn!(error = %e, mode, "wal checkpoint failed");
+        Ok((_busy, frames, _copied)) => Some(frames),
+        Err(e) => {
+            warn!(error = %e, mode, "wal checkpoint failed");
+            None
+        }
     }
+}
+
+/// Checkpoints the whole log and truncates it, on the writers' connection and under their
+/// lock, so no write lands in between; readers still on the log are waited for at most
+/// [`WAL_RESET_BUSY_TIMEOUT_MS`], and the log is left for the next round if they stay.
+async fn reset_log(inner: &Inner) {
+    let mut guard = inner.writer.lock().await;
+    let mut conn = match guard.conn.take() {
+        Some(conn) => conn,
+        None => match inner.pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!(error = %e, "no connection to reset the wal");
+                return;
+            }
+        },
+    };
+    let reset = async {
+        conn.execute(format!("PRAGMA busy_timeout = {WAL_RESET_BUSY_TIMEOUT_MS}").as_str())
+            .await?;
+        let result = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *conn)
+            .await;
+        conn.execute(format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}").as_str())
+            .await?;
+        result
+    };
+    match reset.await {
+        Ok((busy, frames, _)) => debug!(busy, frames, "wal reset"),
+        Err(e) => warn!(error = %e, "wal reset failed"),
+    }
+    guard.conn = Some(conn);
 }
 
 /// A write transaction holding the writer lock. Dropping it without [`WriteTxn::commit`] rolls

@@ -23,6 +23,20 @@
 //! ```sh
 //! cargo run --release --bin grove-bench -- federation   # --rounds 200 --members 1000 --messages 2000
 //! ```
+//!
+//! `grove-bench fanout` has `--syncers` users long-poll `/sync` in one room while one sender
+//! posts `--rate` messages a second for `--seconds`, and reports delivery latency (p50, p99),
+//! missed deliveries, the node's CPU time per delivery and its RSS. `grove-bench state` writes
+//! `--events` state events to one room and reports RSS, the data directory's size, the
+//! writer's initial sync and a new member's first sync. Both start the node as a child process
+//! (`--grove` for the daemon, run with the overlay on loopback and multicast off) or measure
+//! `--url`, with `--pid` for its CPU and memory.
+//!
+//! ```sh
+//! cargo build --release
+//! target/release/grove-bench --grove target/release/grove fanout --syncers 200 --rate 50
+//! target/release/grove-bench --grove target/release/grove state --events 10000
+//! ```
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -32,6 +46,8 @@ use clap::{Parser, Subcommand};
 // src/bin/grove-bench/ so they are not taken for binaries of their own.
 #[path = "grove-bench/client.rs"]
 mod client;
+#[path = "grove-bench/fanout.rs"]
+mod fanout;
 #[path = "grove-bench/federation.rs"]
 mod federation;
 #[path = "grove-bench/measure.rs"]
@@ -40,6 +56,8 @@ mod measure;
 mod node;
 #[path = "grove-bench/report.rs"]
 mod report;
+#[path = "grove-bench/state.rs"]
+mod state;
 
 /// Measures a Grove node: memory, latency, throughput, start-up.
 #[derive(Debug, Parser)]
@@ -86,6 +104,32 @@ enum Mode {
         #[arg(long, default_value_t = 2_000)]
         messages: usize,
     },
+    /// Many users long-polling `/sync` in one room while one sender posts at a fixed rate:
+    /// delivery latency p50/p99, missed deliveries, the node's CPU per delivery and its RSS.
+    Fanout {
+        /// Users long-polling `/sync`.
+        #[arg(long, default_value_t = 100)]
+        syncers: usize,
+        /// Messages per second from the sender.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Process ID of the server at `--url`, for its CPU time and memory.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// One room with many state events: RSS and data directory size afterwards, the writer's
+    /// initial sync and a new member's first sync.
+    State {
+        /// State events written to the room.
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        /// Process ID of the server at `--url`, for its memory.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Runs a node until stdin closes or the process is killed (used by the benchmark itself).
     #[command(hide = true)]
     Node {
@@ -130,6 +174,27 @@ fn main() -> ExitCode {
             rounds,
             members,
             messages,
+        })),
+        Some(Mode::Fanout {
+            syncers,
+            rate,
+            seconds,
+            pid,
+        }) => runtime.block_on(fanout::run(fanout::FanoutPlan {
+            syncers,
+            rate,
+            duration: Duration::from_secs(seconds),
+            grove: args.grove,
+            database_url: args.database_url,
+            url: args.url,
+            pid,
+        })),
+        Some(Mode::State { events, pid }) => runtime.block_on(state::run(state::StatePlan {
+            events,
+            grove: args.grove,
+            database_url: args.database_url,
+            url: args.url,
+            pid,
         })),
         None => {
             let plan = measure::Plan {

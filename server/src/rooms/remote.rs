@@ -250,11 +250,12 @@ impl Rooms {
         };
 
         // The event's state group: its parent's when it changes nothing, a delta over it when
-        // it sets one entry, a snapshot when the parent's is not known or the chain is long.
+        // it sets one entry, a snapshot when the parent's is not known or the chain is long
+        // ([`store::needs_snapshot`]).
         let set = (!pdu.rejected).then(|| pdu.state_key_pair()).flatten();
         let (group_id, event_chain, new_group) = match (base, set) {
             (Some((group, chain)), None) => (group, chain, None),
-            (Some((group, chain)), Some(key)) if chain < store::MAX_DELTA_CHAIN => {
+            (Some((group, chain)), Some(key)) if !store::needs_snapshot(chain, after.len()) => {
                 let id = self.next_group_id();
                 let delta = NewGroup {
                     id,

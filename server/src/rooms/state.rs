@@ -1,5 +1,5 @@
 //! Room state in memory: the current state of each loaded room (with the events auth needs),
-//! and a bounded cache of state groups loaded from the database.
+//! and a cache of state groups loaded from the database, bounded in bytes.
 
 use std::{
     collections::HashMap,
@@ -14,9 +14,6 @@ use sqlx::AnyPool;
 
 use super::{StateMap, dag::RoomGraph, pdu::Pdu, store};
 use crate::{Error, Result};
-
-/// State groups kept in memory; the cache is emptied when it grows past this.
-const GROUP_CACHE_LIMIT: usize = 512;
 
 /// The current head of one room, guarded by the room's lock while an event is added.
 pub(crate) struct RoomState {
@@ -58,29 +55,124 @@ impl RoomState {
     }
 }
 
-/// A cached state group: its full state and the length of its delta chain.
-type CachedGroup = (Arc<StateMap>, i64);
+/// Bytes of state maps the group cache may hold; the least recently used go first past it.
+pub const GROUP_CACHE_BYTES: usize = 24 << 20;
+/// What one map entry costs besides its strings: the key tuple, the event ID's box and the
+/// hash table's slot.
+const ENTRY_OVERHEAD: usize = 96;
 
-/// A bounded cache of state groups by ID.
-#[derive(Clone, Default)]
+/// The memory a state map holds, approximately.
+pub(crate) fn state_bytes(state: &StateMap) -> usize {
+    state
+        .iter()
+        .map(|((kind, key), id)| {
+            ENTRY_OVERHEAD + kind.to_string().len() + key.len() + id.as_str().len()
+        })
+        .sum()
+}
+
+/// A cached state group.
+struct CachedGroup {
+    state: Arc<StateMap>,
+    /// The length of its delta chain.
+    chain_len: i64,
+    /// What [`state_bytes`] says of `state`.
+    bytes: usize,
+    /// When it was last used, in the cache's own count of uses.
+    used: u64,
+}
+
+#[derive(Default)]
+struct Groups {
+    map: HashMap<i64, CachedGroup>,
+    /// The sum of the entries' `bytes`.
+    bytes: usize,
+    /// Uses so far, the clock of `used`.
+    uses: u64,
+}
+
+/// A cache of state groups by ID, bounded by the bytes of the maps it holds
+/// ([`GROUP_CACHE_BYTES`]): a room with large state fits fewer of its groups, not more memory.
+#[derive(Clone)]
 pub(crate) struct GroupCache {
-    groups: Arc<Mutex<HashMap<i64, CachedGroup>>>,
+    groups: Arc<Mutex<Groups>>,
+    budget: usize,
+}
+
+impl Default for GroupCache {
+    fn default() -> Self {
+        Self::with_budget(GROUP_CACHE_BYTES)
+    }
 }
 
 impl GroupCache {
+    /// A cache holding at most about `budget` bytes of state.
+    pub(crate) fn with_budget(budget: usize) -> Self {
+        Self {
+            groups: Arc::default(),
+            budget,
+        }
+    }
+
+    /// The approximate bytes of state held, and the number of groups.
+    pub(crate) fn usage(&self) -> (usize, usize) {
+        self.groups
+            .lock()
+            .map_or((0, 0), |g| (g.bytes, g.map.len()))
+    }
+
     /// Remembers a group's full state and chain length.
     pub(crate) fn insert(&self, group: i64, state: Arc<StateMap>, chain_len: i64) {
+        // A group never changes: one already held is only marked as used, and its size is not
+        // measured again (the room's head is put back after every message).
+        if self.get(group).is_some() {
+            return;
+        }
+        let bytes = state_bytes(&state);
+        if bytes > self.budget {
+            return;
+        }
         let Ok(mut groups) = self.groups.lock() else {
             return;
         };
-        if groups.len() >= GROUP_CACHE_LIMIT {
-            groups.clear();
+        if let Some(old) = groups.map.remove(&group) {
+            groups.bytes -= old.bytes;
         }
-        groups.insert(group, (state, chain_len));
+        while groups.bytes + bytes > self.budget {
+            // The least recently used goes; a scan is cheap next to the map it frees.
+            let Some(oldest) = groups
+                .map
+                .iter()
+                .min_by_key(|(_, g)| g.used)
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            if let Some(old) = groups.map.remove(&oldest) {
+                groups.bytes -= old.bytes;
+            }
+        }
+        groups.uses += 1;
+        let used = groups.uses;
+        groups.bytes += bytes;
+        groups.map.insert(
+            group,
+            CachedGroup {
+                state,
+                chain_len,
+                bytes,
+                used,
+            },
+        );
     }
 
     fn get(&self, group: i64) -> Option<(Arc<StateMap>, i64)> {
-        self.groups.lock().ok()?.get(&group).cloned()
+        let mut groups = self.groups.lock().ok()?;
+        groups.uses += 1;
+        let used = groups.uses;
+        let hit = groups.map.get_mut(&group)?;
+        hit.used = used;
+        Some((hit.state.clone(), hit.chain_len))
     }
 
     /// The full state of a group and its chain length, from the cache or the database.
@@ -88,33 +180,44 @@ impl GroupCache {
         if let Some(hit) = self.get(group) {
             return Ok(hit);
         }
-        // Walk down the delta chain (bounded: chains are cut at MAX_DELTA_CHAIN, and a cached
-        // group ends the walk early), then apply the deltas from the bottom up.
-        let mut links = Vec::new();
-        let mut base: Option<(Arc<StateMap>, i64)> = None;
-        let mut current = Some(group);
-        while let Some(g) = current {
-            if links.len() as i64 > store::MAX_DELTA_CHAIN + 1 {
-                return Err(Error::Corrupt(format!(
-                    "state group chain of {group} too long"
-                )));
-            }
-            if g != group
-                && let Some(hit) = self.get(g)
-            {
-                base = Some(hit);
+        // The chain down to its snapshot in one query; the nearest group of it that is cached
+        // ends what must be read, then the entries above it come in a second query.
+        let chain = store::group_chain(pool, group, store::MAX_CHAIN_WALK).await?;
+        let Some((_, bottom_prev)) = chain.last() else {
+            return Err(Error::Corrupt(format!("missing state group {group}")));
+        };
+        if bottom_prev.is_some() {
+            return Err(Error::Corrupt(format!(
+                "state group chain of {group} broken or too long"
+            )));
+        }
+        let mut base: Option<(usize, Arc<StateMap>, i64)> = None;
+        for (depth, (g, _)) in chain.iter().enumerate().skip(1) {
+            if let Some((state, len)) = self.get(*g) {
+                base = Some((depth, state, len));
                 break;
             }
-            let (prev, entries) = store::group_link(pool, g).await?;
-            links.push(entries);
-            current = prev;
         }
+        let links = base.as_ref().map_or(chain.len(), |(depth, ..)| *depth);
+        let entries =
+            store::chain_entries(pool, group, i64::try_from(links).unwrap_or(i64::MAX)).await?;
         let (mut state, chain_len) = match base {
-            Some((b, len)) => ((*b).clone(), len + links.len() as i64),
-            None => (StateMap::default(), links.len() as i64 - 1),
+            Some((_, b, len)) => ((*b).clone(), len + links as i64),
+            None => (StateMap::default(), links as i64 - 1),
         };
-        for entries in links.into_iter().rev() {
-            state.extend(entries);
+        // The deepest link first, so that a nearer delta overrides what it replaces.
+        let mut by_depth: Vec<Vec<((StateEventType, String), OwnedEventId)>> =
+            vec![Vec::new(); links];
+        for (depth, key, id) in entries {
+            if let Some(level) = usize::try_from(depth)
+                .ok()
+                .and_then(|d| by_depth.get_mut(d))
+            {
+                level.push((key, id));
+            }
+        }
+        for level in by_depth.into_iter().rev() {
+            state.extend(level);
         }
         let state = Arc::new(state);
         self.insert(group, state.clone(), chain_len.max(0));

@@ -4,9 +4,10 @@
 //! State is stored as *state groups*: a group is either a full snapshot or a delta over a
 //! previous group, and every event row names the group of the state after it. Only state events
 //! create groups (a message shares the group of its parent), so a message costs no state rows;
-//! a state event costs one delta row. Delta chains are cut at [`MAX_DELTA_CHAIN`] by writing a
-//! snapshot, so "state at any event" is at most that many small reads, and the loaded maps are
-//! cached in memory (see `state.rs`).
+//! a state event costs one delta row. A snapshot is written when a delta chain grows longer than
+//! the state it leads to ([`needs_snapshot`]), so the rows stay linear in the number of state
+//! changes; a chain is read in one recursive query, and the loaded maps are cached in memory
+//! within a byte budget (see `state.rs`).
 
 pub(crate) mod redactions;
 
@@ -18,8 +19,24 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use super::pdu::Pdu;
 use crate::{Error, Result, StreamPosition, storage::Batch};
 
-/// The longest delta chain before a state group is written as a full snapshot.
-pub(crate) const MAX_DELTA_CHAIN: i64 = 32;
+/// The delta chain a state group may always grow to before a snapshot is written.
+pub(crate) const MIN_DELTA_CHAIN: i64 = 32;
+/// The longest delta chain a load follows; a longer one is taken for corruption (a cycle).
+pub(crate) const MAX_CHAIN_WALK: i64 = 1 << 22;
+
+/// Whether a state change over a group whose chain is `chain_len` long should be written as a
+/// snapshot of the `state_len` entries of the new state rather than as a delta.
+///
+/// A chain may grow to as many links as the state has entries (at least [`MIN_DELTA_CHAIN`]):
+/// each snapshot then comes after at least as many one-entry deltas as it has rows, so the rows
+/// of a room's state stay within about twice its number of state changes, where a snapshot
+/// every fixed number of changes would store the whole state again and again (quadratic in a
+/// room with large state). A chain is read in one query, so its length costs rows, not round
+/// trips, and a load reads at most about twice the entries of the state it returns.
+pub(crate) fn needs_snapshot(chain_len: i64, state_len: usize) -> bool {
+    let allowed = MIN_DELTA_CHAIN.max(i64::try_from(state_len).unwrap_or(i64::MAX));
+    chain_len.saturating_add(1) > allowed
+}
 
 /// One event to insert with everything that changes with it.
 pub(crate) struct EventRow<'a> {
@@ -268,31 +285,56 @@ pub(crate) async fn room_head(
     }
 }
 
-/// One link of a state group chain: (prev_group, entries).
-pub(crate) async fn group_link(
+/// The groups of `group`'s delta chain, from `group` itself down to its snapshot, each with
+/// the group it is a delta over; at most `limit` of them.
+pub(crate) async fn group_chain(
     pool: &AnyPool,
     group: i64,
-) -> Result<(Option<i64>, Vec<((StateEventType, String), OwnedEventId)>)> {
-    let prev: Option<(Option<i64>,)> =
-        sqlx::query_as("SELECT prev_group FROM state_groups WHERE group_id = $1")
-            .bind(group)
-            .fetch_optional(pool)
-            .await?;
-    let Some((prev,)) = prev else {
-        return Err(Error::Corrupt(format!("missing state group {group}")));
-    };
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT event_type, state_key, event_id FROM state_group_entries WHERE group_id = $1",
+    limit: i64,
+) -> Result<Vec<(i64, Option<i64>)>> {
+    let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
+        "WITH RECURSIVE chain (group_id, prev_group, depth) AS ( \
+             SELECT group_id, prev_group, CAST(0 AS BIGINT) FROM state_groups \
+             WHERE group_id = $1 \
+             UNION ALL \
+             SELECT s.group_id, s.prev_group, c.depth + 1 FROM state_groups s \
+             JOIN chain c ON s.group_id = c.prev_group WHERE c.depth + 1 < $2) \
+         SELECT group_id, prev_group FROM chain ORDER BY depth",
     )
     .bind(group)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// The entries of the top `links` groups of `group`'s delta chain, each with its depth below
+/// `group` (0 for `group` itself).
+pub(crate) async fn chain_entries(
+    pool: &AnyPool,
+    group: i64,
+    links: i64,
+) -> Result<Vec<(i64, (StateEventType, String), OwnedEventId)>> {
+    let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "WITH RECURSIVE chain (group_id, prev_group, depth) AS ( \
+             SELECT group_id, prev_group, CAST(0 AS BIGINT) FROM state_groups \
+             WHERE group_id = $1 \
+             UNION ALL \
+             SELECT s.group_id, s.prev_group, c.depth + 1 FROM state_groups s \
+             JOIN chain c ON s.group_id = c.prev_group WHERE c.depth + 1 < $2) \
+         SELECT c.depth, e.event_type, e.state_key, e.event_id \
+         FROM chain c JOIN state_group_entries e ON e.group_id = c.group_id",
+    )
+    .bind(group)
+    .bind(links)
     .fetch_all(pool)
     .await?;
     let mut entries = Vec::with_capacity(rows.len());
-    for (kind, key, id) in rows {
+    for (depth, kind, key, id) in rows {
         let id = OwnedEventId::try_from(id).map_err(|e| Error::Corrupt(e.to_string()))?;
-        entries.push(((StateEventType::from(kind), key), id));
+        entries.push((depth, (StateEventType::from(kind), key), id));
     }
-    Ok((prev, entries))
+    Ok(entries)
 }
 
 /// A stored event, with its stream position and state group.

@@ -641,3 +641,98 @@ async fn send_is_idempotent_per_transaction_and_survives_reopen() {
         hs.close().await;
     }
 }
+
+/// A member with ordinary power can write any number of state events; the rows that store the
+/// state must grow with the number of changes, not with changes times the state's size, and
+/// the memory of loaded state must stay within its budget.
+#[tokio::test]
+async fn state_rows_grow_linearly_and_loaded_state_stays_within_its_budget() {
+    const CHANGES: usize = 2_400;
+    const KEYS: usize = 2_000;
+    for backend in BACKENDS {
+        let node = Node::start(backend).await;
+        let alice = node.user("alice");
+        let room = node.create(&alice, RoomVersionId::V11, |_| {}).await;
+        let count = async |table: &str| -> i64 {
+            let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(node.hs.storage.pool())
+                .await
+                .expect("count");
+            n
+        };
+        let before = count("state_group_entries").await;
+        for i in 0..CHANGES {
+            // Most keys are new; the last ones replace earlier values.
+            node.hs
+                .rooms
+                .send_state(
+                    &room,
+                    &alice,
+                    "org.example.counter",
+                    &format!("k{}", i % KEYS),
+                    json!({ "n": i }),
+                )
+                .await
+                .expect("state event");
+        }
+        let entries = count("state_group_entries").await - before;
+        let groups = count("state_groups").await;
+        assert!(
+            entries <= 3 * CHANGES as i64,
+            "{backend:?}: {entries} entries for {CHANGES} changes"
+        );
+        assert!(
+            groups <= CHANGES as i64 + 64,
+            "{backend:?}: {groups} groups"
+        );
+        let (bytes, _) = node.hs.rooms.state_cache_usage();
+        assert!(
+            bytes <= grove_server::rooms::GROUP_CACHE_BYTES,
+            "{backend:?}: {bytes} bytes of cached state"
+        );
+
+        // A second server over the same database loads the state from the rows alone.
+        let key = NodeKey::from_seed([7; 32]).expect("key");
+        let config = ServerConfig::new(key.server_name(), node._db.url.clone());
+        let fresh = Homeserver::open(config, key).await.expect("reopen");
+        let state = fresh.rooms.room_state(&room, &alice).await.expect("state");
+        let counters = state
+            .iter()
+            .filter(|e| {
+                e.get_field::<String>("type").ok().flatten().as_deref()
+                    == Some("org.example.counter")
+            })
+            .count();
+        assert_eq!(counters, KEYS, "{backend:?}");
+        let replaced = fresh
+            .rooms
+            .room_state_event(
+                &room,
+                &alice,
+                &StateEventType::from("org.example.counter"),
+                "k7",
+            )
+            .await
+            .expect("k7");
+        let content: Value = replaced
+            .get_field("content")
+            .expect("content")
+            .expect("content present");
+        assert_eq!(content, json!({ "n": KEYS + 7 }), "{backend:?}");
+        let kept = fresh
+            .rooms
+            .room_state_event(
+                &room,
+                &alice,
+                &StateEventType::from("org.example.counter"),
+                &format!("k{}", KEYS - 1),
+            )
+            .await
+            .expect("last key");
+        let content: Value = kept
+            .get_field("content")
+            .expect("content")
+            .expect("present");
+        assert_eq!(content, json!({ "n": KEYS - 1 }), "{backend:?}");
+    }
+}

@@ -130,3 +130,103 @@ async fn syncs_learn_which_kinds_of_change_happened_since_their_token() {
     }
     storage.close().await;
 }
+
+/// Syncs keep reading the SQLite log while messages are written; passive checkpoints alone
+/// never start such a log over, and it grew by every page ever written. It must stay bounded
+/// however long the writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_log_stays_bounded_while_syncs_read_it() {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+        time::Duration,
+    };
+
+    use grove_server::{
+        Homeserver, NodeKey, ServerConfig,
+        rooms::EventTemplate,
+        sync::{SyncRequest, sync},
+        userdata::Profile,
+    };
+    use ruma::{UserId, api::client::room::create_room::v3::Request as CreateRoom};
+
+    const MESSAGES: usize = 3_000;
+    const SYNCERS: usize = 8;
+    /// Far below the ~170 MB the log reached over these writes when it was never reset.
+    const BOUND: u64 = 32 << 20;
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let path = db.url.trim_start_matches("sqlite://").to_owned();
+    let wal = format!("{path}-wal");
+    let key = NodeKey::from_seed([3; 32]).expect("key");
+    let config = ServerConfig::new(key.server_name(), db.url.clone());
+    let hs = Arc::new(Homeserver::open(config, key).await.expect("open"));
+    let alice = UserId::parse(format!("@alice:{}", hs.config.server_name)).expect("user");
+    let room = hs
+        .rooms
+        .create_room(&alice, &CreateRoom::new(), &Profile::default())
+        .await
+        .expect("room");
+
+    let done = Arc::new(AtomicBool::new(false));
+    let mut syncers = Vec::new();
+    for i in 0..SYNCERS {
+        let (hs, done, alice) = (hs.clone(), done.clone(), alice.clone());
+        syncers.push(tokio::spawn(async move {
+            let mut since = None;
+            let mut syncs = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let request = SyncRequest {
+                    user: alice.clone(),
+                    device: format!("SYNCER{i}").into(),
+                    since: since.clone(),
+                    full_state: false,
+                    filter: Default::default(),
+                    timeout: Duration::from_millis(200),
+                };
+                let response = sync(&hs, &request).await.expect("sync");
+                since = Some(response.next_batch);
+                syncs += 1;
+            }
+            syncs
+        }));
+    }
+
+    let mut largest = 0;
+    for n in 0..MESSAGES {
+        hs.rooms
+            .send(
+                &room,
+                &alice,
+                None,
+                EventTemplate::message(
+                    "m.room.message",
+                    serde_json::json!({ "msgtype": "m.text", "body": format!("message {n}") }),
+                ),
+            )
+            .await
+            .expect("send");
+        if n % 50 == 0 {
+            let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+            largest = largest.max(size);
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let mut syncs = 0;
+    for syncer in syncers {
+        syncs += syncer.await.expect("syncer");
+    }
+    let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    largest = largest.max(size);
+    eprintln!("{syncs} syncs; the log reached {largest} bytes");
+    assert!(
+        syncs >= MESSAGES as u64 / 2,
+        "the syncs ran alongside ({syncs})"
+    );
+    assert!(
+        largest <= BOUND,
+        "the log reached {largest} bytes over {MESSAGES} messages"
+    );
+}

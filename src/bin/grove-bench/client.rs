@@ -212,12 +212,49 @@ impl Session {
 
     /// One `/sync` (a long-poll of `timeout_ms` when `since` is given); returns the whole answer.
     pub(crate) async fn sync(&self, since: Option<&str>, timeout_ms: u64) -> anyhow::Result<Value> {
+        self.sync_filtered(since, timeout_ms, None).await
+    }
+
+    /// One `/sync` with an inline JSON `filter`.
+    pub(crate) async fn sync_filtered(
+        &self,
+        since: Option<&str>,
+        timeout_ms: u64,
+        filter: Option<&str>,
+    ) -> anyhow::Result<Value> {
         let mut path = format!("/sync?timeout={timeout_ms}");
         if let Some(since) = since {
             path.push_str("&since=");
             path.push_str(&segment(since));
         }
+        if let Some(filter) = filter {
+            path.push_str("&filter=");
+            path.push_str(&segment(filter));
+        }
         self.call("sync", Method::GET, &path, None).await
+    }
+
+    /// Sets a state event and returns its event ID.
+    pub(crate) async fn send_state(
+        &self,
+        room_id: &str,
+        kind: &str,
+        key: &str,
+        content: &Value,
+    ) -> anyhow::Result<String> {
+        let path = format!(
+            "/rooms/{}/state/{}/{}",
+            segment(room_id),
+            segment(kind),
+            segment(key)
+        );
+        let resp = self
+            .call("state", Method::PUT, &path, Some(content))
+            .await?;
+        resp.get("event_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .with_context(|| format!("state: no event_id in {resp}"))
     }
 }
 

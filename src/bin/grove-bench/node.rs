@@ -83,8 +83,13 @@ impl ChildNode {
                 cmd
             }
             NodeProgram::Daemon(path) => {
+                // As users run it, overlay on, but on loopback and with LAN discovery off.
+                let overlay = free_loopback_udp_addr()?;
                 let mut cmd = Command::new(path);
-                cmd.args(["--registration", "open", "--log", "warn"]);
+                cmd.args(["--registration", "open", "--log", "warn"])
+                    .args(["--overlay", "true", "--multicast", "false"])
+                    .arg("--overlay-listen")
+                    .arg(overlay.to_string());
                 cmd
             }
         };
@@ -139,6 +144,11 @@ impl ChildNode {
         rss_of(&status)
     }
 
+    /// The node's process ID.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the node: closing stdin asks the built-in node to shut down cleanly; whatever
     /// still runs after a grace period (the daemon, which ignores stdin) is killed.
     pub(crate) async fn stop(mut self) {
@@ -181,6 +191,75 @@ fn rss_of(status: &Path) -> anyhow::Result<u64> {
         .parse()
         .with_context(|| format!("unreadable {line:?}"))?;
     Ok(kib * 1024)
+}
+
+/// The CPU time (user and system) process `pid` has used so far, from `/proc/<pid>/stat`.
+pub(crate) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .with_context(|| format!("unreadable {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("no field {i} in {path}"))
+    };
+    let total = ticks(11)? + ticks(12)?;
+    // Linux reports these in USER_HZ, which is 100 on every architecture it runs on.
+    Ok(Duration::from_millis(total * 10))
+}
+
+/// `VmHWM` (peak resident memory) of process `pid`, in bytes.
+pub(crate) fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM line (not Linux?)")?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("unreadable {line:?}"))?;
+    Ok(kib * 1024)
+}
+
+/// The resident memory of process `pid` now, in bytes.
+pub(crate) fn rss_of_pid(pid: u32) -> anyhow::Result<u64> {
+    rss_of(&Path::new("/proc").join(pid.to_string()).join("status"))
+}
+
+/// The bytes of every file under `dir`.
+pub(crate) fn dir_size(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// A loopback UDP address with a port free right now.
+fn free_loopback_udp_addr() -> anyhow::Result<SocketAddr> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("finding a free UDP port")?;
+    Ok(socket.local_addr()?)
 }
 
 /// A loopback address with a port free right now (the node binds it a moment later).
