@@ -17,6 +17,7 @@ mod media;
 pub mod metrics;
 mod profile;
 mod rooms;
+pub mod serve;
 mod session;
 mod sync;
 mod userdata;
@@ -30,6 +31,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use grove_server::Homeserver;
+use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
 use crate::error::ApiError;
 
@@ -66,6 +68,7 @@ pub struct AppState {
 
 /// The client API router, with CORS and Matrix-shaped fallbacks, ready to serve.
 pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
     Router::new()
         .merge(discovery::routes())
         .merge(session::routes())
@@ -84,8 +87,31 @@ pub fn router(state: AppState) -> Router {
             state.metrics.clone(),
             metrics::record,
         ))
+        .layer(CatchPanicLayer::custom(PanicAnswer(metrics)))
         .layer(axum::middleware::from_fn(cors::cors))
         .with_state(state)
+}
+
+/// Answers a request whose handler panicked with `500 M_UNKNOWN`, logging the panic and
+/// counting it, so that one bad request costs one answer and never the connection.
+#[derive(Clone)]
+struct PanicAnswer(Arc<metrics::Metrics>);
+
+impl ResponseForPanic for PanicAnswer {
+    type ResponseBody = axum::body::Body;
+
+    fn response_for_panic(
+        &mut self,
+        panic: Box<dyn std::any::Any + Send + 'static>,
+    ) -> axum::http::Response<Self::ResponseBody> {
+        self.0.refuse(metrics::Refusal::Panic);
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic without a message".to_owned());
+        ApiError::internal(format!("handler panicked: {detail}")).into_response()
+    }
 }
 
 async fn method_not_allowed() -> Response {

@@ -42,6 +42,33 @@ pub struct ServerConfig {
     pub media_dir: Option<PathBuf>,
     /// The largest media file accepted, uploaded or fetched from another server, in bytes.
     pub max_upload_bytes: u64,
+    /// Rate limits of logins and registrations.
+    pub rate_limits: RateLimits,
+}
+
+/// Token buckets for attempts that cost the server (argon2) or that guess passwords: each key
+/// may make `*_burst` attempts at once and regains `*_per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimits {
+    /// Failed logins one account (or one non-loopback address) may make in a burst.
+    pub login_burst: u32,
+    /// Failed logins regained per second, per account or address.
+    pub login_per_second: f64,
+    /// Registration requests one address may make in a burst (each registration takes two).
+    pub register_burst: u32,
+    /// Registration requests regained per second, per address.
+    pub register_per_second: f64,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            login_burst: 10,
+            login_per_second: 0.5,
+            register_burst: 60,
+            register_per_second: 1.0,
+        }
+    }
 }
 
 /// The largest media file accepted unless configured otherwise: 50 MiB.
@@ -62,6 +89,7 @@ impl ServerConfig {
             max_to_device_inbox: 10_000,
             media_dir: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            rate_limits: RateLimits::default(),
         }
     }
 }
