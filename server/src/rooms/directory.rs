@@ -74,6 +74,13 @@ impl Rooms {
         if store::room_head(self.storage.pool(), room).await?.is_none() {
             return Err(Error::NotFound("unknown room".into()));
         }
+        // A taken alias is reported as taken, whoever asks (resolving it is public anyway).
+        if store::alias_room(self.storage.pool(), alias.as_str())
+            .await?
+            .is_some()
+        {
+            return Err(Error::RoomInUse("room alias already taken".into()));
+        }
         if !self.is_joined(creator, room).await? {
             return Err(Error::Forbidden(
                 "you must be joined to the room to give it an alias".into(),
