@@ -1,7 +1,7 @@
 //! The node's configuration: a TOML file, overridden by `GROVE_*` environment variables and
 //! command-line flags. Unknown keys and bad values are errors, reported in one line.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -62,6 +62,8 @@ pub struct Config {
     pub media: MediaConfig,
     /// Federation over ordinary TLS (a node with a DNS server name only).
     pub federation: FederationConfig,
+    /// Rate limits of logins and registrations.
+    pub rate_limits: RateLimitConfig,
 }
 
 /// Federation over HTTPS, for a node whose server name is a DNS name (a hex-named node
@@ -70,6 +72,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct FederationConfig {
     /// The TCP address of the HTTPS federation listener, such as `0.0.0.0:8448`.
+    #[serde(deserialize_with = "de_opt_addr")]
     pub listen: Option<SocketAddr>,
     /// The certificate chain (PEM, leaf first) for the server name.
     pub tls_cert: Option<PathBuf>,
@@ -131,6 +134,7 @@ pub struct OverlayConfig {
     /// Whether the node joins the overlay at all (without it, the node federates with nobody).
     pub enabled: bool,
     /// UDP address for peer links and sessions.
+    #[serde(deserialize_with = "de_addr")]
     pub listen: SocketAddr,
     /// Peers to dial and keep dialling: `"<64 hex key>@host:port"` or `"host:port"`.
     pub static_peers: Vec<String>,
@@ -172,11 +176,47 @@ pub fn parse_static_peer(text: &str) -> Result<grove_overlay::driver::statics::S
     Ok(grove_overlay::driver::statics::StaticPeer { addr, key })
 }
 
+/// Parses `host:port`, where the host is an IP address or a name to resolve (an IPv4 address
+/// of the name is preferred, as `localhost` is mostly meant as 127.0.0.1); the error is one
+/// line.
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !text.contains(':') {
+        return Err(format!("{text:?} is not host:port (a port is needed)"));
+    }
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?}: the name has no address"))
+}
+
+fn de_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_addr(&text).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_addr(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 /// Prometheus metrics settings.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Where to serve `GET /metrics`; none (the default) serves no metrics.
+    #[serde(deserialize_with = "de_opt_addr")]
     pub listen: Option<SocketAddr>,
 }
 
@@ -193,6 +233,7 @@ impl Default for Config {
             overlay: OverlayConfig::default(),
             media: MediaConfig::default(),
             federation: FederationConfig::default(),
+            rate_limits: RateLimitConfig::default(),
         }
     }
 }
@@ -202,21 +243,83 @@ impl Default for Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ClientConfig {
     /// The address to serve the client API on.
+    #[serde(deserialize_with = "de_addr")]
     pub listen: SocketAddr,
     /// The base URL clients are told to use; by default `http://<listen>`.
     pub public_base_url: Option<String>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Seconds a client may take to send a request head, from its first byte.
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may go without a byte arriving.
+    pub body_timeout_secs: u64,
+    /// Seconds a keep-alive connection may stay idle between requests.
+    pub idle_timeout_secs: u64,
+    /// The most client connections open at once; more are answered `503` and closed.
+    pub max_connections: usize,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
+        let serve = grove_clientapi::serve::ServeConfig::default();
         Self {
-            listen: DEFAULT_CLIENT_LISTEN
-                .parse()
-                .expect("valid default address"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
             public_base_url: None,
             max_body_bytes: 1024 * 1024,
+            header_timeout_secs: serve.header_timeout.as_secs(),
+            body_timeout_secs: serve.body_timeout.as_secs(),
+            idle_timeout_secs: serve.idle_timeout.as_secs(),
+            max_connections: serve.max_connections,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The listener's connection limits.
+    pub fn serve_config(&self) -> grove_clientapi::serve::ServeConfig {
+        grove_clientapi::serve::ServeConfig {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+/// Rate limits (token buckets: a burst, then a steady rate).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Failed logins one account (or one address other than loopback) may make at once.
+    pub login_burst: u32,
+    /// Failed logins regained per second.
+    pub login_per_second: f64,
+    /// Registration requests one address may make at once (a registration takes two).
+    pub register_burst: u32,
+    /// Registration requests regained per second.
+    pub register_per_second: f64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        let d = grove_server::config::RateLimits::default();
+        Self {
+            login_burst: d.login_burst,
+            login_per_second: d.login_per_second,
+            register_burst: d.register_burst,
+            register_per_second: d.register_per_second,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// The limits as the server core takes them.
+    pub fn to_server(&self) -> grove_server::config::RateLimits {
+        grove_server::config::RateLimits {
+            login_burst: self.login_burst,
+            login_per_second: self.login_per_second,
+            register_burst: self.register_burst,
+            register_per_second: self.register_per_second,
         }
     }
 }
@@ -321,6 +424,30 @@ impl Config {
             return Err(
                 "federation key_claims_per_minute and invites_per_minute must be at least 1"
                     .into(),
+            );
+        }
+        let client = &self.client;
+        for (name, secs) in [
+            ("header_timeout_secs", client.header_timeout_secs),
+            ("body_timeout_secs", client.body_timeout_secs),
+            ("idle_timeout_secs", client.idle_timeout_secs),
+        ] {
+            if secs == 0 {
+                return Err(format!("client {name} must be at least 1"));
+            }
+        }
+        if client.max_connections == 0 {
+            return Err("client max_connections must be at least 1".into());
+        }
+        let limits = &self.rate_limits;
+        if limits.login_burst == 0 || limits.register_burst == 0 {
+            return Err("rate_limits login_burst and register_burst must be at least 1".into());
+        }
+        if !(limits.login_per_second > 0.0 && limits.login_per_second.is_finite())
+            || !(limits.register_per_second > 0.0 && limits.register_per_second.is_finite())
+        {
+            return Err(
+                "rate_limits login_per_second and register_per_second must be above 0".into(),
             );
         }
         self.check_federation()

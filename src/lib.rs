@@ -8,4 +8,4 @@ pub mod config;
 mod node;
 
 pub use config::Config;
-pub use node::{Node, NodeBuilder, NodeError};
+pub use node::{Node, NodeBuilder, NodeError, reachable_addrs};

@@ -17,7 +17,7 @@ struct Args {
     #[arg(long, env = "GROVE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Address of the client API.
-    #[arg(long, env = "GROVE_CLIENT_LISTEN")]
+    #[arg(long, env = "GROVE_CLIENT_LISTEN", value_parser = parse_addr)]
     client_listen: Option<SocketAddr>,
     /// Base URL announced to clients.
     #[arg(long, env = "GROVE_PUBLIC_BASE_URL")]
@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, env = "GROVE_OVERLAY")]
     overlay: Option<bool>,
     /// UDP address of the overlay (default 0.0.0.0:60615).
-    #[arg(long, env = "GROVE_OVERLAY_LISTEN")]
+    #[arg(long, env = "GROVE_OVERLAY_LISTEN", value_parser = parse_addr)]
     overlay_listen: Option<SocketAddr>,
     /// Static peer, `<hex key>@host:port` or `host:port` (repeatable; comma-separated in the
     /// environment).
@@ -59,7 +59,7 @@ struct Args {
     #[arg(long, env = "GROVE_NETWORK_ID")]
     network_id: Option<String>,
     /// Where to serve Prometheus metrics (`GET /metrics`); none by default.
-    #[arg(long, env = "GROVE_METRICS_LISTEN")]
+    #[arg(long, env = "GROVE_METRICS_LISTEN", value_parser = parse_addr)]
     metrics_listen: Option<SocketAddr>,
     /// Directory for media files (default: `media` in the data directory).
     #[arg(long, env = "GROVE_MEDIA_DIR")]
@@ -74,7 +74,7 @@ struct Args {
     #[arg(long, env = "GROVE_FEDERATION_INVITES_PER_MINUTE")]
     federation_invites_per_minute: Option<u32>,
     /// HTTPS federation listener, such as 0.0.0.0:8448 (DNS server names only).
-    #[arg(long, env = "GROVE_FEDERATION_LISTEN")]
+    #[arg(long, env = "GROVE_FEDERATION_LISTEN", value_parser = parse_addr)]
     federation_listen: Option<SocketAddr>,
     /// Certificate chain PEM for the server name (DNS server names only).
     #[arg(long, env = "GROVE_TLS_CERT")]
@@ -86,6 +86,30 @@ struct Args {
     /// DNS server names only).
     #[arg(long = "trusted-ca", env = "GROVE_TRUSTED_CA", value_delimiter = ',')]
     trusted_ca: Vec<PathBuf>,
+    /// Seconds a client may take to send a request head (default 10).
+    #[arg(long, env = "GROVE_HEADER_TIMEOUT_SECS")]
+    header_timeout_secs: Option<u64>,
+    /// Seconds a request body may go without a byte arriving (default 30).
+    #[arg(long, env = "GROVE_BODY_TIMEOUT_SECS")]
+    body_timeout_secs: Option<u64>,
+    /// Seconds a keep-alive connection may stay idle (default 60).
+    #[arg(long, env = "GROVE_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<u64>,
+    /// Most client connections open at once (default 4096).
+    #[arg(long, env = "GROVE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Failed logins one account or address may make at once (default 10).
+    #[arg(long, env = "GROVE_LOGIN_BURST")]
+    login_burst: Option<u32>,
+    /// Failed logins regained per second (default 0.5).
+    #[arg(long, env = "GROVE_LOGIN_PER_SECOND")]
+    login_per_second: Option<f64>,
+    /// Registration requests one address may make at once (default 60).
+    #[arg(long, env = "GROVE_REGISTER_BURST")]
+    register_burst: Option<u32>,
+    /// Registration requests regained per second (default 1).
+    #[arg(long, env = "GROVE_REGISTER_PER_SECOND")]
+    register_per_second: Option<f64>,
     /// Log filter, such as `info` or `grove=debug` (by default the state resolution library
     /// logs only warnings: it reports every passing auth check at info).
     #[arg(long, env = "GROVE_LOG", default_value = "info,ruma_state_res=warn")]
@@ -93,7 +117,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("grove: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let filter = match EnvFilter::try_new(&args.log) {
         Ok(filter) => filter,
         Err(e) => {
@@ -111,7 +141,7 @@ fn main() -> ExitCode {
     let config = match load_config(args) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("grove: {e}");
+            eprintln!("grove: {}", error_line(&e));
             return ExitCode::from(2);
         }
     };
@@ -128,7 +158,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("grove: {e:#}");
+            eprintln!("grove: {}", error_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -202,6 +232,16 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     if !args.trusted_ca.is_empty() {
         config.federation.trusted_ca = args.trusted_ca;
     }
+    let client = &mut config.client;
+    set(&mut client.header_timeout_secs, args.header_timeout_secs);
+    set(&mut client.body_timeout_secs, args.body_timeout_secs);
+    set(&mut client.idle_timeout_secs, args.idle_timeout_secs);
+    set(&mut client.max_connections, args.max_connections);
+    let limits = &mut config.rate_limits;
+    set(&mut limits.login_burst, args.login_burst);
+    set(&mut limits.login_per_second, args.login_per_second);
+    set(&mut limits.register_burst, args.register_burst);
+    set(&mut limits.register_per_second, args.register_per_second);
     config.check().map_err(anyhow::Error::msg)?;
     if config.registration.mode == RegistrationMode::Token && config.registration.tokens.is_empty()
     {
@@ -210,13 +250,81 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Overrides `slot` with a value given by flag or environment.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    grove::config::parse_addr(text)
+}
+
+/// Parses the command line and the environment. A bad value that came from a `GROVE_*`
+/// variable is reported under the variable's name: the user set no flag.
+fn parse_args() -> Result<Args, String> {
+    use clap::{CommandFactory, error::ContextKind};
+    let err = match Args::try_parse() {
+        Ok(args) => return Ok(args),
+        Err(err) => err,
+    };
+    let Some(arg) = err.get(ContextKind::InvalidArg).map(ToString::to_string) else {
+        err.exit();
+    };
+    let flag = arg.split_whitespace().next().unwrap_or_default();
+    let given_as_flag = std::env::args_os().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    let command = Args::command();
+    let env = command
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|long| flag == format!("--{long}")))
+        .and_then(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned());
+    match env {
+        Some(var) if !given_as_flag && std::env::var_os(&var).is_some() => {
+            let value = err
+                .get(ContextKind::InvalidValue)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let reason = std::error::Error::source(&err)
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            Err(format!(
+                "environment variable {var}: invalid value {value:?}{reason}"
+            ))
+        }
+        _ => err.exit(),
+    }
+}
+
+/// An error and its causes on one line, each cause once: a message that already quotes its
+/// cause is not followed by it again.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out.replace('\n', " ")
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     let node = Node::builder().config(config).start().await?;
     println!("Grove is running.");
     println!("  server name: {}", node.server_name());
     println!("  client URL:  {}", node.client_url());
     if let Some(addr) = node.overlay_addr() {
-        println!("  overlay:     udp {addr}");
+        let addrs: Vec<String> = grove::reachable_addrs(addr)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        println!("  overlay:     udp {}", addrs.join(", "));
     }
     if let Some(addr) = node.federation_addr() {
         println!("  federation:  https {addr}");

@@ -10,7 +10,7 @@
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -24,7 +24,7 @@ use grove_overlay::{
 use grove_server::{Homeserver, NodeKey, ServerConfig, config::Registration};
 use ruma::{OwnedServerName, ServerName};
 use tokio::{net::TcpListener, task::JoinHandle};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::{Config, RegistrationMode};
 
@@ -200,47 +200,17 @@ impl Node {
     }
 
     async fn start(config: Config) -> Result<Node, NodeError> {
-        let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| NodeError::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
-        let key = NodeKey::load_or_create(&data_dir.join("node.key"))?;
-        let server_name: OwnedServerName = match &config.server_name {
-            Some(name) => ServerName::parse(name)
-                .map_err(|e| NodeError::Config(format!("server_name {name:?}: {e}")))?,
-            None => key.server_name(),
-        };
-        let database_url = match &config.database_url {
-            Some(url) => url.clone(),
-            None => format!("sqlite://{}", data_dir.join("grove.db").display()),
-        };
-        let mut server_config = ServerConfig::new(server_name.clone(), database_url);
-        server_config.registration = match config.registration.mode {
-            RegistrationMode::Open => Registration::Open,
-            RegistrationMode::Token => Registration::Token,
-            RegistrationMode::Closed => Registration::Closed,
-        };
-        server_config.registration_tokens = config.registration.tokens.clone();
-        server_config.turn_uris = config.turn.uris.clone();
-        server_config.turn_shared_secret = config.turn.shared_secret.clone();
-        server_config.turn_ttl_secs = config.turn.ttl_secs;
-        server_config.media_dir = Some(
-            config
-                .media
-                .dir
-                .clone()
-                .unwrap_or_else(|| data_dir.join("media")),
-        );
-        server_config.max_upload_bytes = config.media.max_upload_bytes;
-        let limits = &mut server_config.remote_limits;
-        if let Some(n) = config.federation.key_claims_per_minute {
-            limits.key_claims_per_minute = n;
+        // A start that fails leaves no trace: what did not exist before is removed again.
+        let fresh = FreshFiles::note(&config.data_dir, config.database_url.is_none());
+        let result = Self::start_fresh(config).await;
+        if result.is_err() {
+            fresh.remove();
         }
-        if let Some(n) = config.federation.invites_per_minute {
-            limits.invites_per_minute = n;
-        }
+        result
+    }
 
+    async fn start_fresh(config: Config) -> Result<Node, NodeError> {
+        let data_dir = config.data_dir.clone();
         // Bind before opening the database so a busy port fails fast and touches nothing.
         let listener = TcpListener::bind(config.client.listen)
             .await
@@ -288,6 +258,55 @@ impl Node {
             ),
             _ => None,
         };
+        // Only now, with the ports bound and the settings checked, is anything written.
+        create_private_dir(&data_dir).map_err(|source| NodeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let key = NodeKey::load_or_create(&data_dir.join("node.key"))?;
+        let server_name: OwnedServerName = match &config.server_name {
+            Some(name) => ServerName::parse(name)
+                .map_err(|e| NodeError::Config(format!("server_name {name:?}: {e}")))?,
+            None => key.server_name(),
+        };
+        let database_url = match &config.database_url {
+            Some(url) => url.clone(),
+            None => {
+                let path = data_dir.join("grove.db");
+                make_private_database(&path).map_err(|source| NodeError::DataDir {
+                    path: path.clone(),
+                    source,
+                })?;
+                format!("sqlite://{}", path.display())
+            }
+        };
+        let mut server_config = ServerConfig::new(server_name.clone(), database_url);
+        server_config.registration = match config.registration.mode {
+            RegistrationMode::Open => Registration::Open,
+            RegistrationMode::Token => Registration::Token,
+            RegistrationMode::Closed => Registration::Closed,
+        };
+        server_config.registration_tokens = config.registration.tokens.clone();
+        server_config.turn_uris = config.turn.uris.clone();
+        server_config.turn_shared_secret = config.turn.shared_secret.clone();
+        server_config.turn_ttl_secs = config.turn.ttl_secs;
+        server_config.media_dir = Some(
+            config
+                .media
+                .dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("media")),
+        );
+        server_config.max_upload_bytes = config.media.max_upload_bytes;
+        let limits = &mut server_config.remote_limits;
+        if let Some(n) = config.federation.key_claims_per_minute {
+            limits.key_claims_per_minute = n;
+        }
+        if let Some(n) = config.federation.invites_per_minute {
+            limits.invites_per_minute = n;
+        }
+        server_config.rate_limits = config.rate_limits.to_server();
+
         let seed = key.seed();
         let hs = Homeserver::open(server_config, key).await?;
         let (overlay, federation) = if config.overlay.enabled {
@@ -381,19 +400,16 @@ impl Node {
             });
         }
         let mut stop = stop_rx;
-        let serve = tokio::spawn(async move {
-            let result = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
+        let serve_config = config.client.serve_config();
+        let serve = tokio::spawn(grove_clientapi::serve::serve(
+            listener,
+            app,
+            serve_config,
+            metrics,
+            async move {
                 let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .await;
-            if let Err(e) = result {
-                warn!(error = %e, "client API server stopped");
-            }
-        });
+            },
+        ));
         info!(%server_name, %client_url, "node started");
         Ok(Node {
             hs,
@@ -478,6 +494,126 @@ impl Node {
         self.hs.close().await;
         info!("node stopped");
     }
+}
+
+/// Paths a starting node may create, noted before it starts: those absent then are removed
+/// again when the start fails, so a failed start leaves nothing behind.
+struct FreshFiles {
+    dir: PathBuf,
+    dir_absent: bool,
+    absent: Vec<PathBuf>,
+}
+
+impl FreshFiles {
+    fn note(dir: &Path, sqlite: bool) -> Self {
+        let mut candidates = vec![dir.join("node.key"), dir.join("media")];
+        if sqlite {
+            for name in ["grove.db", "grove.db-wal", "grove.db-shm"] {
+                candidates.push(dir.join(name));
+            }
+        }
+        Self {
+            dir: dir.to_owned(),
+            dir_absent: !dir.exists(),
+            absent: candidates.into_iter().filter(|p| !p.exists()).collect(),
+        }
+    }
+
+    fn remove(self) {
+        if self.dir_absent {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
+        for path in self.absent {
+            if path.is_dir() {
+                let _ = std::fs::remove_dir_all(&path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// Creates the data directory readable by its owner only (it holds the node key and, by
+/// default, the database).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates the SQLite database file readable by its owner only, before SQLite opens it (its
+/// `-wal` and `-shm` files take the database file's mode), and narrows files left wider.
+fn make_private_database(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let file = PathBuf::from(file);
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// The addresses another node can reach a socket bound to `addr` at: `addr` itself, or when it
+/// is the unspecified address, the address of each interface of its family (loopback last).
+pub fn reachable_addrs(addr: SocketAddr) -> Vec<SocketAddr> {
+    if !addr.ip().is_unspecified() {
+        return vec![addr];
+    }
+    let mut out: Vec<SocketAddr> = interface_ips()
+        .into_iter()
+        .filter(|ip| ip.is_ipv4() == addr.is_ipv4() || addr.is_ipv6())
+        // Link-local IPv6 addresses need a scope to be dialled; they are left out.
+        .filter(|ip| match ip {
+            std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+            std::net::IpAddr::V4(_) => true,
+        })
+        .map(|ip| SocketAddr::new(ip, addr.port()))
+        .collect();
+    out.sort_by_key(|a| (a.ip().is_loopback(), a.is_ipv6()));
+    out.dedup();
+    if out.is_empty() {
+        out.push(addr);
+    }
+    out
+}
+
+#[cfg(unix)]
+fn interface_ips() -> Vec<std::net::IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|ifaddr| ifaddr.address)
+        .filter_map(|addr| {
+            if let Some(v4) = addr.as_sockaddr_in() {
+                Some(std::net::IpAddr::V4(v4.ip()))
+            } else {
+                addr.as_sockaddr_in6()
+                    .map(|v6| std::net::IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect()
+}
+
+#[cfg(not(unix))]
+fn interface_ips() -> Vec<std::net::IpAddr> {
+    Vec::new()
 }
 
 /// The overlay's 32-byte network id from the configured text.

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra top-level fields (for example `retry_after_ms`), or a whole body for UIA.
     pub extra: Option<Value>,
+    /// Close the connection after answering (its request body was not read to the end).
+    pub close: bool,
 }
 
 impl ApiError {
@@ -29,6 +31,7 @@ impl ApiError {
             errcode,
             message: message.into(),
             extra: None,
+            close: false,
         }
     }
 
@@ -119,6 +122,12 @@ impl ApiError {
         )
     }
 
+    /// Asks for the connection to be closed after this answer.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
     /// Adds top-level fields to the body.
     pub fn with_extra(mut self, extra: Value) -> Self {
         self.extra = Some(extra);
@@ -152,6 +161,7 @@ impl From<grove_server::Error> for ApiError {
                 errcode: "",
                 message: String::new(),
                 extra: Some(body),
+                close: false,
             },
             E::NotEnabled(m) => Self::forbidden(m),
             E::TooLarge(m) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", m),
@@ -185,6 +195,13 @@ impl IntoResponse for ApiError {
         {
             map.extend(extra);
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.close {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }

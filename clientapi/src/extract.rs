@@ -2,6 +2,8 @@
 //! it once, answering every failure as a Matrix error; and `RumaResponse`, which serialises a
 //! ruma response type.
 
+use std::panic::AssertUnwindSafe;
+
 use axum::{
     body::Body,
     extract::{FromRef, FromRequest, FromRequestParts, RawPathParams, Request},
@@ -19,7 +21,9 @@ use ruma::api::{
     error::{DeserializationError, FromHttpRequestError},
 };
 
-use crate::{AppState, error::ApiError};
+use tracing::warn;
+
+use crate::{AppState, error::ApiError, metrics::Refusal};
 
 /// How an endpoint authenticates, derived from its ruma auth scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,9 +96,7 @@ where
                 Ok(params) => params.iter().map(|(_, v)| v.to_owned()).collect(),
                 Err(_) => return Err(ApiError::invalid_param("Invalid path parameters")),
             };
-        let bytes = axum::body::to_bytes(body, app.limits.max_body_bytes)
-            .await
-            .map_err(|_| ApiError::too_large())?;
+        let bytes = read_body(body, app.limits.max_body_bytes).await?;
 
         let access_token = bearer_or_query_token(&parts);
         let session = match (T::Authentication::REQUIREMENT, &access_token) {
@@ -115,15 +117,61 @@ where
         if has_body && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
             return Err(ApiError::not_json("Content not JSON"));
         }
+        let path = parts.uri.path().to_owned();
         let request = axum::http::Request::from_parts(parts, bytes);
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let body = T::try_from_http_request(request, &args).map_err(map_parse_error)?;
+        // Some of ruma's request parsers index into the JSON they are given and panic on input
+        // they did not expect; whatever they choke on is the client's bad JSON, not our fault.
+        let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            T::try_from_http_request(request, &args)
+        }));
+        let body = match parsed {
+            Ok(result) => result.map_err(map_parse_error)?,
+            Err(_) => {
+                app.metrics.refuse(Refusal::ParsePanic);
+                warn!(%path, "request parser panicked on the body; answered M_BAD_JSON");
+                return Err(ApiError::bad_json("Malformed request body"));
+            }
+        };
         Ok(Ruma {
             body,
             session,
             access_token,
         })
     }
+}
+
+/// Reads a whole request body of at most `limit` bytes: `413 M_TOO_LARGE` past it, `408` when
+/// the client stops sending, `400` when the connection breaks off.
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| body_error(&e))
+}
+
+/// The Matrix error for a request body that could not be read.
+pub(crate) fn body_error(e: &axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = source {
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return ApiError::too_large();
+        }
+        if cause.is::<crate::serve::BodyTimedOut>() {
+            return ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "M_UNKNOWN",
+                "Request body timed out",
+            )
+            .closing();
+        }
+        source = cause.source();
+    }
+    ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        "M_UNKNOWN",
+        "Request body could not be read",
+    )
+    .closing()
 }
 
 fn map_parse_error(e: FromHttpRequestError) -> ApiError {

@@ -17,6 +17,7 @@ mod media;
 pub mod metrics;
 mod profile;
 mod rooms;
+pub mod serve;
 mod session;
 mod sync;
 mod userdata;
@@ -30,6 +31,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use grove_server::Homeserver;
+use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
 use crate::error::ApiError;
 
@@ -66,6 +68,7 @@ pub struct AppState {
 
 /// The client API router, with CORS and Matrix-shaped fallbacks, ready to serve.
 pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
     Router::new()
         .merge(discovery::routes())
         .merge(session::routes())
@@ -84,8 +87,36 @@ pub fn router(state: AppState) -> Router {
             state.metrics.clone(),
             metrics::record,
         ))
+        .layer(answer_panics(metrics))
         .layer(axum::middleware::from_fn(cors::cors))
         .with_state(state)
+}
+
+/// The layer that turns a panic in a handler into `500 M_UNKNOWN`.
+fn answer_panics(metrics: Arc<metrics::Metrics>) -> CatchPanicLayer<PanicAnswer> {
+    CatchPanicLayer::custom(PanicAnswer(metrics))
+}
+
+/// Answers a request whose handler panicked with `500 M_UNKNOWN`, logging the panic and
+/// counting it, so that one bad request costs one answer and never the connection.
+#[derive(Clone)]
+struct PanicAnswer(Arc<metrics::Metrics>);
+
+impl ResponseForPanic for PanicAnswer {
+    type ResponseBody = axum::body::Body;
+
+    fn response_for_panic(
+        &mut self,
+        panic: Box<dyn std::any::Any + Send + 'static>,
+    ) -> axum::http::Response<Self::ResponseBody> {
+        self.0.refuse(metrics::Refusal::Panic);
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic without a message".to_owned());
+        ApiError::internal(format!("handler panicked: {detail}")).into_response()
+    }
 }
 
 async fn method_not_allowed() -> Response {
@@ -102,4 +133,89 @@ async fn unrecognized(request: Request) -> Response {
         return StatusCode::OK.into_response();
     }
     ApiError::unrecognized().into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::{Router, routing::get};
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
+    };
+
+    use crate::{
+        answer_panics,
+        metrics::{Metrics, Refusal},
+        serve::{ServeConfig, serve},
+    };
+
+    /// Reads one response with a `content-length` from `stream`.
+    async fn read_response(stream: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")?
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return text;
+                }
+            }
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .expect("answer in time")
+                .expect("read");
+            assert!(n > 0, "connection closed after {text:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    async fn boom() -> &'static str {
+        panic!("handler bug")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_keeps_the_connection() {
+        let metrics = Metrics::new();
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "fine" }))
+            .layer(answer_panics(metrics.clone()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            ServeConfig::default(),
+            metrics.clone(),
+            std::future::pending(),
+        ));
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /boom HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let answer = read_response(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        assert!(answer.contains("\"M_UNKNOWN\""), "{answer}");
+        assert!(!answer.contains("handler bug"), "detail leaked: {answer}");
+        stream
+            .write_all(b"GET /fine HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let answer = read_response(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(metrics.refused(Refusal::Panic), 1);
+        server.abort();
+    }
 }

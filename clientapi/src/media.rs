@@ -214,13 +214,7 @@ async fn receive(
     let mut upload = state.hs.media.begin_upload().await?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "M_UNKNOWN",
-                format!("Upload interrupted: {e}"),
-            )
-        })?;
+        let chunk = chunk.map_err(|e| crate::extract::body_error(&e))?;
         upload.write(&chunk).await.map_err(|e| match e {
             grove_server::Error::TooLarge(_) => too_large(limit),
             other => other.into(),

@@ -9,7 +9,7 @@ use axum::{
     response::Response,
 };
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, histogram::Histogram},
     registry::Registry,
 };
@@ -24,11 +24,55 @@ struct RequestLabels {
     status: u16,
 }
 
+/// Why a request or connection was refused or cut.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: Refusal,
+}
+
+/// What a refused or cut request or connection did wrong (or what went wrong with it).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Refusal {
+    /// A handler panicked; the client got `500 M_UNKNOWN`.
+    Panic,
+    /// Parsing the request panicked inside a library; the client got `400 M_BAD_JSON`.
+    ParsePanic,
+    /// The connection came over the connection cap and was answered `503`.
+    ConnectionCap,
+    /// The request head did not arrive within the header timeout.
+    HeaderTimeout,
+    /// A keep-alive connection stayed idle past the idle timeout.
+    IdleTimeout,
+    /// The request body did not arrive within the body timeout.
+    BodyTimeout,
+}
+
+impl Refusal {
+    /// The label value.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Panic => "panic",
+            Self::ParsePanic => "parse_panic",
+            Self::ConnectionCap => "connection_cap",
+            Self::HeaderTimeout => "header_timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::BodyTimeout => "body_timeout",
+        }
+    }
+}
+
+impl EncodeLabelValue for Refusal {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
 /// The client API's metrics registry.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
+    refused: Family<RefusalLabels, Counter>,
 }
 
 impl Metrics {
@@ -47,11 +91,28 @@ impl Metrics {
             "Client API request latency",
             latency.clone(),
         );
+        let refused = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "refused",
+            "Client requests and connections refused or cut, by reason",
+            refused.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
             latency,
+            refused,
         })
+    }
+
+    /// Counts one refusal.
+    pub fn refuse(&self, reason: Refusal) {
+        self.refused.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// How many refusals of this kind were counted.
+    pub fn refused(&self, reason: Refusal) -> u64 {
+        self.refused.get_or_create(&RefusalLabels { reason }).get()
     }
 
     /// The metrics in the OpenMetrics text format.

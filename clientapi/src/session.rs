@@ -6,11 +6,11 @@
 //! - `POST /_matrix/client/v3/register`, `GET /_matrix/client/v3/register/available`
 //! - `GET /_matrix/client/v1/register/m.login.registration_token/validity`
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     Router,
-    extract::{ConnectInfo, FromRequestParts, State},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State},
     http::request::Parts,
     routing::{get, post},
 };
@@ -24,7 +24,7 @@ use ruma::api::client::{
 use crate::{
     AppState,
     error::ApiError,
-    extract::{ApiResult, Ruma, RumaResponse},
+    extract::{ApiResult, Ruma, RumaResponse, read_body},
 };
 
 /// The routes of this module.
@@ -81,16 +81,41 @@ async fn get_login_types(
     ])))
 }
 
+/// `POST /login`'s request, checked for what ruma's parser assumes: a body that is a JSON
+/// object names its login `type` as a string (the parser indexes `type` unchecked and panics
+/// when it is missing).
+struct LoginRequest(Ruma<login::v3::Request>);
+
+impl FromRequest<AppState> for LoginRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes = read_body(body, state.limits.max_body_bytes).await?;
+        let missing_type = if bytes.iter().all(u8::is_ascii_whitespace) {
+            true
+        } else {
+            match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(serde_json::Value::Object(map)) => {
+                    !map.get("type").is_some_and(|t| t.is_string())
+                }
+                // Not an object, or not JSON: the ruma extractor answers it.
+                _ => false,
+            }
+        };
+        if missing_type {
+            return Err(ApiError::bad_json("missing field `type`"));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        Ok(Self(Ruma::from_request(req, state).await?))
+    }
+}
+
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    req: Ruma<login::v3::Request>,
+    LoginRequest(req): LoginRequest,
 ) -> ApiResult<login::v3::Response> {
-    // Without a known address only the per-user bucket applies, so one client's typos
-    // cannot lock every user of the node out.
-    if let Some(ip) = &ip {
-        limit(&state, Attempt::Login, ip)?;
-    }
     let login::v3::LoginInfo::Password(password) = &req.body.login_info else {
         return Err(ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,
@@ -111,17 +136,28 @@ async fn login(
         }
         (None, None) => return Err(ApiError::missing_param("Missing identifier")),
     };
-    // The per-user bucket slows guessing one account from many addresses.
+    // Failed logins count against the account, which slows guessing one account from many
+    // addresses, and against the client's address unless that is loopback: every client of
+    // an embedded node comes from 127.0.0.1, and one user's typos must not lock out the rest.
     let user_key = state
         .hs
         .accounts
         .resolve_user(&user)
         .map_or_else(|_| user.clone(), |u| u.to_string());
-    limit(&state, Attempt::Login, &user_key)?;
+    let ip_key = ip
+        .as_deref()
+        .filter(|ip| !ip.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()));
+    let mut keys = vec![user_key.as_str()];
+    keys.extend(ip_key);
+    state
+        .hs
+        .accounts
+        .login_allowed(&keys)
+        .map_err(|r| ApiError::limit_exceeded(r.retry_after_ms()))?;
     let device = NewDevice {
         device_id: req.body.device_id.clone(),
         display_name: req.body.initial_device_display_name.clone(),
-        ip,
+        ip: ip.clone(),
     };
     let accounts = &state.hs.accounts;
     let done = match accounts
@@ -130,6 +166,7 @@ async fn login(
     {
         Ok(done) => done,
         Err(grove_server::Error::InvalidCredentials) => {
+            accounts.login_failed(&keys);
             // A deactivated account has no password left; say so rather than "wrong password".
             let deactivated = match accounts.resolve_user(&user) {
                 Ok(id) => accounts.is_deactivated(&id).await?,

@@ -32,14 +32,6 @@ pub use uia::UiaFlows;
 
 use crate::{Error, Result, ServerConfig, Storage, config::Registration, notifier::Notifier};
 
-/// Attempts one client address or one user may make in a burst, per kind.
-const LOGIN_BURST: u32 = 10;
-/// Login attempts regained per second, per key.
-const LOGIN_PER_SECOND: f64 = 0.5;
-/// Registration requests one address may make in a burst (each registration takes two).
-const REGISTER_BURST: u32 = 60;
-/// Registration requests regained per second, per address.
-const REGISTER_PER_SECOND: f64 = 1.0;
 /// The longest localpart accepted, so that the whole user ID stays within 255 bytes.
 const MAX_USER_ID_LEN: usize = 255;
 
@@ -73,11 +65,17 @@ impl Accounts {
         Self {
             storage,
             notifier,
-            config,
-            login_limiter: RateLimiter::new(LOGIN_BURST, LOGIN_PER_SECOND),
-            register_limiter: RateLimiter::new(REGISTER_BURST, REGISTER_PER_SECOND),
+            login_limiter: RateLimiter::new(
+                config.rate_limits.login_burst,
+                config.rate_limits.login_per_second,
+            ),
+            register_limiter: RateLimiter::new(
+                config.rate_limits.register_burst,
+                config.rate_limits.register_per_second,
+            ),
             tokens: Arc::new(TokenCache::default()),
             hasher: password::Hasher::default(),
+            config,
         }
     }
 }
@@ -179,6 +177,24 @@ impl Accounts {
             Attempt::Register => &self.register_limiter,
         };
         limiter.check(key, Instant::now())
+    }
+
+    /// Whether a login may be tried for every one of `keys` (the account, and the client's
+    /// address where it tells clients apart), or how long to wait. Only failed logins count
+    /// ([`Accounts::login_failed`]).
+    pub fn login_allowed(&self, keys: &[&str]) -> std::result::Result<(), RateLimited> {
+        let now = Instant::now();
+        keys.iter()
+            .try_for_each(|key| self.login_limiter.peek(key, now))
+    }
+
+    /// Counts a failed login against every one of `keys`.
+    pub fn login_failed(&self, keys: &[&str]) {
+        let now = Instant::now();
+        for key in keys {
+            // A bucket already empty stays empty; the refusal is what `login_allowed` reports.
+            let _ = self.login_limiter.check(key, now);
+        }
     }
 
     /// The full user ID for a localpart or a user ID of this server.

@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     /// How much one remote server may take from this node's users per minute.
     pub remote_limits: RemoteLimits,
+    /// Rate limits of logins and registrations.
+    pub rate_limits: RateLimits,
 }
 
 /// Per-origin allowances of requests from other servers, each per minute (a burst of the
@@ -62,6 +64,31 @@ impl Default for RemoteLimits {
         Self {
             key_claims_per_minute: 60,
             invites_per_minute: 20,
+        }
+    }
+}
+
+/// Token buckets for attempts that cost the server (argon2) or that guess passwords: each key
+/// may make `*_burst` attempts at once and regains `*_per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimits {
+    /// Failed logins one account (or one non-loopback address) may make in a burst.
+    pub login_burst: u32,
+    /// Failed logins regained per second, per account or address.
+    pub login_per_second: f64,
+    /// Registration requests one address may make in a burst (each registration takes two).
+    pub register_burst: u32,
+    /// Registration requests regained per second, per address.
+    pub register_per_second: f64,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            login_burst: 10,
+            login_per_second: 0.5,
+            register_burst: 60,
+            register_per_second: 1.0,
         }
     }
 }
@@ -85,6 +112,7 @@ impl ServerConfig {
             media_dir: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             remote_limits: RemoteLimits::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }

@@ -40,7 +40,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
 };
 
@@ -115,6 +115,9 @@ struct Inner {
     seen_at: Mutex<HashMap<(i64, OwnedUserId), timeline::SeenAt>>,
     groups: GroupCache,
     next_group: AtomicI64,
+    /// The `origin_server_ts` of the last create event built here: each new room takes a
+    /// later one, so two rooms created alike in the same millisecond still differ in ID.
+    last_create_ts: AtomicU64,
 }
 
 /// An event built for [`Rooms::append`]: the event, its state group, the group it creates and
@@ -153,6 +156,7 @@ impl Rooms {
                 seen_at: Mutex::new(HashMap::new()),
                 groups: GroupCache::default(),
                 next_group: AtomicI64::new(max_group + 1),
+                last_create_ts: AtomicU64::new(0),
             }),
         })
     }

@@ -110,6 +110,9 @@ const CHANGE_KINDS: usize = 5;
 /// Every kind at once: what a write that does not say what it changes is taken to change.
 const ALL_CHANGES: u8 = (1 << CHANGE_KINDS) - 1;
 
+/// How long the first connection to PostgreSQL may take before the node gives up.
+const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Storage {
     /// Opens (creating if needed) the database at `url` and runs its migrations.
     ///
@@ -155,6 +158,26 @@ impl Storage {
                 .await?;
             (pool, Backend::Sqlite)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            // One connection first, with a short deadline: a server that refuses or does not
+            // answer is reported as such at once, not as a pool timeout half a minute later.
+            let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+            match tokio::time::timeout(
+                POSTGRES_CONNECT_TIMEOUT,
+                sqlx::ConnectOptions::connect(&options),
+            )
+            .await
+            {
+                Ok(conn) => sqlx::Connection::close(conn?).await?,
+                Err(_) => {
+                    return Err(Error::Database(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no answer from the PostgreSQL server within {} s",
+                            POSTGRES_CONNECT_TIMEOUT.as_secs()
+                        ),
+                    ))));
+                }
+            }
             let pool = AnyPoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
                 // A broken connection fails its query and is replaced; pinging before every

@@ -30,12 +30,18 @@ fn clients_dir() -> PathBuf {
 }
 
 /// Runs `node --test` over the suite with `GROVE_URL` and `GROVE_URL_B` set, killing it past
-/// [`SUITE_LIMIT`]. Blocking: call it from `spawn_blocking` so the nodes under test keep serving.
-fn run_suite(url: &str, url_b: &str) -> Result<SuiteRun, String> {
+/// [`SUITE_LIMIT`], and prints each test's result line to stderr under `label` as it comes. Blocking: call it from `spawn_blocking` so the nodes under test keep serving.
+fn run_suite(label: &str, url: &str, url_b: &str) -> Result<SuiteRun, String> {
     let dir = clients_dir();
     let log = tempfile::NamedTempFile::new().map_err(|e| format!("temp file: {e}"))?;
-    let out = log.reopen().map_err(|e| format!("temp file: {e}"))?;
-    let err = log.reopen().map_err(|e| format!("temp file: {e}"))?;
+    // Both writers append, so neither overwrites what the other wrote.
+    let append = || {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .map_err(|e| format!("temp file: {e}"))
+    };
+    let err = append()?;
     let started = Instant::now();
     let mut child = Command::new("node")
         .args([
@@ -49,10 +55,26 @@ fn run_suite(url: &str, url_b: &str) -> Result<SuiteRun, String> {
         .env("GROVE_URL", url)
         .env("GROVE_URL_B", url_b)
         .stdin(Stdio::null())
-        .stdout(out)
+        .stdout(Stdio::piped())
         .stderr(err)
         .spawn()
         .map_err(|e| format!("cannot run `node` (Node.js 20 or newer must be on PATH): {e}"))?;
+    // The spec reporter's lines go to the log, and each test's result line also straight to
+    // stderr as it comes (past the test harness's capture), so a run shows every client test.
+    let stdout = child.stdout.take().ok_or("node's stdout")?;
+    let mut log_out = append()?;
+    let label = label.to_owned();
+    let relay = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(log_out, "{line}");
+            let trimmed = line.trim_start();
+            if trimmed.starts_with('\u{2714}') || trimmed.starts_with('\u{2716}') {
+                let _ = writeln!(std::io::stderr(), "clients ({label}): {trimmed}");
+            }
+        }
+    });
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
@@ -65,6 +87,7 @@ fn run_suite(url: &str, url_b: &str) -> Result<SuiteRun, String> {
             Err(e) => return Err(format!("waiting for node: {e}")),
         }
     };
+    let _ = relay.join();
     let output = std::fs::read_to_string(log.path()).unwrap_or_default();
     Ok(SuiteRun {
         status,
@@ -87,7 +110,8 @@ async fn matrix_js_sdk_suite_passes() {
         let other = TestNode::start_federated(backend, vec![node.peer_address()]).await;
         let url = node.url();
         let url_b = other.url();
-        let run = tokio::task::spawn_blocking(move || run_suite(&url, &url_b))
+        let label = format!("{backend:?}");
+        let run = tokio::task::spawn_blocking(move || run_suite(&label, &url, &url_b))
             .await
             .expect("suite runner thread")
             .unwrap_or_else(|e| panic!("{backend:?}: {e}"));

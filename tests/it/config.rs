@@ -199,3 +199,226 @@ fn binary_names_a_missing_certificate_file() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
+
+/// A `grove` daemon started for a test, killed when dropped.
+struct Daemon {
+    child: std::process::Child,
+    /// What it printed on stdout up to its client URL.
+    stdout: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `grove` with `args` and waits until it prints its client URL.
+fn start_grove(args: &[&str]) -> Daemon {
+    start_grove_until(args, "client URL")
+}
+
+/// Starts `grove` with `args` and waits until it prints a line containing `marker`.
+fn start_grove_until(args: &[&str], marker: &'static str) -> Daemon {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_grove"))
+        .args(args)
+        .env_remove("GROVE_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("grove runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            text.push_str(&line);
+            text.push('\n');
+            if line.contains(marker) {
+                let _ = tx.send(text.clone());
+            }
+        }
+    });
+    let stdout = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("grove printed no {marker:?} line"));
+    Daemon { child, stdout }
+}
+
+#[test]
+fn a_bad_environment_variable_is_named() {
+    let output = Command::new(env!("CARGO_BIN_EXE_grove"))
+        .env_remove("GROVE_CONFIG")
+        .env("GROVE_CLIENT_LISTEN", "nowhere")
+        .output()
+        .expect("grove runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("GROVE_CLIENT_LISTEN"), "stderr: {stderr}");
+    assert!(!stderr.contains("--client-listen"), "stderr: {stderr}");
+    assert!(stderr.contains("nowhere"), "stderr: {stderr}");
+
+    // The same value given as a flag is reported as the flag.
+    let (code, stderr) = run_grove(&["--client-listen", "nowhere"]);
+    assert_eq!(code, 2, "stderr: {stderr}");
+    assert!(stderr.contains("--client-listen"), "stderr: {stderr}");
+}
+
+#[test]
+fn host_names_are_accepted_as_addresses() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let daemon = start_grove(&[
+        "--data-dir",
+        dir.path().to_str().expect("utf-8 path"),
+        "--client-listen",
+        "localhost:0",
+        "--overlay",
+        "false",
+    ]);
+    assert!(
+        daemon.stdout.contains("client URL:  http://127.0.0.1:"),
+        "{}",
+        daemon.stdout
+    );
+    let config = Config::from_toml("[client]\nlisten = \"localhost:8008\"\n").expect("host name");
+    assert!(config.client.listen.ip().is_loopback());
+}
+
+#[test]
+fn the_data_directory_and_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("grove-data");
+    let daemon = start_grove(&[
+        "--data-dir",
+        dir.to_str().expect("utf-8 path"),
+        "--client-listen",
+        "127.0.0.1:0",
+        "--overlay",
+        "false",
+    ]);
+    let mode = |name: &str| {
+        std::fs::metadata(dir.join(name))
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok()
+    };
+    assert_eq!(mode(""), Some(0o700), "data directory");
+    assert_eq!(mode("node.key"), Some(0o600), "node key");
+    assert_eq!(mode("grove.db"), Some(0o600), "database");
+    for name in ["grove.db-wal", "grove.db-shm"] {
+        if let Some(mode) = mode(name) {
+            assert_eq!(mode, 0o600, "{name}");
+        }
+    }
+    drop(daemon);
+}
+
+#[test]
+fn a_failed_start_leaves_no_data_directory_and_says_why_once() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("grove-data");
+    let (code, stderr) = run_grove(&[
+        "--data-dir",
+        dir.to_str().expect("utf-8 path"),
+        "--client-listen",
+        "127.0.0.1:0",
+        "--overlay-listen",
+        &addr,
+        "--multicast",
+        "false",
+    ]);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "stderr: {stderr}"
+    );
+    assert!(!dir.exists(), "a failed start created {}", dir.display());
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, stderr) = run_grove(&[
+        "--data-dir",
+        dir.to_str().expect("utf-8 path"),
+        "--client-listen",
+        &addr,
+    ]);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "stderr: {stderr}"
+    );
+    assert!(!dir.exists(), "a failed start created {}", dir.display());
+}
+
+#[test]
+fn a_database_that_refuses_is_reported_at_once_and_once() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("grove-data");
+    let started = std::time::Instant::now();
+    let (code, stderr) = run_grove(&[
+        "--data-dir",
+        dir.to_str().expect("utf-8 path"),
+        "--client-listen",
+        "127.0.0.1:0",
+        "--overlay",
+        "false",
+        "--database-url",
+        &format!("postgres://postgres@127.0.0.1:{port}/grove"),
+    ]);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(stderr.matches("refused").count(), 1, "stderr: {stderr}");
+    assert!(!dir.exists(), "a failed start created {}", dir.display());
+
+    let (code, stderr) = run_grove(&[
+        "--data-dir",
+        dir.to_str().expect("utf-8 path"),
+        "--client-listen",
+        "127.0.0.1:0",
+        "--overlay",
+        "false",
+        "--database-url",
+        "mysql://nobody@127.0.0.1/grove",
+    ]);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert_eq!(stderr.matches("mysql://").count(), 1, "stderr: {stderr}");
+}
+
+#[test]
+fn the_overlay_address_printed_is_one_a_peer_can_dial() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let daemon = start_grove_until(
+        &[
+            "--data-dir",
+            dir.path().to_str().expect("utf-8 path"),
+            "--client-listen",
+            "127.0.0.1:0",
+            "--overlay-listen",
+            "0.0.0.0:0",
+            "--multicast",
+            "false",
+        ],
+        "overlay:",
+    );
+    let line = daemon
+        .stdout
+        .lines()
+        .find(|l| l.contains("overlay:"))
+        .unwrap_or_else(|| panic!("no overlay line: {}", daemon.stdout));
+    assert!(!line.contains("0.0.0.0"), "{line}");
+    assert!(line.contains("127.0.0.1:"), "{line}");
+}

@@ -82,6 +82,31 @@ impl TestNode {
         TestNode::running(node, dir, db)
     }
 
+    /// Starts a node on `backend` without the overlay, from the default configuration changed
+    /// by `edit` (the data directory, database and a free loopback port are set before).
+    pub(crate) async fn start_with_config(
+        backend: Backend,
+        edit: impl FnOnce(&mut grove::Config),
+    ) -> TestNode {
+        subscribe();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = TestDb::new(backend).await;
+        let mut config = grove::Config::default();
+        config.data_dir = dir.path().to_owned();
+        config.database_url = Some(db.url.clone());
+        config.client.listen = "127.0.0.1:0".parse().expect("addr");
+        config.metrics.listen = Some("127.0.0.1:0".parse().expect("addr"));
+        config.overlay.enabled = false;
+        config.overlay.multicast = false;
+        edit(&mut config);
+        let node = Node::builder()
+            .config(config)
+            .start()
+            .await
+            .expect("node starts");
+        TestNode::running(node, dir, db)
+    }
+
     /// Starts a node on `backend` that runs the overlay on loopback (no multicast) and peers
     /// with `static_peers` (`"<hex>@<addr>"`, see [`TestNode::peer_address`]).
     pub(crate) async fn start_federated(backend: Backend, static_peers: Vec<String>) -> TestNode {

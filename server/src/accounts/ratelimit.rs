@@ -1,4 +1,4 @@
-//! Token buckets keyed by client address or user, for login and registration attempts.
+//! Token buckets keyed by client address or user, for failed logins and registration attempts.
 
 use std::{
     collections::HashMap,
@@ -41,9 +41,38 @@ impl RateLimiter {
     /// Buckets holding `capacity` attempts, refilled at `per_second`.
     pub(crate) fn new(capacity: u32, per_second: f64) -> Self {
         Self {
-            capacity: f64::from(capacity),
-            per_second,
+            capacity: f64::from(capacity.max(1)),
+            // A rate of zero (or less) would never refill; the smallest one refills in a day.
+            per_second: if per_second > 0.0 {
+                per_second
+            } else {
+                1.0 / 86_400.0
+            },
             buckets: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Whether `key`'s bucket holds a token, without taking it (or how long to wait).
+    pub(crate) fn peek(&self, key: &str, now: Instant) -> Result<(), RateLimited> {
+        let buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(bucket) = buckets.get(key) else {
+            return Ok(());
+        };
+        let tokens = refill(bucket, self.capacity, self.per_second, now);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(self.wait_for(tokens))
+        }
+    }
+
+    fn wait_for(&self, tokens: f64) -> RateLimited {
+        let wait = (1.0 - tokens) / self.per_second;
+        RateLimited {
+            retry_after: Duration::from_secs_f64(wait.clamp(0.001, 86_400.0)),
         }
     }
 
@@ -73,10 +102,7 @@ impl RateLimiter {
             Ok(())
         } else {
             bucket.tokens = tokens;
-            let wait = (1.0 - tokens) / self.per_second;
-            Err(RateLimited {
-                retry_after: Duration::from_secs_f64(wait.max(0.001)),
-            })
+            Err(self.wait_for(tokens))
         }
     }
 }

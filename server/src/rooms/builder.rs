@@ -7,7 +7,7 @@ use ruma::{
     OwnedRoomId, RoomId, RoomVersionId, ServerName, UserId,
     events::TimelineEventType,
     room_version_rules::{RoomIdFormatVersion, RoomVersionRules},
-    signatures::{Ed25519KeyPair, hash_and_sign_event, reference_hash},
+    signatures::{Ed25519KeyPair, JsonError, hash_and_sign_event, reference_hash},
 };
 use serde_json::{Value, json};
 
@@ -149,7 +149,10 @@ pub fn build_event(
         &mut canonical,
         &rules.redaction,
     )
-    .map_err(|e| Error::BadJson(format!("event cannot be signed: {e}")))?;
+    .map_err(|e| match e {
+        JsonError::PduTooLarge => Error::TooLarge("events are limited to 65535 bytes".into()),
+        e => Error::BadJson(format!("event cannot be signed: {e}")),
+    })?;
     let event_id = event_id_of(&canonical, rules)?;
     let text = serde_json::to_string(&canonical)?;
     Pdu::parse(event_id, placement.room, &text)

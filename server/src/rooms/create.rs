@@ -2,10 +2,13 @@
 //! visibility and the rest of the preset, initial state, name, topic and invites, all written
 //! in one transaction.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+};
 
 use ruma::{
-    MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedUserId, UserId,
+    MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedUserId, UInt, UserId,
     api::client::room::{
         Visibility,
         create_room::v3::{Request as CreateRoomRequest, RoomPreset},
@@ -28,6 +31,8 @@ use crate::{Error, Result, userdata::Profile};
 const MAX_INITIAL_STATE: usize = 100;
 /// The most invites a createRoom request may carry.
 const MAX_INVITES: usize = 100;
+/// Create events built at most for one room before giving up on a free room ID.
+const MAX_CREATE_ATTEMPTS: usize = 16;
 
 impl Rooms {
     /// Creates a room as `creator` (whose profile goes into the join event) and returns its ID.
@@ -92,30 +97,6 @@ impl Rooms {
         }
         let create_template =
             EventTemplate::state(TimelineEventType::RoomCreate, "", Value::Object(create));
-        let derived = rules.room_id_format == RoomIdFormatVersion::V2;
-        let provisional: OwnedRoomId = builder::room_id_for(&rules, None, &self.config.server_name)
-            .or_else(|_| {
-                // A provisional ID only; the real one comes from the create event below.
-                ruma::RoomId::parse(format!("!provisional:{}", self.config.server_name))
-                    .map_err(|e| Error::Internal(e.to_string()))
-            })?;
-        let create_pdu = builder::build_event(
-            &rules,
-            &Signer {
-                server_name: &self.config.server_name,
-                key_pair: self.key.key_pair(),
-            },
-            creator,
-            &create_template,
-            &Placement {
-                room: (!derived).then_some(&*provisional),
-                prev_events: &[],
-                auth_events: &[],
-                depth: 1,
-            },
-            MilliSecondsSinceUnixEpoch::now(),
-        )?;
-        let room_id = create_pdu.room.clone();
 
         // Everything after the create event.
         let mut templates = Vec::new();
@@ -240,15 +221,50 @@ impl Rooms {
             ));
         }
 
-        let handle = self.handle(&room_id);
-        let mut guard = handle.lock_owned().await;
-        if guard.state.is_some()
-            || store::room_head(self.storage.pool(), &room_id)
-                .await?
-                .is_some()
-        {
-            return Err(Error::RoomInUse("room already exists".into()));
-        }
+        // The create event last: a v12 room's ID is its hash, so an ID already taken (by a
+        // room made alike in the same millisecond, say) is made anew with a later timestamp.
+        let derived = rules.room_id_format == RoomIdFormatVersion::V2;
+        let signer = Signer {
+            server_name: &self.config.server_name,
+            key_pair: self.key.key_pair(),
+        };
+        let mut attempts = 0;
+        let (create_pdu, room_id, mut guard) = loop {
+            let provisional: OwnedRoomId =
+                builder::room_id_for(&rules, None, &self.config.server_name).or_else(|_| {
+                    // A provisional ID only; the real one comes from the create event below.
+                    ruma::RoomId::parse(format!("!provisional:{}", self.config.server_name))
+                        .map_err(|e| Error::Internal(e.to_string()))
+                })?;
+            let create_pdu = builder::build_event(
+                &rules,
+                &signer,
+                creator,
+                &create_template,
+                &Placement {
+                    room: (!derived).then_some(&*provisional),
+                    prev_events: &[],
+                    auth_events: &[],
+                    depth: 1,
+                },
+                self.next_create_ts(),
+            )?;
+            let room_id = create_pdu.room.clone();
+            let handle = self.handle(&room_id);
+            let guard = handle.lock_owned().await;
+            if guard.state.is_none()
+                && store::room_head(self.storage.pool(), &room_id)
+                    .await?
+                    .is_none()
+            {
+                break (create_pdu, room_id, guard);
+            }
+            drop(guard);
+            attempts += 1;
+            if attempts >= MAX_CREATE_ATTEMPTS {
+                return Err(Error::RoomInUse("room already exists".into()));
+            }
+        };
         guard.state = Some(RoomState {
             room_id: room_id.clone(),
             version: version.clone(),
@@ -287,6 +303,22 @@ impl Rooms {
             self.set_published(&room_id, true).await?;
         }
         Ok(room_id)
+    }
+}
+
+impl Rooms {
+    /// The `origin_server_ts` of a new create event: now, or just after the last one built
+    /// here, whichever is later.
+    fn next_create_ts(&self) -> MilliSecondsSinceUnixEpoch {
+        let now = u64::from(MilliSecondsSinceUnixEpoch::now().get());
+        let previous = self
+            .inner
+            .last_create_ts
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(now.max(last.saturating_add(1)))
+            })
+            .unwrap_or_else(|last| last);
+        MilliSecondsSinceUnixEpoch(UInt::new_saturating(now.max(previous.saturating_add(1))))
     }
 }
 

@@ -60,7 +60,8 @@ impl Rooms {
             .map(|(room, _)| room))
     }
 
-    /// Adds a local alias for a room (`M_ROOM_IN_USE` when taken).
+    /// Adds a local alias for a room (`M_ROOM_IN_USE` when taken). Only a member of the room
+    /// may name it, so nobody can point an alias of this server at a room they are not in.
     pub async fn set_alias(
         &self,
         alias: &RoomAliasId,
@@ -72,6 +73,18 @@ impl Rooms {
         }
         if store::room_head(self.storage.pool(), room).await?.is_none() {
             return Err(Error::NotFound("unknown room".into()));
+        }
+        // A taken alias is reported as taken, whoever asks (resolving it is public anyway).
+        if store::alias_room(self.storage.pool(), alias.as_str())
+            .await?
+            .is_some()
+        {
+            return Err(Error::RoomInUse("room alias already taken".into()));
+        }
+        if !self.is_joined(creator, room).await? {
+            return Err(Error::Forbidden(
+                "you must be joined to the room to give it an alias".into(),
+            ));
         }
         if !store::insert_alias(self.storage.pool(), alias.as_str(), room, creator).await? {
             return Err(Error::RoomInUse("room alias already taken".into()));
