@@ -397,8 +397,14 @@ impl Rooms {
             store::push_room_head(&mut batch, room, group, extremities)?;
             batch.run(txn.conn()).await?;
         } else {
-            store::insert_room(txn.conn(), room, joined.version.as_str(), group, extremities)
-                .await?;
+            store::insert_room(
+                txn.conn(),
+                room,
+                joined.version.as_str(),
+                group,
+                extremities,
+            )
+            .await?;
         }
         store::delete_remote_invites(txn.conn(), room, None).await?;
         txn.commit().await?;
