@@ -575,7 +575,10 @@ async fn a_remote_join_syncs_the_rooms_state() {
     let state_types = |body: &Value| -> Vec<String> {
         let joined = &body["rooms"]["join"][&room];
         let state = joined["state"]["events"].as_array().into_iter().flatten();
-        let timeline = joined["timeline"]["events"].as_array().into_iter().flatten();
+        let timeline = joined["timeline"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten();
         state
             .chain(timeline.filter(|e| e["state_key"].is_string()))
             .filter_map(|e| e["type"].as_str().map(str::to_owned))
