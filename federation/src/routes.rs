@@ -270,9 +270,10 @@ pub(crate) async fn require_acl(
     if ctx.hs.rooms.server_allowed(room, origin).await? {
         Ok(())
     } else {
-        ctx.metrics
-            .acl_refused(crate::metrics::AclRefusal::Request);
-        Err(FedError::forbidden("the room's server ACL denies your server"))
+        ctx.metrics.acl_refused(crate::metrics::AclRefusal::Request);
+        Err(FedError::forbidden(
+            "the room's server ACL denies your server",
+        ))
     }
 }
 

@@ -637,7 +637,9 @@ pub(crate) fn parse_checked(
     // An event whose content was altered is used in its redacted form, as the spec asks:
     // a mismatch is let through only when the object is that form already.
     if claimed.as_deref() != Some(hash.encode().as_str())
-        && ruma::canonical_json::redact(object.clone(), &rules.redaction, None).ok().as_ref()
+        && ruma::canonical_json::redact(object.clone(), &rules.redaction, None)
+            .ok()
+            .as_ref()
             != Some(object)
     {
         return Err(Error::BadJson(format!("{event_id}: content hash mismatch")));
