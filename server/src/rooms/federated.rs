@@ -618,13 +618,16 @@ fn inviter_claims(
     out
 }
 
-/// Parses a PDU of `room`, checking its content hash (an event already in its redacted form
+/// Parses a PDU of `room`, checking its format and its content hash (an event already in its redacted form
 /// may fail it).
 pub(crate) fn parse_checked(
     room: &RoomId,
     object: &CanonicalJsonObject,
     rules: &ruma::room_version_rules::RoomVersionRules,
 ) -> Result<Pdu> {
+    // Every way in (transactions, send_join answers, fetched outliers, invites, leaves) passes
+    // here, so every way in has the size and field checks.
+    super::pdu::check_format(object, &rules.event_format)?;
     let event_id = builder::event_id_of(object, rules)?;
     let hash = content_hash(object).map_err(|e| Error::BadJson(e.to_string()))?;
     let claimed = match object.get("hashes") {
