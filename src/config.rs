@@ -422,8 +422,7 @@ impl Config {
             || self.federation.invites_per_minute == Some(0)
         {
             return Err(
-                "federation key_claims_per_minute and invites_per_minute must be at least 1"
-                    .into(),
+                "federation key_claims_per_minute and invites_per_minute must be at least 1".into(),
             );
         }
         let client = &self.client;

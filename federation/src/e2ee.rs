@@ -104,11 +104,7 @@ async fn query_keys(State(ctx): Ctxt, body: Bytes) -> Answer {
 }
 
 /// `POST /_matrix/federation/v1/user/keys/claim`
-async fn claim_keys(
-    State(ctx): Ctxt,
-    Extension(origin): Extension<Origin>,
-    body: Bytes,
-) -> Answer {
+async fn claim_keys(State(ctx): Ctxt, Extension(origin): Extension<Origin>, body: Bytes) -> Answer {
     let body = body_object(&body)?;
     let Some(users) = body.get("one_time_keys").and_then(Value::as_object) else {
         return Err(FedError::bad_json("one_time_keys must be an object"));

@@ -109,7 +109,13 @@ impl Ctx {
             if server == except || server == self.hs.config.server_name {
                 continue;
             }
-            if !self.hs.rooms.server_allowed(room, &server).await.unwrap_or(false) {
+            if !self
+                .hs
+                .rooms
+                .server_allowed(room, &server)
+                .await
+                .unwrap_or(false)
+            {
                 continue;
             }
             if let Err(e) = self.hs.federation_queue.push(&server, event.as_str()).await {

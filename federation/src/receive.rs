@@ -74,7 +74,10 @@ async fn handle_pdu_in(
             ctx.metrics.acl_refused(AclRefusal::Pdu);
             ctx.metrics.pdu(PduOutcome::Refused);
             debug!(%origin, event = %id, "pdu refused by the room's server ACL");
-            return (Some(id), Err("the room's server ACL denies the origin".into()));
+            return (
+                Some(id),
+                Err("the room's server ACL denies the origin".into()),
+            );
         }
         Err(e) => return (Some(id), Err(e.to_string())),
     }
@@ -511,7 +514,13 @@ async fn shares_room(ctx: &Ctx, origin: &ServerName, room: &RoomId) -> bool {
     if !member {
         return false;
     }
-    if ctx.hs.rooms.server_allowed(room, origin).await.unwrap_or(false) {
+    if ctx
+        .hs
+        .rooms
+        .server_allowed(room, origin)
+        .await
+        .unwrap_or(false)
+    {
         true
     } else {
         ctx.metrics.acl_refused(AclRefusal::Edu);

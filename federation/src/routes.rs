@@ -270,9 +270,10 @@ pub(crate) async fn require_acl(
     if ctx.hs.rooms.server_allowed(room, origin).await? {
         Ok(())
     } else {
-        ctx.metrics
-            .acl_refused(crate::metrics::AclRefusal::Request);
-        Err(FedError::forbidden("the room's server ACL denies your server"))
+        ctx.metrics.acl_refused(crate::metrics::AclRefusal::Request);
+        Err(FedError::forbidden(
+            "the room's server ACL denies your server",
+        ))
     }
 }
 
@@ -560,6 +561,33 @@ async fn invite(
     Ok(Json(json!({ "event": object })))
 }
 
+/// The PDUs and EDUs of a transaction body, as sent.
+#[derive(Debug)]
+pub struct TransactionBody {
+    /// The PDUs (not yet checked: each may be anything JSON).
+    pub pdus: Vec<Value>,
+    /// The EDUs.
+    pub edus: Vec<Value>,
+}
+
+/// Parses a transaction body: JSON, at most 50 PDUs and 100 EDUs (missing lists are empty).
+pub fn parse_transaction(body: &[u8]) -> Result<TransactionBody, FedError> {
+    let mut body: Value =
+        serde_json::from_slice(body).map_err(|e| FedError::bad_json(format!("not JSON: {e}")))?;
+    let mut list = |name: &str| match body.get_mut(name).map(Value::take) {
+        Some(Value::Array(items)) => items,
+        _ => Vec::new(),
+    };
+    let pdus = list("pdus");
+    let edus = list("edus");
+    if pdus.len() > MAX_TXN_PDUS || edus.len() > MAX_TXN_EDUS {
+        return Err(FedError::bad_json(
+            "too many PDUs or EDUs in one transaction",
+        ));
+    }
+    Ok(TransactionBody { pdus, edus })
+}
+
 /// `PUT /_matrix/federation/v1/send/{txnId}`
 async fn send_transaction(
     State(ctx): Ctxt,
@@ -567,18 +595,9 @@ async fn send_transaction(
     Path(txn_id): Path<String>,
     body: Bytes,
 ) -> Answer {
-    let body: Value = serde_json::from_slice(&body).map_err(|e| {
+    let TransactionBody { pdus, edus } = parse_transaction(&body).inspect_err(|_| {
         ctx.metrics.transaction_received("refused");
-        FedError::bad_json(format!("not JSON: {e}"))
     })?;
-    let pdus = body["pdus"].as_array().cloned().unwrap_or_default();
-    let edus = body["edus"].as_array().cloned().unwrap_or_default();
-    if pdus.len() > MAX_TXN_PDUS || edus.len() > MAX_TXN_EDUS {
-        ctx.metrics.transaction_received("refused");
-        return Err(FedError::bad_json(
-            "too many PDUs or EDUs in one transaction",
-        ));
-    }
     let origin_lock = origin_txns(&ctx, &origin.0);
     let waiting = ctx.metrics.transaction_waiting();
     let mut recent = origin_lock.lock().await;

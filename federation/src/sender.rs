@@ -420,7 +420,9 @@ impl Sender {
                     .map(|c| c.keys().cloned().collect())
                     .unwrap_or_default();
                 for room in rooms {
-                    if !self.room_allows(&Value::String(room.clone()), destination).await
+                    if !self
+                        .room_allows(&Value::String(room.clone()), destination)
+                        .await
                         && let Some(content) = edu["content"].as_object_mut()
                     {
                         content.remove(&room);

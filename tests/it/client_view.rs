@@ -66,7 +66,10 @@ async fn a_dm_invite_names_both_sides_and_the_join_what_it_replaced() {
         assert_eq!(invite["content"]["displayname"], "Bob", "{invite}");
         assert_eq!(invite["content"]["is_direct"], true);
 
-        let since = synced["next_batch"].as_str().expect("next_batch").to_owned();
+        let since = synced["next_batch"]
+            .as_str()
+            .expect("next_batch")
+            .to_owned();
         let (status, body) = node
             .post(
                 &format!("{V3}/rooms/{}/join", enc(&dm)),
@@ -102,7 +105,10 @@ async fn a_dm_invite_names_both_sides_and_the_join_what_it_replaced() {
             .await;
         check_replaced(&member_of(&state, &bob), "invite", &alice);
         let (_, members) = node
-            .get(&format!("{V3}/rooms/{}/members", enc(&dm)), Some(&bob.token))
+            .get(
+                &format!("{V3}/rooms/{}/members", enc(&dm)),
+                Some(&bob.token),
+            )
             .await;
         check_replaced(&member_of(&members["chunk"], &bob), "invite", &alice);
         // Alice's later full sync carries it in the room's state.

@@ -570,11 +570,17 @@ async fn a_remote_join_syncs_the_rooms_state() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "join: {body}");
+    // The state before the timeline and the state events in it (the join brings the room's
+    // recent history, its first events included when it is young).
     let state_types = |body: &Value| -> Vec<String> {
-        body["rooms"]["join"][&room]["state"]["events"]
+        let joined = &body["rooms"]["join"][&room];
+        let state = joined["state"]["events"].as_array().into_iter().flatten();
+        let timeline = joined["timeline"]["events"]
             .as_array()
             .into_iter()
-            .flatten()
+            .flatten();
+        state
+            .chain(timeline.filter(|e| e["state_key"].is_string()))
             .filter_map(|e| e["type"].as_str().map(str::to_owned))
             .collect()
     };

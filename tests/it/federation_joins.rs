@@ -12,10 +12,7 @@ use crate::support::{TestNode, TestUser, enc, eventually, message_bodies};
 const V3: &str = "/_matrix/client/v3";
 
 fn next_batch(sync: &Value) -> String {
-    sync["next_batch"]
-        .as_str()
-        .expect("next_batch")
-        .to_owned()
+    sync["next_batch"].as_str().expect("next_batch").to_owned()
 }
 
 /// `user`'s membership of `room` as `node` holds it (empty when none).
@@ -33,10 +30,13 @@ async fn membership_on(node: &TestNode, user: &TestUser, room: &str) -> String {
 }
 
 async fn wait_membership_on(node: &TestNode, user: &TestUser, room: &str, expected: &str) {
-    eventually(&format!("{} {expected} on a node", user.user_id), async || {
-        let m = membership_on(node, user, room).await;
-        if m == expected { Ok(()) } else { Err(m) }
-    })
+    eventually(
+        &format!("{} {expected} on a node", user.user_id),
+        async || {
+            let m = membership_on(node, user, room).await;
+            if m == expected { Ok(()) } else { Err(m) }
+        },
+    )
     .await;
 }
 
@@ -92,7 +92,10 @@ async fn joins_across_nodes(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{wide}");
     let timeline = &wide["rooms"]["join"][town.as_str()]["timeline"];
     let held = message_bodies(&timeline["events"]);
-    assert!(held.len() < 60 && held.contains(&"m 59".to_owned()), "{held:?}");
+    assert!(
+        held.len() < 60 && held.contains(&"m 59".to_owned()),
+        "{held:?}"
+    );
     assert_eq!(timeline["limited"], json!(true), "older history remains");
 
     // A DM: the invite names its inviter and the invitee, the join what it replaced.
@@ -122,7 +125,10 @@ async fn joins_across_nodes(backend: Backend) {
     };
     assert_eq!(member(&alice.user_id)["content"]["membership"], "join");
     let invite = member(&bob.user_id);
-    assert_eq!(invite["content"]["membership"], "invite", "{invite_state:?}");
+    assert_eq!(
+        invite["content"]["membership"], "invite",
+        "{invite_state:?}"
+    );
     assert_eq!(invite["content"]["is_direct"], true);
     assert_eq!(invite["content"]["displayname"], "Bob B", "{invite}");
     let since = next_batch(&b.sync_now(&bob, None).await);
@@ -143,11 +149,20 @@ async fn joins_across_nodes(backend: Backend) {
         .cloned()
         .unwrap_or_default();
     assert_eq!(join["content"]["membership"], "join", "{events}");
-    assert_eq!(join["unsigned"]["prev_content"]["membership"], "invite", "{join}");
+    assert_eq!(
+        join["unsigned"]["prev_content"]["membership"], "invite",
+        "{join}"
+    );
     assert_eq!(join["unsigned"]["prev_sender"], alice.user_id.as_str());
 
     // Bob leaves the town; while B has nobody there, Alice renames it and bans Bob.
-    post_ok(&b, &bob, &format!("{V3}/rooms/{}/leave", enc(&town)), json!({})).await;
+    post_ok(
+        &b,
+        &bob,
+        &format!("{V3}/rooms/{}/leave", enc(&town)),
+        json!({}),
+    )
+    .await;
     wait_membership_on(&a, &bob, &town, "leave").await;
     let path = format!("{V3}/rooms/{}/state/m.room.name", enc(&town));
     let (status, body) = a
@@ -163,7 +178,11 @@ async fn joins_across_nodes(backend: Backend) {
     .await;
     let join_path = format!("{V3}/join/{}?via={}", enc(&town), a.server_name());
     let (status, body) = b.post(&join_path, Some(&bob.token), json!({})).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "a banned user rejoins: {body}");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a banned user rejoins: {body}"
+    );
     assert_eq!(membership_on(&b, &bob, &town).await, "leave");
     assert_eq!(membership_on(&a, &bob, &town).await, "ban");
 

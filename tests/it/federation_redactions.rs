@@ -77,8 +77,8 @@ async fn built(
         .build_over(room, sender, &template, &prev)
         .await
         .expect("built");
-    let rules = builder::rules_for(&rooms.room_version(room).await.expect("version"))
-        .expect("rules");
+    let rules =
+        builder::rules_for(&rooms.room_version(room).await.expect("version")).expect("rules");
     let id = builder::event_id_of(&object, &rules).expect("event id");
     (object, id.to_string())
 }
@@ -88,7 +88,9 @@ async fn redactions_across_nodes(backend: Backend) {
     let b = TestNode::start_federated(backend, vec![a.peer_address()]).await;
     let alice = a.register("alice").await;
     let bob = b.register("bob").await;
-    let room = a.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let room = a
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
     b.join_via(&bob, &room, &a.server_name()).await;
     let since = b.sync_now(&bob, None).await["next_batch"]
         .as_str()
@@ -151,7 +153,10 @@ async fn redactions_across_nodes(backend: Backend) {
     .await;
     let (early, early_id) = built_redaction(&a, &room_id, &alice_id, &target_id).await;
     let rooms = &b.node().homeserver().rooms;
-    rooms.add_pdu(&room_id, early).await.expect("redaction added");
+    rooms
+        .add_pdu(&room_id, early)
+        .await
+        .expect("redaction added");
     rooms.add_pdu(&room_id, target).await.expect("target added");
     let seen = event(&b, &bob, &room, &target_id).await;
     assert_eq!(seen["content"], json!({}), "{seen}");

@@ -144,7 +144,11 @@ impl Scene {
     }
 
     /// Hashes and signs `object` as the hostile server; the event and its ID.
-    pub(crate) async fn sign(&self, room: &RoomId, mut object: CanonicalJsonObject) -> (Value, String) {
+    pub(crate) async fn sign(
+        &self,
+        room: &RoomId,
+        mut object: CanonicalJsonObject,
+    ) -> (Value, String) {
         let hs = self.evil.node().homeserver();
         let version = hs.rooms.room_version(room).await.expect("version");
         let rules = grove_server::rooms::builder::rules_for(&version).expect("rules");
@@ -189,7 +193,11 @@ impl Scene {
 
 /// Asserts a refusal with `status` and `errcode`.
 #[track_caller]
-pub(crate) fn assert_refused(answer: Result<Value, (u16, Value)>, status: StatusCode, errcode: &str) {
+pub(crate) fn assert_refused(
+    answer: Result<Value, (u16, Value)>,
+    status: StatusCode,
+    errcode: &str,
+) {
     match answer {
         Ok(v) => panic!("expected {status} {errcode}, got 200 {v}"),
         Err((got, body)) => {

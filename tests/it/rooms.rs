@@ -102,7 +102,11 @@ async fn create_room_presets_initial_state_and_invites() {
             &format!("m.room.member/{}", bob.user_id),
         )
         .await;
-        assert_eq!(member, json!({ "membership": "invite", "is_direct": true }));
+        // The invite carries the invitee's profile, for clients to name them by.
+        assert_eq!(
+            member,
+            json!({ "membership": "invite", "is_direct": true, "displayname": "bob" })
+        );
 
         // Bob joins through the alias and can read the room.
         let encoded = alias.replace('#', "%23").replace(':', "%3A");

@@ -165,7 +165,10 @@ async fn set_state_event(
     Ok(RumaResponse(send_state_event::v3::Response::new(event_id)))
 }
 
-pub(super) async fn session_of(app: &AppState, parts: &Parts) -> Result<ruma::OwnedUserId, ApiError> {
+pub(super) async fn session_of(
+    app: &AppState,
+    parts: &Parts,
+) -> Result<ruma::OwnedUserId, ApiError> {
     let token = bearer_or_query_token(parts).ok_or_else(ApiError::missing_token)?;
     Ok(app.hs.accounts.authenticate(&token).await?.user_id)
 }

@@ -20,7 +20,10 @@ fn a_burst_is_allowed_up_to_the_allowance_then_refused_until_refilled() {
         "{wait:?}"
     );
     // Another origin has its own allowance.
-    assert_eq!(limiter.take(server_name!("other.example"), 1, start), Ok(()));
+    assert_eq!(
+        limiter.take(server_name!("other.example"), 1, start),
+        Ok(())
+    );
     // One second later, one unit has come back, and only one.
     let later = start + Duration::from_secs(1);
     assert_eq!(limiter.take(origin, 1, later), Ok(()));

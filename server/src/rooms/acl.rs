@@ -11,9 +11,8 @@ use crate::{Error, Result};
 /// that does not parse as an ACL allows every server: the room's state, not garbage in it,
 /// decides who may take part.
 pub fn acl_allows(content: &str, server: &ServerName) -> bool {
-    match serde_json::from_str::<ruma::events::room::server_acl::RoomServerAclEventContent>(
-        content,
-    ) {
+    match serde_json::from_str::<ruma::events::room::server_acl::RoomServerAclEventContent>(content)
+    {
         Ok(acl) => acl.is_allowed(server),
         Err(_) => true,
     }

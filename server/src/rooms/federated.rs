@@ -427,8 +427,14 @@ impl Rooms {
             store::push_room_head(&mut batch, room, group, extremities)?;
             batch.run(txn.conn()).await?;
         } else {
-            store::insert_room(txn.conn(), room, joined.version.as_str(), group, extremities)
-                .await?;
+            store::insert_room(
+                txn.conn(),
+                room,
+                joined.version.as_str(),
+                group,
+                extremities,
+            )
+            .await?;
         }
         store::delete_remote_invites(txn.conn(), room, None).await?;
         txn.commit().await?;
@@ -638,13 +644,16 @@ fn inviter_claims(
     out
 }
 
-/// Parses a PDU of `room`, checking its content hash (an event already in its redacted form
+/// Parses a PDU of `room`, checking its format and its content hash (an event already in its redacted form
 /// may fail it).
 pub(crate) fn parse_checked(
     room: &RoomId,
     object: &CanonicalJsonObject,
     rules: &ruma::room_version_rules::RoomVersionRules,
 ) -> Result<Pdu> {
+    // Every way in (transactions, send_join answers, fetched outliers, invites, leaves) passes
+    // here, so every way in has the size and field checks.
+    super::pdu::check_format(object, &rules.event_format)?;
     let event_id = builder::event_id_of(object, rules)?;
     let hash = content_hash(object).map_err(|e| Error::BadJson(e.to_string()))?;
     let claimed = match object.get("hashes") {
@@ -657,7 +666,9 @@ pub(crate) fn parse_checked(
     // An event whose content was altered is used in its redacted form, as the spec asks:
     // a mismatch is let through only when the object is that form already.
     if claimed.as_deref() != Some(hash.encode().as_str())
-        && ruma::canonical_json::redact(object.clone(), &rules.redaction, None).ok().as_ref()
+        && ruma::canonical_json::redact(object.clone(), &rules.redaction, None)
+            .ok()
+            .as_ref()
             != Some(object)
     {
         return Err(Error::BadJson(format!("{event_id}: content hash mismatch")));

@@ -113,8 +113,7 @@ impl Rooms {
         if is_direct {
             content["is_direct"] = true.into();
         }
-        if change == MembershipChange::Invite && target.server_name() == self.config.server_name
-        {
+        if change == MembershipChange::Invite && target.server_name() == self.config.server_name {
             // Clients name the invitee from the invite until they join (as Synapse does).
             let profile = read_profile(self.storage.pool(), target).await?;
             add_profile(&mut content, &profile);

@@ -11,8 +11,9 @@ use ruma::{CanonicalJsonValue, EventId, OwnedEventId, canonical_json::redact};
 use serde_json::Value;
 
 use super::{
-    Rooms, power,
+    Rooms,
     pdu::Pdu,
+    power,
     state::RoomState,
     store::{self, redactions},
 };
@@ -114,5 +115,7 @@ fn may_redact(room: &RoomState, redaction: &Pdu, target: &Pdu) -> bool {
 fn redacted_text(room: &RoomState, pdu: &Pdu) -> Result<String> {
     let redacted = redact(pdu.to_canonical()?, &room.rules.redaction, None)
         .map_err(|e| Error::Internal(format!("redacting {}: {e}", pdu.event_id)))?;
-    Ok(serde_json::to_string(&CanonicalJsonValue::Object(redacted))?)
+    Ok(serde_json::to_string(&CanonicalJsonValue::Object(
+        redacted,
+    ))?)
 }

@@ -192,7 +192,6 @@ impl Rooms {
             return Err(Error::Internal("room head not loaded".into()));
         };
         let rules = state.rules.clone();
-        super::pdu::check_format(&object, &rules.event_format)?;
         let event_id = builder::event_id_of(&object, &rules)?;
         if store::event(self.storage.pool(), event_id.as_str())
             .await?

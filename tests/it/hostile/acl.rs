@@ -20,14 +20,19 @@ async fn a_server_the_acl_denies_is_refused_everywhere() {
     // Mallory's server holds the room's latest event, so what it forges needs nothing fetched.
     eventually("the hostile node has the last message", async || {
         let held = scene.evil.node().homeserver().rooms.pdu(&before).await;
-        matches!(held, Ok(Some(_))).then_some(()).ok_or("not yet".to_owned())
+        matches!(held, Ok(Some(_)))
+            .then_some(())
+            .ok_or("not yet".to_owned())
     })
     .await;
     let (message, message_id) = scene
         .forge(
             &room,
             &scene.mallory.user_id,
-            &EventTemplate::message("m.room.message", json!({ "msgtype": "m.text", "body": "denied" })),
+            &EventTemplate::message(
+                "m.room.message",
+                json!({ "msgtype": "m.text", "body": "denied" }),
+            ),
             |_| {},
         )
         .await;
@@ -36,7 +41,11 @@ async fn a_server_the_acl_denies_is_refused_everywhere() {
         .forge(
             &room,
             &scene.mallory.user_id,
-            &EventTemplate::state("m.room.member", carol.clone(), json!({ "membership": "invite" })),
+            &EventTemplate::state(
+                "m.room.member",
+                carol.clone(),
+                json!({ "membership": "invite" }),
+            ),
             |_| {},
         )
         .await;
@@ -44,7 +53,10 @@ async fn a_server_the_acl_denies_is_refused_everywhere() {
     let (status, body) = scene
         .victim
         .put(
-            &format!("/_matrix/client/v3/rooms/{}/state/m.room.server_acl/", enc(&room)),
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.server_acl/",
+                enc(&room)
+            ),
             Some(&scene.alice.token),
             json!({ "allow": ["*"], "deny": [evil], "allow_ip_literals": true }),
         )
@@ -90,22 +102,66 @@ async fn a_server_the_acl_denies_is_refused_everywhere() {
     let m = enc(&scene.mallory.user_id);
     let gme = json!({ "earliest_events": [], "latest_events": [before], "limit": 10 });
     let refused: Vec<(Method, String, Option<Value>)> = vec![
-        (Method::GET, format!("/_matrix/federation/v1/event/{e}"), None),
-        (Method::GET, format!("/_matrix/federation/v1/backfill/{r}?v={e}&limit=10"), None),
-        (Method::GET, format!("/_matrix/federation/v1/state_ids/{r}?event_id={e}"), None),
-        (Method::GET, format!("/_matrix/federation/v1/state/{r}?event_id={e}"), None),
-        (Method::GET, format!("/_matrix/federation/v1/event_auth/{r}/{e}"), None),
-        (Method::POST, format!("/_matrix/federation/v1/get_missing_events/{r}"), Some(gme)),
-        (Method::GET, format!("/_matrix/federation/v1/make_join/{r}/{m}?ver=12"), None),
-        (Method::GET, format!("/_matrix/federation/v1/make_leave/{r}/{m}"), None),
-        (Method::PUT, format!("/_matrix/federation/v2/send_join/{r}/{e}"), Some(json!({}))),
-        (Method::PUT, format!("/_matrix/federation/v2/send_leave/{r}/{e}"), Some(json!({}))),
+        (
+            Method::GET,
+            format!("/_matrix/federation/v1/event/{e}"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/_matrix/federation/v1/backfill/{r}?v={e}&limit=10"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/_matrix/federation/v1/state_ids/{r}?event_id={e}"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/_matrix/federation/v1/state/{r}?event_id={e}"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/_matrix/federation/v1/event_auth/{r}/{e}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/_matrix/federation/v1/get_missing_events/{r}"),
+            Some(gme),
+        ),
+        (
+            Method::GET,
+            format!("/_matrix/federation/v1/make_join/{r}/{m}?ver=12"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/_matrix/federation/v1/make_leave/{r}/{m}"),
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("/_matrix/federation/v2/send_join/{r}/{e}"),
+            Some(json!({})),
+        ),
+        (
+            Method::PUT,
+            format!("/_matrix/federation/v2/send_leave/{r}/{e}"),
+            Some(json!({})),
+        ),
         (
             Method::PUT,
             format!("/_matrix/federation/v2/invite/{r}/{}", enc(&invite_id)),
             Some(json!({ "room_version": "12", "event": invite, "invite_room_state": [] })),
         ),
-        (Method::GET, format!("/_matrix/federation/v1/hierarchy/{r}"), None),
+        (
+            Method::GET,
+            format!("/_matrix/federation/v1/hierarchy/{r}"),
+            None,
+        ),
     ];
     for (method, path, body) in &refused {
         let answer = scene.ask(method.clone(), path, body.as_ref()).await;
@@ -128,15 +184,26 @@ async fn a_server_the_acl_denies_is_refused_everywhere() {
 
     // The room's new events are no longer sent to the denied server: its queue empties
     // without them reaching it.
-    let withheld = scene.victim.send_text(&scene.alice, &room, "withheld").await;
+    let withheld = scene
+        .victim
+        .send_text(&scene.alice, &room, "withheld")
+        .await;
     let queue = &scene.victim.node().homeserver().federation_queue;
     eventually("the queue to the denied server drains", async || {
-        let left = queue.peek(&evil_server, 50).await.map_err(|e| e.to_string())?;
-        left.is_empty().then_some(()).ok_or(format!("{} queued", left.len()))
+        let left = queue
+            .peek(&evil_server, 50)
+            .await
+            .map_err(|e| e.to_string())?;
+        left.is_empty()
+            .then_some(())
+            .ok_or(format!("{} queued", left.len()))
     })
     .await;
     let held = scene.evil.node().homeserver().rooms.pdu(&withheld).await;
-    assert!(matches!(held, Ok(None)), "withheld event reached the denied server");
+    assert!(
+        matches!(held, Ok(None)),
+        "withheld event reached the denied server"
+    );
     scene.stop().await;
 }
 
@@ -151,7 +218,10 @@ fn acl_rules_match_names_lists_globs_and_ip_literals() {
     };
     let deny = json!({ "allow": ["*"], "deny": ["evil.example", "*.bad.example", "ev?l.test"] });
     assert!(!check(deny.clone(), "evil.example"));
-    assert!(!check(deny.clone(), "evil.example:8448"), "ports are ignored");
+    assert!(
+        !check(deny.clone(), "evil.example:8448"),
+        "ports are ignored"
+    );
     assert!(!check(deny.clone(), "a.bad.example"));
     assert!(!check(deny.clone(), "evxl.test"));
     assert!(check(deny.clone(), "good.example"));
@@ -163,6 +233,12 @@ fn acl_rules_match_names_lists_globs_and_ip_literals() {
     assert!(!check(no_ip.clone(), "127.0.0.1"));
     assert!(!check(no_ip.clone(), "[::1]:8448"));
     assert!(check(no_ip, "good.example"));
-    assert!(!check(json!({}), "good.example"), "no allow list lets nobody in");
-    assert!(check(json!({ "allow": 5 }), "good.example"), "garbage decides nothing");
+    assert!(
+        !check(json!({}), "good.example"),
+        "no allow list lets nobody in"
+    );
+    assert!(
+        check(json!({ "allow": 5 }), "good.example"),
+        "garbage decides nothing"
+    );
 }

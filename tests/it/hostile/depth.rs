@@ -19,12 +19,12 @@ async fn deepest_pdu_does_not_lock_the_room(backend: Backend) {
         .forge(
             &room,
             &scene.mallory.user_id,
-            &EventTemplate::message("m.room.message", json!({ "msgtype": "m.text", "body": "deep" })),
+            &EventTemplate::message(
+                "m.room.message",
+                json!({ "msgtype": "m.text", "body": "deep" }),
+            ),
             |o| {
-                o.insert(
-                    "depth".into(),
-                    CanonicalJsonValue::Integer(ruma::Int::MAX),
-                );
+                o.insert("depth".into(), CanonicalJsonValue::Integer(ruma::Int::MAX));
             },
         )
         .await;
@@ -62,7 +62,9 @@ async fn deepest_pdu_does_not_lock_the_room(backend: Backend) {
                 json!({}),
             )
             .await;
-        (status == StatusCode::OK).then_some(()).ok_or(format!("{status} {body}"))
+        (status == StatusCode::OK)
+            .then_some(())
+            .ok_or(format!("{status} {body}"))
     })
     .await;
     let (status, body) = scene

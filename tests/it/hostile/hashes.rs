@@ -13,7 +13,10 @@ async fn altered_event_is_kept_redacted(backend: Backend) {
         .forge(
             &room,
             &scene.mallory.user_id,
-            &EventTemplate::message("m.room.message", json!({ "msgtype": "m.text", "body": "signed" })),
+            &EventTemplate::message(
+                "m.room.message",
+                json!({ "msgtype": "m.text", "body": "signed" }),
+            ),
             |_| {},
         )
         .await;

@@ -30,7 +30,9 @@ async fn stripped_state_is_shown_as_the_inviters_claim() {
                 "content": { "topic": "second claim" } }),
         json!("garbage"),
     ];
-    invite(&scene, &room, &alice, 0, claims).await.expect("invite taken");
+    invite(&scene, &room, &alice, 0, claims)
+        .await
+        .expect("invite taken");
 
     let sync = scene.victim.sync_now(&scene.alice, None).await;
     let state = &sync["rooms"]["invite"][&room]["invite_state"]["events"];
@@ -49,12 +51,24 @@ async fn stripped_state_is_shown_as_the_inviters_claim() {
         .find(|e| e["type"] == "m.room.name")
         .expect("name shown");
     assert_eq!(name["sender"], mallory.as_str());
-    assert!(events.iter().all(|e| e["type"] != "m.room.power_levels"), "{state}");
-    let topics = events.iter().filter(|e| e["type"] == "m.room.topic").count();
+    assert!(
+        events.iter().all(|e| e["type"] != "m.room.power_levels"),
+        "{state}"
+    );
+    let topics = events
+        .iter()
+        .filter(|e| e["type"] == "m.room.topic")
+        .count();
     assert_eq!(topics, 1, "{state}");
     // It is not room state: the node does not know the room.
     let room_id = ruma::RoomId::parse(&room).expect("room ID");
-    let known = scene.victim.node().homeserver().rooms.is_known(&room_id).await;
+    let known = scene
+        .victim
+        .node()
+        .homeserver()
+        .rooms
+        .is_known(&room_id)
+        .await;
     assert!(matches!(known, Ok(false)));
     scene.stop().await;
 }

@@ -10,7 +10,13 @@ use super::{Scene, assert_refused};
 use crate::support::enc;
 
 /// An invite of `target` by mallory to `room` (a room of the hostile node), the `n`th.
-pub(crate) async fn invite(scene: &Scene, room: &str, target: &str, n: usize, state: Vec<Value>) -> Result<Value, (u16, Value)> {
+pub(crate) async fn invite(
+    scene: &Scene,
+    room: &str,
+    target: &str,
+    n: usize,
+    state: Vec<Value>,
+) -> Result<Value, (u16, Value)> {
     let (event, id) = scene
         .forge(
             room,
@@ -23,11 +29,7 @@ pub(crate) async fn invite(scene: &Scene, room: &str, target: &str, n: usize, st
             |_| {},
         )
         .await;
-    let path = format!(
-        "/_matrix/federation/v2/invite/{}/{}",
-        enc(room),
-        enc(&id)
-    );
+    let path = format!("/_matrix/federation/v2/invite/{}/{}", enc(room), enc(&id));
     let body = json!({ "room_version": "12", "event": event, "invite_room_state": state });
     scene.ask(Method::PUT, &path, Some(&body)).await
 }
@@ -40,17 +42,28 @@ async fn key_claims_and_invites_are_rate_limited_per_origin() {
         scene.alice.device_id.clone(): "signed_curve25519" } } });
     for n in 0..limits.key_claims_per_minute {
         let answer = scene
-            .ask(Method::POST, "/_matrix/federation/v1/user/keys/claim", Some(&claim))
+            .ask(
+                Method::POST,
+                "/_matrix/federation/v1/user/keys/claim",
+                Some(&claim),
+            )
             .await;
         assert!(answer.is_ok(), "claim {n}: {answer:?}");
     }
     let answer = scene
-        .ask(Method::POST, "/_matrix/federation/v1/user/keys/claim", Some(&claim))
+        .ask(
+            Method::POST,
+            "/_matrix/federation/v1/user/keys/claim",
+            Some(&claim),
+        )
         .await;
     let Err((_, body)) = &answer else {
         panic!("claim past the allowance answered: {answer:?}");
     };
-    assert!(body["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{body}");
+    assert!(
+        body["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{body}"
+    );
     assert_refused(answer, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
 
     let room = scene

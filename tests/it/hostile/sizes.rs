@@ -41,7 +41,8 @@ async fn legal_sizes_are_taken_and_larger_refused_in_matrix_json() {
     let edus: Vec<Value> = (0..100)
         .map(|i| json!({ "edu_type": "m.presence", "content": { "push": [], "n": i } }))
         .collect();
-    let body = json!({ "origin": scene.evil_name(), "origin_server_ts": 1, "pdus": pdus, "edus": edus });
+    let body =
+        json!({ "origin": scene.evil_name(), "origin_server_ts": 1, "pdus": pdus, "edus": edus });
     assert!(body.to_string().len() > 3_200_000);
     let answer = scene
         .ask(Method::PUT, "/_matrix/federation/v1/send/big1", Some(&body))
@@ -49,7 +50,8 @@ async fn legal_sizes_are_taken_and_larger_refused_in_matrix_json() {
     assert!(answer.is_ok(), "a legal transaction is taken: {answer:?}");
 
     // Past the body limit: refused in Matrix JSON.
-    let huge = json!({ "origin": scene.evil_name(), "pdus": [], "pad": "z".repeat(9 * 1024 * 1024) });
+    let huge =
+        json!({ "origin": scene.evil_name(), "pdus": [], "pad": "z".repeat(9 * 1024 * 1024) });
     let answer = scene
         .ask(Method::PUT, "/_matrix/federation/v1/send/big2", Some(&huge))
         .await;

@@ -33,11 +33,17 @@ async fn an_event_from_before_the_join_is_answered_redacted() {
     let public = scene.victim.send_text(&scene.alice, &room, "public").await;
 
     let event = |id: &str| format!("/_matrix/federation/v1/event/{}", enc(id));
-    let answer = scene.ask(Method::GET, &event(&secret), None).await.expect("answered");
+    let answer = scene
+        .ask(Method::GET, &event(&secret), None)
+        .await
+        .expect("answered");
     let pdu = &answer["pdus"][0];
     assert_eq!(pdu["type"], "m.room.message", "{answer}");
     assert_eq!(pdu["content"], json!({}), "withheld content: {answer}");
-    let answer = scene.ask(Method::GET, &event(&public), None).await.expect("answered");
+    let answer = scene
+        .ask(Method::GET, &event(&public), None)
+        .await
+        .expect("answered");
     assert_eq!(answer["pdus"][0]["content"]["body"], "public", "{answer}");
     scene.stop().await;
 }
