@@ -442,9 +442,8 @@ impl Config {
         if limits.login_burst == 0 || limits.register_burst == 0 {
             return Err("rate_limits login_burst and register_burst must be at least 1".into());
         }
-        if !(limits.login_per_second > 0.0 && limits.login_per_second.is_finite())
-            || !(limits.register_per_second > 0.0 && limits.register_per_second.is_finite())
-        {
+        let positive = |rate: f64| rate > 0.0 && rate.is_finite();
+        if !positive(limits.login_per_second) || !positive(limits.register_per_second) {
             return Err(
                 "rate_limits login_per_second and register_per_second must be above 0".into(),
             );

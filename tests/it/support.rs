@@ -91,9 +91,11 @@ impl TestNode {
         subscribe();
         let dir = tempfile::tempdir().expect("temp dir");
         let db = TestDb::new(backend).await;
-        let mut config = grove::Config::default();
-        config.data_dir = dir.path().to_owned();
-        config.database_url = Some(db.url.clone());
+        let mut config = grove::Config {
+            data_dir: dir.path().to_owned(),
+            database_url: Some(db.url.clone()),
+            ..grove::Config::default()
+        };
         config.client.listen = "127.0.0.1:0".parse().expect("addr");
         config.metrics.listen = Some("127.0.0.1:0".parse().expect("addr"));
         config.overlay.enabled = false;
