@@ -90,7 +90,18 @@ async fn register_with(
     mut body: Value,
 ) -> anyhow::Result<Session> {
     let url = format!("{base}/_matrix/client/v3/register");
-    let (status, first) = call(http, Method::POST, &url, None, Some(&body)).await?;
+    // Registrations past the node's burst are refused for a while; wait as told and retry.
+    let (status, first) = loop {
+        let (status, first) = call(http, Method::POST, &url, None, Some(&body)).await?;
+        if status != StatusCode::TOO_MANY_REQUESTS {
+            break (status, first);
+        }
+        let wait = first
+            .get("retry_after_ms")
+            .and_then(Value::as_u64)
+            .unwrap_or(1_000);
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    };
     let done = if status == StatusCode::UNAUTHORIZED {
         let session = first
             .get("session")
