@@ -154,8 +154,9 @@ async fn the_sqlite_log_stays_bounded_while_syncs_read_it() {
 
     const MESSAGES: usize = 3_000;
     const SYNCERS: usize = 8;
-    /// Far below the ~170 MB the log reached over these writes when it was never reset.
-    const BOUND: u64 = 32 << 20;
+    /// Far below the ~140 MB the log reached over these writes when it was never reset, with
+    /// room for a loaded machine, where readers keep the reset waiting longer (35 MB seen).
+    const BOUND: u64 = 64 << 20;
 
     let db = TestDb::new(Backend::Sqlite).await;
     let path = db.url.trim_start_matches("sqlite://").to_owned();
