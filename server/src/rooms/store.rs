@@ -9,34 +9,20 @@
 //! changes; a chain is read in one recursive query, and the loaded maps are cached in memory
 //! within a byte budget (see `state.rs`).
 
+mod aliases;
+mod groups;
 pub(crate) mod redactions;
+
+pub(crate) use aliases::*;
+pub(crate) use groups::*;
 
 use std::collections::HashMap;
 
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::StateEventType};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::pdu::Pdu;
 use crate::{Error, Result, StreamPosition, storage::Batch};
-
-/// The delta chain a state group may always grow to before a snapshot is written.
-pub(crate) const MIN_DELTA_CHAIN: i64 = 32;
-/// The longest delta chain a load follows; a longer one is taken for corruption (a cycle).
-pub(crate) const MAX_CHAIN_WALK: i64 = 1 << 22;
-
-/// Whether a state change over a group whose chain is `chain_len` long should be written as a
-/// snapshot of the `state_len` entries of the new state rather than as a delta.
-///
-/// A chain may grow to as many links as the state has entries (at least [`MIN_DELTA_CHAIN`]):
-/// each snapshot then comes after at least as many one-entry deltas as it has rows, so the rows
-/// of a room's state stay within about twice its number of state changes, where a snapshot
-/// every fixed number of changes would store the whole state again and again (quadratic in a
-/// room with large state). A chain is read in one query, so its length costs rows, not round
-/// trips, and a load reads at most about twice the entries of the state it returns.
-pub(crate) fn needs_snapshot(chain_len: i64, state_len: usize) -> bool {
-    let allowed = MIN_DELTA_CHAIN.max(i64::try_from(state_len).unwrap_or(i64::MAX));
-    chain_len.saturating_add(1) > allowed
-}
 
 /// One event to insert with everything that changes with it.
 pub(crate) struct EventRow<'a> {
@@ -62,18 +48,6 @@ const ACCEPTED: i64 = 0;
 const REJECTED: i64 = 1;
 /// `events.rejected` of an event that failed auth against the current state only.
 const SOFT_FAILED: i64 = 2;
-
-/// A state group to write.
-pub(crate) struct NewGroup {
-    /// Its ID.
-    pub(crate) id: i64,
-    /// The group it is a delta over (None: a snapshot).
-    pub(crate) prev: Option<i64>,
-    /// Length of the delta chain down to a snapshot.
-    pub(crate) chain_len: i64,
-    /// Its entries (the delta, or the whole state for a snapshot).
-    pub(crate) entries: Vec<((StateEventType, String), OwnedEventId)>,
-}
 
 /// Adds the insertion of a room row to `batch`.
 pub(crate) fn push_insert_room(
@@ -215,31 +189,6 @@ pub(crate) async fn insert_event(conn: &mut AnyConnection, row: &EventRow<'_>) -
     batch.run(conn).await
 }
 
-/// Adds a state group with its entries to `batch`.
-pub(crate) fn push_group(batch: &mut Batch, room: &RoomId, group: &NewGroup) {
-    batch.push(
-        "INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)",
-        vec![
-            group.id.into(),
-            room.as_str().into(),
-            group.prev.into(),
-            group.chain_len.into(),
-        ],
-    );
-    for ((kind, key), event_id) in &group.entries {
-        batch.push(
-            "INSERT INTO state_group_entries (group_id, event_type, state_key, event_id) \
-             VALUES ($1, $2, $3, $4)",
-            vec![
-                group.id.into(),
-                kind.to_string().into(),
-                key.as_str().into(),
-                event_id.as_str().into(),
-            ],
-        );
-    }
-}
-
 /// Adds replacing an event's stored PDU with its redacted form to `batch`.
 pub(crate) fn push_redaction(
     batch: &mut Batch,
@@ -255,14 +204,6 @@ pub(crate) fn push_redaction(
             target.as_str().into(),
         ],
     );
-}
-
-/// The largest state group ID in use.
-pub(crate) async fn max_group_id(pool: &AnyPool) -> Result<i64> {
-    let row: (Option<i64>,) = sqlx::query_as("SELECT MAX(group_id) FROM state_groups")
-        .fetch_one(pool)
-        .await?;
-    Ok(row.0.unwrap_or(0))
 }
 
 /// A room's stored head: version, current group and forward extremities.
@@ -283,58 +224,6 @@ pub(crate) async fn room_head(
         }
         None => Ok(None),
     }
-}
-
-/// The groups of `group`'s delta chain, from `group` itself down to its snapshot, each with
-/// the group it is a delta over; at most `limit` of them.
-pub(crate) async fn group_chain(
-    pool: &AnyPool,
-    group: i64,
-    limit: i64,
-) -> Result<Vec<(i64, Option<i64>)>> {
-    let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
-        "WITH RECURSIVE chain (group_id, prev_group, depth) AS ( \
-             SELECT group_id, prev_group, CAST(0 AS BIGINT) FROM state_groups \
-             WHERE group_id = $1 \
-             UNION ALL \
-             SELECT s.group_id, s.prev_group, c.depth + 1 FROM state_groups s \
-             JOIN chain c ON s.group_id = c.prev_group WHERE c.depth + 1 < $2) \
-         SELECT group_id, prev_group FROM chain ORDER BY depth",
-    )
-    .bind(group)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows)
-}
-
-/// The entries of the top `links` groups of `group`'s delta chain, each with its depth below
-/// `group` (0 for `group` itself).
-pub(crate) async fn chain_entries(
-    pool: &AnyPool,
-    group: i64,
-    links: i64,
-) -> Result<Vec<(i64, (StateEventType, String), OwnedEventId)>> {
-    let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
-        "WITH RECURSIVE chain (group_id, prev_group, depth) AS ( \
-             SELECT group_id, prev_group, CAST(0 AS BIGINT) FROM state_groups \
-             WHERE group_id = $1 \
-             UNION ALL \
-             SELECT s.group_id, s.prev_group, c.depth + 1 FROM state_groups s \
-             JOIN chain c ON s.group_id = c.prev_group WHERE c.depth + 1 < $2) \
-         SELECT c.depth, e.event_type, e.state_key, e.event_id \
-         FROM chain c JOIN state_group_entries e ON e.group_id = c.group_id",
-    )
-    .bind(group)
-    .bind(links)
-    .fetch_all(pool)
-    .await?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for (depth, kind, key, id) in rows {
-        let id = OwnedEventId::try_from(id).map_err(|e| Error::Corrupt(e.to_string()))?;
-        entries.push((depth, (StateEventType::from(kind), key), id));
-    }
-    Ok(entries)
 }
 
 /// A stored event, with its stream position and state group.
@@ -631,85 +520,6 @@ pub(crate) async fn auth_chain_events(
         frontier = next;
     }
     Ok(seen)
-}
-
-/// The room an alias points to.
-pub(crate) async fn alias_room(
-    pool: &AnyPool,
-    alias: &str,
-) -> Result<Option<(OwnedRoomId, String)>> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
-            .bind(alias)
-            .fetch_optional(pool)
-            .await?;
-    row.map(|(r, c)| {
-        OwnedRoomId::try_from(r)
-            .map(|r| (r, c))
-            .map_err(|e| Error::Corrupt(e.to_string()))
-    })
-    .transpose()
-}
-
-/// Adds an alias; false when it is taken.
-pub(crate) async fn insert_alias(
-    pool: &AnyPool,
-    alias: &str,
-    room: &RoomId,
-    creator: &UserId,
-) -> Result<bool> {
-    let done = sqlx::query(
-        "INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3) \
-         ON CONFLICT (alias) DO NOTHING",
-    )
-    .bind(alias)
-    .bind(room.as_str())
-    .bind(creator.as_str())
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Removes an alias.
-pub(crate) async fn delete_alias(pool: &AnyPool, alias: &str) -> Result<()> {
-    sqlx::query("DELETE FROM room_aliases WHERE alias = $1")
-        .bind(alias)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// The local aliases of a room.
-pub(crate) async fn room_aliases(pool: &AnyPool, room: &RoomId) -> Result<Vec<String>> {
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
-            .bind(room.as_str())
-            .fetch_all(pool)
-            .await?;
-    Ok(rows.into_iter().map(|(a,)| a).collect())
-}
-
-/// Sets whether a room is listed in the public directory.
-pub(crate) async fn set_published(pool: &AnyPool, room: &RoomId, published: bool) -> Result<()> {
-    sqlx::query("UPDATE rooms SET published = $1 WHERE room_id = $2")
-        .bind(i64::from(published))
-        .bind(room.as_str())
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Rooms listed in the public directory, or all rooms.
-pub(crate) async fn rooms(pool: &AnyPool, published_only: bool) -> Result<Vec<OwnedRoomId>> {
-    let sql = if published_only {
-        "SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_id"
-    } else {
-        "SELECT room_id FROM rooms ORDER BY room_id"
-    };
-    let rows: Vec<(String,)> = sqlx::query_as(sql).fetch_all(pool).await?;
-    rows.into_iter()
-        .map(|(r,)| OwnedRoomId::try_from(r).map_err(|e| Error::Corrupt(e.to_string())))
-        .collect()
 }
 
 /// Every membership change of a user up to `upto`, oldest first.

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::{
     client::{self, Session},
-    node::{self, ChildNode, NodeProgram},
+    node::{self, Measured},
 };
 
 /// How long a syncer's long-poll may park.
@@ -59,24 +59,15 @@ pub(crate) async fn run(plan: FanoutPlan) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .build()
         .context("HTTP client")?;
-    let mut _data_dir = None;
-    let mut child = None;
-    let (url, pid) = match &plan.url {
-        Some(url) => (url.trim_end_matches('/').to_owned(), plan.pid),
-        None => {
-            let program = match &plan.grove {
-                Some(path) => NodeProgram::Daemon(path.clone()),
-                None => NodeProgram::BuiltIn,
-            };
-            let dir = tempfile::tempdir().context("temp data directory")?;
-            let started =
-                ChildNode::start(&program, dir.path(), plan.database_url.as_deref(), &http).await?;
-            let found = (started.url.clone(), Some(started.pid()));
-            child = Some(started);
-            _data_dir = Some(dir);
-            found
-        }
-    };
+    let measured = Measured::open(
+        plan.url.as_deref(),
+        plan.pid,
+        plan.grove.as_deref(),
+        plan.database_url.as_deref(),
+        &http,
+    )
+    .await?;
+    let (url, pid) = (measured.url.clone(), measured.pid);
 
     let run = format!("{:08x}", rand::random::<u32>());
     let sender = client::register_without_password(&http, &url, &format!("sender-{run}"))
@@ -220,9 +211,7 @@ pub(crate) async fn run(plan: FanoutPlan) -> anyhow::Result<()> {
         ),
         None => println!("  server RSS             not measured (no --pid)"),
     }
-    if let Some(child) = child {
-        child.stop().await;
-    }
+    measured.stop().await;
     Ok(())
 }
 

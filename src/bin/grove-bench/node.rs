@@ -177,20 +177,23 @@ impl Drop for ChildNode {
 
 /// `VmRSS` from a `/proc/<pid>/status` file, in bytes.
 fn rss_of(status: &Path) -> anyhow::Result<u64> {
+    status_kib(status, "VmRSS:").map(|kib| kib * 1024)
+}
+
+/// A field given in kB (such as `VmRSS:` or `VmHWM:`) of a `/proc/<pid>/status` file.
+fn status_kib(status: &Path, field: &str) -> anyhow::Result<u64> {
     let text =
         std::fs::read_to_string(status).with_context(|| format!("reading {}", status.display()))?;
     let line = text
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS line (not Linux?)")?;
-    let kib: u64 = line
-        .trim_start_matches("VmRSS:")
+        .find(|l| l.starts_with(field))
+        .with_context(|| format!("no {field} line (not Linux?)"))?;
+    line.trim_start_matches(field)
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
-        .with_context(|| format!("unreadable {line:?}"))?;
-    Ok(kib * 1024)
+        .with_context(|| format!("unreadable {line:?}"))
 }
 
 /// The CPU time (user and system) process `pid` has used so far, from `/proc/<pid>/stat`.
@@ -217,20 +220,11 @@ pub(crate) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
 
 /// `VmHWM` (peak resident memory) of process `pid`, in bytes.
 pub(crate) fn peak_rss(pid: u32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .context("no VmHWM line (not Linux?)")?;
-    let kib: u64 = line
-        .trim_start_matches("VmHWM:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .with_context(|| format!("unreadable {line:?}"))?;
-    Ok(kib * 1024)
+    status_kib(
+        &Path::new("/proc").join(pid.to_string()).join("status"),
+        "VmHWM:",
+    )
+    .map(|kib| kib * 1024)
 }
 
 /// The resident memory of process `pid` now, in bytes.
@@ -266,4 +260,58 @@ fn free_loopback_udp_addr() -> anyhow::Result<SocketAddr> {
 fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?)
+}
+
+/// The server a measurement runs against: one it started (the built-in node or a daemon, in a
+/// temporary data directory) or one already running at a URL.
+pub(crate) struct Measured {
+    /// Base URL of its client API, without a trailing slash.
+    pub(crate) url: String,
+    /// Its process, when known, for CPU time and memory.
+    pub(crate) pid: Option<u32>,
+    // Declared before the data directory, so a node still running is stopped before its
+    // directory is removed.
+    child: Option<ChildNode>,
+    /// The data directory of a node started here (gone when this is dropped).
+    pub(crate) data_dir: Option<tempfile::TempDir>,
+}
+
+impl Measured {
+    /// The server at `url` (with its `pid` if given), or else a node started from `grove` (the
+    /// built-in node when `None`) on `database_url` (SQLite in its data directory when `None`).
+    pub(crate) async fn open(
+        url: Option<&str>,
+        pid: Option<u32>,
+        grove: Option<&Path>,
+        database_url: Option<&str>,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<Self> {
+        if let Some(url) = url {
+            return Ok(Self {
+                url: url.trim_end_matches('/').to_owned(),
+                pid,
+                child: None,
+                data_dir: None,
+            });
+        }
+        let program = match grove {
+            Some(path) => NodeProgram::Daemon(path.to_owned()),
+            None => NodeProgram::BuiltIn,
+        };
+        let dir = tempfile::tempdir().context("temp data directory")?;
+        let child = ChildNode::start(&program, dir.path(), database_url, http).await?;
+        Ok(Self {
+            url: child.url.clone(),
+            pid: Some(child.pid()),
+            child: Some(child),
+            data_dir: Some(dir),
+        })
+    }
+
+    /// Stops the node started here, if any.
+    pub(crate) async fn stop(self) {
+        if let Some(child) = self.child {
+            child.stop().await;
+        }
+    }
 }

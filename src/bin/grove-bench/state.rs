@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::{
     client,
-    node::{self, ChildNode, NodeProgram},
+    node::{self, Measured},
 };
 
 /// Repeats of the writer's initial sync.
@@ -40,24 +40,15 @@ pub(crate) async fn run(plan: StatePlan) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .build()
         .context("HTTP client")?;
-    let mut data_dir = None;
-    let mut child = None;
-    let (url, pid) = match &plan.url {
-        Some(url) => (url.trim_end_matches('/').to_owned(), plan.pid),
-        None => {
-            let program = match &plan.grove {
-                Some(path) => NodeProgram::Daemon(path.clone()),
-                None => NodeProgram::BuiltIn,
-            };
-            let dir = tempfile::tempdir().context("temp data directory")?;
-            let started =
-                ChildNode::start(&program, dir.path(), plan.database_url.as_deref(), &http).await?;
-            let found = (started.url.clone(), Some(started.pid()));
-            child = Some(started);
-            data_dir = Some(dir);
-            found
-        }
-    };
+    let measured = Measured::open(
+        plan.url.as_deref(),
+        plan.pid,
+        plan.grove.as_deref(),
+        plan.database_url.as_deref(),
+        &http,
+    )
+    .await?;
+    let (url, pid) = (measured.url.clone(), measured.pid);
     let run = format!("{:08x}", rand::random::<u32>());
     let alice = client::register_without_password(&http, &url, &format!("writer-{run}"))
         .await
@@ -116,7 +107,7 @@ pub(crate) async fn run(plan: StatePlan) -> anyhow::Result<()> {
         ),
         None => println!("  server RSS             not measured (no --pid)"),
     }
-    match (&data_dir, &plan.database_url) {
+    match (&measured.data_dir, &plan.database_url) {
         (Some(dir), None) => println!(
             "  data directory         {:.1} MiB (database and log)",
             mib(node::dir_size(dir.path())?)
@@ -133,9 +124,7 @@ pub(crate) async fn run(plan: StatePlan) -> anyhow::Result<()> {
         "  new member first sync  {:.0} ms ({state_events} state events)",
         ms(first_sync)
     );
-    if let Some(child) = child {
-        child.stop().await;
-    }
+    measured.stop().await;
     Ok(())
 }
 
