@@ -184,17 +184,21 @@ fn main() -> ExitCode {
             syncers,
             rate,
             duration: Duration::from_secs(seconds),
-            grove: args.grove,
-            database_url: args.database_url,
-            url: args.url,
-            pid,
+            target: node::Target {
+                grove: args.grove,
+                database_url: args.database_url,
+                url: args.url,
+                pid,
+            },
         })),
         Some(Mode::State { events, pid }) => runtime.block_on(state::run(state::StatePlan {
             events,
-            grove: args.grove,
-            database_url: args.database_url,
-            url: args.url,
-            pid,
+            target: node::Target {
+                grove: args.grove,
+                database_url: args.database_url,
+                url: args.url,
+                pid,
+            },
         })),
         None => {
             let plan = measure::Plan {

@@ -10,7 +10,6 @@
 //! became the bottleneck shows.
 
 use std::{
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -23,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::{
     client::{self, Session},
-    node::{self, Measured},
+    node::{self, Measured, Target},
 };
 
 /// How long a syncer's long-poll may park.
@@ -43,14 +42,8 @@ pub(crate) struct FanoutPlan {
     pub(crate) rate: f64,
     /// How long the sender sends.
     pub(crate) duration: Duration,
-    /// The daemon to start; the built-in node when `None`.
-    pub(crate) grove: Option<PathBuf>,
-    /// Database of the started node.
-    pub(crate) database_url: Option<String>,
-    /// A running homeserver to measure instead.
-    pub(crate) url: Option<String>,
-    /// The process ID of the server at `url`, for its CPU time and memory.
-    pub(crate) pid: Option<u32>,
+    /// The server measured.
+    pub(crate) target: Target,
 }
 
 /// Runs the fanout measurement and prints its figures.
@@ -59,14 +52,7 @@ pub(crate) async fn run(plan: FanoutPlan) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .build()
         .context("HTTP client")?;
-    let measured = Measured::open(
-        plan.url.as_deref(),
-        plan.pid,
-        plan.grove.as_deref(),
-        plan.database_url.as_deref(),
-        &http,
-    )
-    .await?;
+    let measured = Measured::open(&plan.target, &http).await?;
     let (url, pid) = (measured.url.clone(), measured.pid);
 
     let run = format!("{:08x}", rand::random::<u32>());

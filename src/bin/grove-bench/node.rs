@@ -262,6 +262,19 @@ fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
+/// Which server a measurement runs against, as the command line says.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// The daemon to start; the built-in node when `None`.
+    pub(crate) grove: Option<PathBuf>,
+    /// Database of the started node.
+    pub(crate) database_url: Option<String>,
+    /// A running homeserver to measure instead.
+    pub(crate) url: Option<String>,
+    /// The process ID of the server at `url`, for its CPU time and memory.
+    pub(crate) pid: Option<u32>,
+}
+
 /// The server a measurement runs against: one it started (the built-in node or a daemon, in a
 /// temporary data directory) or one already running at a URL.
 pub(crate) struct Measured {
@@ -277,29 +290,25 @@ pub(crate) struct Measured {
 }
 
 impl Measured {
-    /// The server at `url` (with its `pid` if given), or else a node started from `grove` (the
-    /// built-in node when `None`) on `database_url` (SQLite in its data directory when `None`).
-    pub(crate) async fn open(
-        url: Option<&str>,
-        pid: Option<u32>,
-        grove: Option<&Path>,
-        database_url: Option<&str>,
-        http: &reqwest::Client,
-    ) -> anyhow::Result<Self> {
-        if let Some(url) = url {
+    /// The server at `target.url` (with its `pid` if given), or else a node started from
+    /// `target.grove` (the built-in node when `None`) on `target.database_url` (SQLite in its
+    /// data directory when `None`).
+    pub(crate) async fn open(target: &Target, http: &reqwest::Client) -> anyhow::Result<Self> {
+        if let Some(url) = &target.url {
             return Ok(Self {
                 url: url.trim_end_matches('/').to_owned(),
-                pid,
+                pid: target.pid,
                 child: None,
                 data_dir: None,
             });
         }
-        let program = match grove {
-            Some(path) => NodeProgram::Daemon(path.to_owned()),
+        let program = match &target.grove {
+            Some(path) => NodeProgram::Daemon(path.clone()),
             None => NodeProgram::BuiltIn,
         };
         let dir = tempfile::tempdir().context("temp data directory")?;
-        let child = ChildNode::start(&program, dir.path(), database_url, http).await?;
+        let child =
+            ChildNode::start(&program, dir.path(), target.database_url.as_deref(), http).await?;
         Ok(Self {
             url: child.url.clone(),
             pid: Some(child.pid()),

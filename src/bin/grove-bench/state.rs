@@ -3,17 +3,14 @@
 //! directory size (database and its log included) afterwards, the time of the writer's initial
 //! `/sync` (repeated), and the time of a new member's first `/sync` after joining.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
 
 use crate::{
     client,
-    node::{self, Measured},
+    node::{self, Measured, Target},
 };
 
 /// Repeats of the writer's initial sync.
@@ -24,14 +21,8 @@ const INITIAL_SYNCS: usize = 3;
 pub(crate) struct StatePlan {
     /// State events written to the room.
     pub(crate) events: usize,
-    /// The daemon to start; the built-in node when `None`.
-    pub(crate) grove: Option<PathBuf>,
-    /// Database of the started node.
-    pub(crate) database_url: Option<String>,
-    /// A running homeserver to measure instead.
-    pub(crate) url: Option<String>,
-    /// The process ID of the server at `url`, for its memory.
-    pub(crate) pid: Option<u32>,
+    /// The server measured.
+    pub(crate) target: Target,
 }
 
 /// Runs the state measurement and prints its figures.
@@ -40,14 +31,7 @@ pub(crate) async fn run(plan: StatePlan) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .build()
         .context("HTTP client")?;
-    let measured = Measured::open(
-        plan.url.as_deref(),
-        plan.pid,
-        plan.grove.as_deref(),
-        plan.database_url.as_deref(),
-        &http,
-    )
-    .await?;
+    let measured = Measured::open(&plan.target, &http).await?;
     let (url, pid) = (measured.url.clone(), measured.pid);
     let run = format!("{:08x}", rand::random::<u32>());
     let alice = client::register_without_password(&http, &url, &format!("writer-{run}"))
@@ -107,7 +91,7 @@ pub(crate) async fn run(plan: StatePlan) -> anyhow::Result<()> {
         ),
         None => println!("  server RSS             not measured (no --pid)"),
     }
-    match (&measured.data_dir, &plan.database_url) {
+    match (&measured.data_dir, &plan.target.database_url) {
         (Some(dir), None) => println!(
             "  data directory         {:.1} MiB (database and log)",
             mib(node::dir_size(dir.path())?)
