@@ -6,7 +6,10 @@
 //! state after its first parent with known state. An event whose parents this node lacks (a
 //! join made through another server) finds its previous membership among its auth events.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use ruma::{OwnedEventId, events::TimelineEventType};
 use serde_json::{Map, Value};
@@ -14,9 +17,15 @@ use serde_json::{Map, Value};
 use super::{Rooms, pdu::Pdu, store};
 use crate::Result;
 
+/// The states, at most, that one call loads to find what its events replaced. A timeline page
+/// needs a few; a room's whole state (an initial sync of a room with 10,000 state events) would
+/// otherwise load one state map per event, quadratic in the state's size.
+const MAX_GROUPS_LOADED: usize = 64;
+
 impl Rooms {
     /// The state events that `events` replaced, by the replacing event's ID; events that
-    /// replaced nothing (or are not state events) are absent.
+    /// replaced nothing (or are not state events) are absent, and so are those past the first
+    /// [`MAX_GROUPS_LOADED`] states loaded.
     pub(crate) async fn replaced_states(
         &self,
         events: &[&Pdu],
@@ -38,6 +47,7 @@ impl Rooms {
         // Each event's replaced event, or the auth events to look for it among.
         let mut named: Vec<(OwnedEventId, OwnedEventId)> = Vec::new();
         let mut by_auth: Vec<&Pdu> = Vec::new();
+        let mut groups = HashSet::new();
         for event in &state_events {
             let Some(key) = event.state_key_pair() else {
                 continue;
@@ -48,6 +58,14 @@ impl Rooms {
                 .find_map(|p| parents.get(p).and_then(|s| s.state_group));
             match group {
                 Some(group) => {
+                    // Each distinct group is a state map to load: past the bound the rest of
+                    // the events go without, so a large state section stays linear.
+                    if !groups.contains(&group) {
+                        if groups.len() >= MAX_GROUPS_LOADED {
+                            continue;
+                        }
+                        groups.insert(group);
+                    }
                     let state = self.state_at_group(group).await?;
                     if let Some(id) = state.get(&key).filter(|id| **id != event.event_id) {
                         named.push((event.event_id.clone(), id.clone()));
