@@ -186,3 +186,64 @@ async fn redactions_across_nodes_sqlite() {
 async fn redactions_across_nodes_postgres() {
     redactions_across_nodes(Backend::Postgres).await;
 }
+
+/// History redacted before another node's user joined reaches that node redacted, with the
+/// redaction that did it: the backfill after the join brings both, and the redaction is
+/// applied to the target written in the same batch.
+async fn redacted_history_arrives_redacted(backend: Backend) {
+    let a = TestNode::start_federated(backend, Vec::new()).await;
+    let b = TestNode::start_federated(backend, vec![a.peer_address()]).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({ "preset": "public_chat", "initial_state": [{
+                "type": "m.room.history_visibility", "state_key": "",
+                "content": { "history_visibility": "shared" } }] }),
+        )
+        .await;
+    let secret = a.send_text(&alice, &room, "before the join").await;
+    let (status, body) = a
+        .put(
+            &format!("{V3}/rooms/{}/redact/{}/r1", enc(&room), enc(&secret)),
+            Some(&alice.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let redaction = body["event_id"].as_str().expect("event_id").to_owned();
+    a.send_text(&alice, &room, "after").await;
+
+    b.join_via(&bob, &room, &a.server_name()).await;
+    let seen = eventually("the backfilled message on B", async || {
+        let (status, seen) = b
+            .get(
+                &format!("{V3}/rooms/{}/event/{}", enc(&room), enc(&secret)),
+                Some(&bob.token),
+            )
+            .await;
+        if status == StatusCode::OK {
+            Ok(seen)
+        } else {
+            Err(format!("{status} {seen}"))
+        }
+    })
+    .await;
+    assert_eq!(seen["content"], json!({}), "{seen}");
+    assert_eq!(
+        seen["unsigned"]["redacted_because"]["event_id"],
+        redaction.as_str(),
+        "{seen}"
+    );
+}
+
+#[tokio::test]
+async fn redacted_history_arrives_redacted_sqlite() {
+    redacted_history_arrives_redacted(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn redacted_history_arrives_redacted_postgres() {
+    redacted_history_arrives_redacted(Backend::Postgres).await;
+}

@@ -21,6 +21,7 @@ use super::{
     auth::{self, RemoteVerdict},
     builder,
     pdu::Pdu,
+    redaction::{Earlier, redact_in_memory},
     store::{self, EventRow, NewGroup},
 };
 use crate::{Result, StreamPosition, storage::Batch};
@@ -95,7 +96,7 @@ impl Rooms {
         let ids: Vec<OwnedEventId> = pdus.iter().map(|p| p.event_id.clone()).collect();
         let already = store::events_by_id(self.storage.pool(), &ids).await?;
         // Held so that no other write of this room interleaves with the placing.
-        let _guard = self.lock(room).await?;
+        let mut guard = self.lock(room).await?;
 
         let mut groups: HashMap<OwnedEventId, (i64, Arc<StateMap>)> = HashMap::new();
         let mut placed: Vec<Placed> = Vec::new();
@@ -162,6 +163,8 @@ impl Rooms {
         let mut txn = self.storage.write().await?;
         let lowest = store::lowest_position(txn.conn()).await?.min(0);
         let mut batch = Batch::default();
+        let mut earlier = Earlier::new();
+        let mut redacted = Vec::new();
         for (i, p) in placed.into_iter().enumerate() {
             // Oldest lowest, the newest just under what was there before.
             let position = StreamPosition(lowest - count as i64 + i as i64);
@@ -184,8 +187,19 @@ impl Rooms {
                     },
                 );
             }
+            if let Some(state) = guard.state.as_ref() {
+                let accepted = !p.pdu.rejected;
+                redacted.extend(
+                    self.remote_redactions(state, &p.pdu, accepted, &earlier, &mut batch)
+                        .await?,
+                );
+            }
+            earlier.insert(p.pdu.event_id.clone(), p.pdu);
         }
         txn.commit_batch(batch).await?;
+        if let Some(state) = guard.state.as_mut() {
+            redact_in_memory(state, &redacted);
+        }
         Ok(count)
     }
 

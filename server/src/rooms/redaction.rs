@@ -5,7 +5,7 @@
 //! target this node does not hold yet is kept (`pending_redactions`) and applied in the write
 //! that stores the target.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use ruma::{CanonicalJsonValue, EventId, OwnedEventId, canonical_json::redact};
 use serde_json::Value;
@@ -22,24 +22,35 @@ use crate::{Error, Result, storage::Batch};
 /// An event redacted by the write being prepared: its ID and redacted PDU text.
 pub(crate) type Applied = (OwnedEventId, String);
 
+/// Events written earlier in the batch being prepared, by ID.
+pub(crate) type Earlier = HashMap<OwnedEventId, Arc<Pdu>>;
+
 impl Rooms {
     /// Adds to `batch` (after `pdu`'s own row) what storing the remote event `pdu` does to
     /// redactions: the redaction of its target, or keeping it until the target arrives; and
-    /// the redaction of `pdu` itself by a redaction that came before it.
+    /// the redaction of `pdu` itself by a redaction that came before it. `earlier` holds the
+    /// events written before `pdu` in the same batch, which the database does not show yet.
     pub(crate) async fn remote_redactions(
         &self,
         room: &RoomState,
         pdu: &Pdu,
         accepted: bool,
+        earlier: &Earlier,
         batch: &mut Batch,
     ) -> Result<Vec<Applied>> {
         let pool = self.storage.pool();
         let mut applied = Vec::new();
         if accepted && let Some(target) = redaction_target(room, pdu) {
-            match store::event(pool, target.as_str()).await? {
-                Some(stored) if stored.pdu.room == room.room_id => {
-                    if stored.redacted_by.is_none() && may_redact(room, pdu, &stored.pdu) {
-                        let text = redacted_text(room, &stored.pdu)?;
+            let held = match earlier.get(&target) {
+                Some(pdu) => Some((pdu.clone(), false)),
+                None => store::event(pool, target.as_str())
+                    .await?
+                    .map(|s| (Arc::new(s.pdu), s.redacted_by.is_some())),
+            };
+            match held {
+                Some((stored, redacted)) if stored.room == room.room_id => {
+                    if !redacted && may_redact(room, pdu, &stored) {
+                        let text = redacted_text(room, &stored)?;
                         store::push_redaction(batch, &target, &text, &pdu.event_id);
                         applied.push((target, text));
                     }

@@ -305,7 +305,7 @@ impl Rooms {
             },
         );
         let redacted = self
-            .remote_redactions(state, &pdu, accepted, &mut batch)
+            .remote_redactions(state, &pdu, accepted, &Default::default(), &mut batch)
             .await?;
         if let Some(group) = &head_new {
             store::push_group(&mut batch, room, group);
