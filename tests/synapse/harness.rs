@@ -71,6 +71,7 @@ pub(crate) async fn shared() -> &'static Shared {
 pub(crate) struct Synapse {
     server_name: String,
     client_url: String,
+    log: PathBuf,
     /// Kept for its stdin: Synapse stops when the pipe closes (see `homeserver.py`).
     _process: Mutex<Child>,
 }
@@ -164,8 +165,18 @@ impl Synapse {
         Synapse {
             server_name,
             client_url,
+            log,
             _process: Mutex::new(process),
         }
+    }
+
+    /// The lines of Synapse's log that hold `needle`.
+    pub(crate) fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        let text = fs::read_to_string(&self.log).expect("Synapse's log");
+        text.lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// A client of Synapse's client API, for the calling test's runtime.

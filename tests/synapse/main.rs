@@ -1,6 +1,7 @@
 //! Interop with Synapse: a Grove node and a Synapse federating over TLS on loopback, each
-//! side's users joining the other's rooms, redacting, leaving, being kicked and banned, and
-//! exchanging device keys and to-device messages, all seen through both client APIs.
+//! side's users joining the other's rooms, inviting, redacting, leaving, being kicked and
+//! banned, and exchanging device keys and to-device messages, all seen through both client
+//! APIs.
 //!
 //! Synapse comes from PyPI (`scripts/synapse-install`, run by `scripts/test`); without it every
 //! test here fails, saying how to install it. `cargo test` runs these only when asked for
@@ -9,6 +10,7 @@
 mod api;
 mod e2ee;
 mod harness;
+mod invites;
 mod joins;
 mod redactions;
 mod rejoins;

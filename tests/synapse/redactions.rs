@@ -54,15 +54,19 @@ async fn wait_redacted(api: &Api, user: &TestUser, room: &str, id: &str, redacti
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redactions_cross_both_ways() {
+/// In a room of `version` on Synapse (v10 names the target at the top level, v11 and later
+/// in the content).
+async fn redactions_cross_both_ways(version: &str) {
     let shared = shared().await;
     let node = grove(shared, Backend::Sqlite).await;
     let (g, s) = (Api::of(&node), shared.synapse.api());
     let alice = s.register(&unique("alice")).await;
     let bob = g.register("bob").await;
     let room = s
-        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .create_room(
+            &alice,
+            json!({ "preset": "public_chat", "room_version": version }),
+        )
         .await;
     g.join_ok(&bob, &room, s.server_name()).await;
     s.wait_membership(&alice, &room, &bob.user_id, "join").await;
@@ -85,4 +89,14 @@ async fn redactions_cross_both_ways() {
     wait_body(&s, &alice, &room, &secret).await;
     let redaction = s.redact(&alice, &room, &secret).await;
     wait_redacted(&g, &bob, &room, &secret, &redaction).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redactions_cross_both_ways_in_a_v10_room() {
+    redactions_cross_both_ways("10").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redactions_cross_both_ways_in_a_v12_room() {
+    redactions_cross_both_ways("12").await;
 }
