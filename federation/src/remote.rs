@@ -293,7 +293,7 @@ impl RemoteRooms {
         let body = json!({
             "room_version": version.as_str(),
             "event": event,
-            "invite_room_state": hs.rooms.stripped_state(room, target, sender).await?,
+            "invite_room_state": hs.rooms.invite_room_state(room, sender).await?,
         });
         let answer = ctx
             .client

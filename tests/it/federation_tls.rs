@@ -3,7 +3,7 @@
 //! keys fetched from `/_matrix/key/v2/server`, requests signed with `X-Matrix`. The overlay runs
 //! on loopback but no node peers with another, so HTTPS is the only way between them.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use grove::{Node, config::RegistrationMode};
 use grove_federation::{client::Client, error::RequestError, tls};
@@ -14,59 +14,9 @@ use ruma::ServerName;
 use serde_json::{Value, json};
 
 use crate::support::{TestNode, TestUser, enc, eventually, message_bodies, subscribe};
+use crate::tls_ca::{TestCa, free_port};
 
 const V3: &str = "/_matrix/client/v3";
-
-/// A certificate authority made for one test, writing PEM files into a directory.
-struct TestCa {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-    dir: tempfile::TempDir,
-}
-
-impl TestCa {
-    fn new(name: &str) -> TestCa {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("CA certificate");
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("ca.pem"), issuer.pem()).expect("CA PEM written");
-        TestCa { issuer, dir }
-    }
-
-    /// The CA certificate's PEM file.
-    fn ca_pem(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// A leaf certificate for `localhost` and its key, as PEM files: `(chain, key)`.
-    fn leaf(&self, label: &str) -> (PathBuf, PathBuf) {
-        let params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("leaf params");
-        let key = rcgen::KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf signed");
-        let chain = self.dir.path().join(format!("{label}.crt"));
-        let key_path = self.dir.path().join(format!("{label}.key"));
-        std::fs::write(&chain, cert.pem()).expect("chain written");
-        std::fs::write(&key_path, key.serialize_pem()).expect("key written");
-        (chain, key_path)
-    }
-}
-
-/// A free loopback TCP port (bound, then released for the node to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// Starts a node named `localhost:<port>` serving federation over HTTPS with a certificate
 /// from `issuer`, trusting `trusted`'s CA.

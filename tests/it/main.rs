@@ -27,6 +27,7 @@ mod rooms;
 mod signatures;
 mod support;
 mod sync;
+mod tls_ca;
 mod to_device;
 mod userdata;
 mod visibility;

@@ -529,15 +529,36 @@ impl Rooms {
         Ok(())
     }
 
-    /// The stripped state sent with an invite of `user` by `inviter` (name, topic, join
-    /// rules, the inviter's member event, ...).
-    pub async fn stripped_state(
+    /// The room state sent to the invitee's server with an invite by `inviter`: the kinds
+    /// shown with an invite (create, join rules, name, ..., the inviter's member event) as
+    /// full PDUs, which Matrix 1.18 asks for (MSC4311) so that the invitee's server can check
+    /// them; Synapse refuses stripped entries in v12 rooms.
+    pub async fn invite_room_state(
         &self,
         room: &RoomId,
-        user: &UserId,
         inviter: &UserId,
     ) -> Result<Vec<serde_json::Value>> {
-        self.invite_state_by(room, user, Some(inviter)).await
+        let (map, _) = self.current_state(room).await?;
+        let ids: Vec<OwnedEventId> = STRIPPED_KINDS
+            .iter()
+            .map(|kind| {
+                let key = if *kind == "m.room.member" {
+                    inviter.to_string()
+                } else {
+                    String::new()
+                };
+                (StateEventType::from(*kind), key)
+            })
+            .filter_map(|k| map.get(&k).cloned())
+            .collect();
+        let events = self.pdus(&ids).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(event) = events.get(id) {
+                out.push(serde_json::from_str(&event.json)?);
+            }
+        }
+        Ok(out)
     }
 
     /// The pending invite of `user` to a room this node is not in.
