@@ -18,19 +18,25 @@ mod device_lists;
 mod remote;
 mod to_device;
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 pub use backup::{BackupVersion, KeyScope, WrongVersion};
 pub use cross_signing::CrossSigningUpload;
 pub use device_keys::KeysQuery;
 pub use device_lists::SharingChange;
 pub use remote::{RemoteKeys, RemoteKeysHook};
-use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedUserId, ServerName, UInt, UserId};
+use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedUserId, ServerName, UInt, UserId};
 use serde_json::{Value, json};
 use sqlx::AnyPool;
 pub use to_device::{MAX_TO_DEVICE_PER_SYNC, Target};
 
-use crate::{Result, Storage, StreamPosition};
+use crate::{Result, Storage, StreamPosition, storage::Change};
 
 /// Key storage and to-device delivery.
 #[derive(Clone)]
@@ -40,6 +46,33 @@ pub struct E2ee {
     max_to_device_inbox: i64,
     /// Federation's key operations, once installed.
     remote: RemoteKeysHook,
+    /// The key counts every sync reports, as last read per device.
+    counts: Arc<KeyCounts>,
+}
+
+/// A device's one-time key counts per algorithm, and its unused fallback key algorithms.
+pub type OneTimeKeyCounts = (
+    BTreeMap<OneTimeKeyAlgorithm, UInt>,
+    Vec<OneTimeKeyAlgorithm>,
+);
+
+/// Key counts kept per device, each with the generation and the committed position it was
+/// read at: good while no upload or claim committed since (each takes a new generation) and no
+/// device was added or removed (a device-list change).
+#[derive(Default)]
+struct KeyCounts {
+    generation: AtomicU64,
+    kept: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), (u64, i64, OneTimeKeyCounts)>>,
+}
+
+/// Devices whose counts are kept, at most; past that the cache starts again.
+const MAX_KEPT_COUNTS: usize = 10_000;
+
+impl KeyCounts {
+    /// Called after a write to one-time or fallback keys has committed.
+    fn forget(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 impl E2ee {
@@ -50,6 +83,7 @@ impl E2ee {
             storage,
             max_to_device_inbox: i64::try_from(max_to_device_inbox).unwrap_or(i64::MAX),
             remote: RemoteKeysHook::default(),
+            counts: Arc::default(),
         }
     }
 
@@ -162,14 +196,31 @@ impl E2ee {
 
     /// The device's count of one-time keys per algorithm, and the algorithms of its fallback
     /// keys not used yet (what every sync reports), in one query.
-    pub async fn key_counts(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-    ) -> Result<(
-        BTreeMap<OneTimeKeyAlgorithm, UInt>,
-        Vec<OneTimeKeyAlgorithm>,
-    )> {
+    pub async fn key_counts(&self, user: &UserId, device: &DeviceId) -> Result<OneTimeKeyCounts> {
+        let key = (user.to_owned(), device.to_owned());
+        let generation = self.counts.generation.load(Ordering::Acquire);
+        if let Ok(kept) = self.counts.kept.lock()
+            && let Some((g, read_at, counts)) = kept.get(&key)
+            && *g == generation
+            && !self
+                .storage
+                .changed_since(Change::DeviceLists, StreamPosition(*read_at))
+        {
+            return Ok(counts.clone());
+        }
+        // Read before the query: a write committing after it moves one or the other on.
+        let read_at = self.storage.notifier().current().0;
+        let counts = self.read_key_counts(user, device).await?;
+        if let Ok(mut kept) = self.counts.kept.lock() {
+            if kept.len() >= MAX_KEPT_COUNTS {
+                kept.clear();
+            }
+            kept.insert(key, (generation, read_at, counts.clone()));
+        }
+        Ok(counts)
+    }
+
+    async fn read_key_counts(&self, user: &UserId, device: &DeviceId) -> Result<OneTimeKeyCounts> {
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT 0, algorithm, COUNT(*) FROM one_time_keys WHERE user_id = $1 \
              AND device_id = $2 GROUP BY algorithm \

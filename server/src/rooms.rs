@@ -24,9 +24,12 @@ pub mod dag;
 pub mod directory;
 pub mod federated;
 pub mod hierarchy;
+mod member_cache;
 pub mod membership;
 pub mod pdu;
 mod power;
+mod push_context;
+mod recent;
 mod redaction;
 pub mod remote;
 mod replaced;
@@ -114,6 +117,12 @@ struct Inner {
     /// (state groups never change, so neither does this).
     seen_at: Mutex<HashMap<(i64, OwnedUserId), timeline::SeenAt>>,
     groups: GroupCache,
+    /// The shared part of push conditions per state group.
+    push_bases: push_context::PushBaseCache,
+    /// Memberships as last read.
+    members: member_cache::MemberCache,
+    /// The newest events of the stream.
+    recent: recent::RecentEvents,
     next_group: AtomicI64,
     /// The `origin_server_ts` of the last create event built here: each new room takes a
     /// later one, so two rooms created alike in the same millisecond still differ in ID.
@@ -145,6 +154,7 @@ impl Rooms {
         key: Arc<NodeKey>,
     ) -> Result<Self> {
         let max_group = store::max_group_id(storage.pool()).await?;
+        let position = notifier.current().0;
         Ok(Self {
             storage,
             notifier,
@@ -155,6 +165,9 @@ impl Rooms {
                 unread: Mutex::new(HashMap::new()),
                 seen_at: Mutex::new(HashMap::new()),
                 groups: GroupCache::default(),
+                push_bases: Default::default(),
+                members: Default::default(),
+                recent: recent::RecentEvents::new(position),
                 next_group: AtomicI64::new(max_group + 1),
                 last_create_ts: AtomicU64::new(0),
             }),

@@ -104,9 +104,12 @@ pub enum Change {
     ToDevice = 3,
     /// Anything a device list answer depends on: devices, keys, memberships, room state.
     DeviceLists = 4,
+    /// Memberships: who is in which room (every state event counts, as every write that does
+    /// not say what it changes).
+    Memberships = 5,
 }
 
-const CHANGE_KINDS: usize = 5;
+const CHANGE_KINDS: usize = 6;
 /// Every kind at once: what a write that does not say what it changes is taken to change.
 const ALL_CHANGES: u8 = (1 << CHANGE_KINDS) - 1;
 

@@ -10,7 +10,12 @@ mod ephemeral;
 pub(crate) mod presence;
 mod pushers;
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use ruma::{OwnedRoomId, OwnedUserId};
 
 pub use presence::Presence;
 
@@ -27,6 +32,8 @@ pub struct UserData {
     typing: ephemeral::Typing,
     /// Users' push rules as last read, which every sync with something unread judges by.
     rules: Arc<account_data::RulesCache>,
+    /// Read positions per (user, room), each with the committed position it was read at.
+    reads: Arc<Mutex<HashMap<(OwnedUserId, OwnedRoomId), (i64, Option<i64>)>>>,
 }
 
 impl UserData {
@@ -38,6 +45,7 @@ impl UserData {
             config,
             typing: ephemeral::Typing::default(),
             rules: Arc::default(),
+            reads: Arc::default(),
         }
     }
 }

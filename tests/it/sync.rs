@@ -255,3 +255,49 @@ async fn restart_keeps_history_and_tokens() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_redaction_reaches_a_range_already_synced() {
+    for backend in BACKENDS {
+        let node = TestNode::start(backend).await;
+        let alice = node.register("alice").await;
+        let bob = node.register("bob").await;
+        let room = create_room(&node, &alice, json!({ "preset": "public_chat" })).await;
+        node.post(
+            &format!("{V3}/rooms/{room}/join"),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+        let since = next_batch(&sync(&node, &bob, "").await);
+        let secret = say(&node, &alice, &room, "secret", "s1").await;
+        let first = sync(&node, &bob, &format!("since={since}")).await;
+        assert_eq!(timeline_bodies(&first, &room), ["secret"]);
+
+        let (status, redaction) = node
+            .put(
+                &format!("{V3}/rooms/{room}/redact/{secret}/r1"),
+                Some(&alice.token),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{redaction}");
+        // The same range read again, after the redaction: the message comes redacted.
+        let again = sync(&node, &bob, &format!("since={since}")).await;
+        let events = again["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let message = events
+            .iter()
+            .find(|e| e["event_id"] == secret.as_str())
+            .expect("the message is in the range");
+        assert_eq!(message["content"], json!({}), "{message}");
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event_id"] == redaction["event_id"]),
+            "the redaction follows it"
+        );
+    }
+}

@@ -142,6 +142,7 @@ impl E2ee {
             .await?;
         }
         txn.commit().await?;
+        self.counts.forget();
         Ok(self.key_counts(user, device).await?.0)
     }
 
@@ -292,6 +293,7 @@ impl E2ee {
             }
         }
         txn.commit().await?;
+        self.counts.forget();
         Ok(out)
     }
 }

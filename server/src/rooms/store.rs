@@ -358,6 +358,25 @@ pub(crate) async fn room_events(
     rows.iter().map(stored_from_row).collect()
 }
 
+/// Accepted events of every room in `(after, upto]`, oldest first, at most `limit`.
+pub(crate) async fn stream_events(
+    pool: &AnyPool,
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 AND position <= $2 \
+         AND rejected = 0 ORDER BY position ASC LIMIT $3"
+    ))
+    .bind(after)
+    .bind(upto)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(stored_from_row).collect()
+}
+
 /// The state group after the last event of `room` at or before `position`.
 pub(crate) async fn group_at(pool: &AnyPool, room: &RoomId, position: i64) -> Result<Option<i64>> {
     let row: Option<(Option<i64>,)> = sqlx::query_as(

@@ -14,21 +14,20 @@ pub(crate) use super::store::{MembershipChange, StoredEvent};
 const MAX_UNREAD_SCAN: i64 = 1_000;
 
 impl Rooms {
-    /// Every membership change of `user` up to `upto`, oldest first.
-    pub(crate) async fn membership_log(
-        &self,
-        user: &UserId,
-        upto: i64,
-    ) -> Result<Vec<MembershipChange>> {
-        store::membership_log(self.storage.pool(), user, upto).await
-    }
-
     /// Rooms with events in `(after, upto]`.
     pub(crate) async fn rooms_with_events(
         &self,
         after: i64,
         upto: i64,
     ) -> Result<std::collections::HashSet<OwnedRoomId>> {
+        if let Some(rooms) = self
+            .inner
+            .recent
+            .rooms_between(&self.storage, after, upto)
+            .await?
+        {
+            return Ok(rooms);
+        }
         Ok(store::rooms_with_events(self.storage.pool(), after, upto)
             .await?
             .into_iter()
@@ -42,8 +41,22 @@ impl Rooms {
         after: i64,
         upto: i64,
         limit: i64,
-    ) -> Result<Vec<StoredEvent>> {
-        store::room_events(
+    ) -> Result<Vec<Arc<StoredEvent>>> {
+        if let Some(events) = self
+            .inner
+            .recent
+            .room_backward(
+                &self.storage,
+                room,
+                after,
+                upto,
+                usize::try_from(limit).unwrap_or(0),
+            )
+            .await?
+        {
+            return Ok(events);
+        }
+        Ok(store::room_events(
             self.storage.pool(),
             room,
             after,
@@ -51,7 +64,10 @@ impl Rooms {
             Direction::Backward,
             limit,
         )
-        .await
+        .await?
+        .into_iter()
+        .map(Arc::new)
+        .collect())
     }
 
     /// The room state after the event at or before `position` (empty before the room began).
@@ -198,15 +214,9 @@ impl Rooms {
             Some(c) => (c.upto, c.notify, c.highlight),
             None => (after, 0, 0),
         };
-        let events = store::room_events(
-            self.storage.pool(),
-            room,
-            from,
-            upto,
-            Direction::Backward,
-            MAX_UNREAD_SCAN,
-        )
-        .await?;
+        let events = self
+            .latest_events(room, from, upto, MAX_UNREAD_SCAN)
+            .await?;
         for stored in events {
             if stored.pdu.sender == user {
                 continue;

@@ -270,7 +270,7 @@ impl Rooms {
 
     async fn access(&self, room: &RoomId, user: &UserId) -> Result<Access> {
         let current = self.notifier.current().0;
-        let membership = store::membership_at(self.storage.pool(), room, user).await?;
+        let membership = self.membership_now(room, user).await?;
         match membership.as_ref().map(|(m, p)| (m.as_str(), *p)) {
             Some(("join", _)) => Ok(Access {
                 until: current,

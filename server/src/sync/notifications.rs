@@ -6,21 +6,16 @@
 use std::{collections::HashMap, sync::Arc};
 
 use ruma::{
-    OwnedUserId, RoomId, UInt, UserId,
-    events::{
-        AnySyncTimelineEvent, StateEventType,
-        room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource},
-    },
-    push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
+    RoomId, UserId,
+    events::AnySyncTimelineEvent,
+    push::{PushConditionRoomCtx, Ruleset},
     room_version_rules::RoomVersionRules,
     serde::Raw,
 };
-use serde_json::Value;
 
 use crate::{
     Homeserver, Result,
     rooms::{
-        StateMap,
         builder::rules_for,
         pdu::Pdu,
         streams::{JudgeNotify, Notify, StoredEvent},
@@ -67,8 +62,8 @@ impl<'a> PushJudge<'a> {
         let context = match self.contexts.get(&group) {
             Some(context) => context.clone(),
             None => {
-                let state = self.hs.rooms.state_at_group(group).await?;
-                let context = Arc::new(self.context(&state, version).await?);
+                let base = self.hs.rooms.push_base(group, version).await?;
+                let context = Arc::new(base.context_for(self.room, self.user));
                 self.contexts.insert(group, context.clone());
                 context
             }
@@ -80,80 +75,6 @@ impl<'a> PushJudge<'a> {
             highlight: actions.iter().any(|a| a.is_highlight()),
         })
     }
-
-    /// The push condition context of the room in `state`.
-    async fn context(
-        &self,
-        state: &StateMap,
-        version: &RoomVersionRules,
-    ) -> Result<PushConditionRoomCtx> {
-        let wanted: Vec<_> = state
-            .iter()
-            .filter(|((kind, _), _)| {
-                matches!(
-                    kind,
-                    StateEventType::RoomMember
-                        | StateEventType::RoomPowerLevels
-                        | StateEventType::RoomCreate
-                )
-            })
-            .map(|(_, id)| id.clone())
-            .collect();
-        let events = self.hs.rooms.load_pdus(&wanted).await?;
-        let content = |kind: StateEventType, key: &str| -> Option<Value> {
-            let id = state.get(&(kind, key.to_owned()))?;
-            Some(events.get(id)?.content_value())
-        };
-        let members = state
-            .iter()
-            .filter(|((kind, _), _)| *kind == StateEventType::RoomMember)
-            .filter_map(|(_, id)| events.get(id))
-            .filter(|e| e.content_str("membership").as_deref() == Some("join"))
-            .count();
-        let display_name = content(StateEventType::RoomMember, self.user.as_str())
-            .and_then(|c| c.get("displayname")?.as_str().map(str::to_owned))
-            .unwrap_or_else(|| self.user.localpart().to_owned());
-        let context = PushConditionRoomCtx::new(
-            self.room.to_owned(),
-            UInt::try_from(members).unwrap_or(UInt::MAX),
-            self.user.to_owned(),
-            display_name,
-        );
-        let source = content(StateEventType::RoomPowerLevels, "")
-            .and_then(|c| serde_json::from_value::<RoomPowerLevelsEventContent>(c).ok())
-            .map_or(RoomPowerLevelsSource::None, RoomPowerLevelsSource::Original);
-        let creators = creators(state, &events, version);
-        let levels = RoomPowerLevels::new(source, &version.authorization, creators);
-        Ok(context.with_power_levels(PushConditionPowerLevelsCtx::from(levels)))
-    }
-}
-
-/// The room's creators: the create event's sender and, where the version has them, its
-/// additional creators.
-fn creators(
-    state: &StateMap,
-    events: &HashMap<ruma::OwnedEventId, Arc<Pdu>>,
-    version: &RoomVersionRules,
-) -> Vec<OwnedUserId> {
-    let Some(create) = state
-        .get(&(StateEventType::RoomCreate, String::new()))
-        .and_then(|id| events.get(id))
-    else {
-        return Vec::new();
-    };
-    let mut creators = vec![create.sender.clone()];
-    if version.authorization.additional_room_creators {
-        let content = create.content_value();
-        creators.extend(
-            content
-                .get("additional_creators")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|u| UserId::parse(u.as_str()?).ok()),
-        );
-    }
-    creators
 }
 
 impl JudgeNotify for PushJudge<'_> {

@@ -203,7 +203,49 @@ impl UserData {
 
     /// The stream position of the newest event of `room` that `user` has read (by an
     /// unthreaded or main-thread read receipt), when it is known here.
+    ///
+    /// Every sync showing the room asks this; the answer is kept until a receipt is stored
+    /// (an ephemeral change). An answer that hangs on an event not held yet (or held without a
+    /// place in the timeline) is not kept: that event may arrive without a receipt.
     pub async fn read_position(&self, user: &UserId, room: &RoomId) -> Result<Option<i64>> {
+        let key = (user.to_owned(), room.to_owned());
+        if let Ok(kept) = self.reads.lock()
+            && let Some((read_at, position)) = kept.get(&key)
+            && !self
+                .storage
+                .changed_since(Change::Ephemeral, StreamPosition(*read_at))
+        {
+            return Ok(*position);
+        }
+        // Read before the query: a receipt committing after it leaves its mark past this.
+        let read_at = self.storage.notifier().current().0;
+        let newest: Option<(Option<i64>,)> = sqlx::query_as(
+            "SELECT e.position FROM receipts r LEFT JOIN events e ON e.event_id = r.event_id \
+             WHERE r.room_id = $1 AND r.user_id = $2 \
+             AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id IN ('', 'main') \
+             ORDER BY r.position DESC LIMIT 1",
+        )
+        .bind(room.as_str())
+        .bind(user.as_str())
+        .fetch_optional(self.storage.pool())
+        .await?;
+        let position = match newest {
+            None => None,
+            Some((Some(position),)) => Some(position),
+            Some((None,)) => return self.read_position_of_placed(user, room).await,
+        };
+        if let Ok(mut kept) = self.reads.lock() {
+            if kept.len() >= MAX_KEPT_READS {
+                kept.clear();
+            }
+            kept.insert(key, (read_at, position));
+        }
+        Ok(position)
+    }
+
+    /// [`UserData::read_position`] read from the receipts whose event has a place in the
+    /// timeline.
+    async fn read_position_of_placed(&self, user: &UserId, room: &RoomId) -> Result<Option<i64>> {
         let row: Option<(Option<i64>,)> = sqlx::query_as(
             "SELECT e.position FROM receipts r JOIN events e ON e.event_id = r.event_id \
              WHERE r.room_id = $1 AND r.user_id = $2 \
@@ -217,6 +259,9 @@ impl UserData {
         Ok(row.and_then(|(p,)| p))
     }
 }
+
+/// Read positions kept, at most; past that the cache starts again.
+const MAX_KEPT_READS: usize = 10_000;
 
 fn to_raw<T>(value: &Value) -> Result<Raw<T>> {
     Ok(Raw::from_json(serde_json::value::to_raw_value(value)?))
