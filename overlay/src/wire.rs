@@ -17,7 +17,7 @@ mod tests;
 pub use beacon::{BEACON_LEN, BEACON_MAGIC, BEACON_VERSION, Beacon};
 pub use frame::{
     Announcement, AnnouncementHop, Bootstrap, Frame, FrameType, PathFind, PathHop, PathReply,
-    Teardown, Traffic, Watermark,
+    Teardown, Traffic, Watermark, is_probe,
 };
 pub use hello::{
     CAP_PATH_SEARCH, CAP_SOURCE_ROUTING, CAP_TEARDOWN, CAPABILITIES, HELLO_LEN, HELLO_MAGIC, Hello,

@@ -41,6 +41,13 @@ pub enum FrameType {
     Teardown = 6,
 }
 
+/// Whether encoded bytes are a traffic frame flagged as a route probe, read from the first two
+/// bytes without decoding the rest (for counting what a link carries).
+pub fn is_probe(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&(FrameType::Traffic as u8))
+        && bytes.get(1).is_some_and(|f| f & FLAG_PROBE != 0)
+}
+
 impl FrameType {
     /// Every frame type, for metrics tables.
     pub const ALL: [FrameType; 6] = [
