@@ -38,8 +38,8 @@ use crate::router::Config;
 
 pub use network::{Delivery, Network, PING, PONG, Sent};
 pub use setup::SetupCost;
-pub use traffic::{TrafficOptions, TrafficReport};
 pub use topology::{Topology, TopologySpec};
+pub use traffic::{TrafficOptions, TrafficReport};
 
 /// Why a simulation could not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

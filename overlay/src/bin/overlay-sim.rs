@@ -3,7 +3,8 @@
 //!
 //! Usage: `overlay-sim [--topologies DIR] [--seed N] [--pairs N] [--setups N] [--only SUBSTRING]
 //! [--generated-only] [--files-only] [--json] [--no-leave] [--traffic] [--flows F]
-//! [--replace-every SECS] [--churn SHARE] [--traffic-secs SECS] [--big N]`. `DIR` defaults to
+//! [--replace-every SECS] [--churn SHARE] [--traffic-secs SECS] [--idle-secs SECS] [--big N] [--search-width W]
+//! [--search-fanout F] [--search-slack S]`. `DIR` defaults to
 //! `../shared/topologies` relative to the repository root. `--big N` runs only the generated
 //! scale-free and Yggdrasil-like graphs of `N` nodes.
 
@@ -26,6 +27,10 @@ struct Args {
     leave: bool,
     traffic: Option<TrafficOptions>,
     big: Option<usize>,
+    idle: Option<u64>,
+    width: Option<u8>,
+    fanout: Option<u8>,
+    slack: Option<u8>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +49,10 @@ fn parse_args() -> Result<Args, String> {
         leave: true,
         traffic: None,
         big: None,
+        idle: None,
+        width: None,
+        fanout: None,
+        slack: None,
     };
     let mut traffic = TrafficOptions::default();
     let mut want_traffic = false;
@@ -83,6 +92,16 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "bad --churn".to_owned())?
             }
+            "--search-width" => {
+                a.width = Some(number(&value("--search-width")?, "--search-width")?)
+            }
+            "--search-fanout" => {
+                a.fanout = Some(number(&value("--search-fanout")?, "--search-fanout")?)
+            }
+            "--search-slack" => {
+                a.slack = Some(number(&value("--search-slack")?, "--search-slack")?)
+            }
+            "--idle-secs" => a.idle = Some(number(&value("--idle-secs")?, "--idle-secs")?),
             "--big" => a.big = Some(number(&value("--big")?, "--big")?),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -134,13 +153,20 @@ fn main() -> ExitCode {
             ),
         }
     }
-    let opts = SimOptions {
+    let mut opts = SimOptions {
         pairs: args.pairs,
         setups: args.setups,
         leave: args.leave,
         traffic: args.traffic.clone(),
         ..SimOptions::default()
     };
+    if let Some(secs) = args.idle {
+        opts.idle_window = Duration::from_secs(secs);
+    }
+    let c = &mut opts.config;
+    c.search_width = args.width.unwrap_or(c.search_width);
+    c.search_fanout = args.fanout.unwrap_or(c.search_fanout);
+    c.search_slack = args.slack.unwrap_or(c.search_slack);
     if !args.json {
         println!(
             "| topology | nodes | edges | stretch mean | stretch p95 | first-packet stretch | reach % | cold conv s | reconv s | reach after leave % | idle B/node/s | state B/node | set-up KB mean / p95 | set-up frames mean / p95 | touched mean / p95 | wall s |"

@@ -1,7 +1,7 @@
 //! An in-process network of real [`Router`]s in virtual time: a discrete-event queue of frames
 //! (delivered after each link's latency) and timer wake-ups. Tests and the simulator share it;
-//! its verbs are `add_node`, `connect`, `disconnect`, `remove_node`, `send`, `run_for`,
-//! `run_until_idle` and `wait`.
+//! its verbs are `add_node`, `connect`, `disconnect`, `remove_node`, `restart_node`, `send`,
+//! `inject`, `run_for`, `run_until_idle` and `wait`.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -111,7 +111,12 @@ impl Sent {
                 self.data_bytes += len;
                 self.data_frames += 1;
             }
-            Some(Ok(FrameType::Traffic | FrameType::PathFind | FrameType::PathReply)) => {
+            Some(Ok(
+                FrameType::Traffic
+                | FrameType::PathFind
+                | FrameType::PathReply
+                | FrameType::PathSeek,
+            )) => {
                 self.setup_bytes += len;
                 self.setup_frames += 1;
             }
@@ -373,6 +378,27 @@ impl Network {
     /// Neighbours of `i` over live links.
     pub fn neighbours(&self, i: usize) -> &[usize] {
         &self.adj[i]
+    }
+
+    /// Puts raw `bytes` on the link from node `from` to its neighbour `to`, as if `from`'s
+    /// router had sent them (a hostile or broken node); counted in `from`'s bytes. Returns
+    /// whether the link exists.
+    pub fn inject(&mut self, from: usize, to: usize, bytes: Vec<u8>) -> bool {
+        let Some((lat, link)) = self.links.get(&(from, to)).copied() else {
+            return false;
+        };
+        self.nodes[from].bytes_out += bytes.len() as u64;
+        self.nodes[from].sent.count(&bytes);
+        self.schedule(
+            self.now + lat,
+            Ev::Frame {
+                to,
+                from,
+                link,
+                bytes,
+            },
+        );
+        true
     }
 
     /// Node `from` sends a datagram to node `to`.

@@ -41,10 +41,7 @@ pub(crate) fn measure(net: &mut Network, pairs: &[(usize, usize)]) -> SetupCost 
         (0..net.len())
             .map(|i| {
                 let s = net.sent(i);
-                (
-                    s.setup_bytes + s.data_bytes,
-                    s.setup_frames + s.data_frames,
-                )
+                (s.setup_bytes + s.data_bytes, s.setup_frames + s.data_frames)
             })
             .collect()
     };

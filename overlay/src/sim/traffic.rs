@@ -197,7 +197,7 @@ pub(crate) fn run(
         }
         if sending {
             for (n, &i) in comp.iter().enumerate() {
-                if (t + n as u64) % replace == 0 {
+                if (t + n as u64).is_multiple_of(replace) {
                     let j = ((t / replace) as usize + n) % opts.flows_per_node;
                     let f = pick(rng, net, i);
                     if let Some(v) = flows.get_mut(&i) {
@@ -205,7 +205,7 @@ pub(crate) fn run(
                     }
                 }
                 for j in 0..opts.flows_per_node {
-                    if (t + n as u64 + j as u64) % every != 0 {
+                    if !(t + n as u64 + j as u64).is_multiple_of(every) {
                         continue;
                     }
                     let Some(f) = flows.get(&i).and_then(|v| v.get(j)).copied() else {
@@ -251,9 +251,10 @@ pub(crate) fn run(
 
     // A datagram whose destination restarted before it could arrive had nobody to reach.
     let lost_peer = |s: &Sent| {
-        restarted
-            .get(&(s.dst as usize))
-            .is_some_and(|ts| ts.iter().any(|t| *t >= u64::from(s.at) && *t <= u64::from(s.at) + 5))
+        restarted.get(&(s.dst as usize)).is_some_and(|ts| {
+            ts.iter()
+                .any(|t| *t >= u64::from(s.at) && *t <= u64::from(s.at) + 5)
+        })
     };
     let quiet = opts.churn_quiet.as_secs();
     let near_churn = |s: &Sent| {
