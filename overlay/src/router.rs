@@ -28,7 +28,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::identity::{NodeKeypair, PublicKey, SigCache};
-use crate::wire::{CAP_PATH_SEARCH, CAP_SOURCE_ROUTING, CAP_TEARDOWN, Frame, WireError};
+use crate::wire::{
+    CAP_GUIDED_SEARCH, CAP_PATH_SEARCH, CAP_SOURCE_ROUTING, CAP_TEARDOWN, Frame, WireError,
+};
 
 pub use metrics::{DropReason, Metrics};
 pub use queue::{CONTROL_QUEUE_LIMIT, TRAFFIC_QUEUE_LIMIT};
@@ -132,8 +134,21 @@ pub struct Config {
     pub max_coords: usize,
     /// Most simultaneous peers.
     pub max_peers: usize,
-    /// Most path search frames accepted from one peer per second.
+    /// Most path search units accepted from one peer per second: a flood frame counts one, a
+    /// guided search frame its width.
     pub path_finds_per_peer_per_sec: u32,
+    /// Most guided path searches accepted (and started) per origin per second, at every hop.
+    pub seeks_per_origin_per_sec: u32,
+    /// Most origins whose search rate is tracked at once; a search from an origin beyond it is
+    /// dropped until a window ends.
+    pub max_seek_origins: usize,
+    /// Width a guided path search starts with (at most `wire::MAX_SEEK_WIDTH`): how many
+    /// greedy ways toward the target it follows at most.
+    pub search_width: u8,
+    /// Most peers one hop splits a search among.
+    pub search_fanout: u8,
+    /// Hops a search may take beyond the tree distance between searcher and target.
+    pub search_slack: u8,
 }
 
 impl Default for Config {
@@ -158,6 +173,11 @@ impl Default for Config {
             max_coords: 4096,
             max_peers: 256,
             path_finds_per_peer_per_sec: 500,
+            seeks_per_origin_per_sec: 20,
+            max_seek_origins: 4096,
+            search_width: 8,
+            search_fanout: 2,
+            search_slack: 0,
         }
     }
 }
@@ -435,6 +455,7 @@ impl Router {
             }
             Frame::PathFind(p) => self.handle_path_find(peer, p, now),
             Frame::PathReply(r) => self.handle_path_reply(peer, r, now),
+            Frame::PathSeek(p) => self.handle_path_seek(peer, p, now),
             Frame::Teardown(t) => self.handle_teardown(peer, t, now),
         };
         match result {
@@ -540,6 +561,7 @@ impl Router {
         let gated;
         let frame = match frame {
             Frame::PathFind(_) | Frame::PathReply(_) if caps & CAP_PATH_SEARCH == 0 => return,
+            Frame::PathSeek(_) if caps & CAP_GUIDED_SEARCH == 0 => return,
             Frame::Teardown(_) if caps & CAP_TEARDOWN == 0 => return,
             Frame::Traffic(t) if caps & CAP_SOURCE_ROUTING == 0 => {
                 // A probe only teaches a source route; the rest travels on by tree or key,

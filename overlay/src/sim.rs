@@ -10,15 +10,20 @@
 //!    goes by key on the ring; the receiver searches a path and installs source routes), then
 //!    s sends one more datagram: its hops ÷ the BFS shortest hops is the stretch, and the share
 //!    delivered is the reachability;
-//! 3. **idle**: protocol bytes sent per node per second over a window without traffic;
-//! 4. **leave**: a random non-leaf node leaves; re-converged once the remaining largest
+//! 3. **set-up cost**: fresh pairs set a flow up one at a time (see `setup`): bytes and frames
+//!    sent network-wide and nodes touched per set-up;
+//! 4. **idle**: protocol bytes sent per node per second over a window without traffic;
+//! 5. **leave**: a random non-leaf node leaves; re-converged once the remaining largest
 //!    component meets the cold-start condition again; then the old pairs that survive send
-//!    again (routes broken by the leave must fall back and repair).
+//!    again (routes broken by the leave must fall back and repair);
+//! 6. **traffic** (when asked): flows replaced and nodes churning (see `traffic`).
 //!
 //! [`Router`]: crate::router::Router
 
 mod network;
+mod setup;
 mod topology;
+mod traffic;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -31,8 +36,10 @@ use serde::Serialize;
 use crate::identity::PublicKey;
 use crate::router::Config;
 
-pub use network::{Delivery, Network, PING, PONG};
+pub use network::{Delivery, Network, PING, PONG, Sent};
+pub use setup::SetupCost;
 pub use topology::{Topology, TopologySpec};
+pub use traffic::{TrafficOptions, TrafficReport};
 
 /// Why a simulation could not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +68,10 @@ pub struct SimOptions {
     pub idle_window: Duration,
     /// Whether to run the leave phase (re-convergence after a node leaves).
     pub leave: bool,
+    /// Flows set up one at a time to measure what a set-up costs (0: skip).
+    pub setups: usize,
+    /// The traffic run, if wanted.
+    pub traffic: Option<TrafficOptions>,
     /// Router configuration for every node.
     pub config: Config,
 }
@@ -73,6 +84,8 @@ impl Default for SimOptions {
             max_converge: Duration::from_secs(300),
             idle_window: Duration::from_secs(300),
             leave: true,
+            setups: 50,
+            traffic: None,
             // Crawled graphs have hubs with hundreds of links; simulate them as they are.
             config: Config {
                 max_peers: 4096,
@@ -112,6 +125,10 @@ pub struct Report {
     pub idle_bytes_per_node_sec: f64,
     /// Mean routing state per node, in bytes.
     pub state_bytes_per_node: f64,
+    /// What setting up one flow costs network-wide.
+    pub setup: SetupCost,
+    /// The traffic run, if it ran.
+    pub traffic: Option<TrafficReport>,
     /// Wall-clock time the run took.
     pub wall: Duration,
 }
@@ -150,7 +167,13 @@ pub fn run_with(spec: &TopologySpec, seed: u64, opts: &SimOptions) -> Result<Rep
     let (stretches, reach) = stretch_of(&net, &pairs, &measured);
     let first_stretch: Vec<f64> = stretch_of(&net, &pairs, &first).0;
 
-    // 3. Idle traffic and state.
+    // 3. Set-up cost, one fresh flow at a time.
+    // Its own random stream, so the phases after it meet the same choices with or without it.
+    let mut setup_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5e70_9c05);
+    let fresh = sample_pairs(&mut setup_rng, &comp, opts.setups);
+    let setup = setup::measure(&mut net, &fresh);
+
+    // 4. Idle traffic and state.
     net.run_for(Duration::from_secs(60));
     let before: u64 = (0..net.len()).map(|i| net.bytes_out(i)).sum();
     net.run_for(opts.idle_window);
@@ -161,7 +184,7 @@ pub fn run_with(spec: &TopologySpec, seed: u64, opts: &SimOptions) -> Result<Rep
         .sum::<f64>()
         / topo.nodes as f64;
 
-    // 4. A random non-leaf node leaves.
+    // 5. A random non-leaf node leaves.
     let candidates: Vec<usize> = comp
         .iter()
         .copied()
@@ -190,6 +213,12 @@ pub fn run_with(spec: &TopologySpec, seed: u64, opts: &SimOptions) -> Result<Rep
         (reconv, Some(pct))
     };
 
+    // 6. Traffic with flows replaced and nodes churning.
+    let traffic = opts.traffic.as_ref().map(|t| {
+        let comp3 = largest_component(&net);
+        traffic::run(&mut net, &comp3, &mut rng, t)
+    });
+
     Ok(Report {
         name: topo.name,
         nodes: topo.nodes,
@@ -204,6 +233,8 @@ pub fn run_with(spec: &TopologySpec, seed: u64, opts: &SimOptions) -> Result<Rep
         reachability_after_leave: reach_after,
         idle_bytes_per_node_sec: idle,
         state_bytes_per_node: state,
+        setup,
+        traffic,
         wall: wall.elapsed(),
     })
 }
@@ -270,6 +301,23 @@ fn stretch_of(net: &Network, pairs: &[(usize, usize)], hops: &[Option<u8>]) -> (
         100.0 * hops.iter().filter(|h| h.is_some()).count() as f64 / pairs.len() as f64
     };
     (out, reach)
+}
+
+/// Shortest hop counts from `s` to every node over live links (`u32::MAX`: unreachable).
+fn bfs_all(net: &Network, s: usize) -> Vec<u32> {
+    let mut dist = vec![u32::MAX; net.len()];
+    let mut q = VecDeque::new();
+    dist[s] = 0;
+    q.push_back(s);
+    while let Some(u) = q.pop_front() {
+        for &v in net.neighbours(u) {
+            if dist[v] == u32::MAX {
+                dist[v] = dist[u] + 1;
+                q.push_back(v);
+            }
+        }
+    }
+    dist
 }
 
 /// Shortest hop count over live links.

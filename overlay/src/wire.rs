@@ -17,11 +17,11 @@ mod tests;
 pub use beacon::{BEACON_LEN, BEACON_MAGIC, BEACON_VERSION, Beacon};
 pub use frame::{
     Announcement, AnnouncementHop, Bootstrap, Frame, FrameType, PathFind, PathHop, PathReply,
-    Teardown, Traffic, Watermark,
+    PathSeek, Teardown, Traffic, Watermark, is_probe,
 };
 pub use hello::{
-    CAP_PATH_SEARCH, CAP_SOURCE_ROUTING, CAP_TEARDOWN, CAPABILITIES, HELLO_LEN, HELLO_MAGIC, Hello,
-    HelloError, MIN_VERSION, Negotiated, VERSION, negotiate,
+    CAP_GUIDED_SEARCH, CAP_PATH_SEARCH, CAP_SOURCE_ROUTING, CAP_TEARDOWN, CAPABILITIES, HELLO_LEN,
+    HELLO_MAGIC, Hello, HelloError, MIN_VERSION, Negotiated, VERSION, negotiate,
 };
 
 /// Largest routing frame accepted or produced, in bytes.
@@ -30,6 +30,9 @@ pub const MAX_FRAME_LEN: usize = 16 * 1024;
 pub const MAX_COORDS_LEN: usize = 255;
 /// Most hops in a recorded source route or path reply.
 pub const MAX_ROUTE_LEN: usize = 64;
+/// Widest a guided path search may be ([`PathSeek::width`]): what one search can cost the
+/// network is at most this many frames per hop.
+pub const MAX_SEEK_WIDTH: u8 = 16;
 /// Most hops in a tree announcement.
 pub const MAX_ANNOUNCEMENT_HOPS: usize = 255;
 /// Largest traffic frame put on a link. Traffic travels as one QUIC datagram, so this must not

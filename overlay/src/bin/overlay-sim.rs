@@ -1,14 +1,19 @@
 //! `overlay-sim`: runs the overlay simulator over generated topologies and the shared edge
 //! lists, one row per topology.
 //!
-//! Usage: `overlay-sim [--topologies DIR] [--seed N] [--pairs N] [--only SUBSTRING]
-//! [--generated-only] [--files-only] [--json]`. `DIR` defaults to `../shared/topologies`
-//! relative to the repository root.
+//! Usage: `overlay-sim [--topologies DIR] [--seed N] [--pairs N] [--setups N] [--only SUBSTRING]
+//! [--generated-only] [--files-only] [--json] [--no-leave] [--traffic] [--flows F]
+//! [--replace-every SECS] [--churn SHARE] [--traffic-secs SECS] [--idle-secs SECS] [--big N] [--search-width W]
+//! [--search-fanout F] [--search-slack S]`. `DIR` defaults to
+//! `../shared/topologies` relative to the repository root. `--big N` runs only the generated
+//! scale-free and Yggdrasil-like graphs of `N` nodes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use grove_overlay::sim::{self, Report, SimOptions, TopologySpec};
+use std::time::Duration;
+
+use grove_overlay::sim::{self, Report, SimOptions, TopologySpec, TrafficOptions};
 
 struct Args {
     dir: PathBuf,
@@ -18,6 +23,14 @@ struct Args {
     generated: bool,
     files: bool,
     json: bool,
+    setups: usize,
+    leave: bool,
+    traffic: Option<TrafficOptions>,
+    big: Option<usize>,
+    idle: Option<u64>,
+    width: Option<u8>,
+    fanout: Option<u8>,
+    slack: Option<u8>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -32,7 +45,17 @@ fn parse_args() -> Result<Args, String> {
         generated: true,
         files: true,
         json: false,
+        setups: 50,
+        leave: true,
+        traffic: None,
+        big: None,
+        idle: None,
+        width: None,
+        fanout: None,
+        slack: None,
     };
+    let mut traffic = TrafficOptions::default();
+    let mut want_traffic = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -52,10 +75,45 @@ fn parse_args() -> Result<Args, String> {
             "--generated-only" => a.files = false,
             "--files-only" => a.generated = false,
             "--json" => a.json = true,
+            "--no-leave" => a.leave = false,
+            "--setups" => a.setups = number(&value("--setups")?, "--setups")?,
+            "--traffic" => want_traffic = true,
+            "--flows" => traffic.flows_per_node = number(&value("--flows")?, "--flows")?,
+            "--replace-every" => {
+                traffic.replace_every =
+                    Duration::from_secs(number(&value("--replace-every")?, "--replace-every")?)
+            }
+            "--traffic-secs" => {
+                traffic.duration =
+                    Duration::from_secs(number(&value("--traffic-secs")?, "--traffic-secs")?)
+            }
+            "--churn" => {
+                traffic.churn_per_minute = value("--churn")?
+                    .parse()
+                    .map_err(|_| "bad --churn".to_owned())?
+            }
+            "--search-width" => {
+                a.width = Some(number(&value("--search-width")?, "--search-width")?)
+            }
+            "--search-fanout" => {
+                a.fanout = Some(number(&value("--search-fanout")?, "--search-fanout")?)
+            }
+            "--search-slack" => {
+                a.slack = Some(number(&value("--search-slack")?, "--search-slack")?)
+            }
+            "--idle-secs" => a.idle = Some(number(&value("--idle-secs")?, "--idle-secs")?),
+            "--big" => a.big = Some(number(&value("--big")?, "--big")?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
+    if want_traffic {
+        a.traffic = Some(traffic);
+    }
     Ok(a)
+}
+
+fn number<T: std::str::FromStr>(v: &str, name: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("bad {name}"))
 }
 
 fn main() -> ExitCode {
@@ -67,7 +125,9 @@ fn main() -> ExitCode {
         }
     };
     let mut specs: Vec<TopologySpec> = Vec::new();
-    if args.generated {
+    if let Some(n) = args.big {
+        specs.extend([TopologySpec::ScaleFree(n, 2), TopologySpec::YggLike(n)]);
+    } else if args.generated {
         specs.extend([
             TopologySpec::Line(100),
             TopologySpec::Ring(100),
@@ -76,7 +136,7 @@ fn main() -> ExitCode {
             TopologySpec::ScaleFree(1000, 2),
         ]);
     }
-    if args.files {
+    if args.files && args.big.is_none() {
         match std::fs::read_dir(&args.dir) {
             Ok(rd) => {
                 let mut files: Vec<PathBuf> = rd
@@ -93,17 +153,28 @@ fn main() -> ExitCode {
             ),
         }
     }
-    let opts = SimOptions {
+    let mut opts = SimOptions {
         pairs: args.pairs,
+        setups: args.setups,
+        leave: args.leave,
+        traffic: args.traffic.clone(),
         ..SimOptions::default()
     };
+    if let Some(secs) = args.idle {
+        opts.idle_window = Duration::from_secs(secs);
+    }
+    let c = &mut opts.config;
+    c.search_width = args.width.unwrap_or(c.search_width);
+    c.search_fanout = args.fanout.unwrap_or(c.search_fanout);
+    c.search_slack = args.slack.unwrap_or(c.search_slack);
     if !args.json {
         println!(
-            "| topology | nodes | edges | stretch mean | stretch p95 | first-packet stretch | reach % | cold conv s | reconv s | reach after leave % | idle B/node/s | state B/node | wall s |"
+            "| topology | nodes | edges | stretch mean | stretch p95 | first-packet stretch | reach % | cold conv s | reconv s | reach after leave % | idle B/node/s | state B/node | set-up KB mean / p95 | set-up frames mean / p95 | touched mean / p95 | wall s |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
     let mut failed = false;
+    let mut traffic_rows = Vec::new();
     for spec in specs {
         let name = match &spec {
             TopologySpec::File(p) => p.display().to_string(),
@@ -118,10 +189,38 @@ fn main() -> ExitCode {
         }
         match sim::run_with(&spec, args.seed, &opts) {
             Ok(r) if args.json => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
-            Ok(r) => print_row(&r),
+            Ok(r) => {
+                print_row(&r);
+                traffic_rows.push(r);
+            }
             Err(e) => {
                 eprintln!("overlay-sim: {name}: {e}");
                 failed = true;
+            }
+        }
+    }
+    if traffic_rows.iter().any(|r| r.traffic.is_some()) {
+        println!();
+        println!(
+            "| topology | nodes | protocol B/node/s | of which set-up | datagrams | delivery % | between churn % | stretch mean / p95 | restarts | wall s |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for r in &traffic_rows {
+            if let Some(t) = &r.traffic {
+                println!(
+                    "| {} | {} | {:.1} | {:.1} | {} | {:.3} | {:.3} | {:.3} / {:.2} | {} | {:.1} |",
+                    r.name,
+                    r.nodes,
+                    t.protocol_bytes_per_node_sec,
+                    t.setup_bytes_per_node_sec,
+                    t.datagrams,
+                    t.delivery,
+                    t.delivery_between_churn,
+                    t.stretch_mean,
+                    t.stretch_p95,
+                    t.restarts,
+                    t.wall.as_secs_f64(),
+                );
             }
         }
     }
@@ -138,7 +237,7 @@ fn secs(d: Option<std::time::Duration>) -> String {
 
 fn print_row(r: &Report) {
     println!(
-        "| {} | {} | {} | {:.3} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {:.1} | {:.0} | {:.1} |",
+        "| {} | {} | {} | {:.3} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {:.1} | {:.0} | {:.1} / {:.1} | {:.0} / {:.0} | {:.0} / {:.0} | {:.1} |",
         r.name,
         r.nodes,
         r.edges,
@@ -152,6 +251,12 @@ fn print_row(r: &Report) {
             .map_or_else(|| "n/a".to_owned(), |p| format!("{p:.1}")),
         r.idle_bytes_per_node_sec,
         r.state_bytes_per_node,
+        r.setup.bytes_mean / 1000.0,
+        r.setup.bytes_p95 / 1000.0,
+        r.setup.frames_mean,
+        r.setup.frames_p95,
+        r.setup.touched_mean,
+        r.setup.touched_p95,
         r.wall.as_secs_f64(),
     );
 }

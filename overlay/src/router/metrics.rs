@@ -34,6 +34,8 @@ pub enum DropReason {
     BadPath,
     /// A peer exceeded a rate limit.
     RateLimited,
+    /// A path search origin exceeded its rate limit (the peer passing it on is not at fault).
+    OriginRateLimited,
     /// The application event queue was full.
     EventOverflow,
     /// Traffic too large to send.
@@ -42,7 +44,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, for metrics tables.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::Oversized,
         DropReason::BadSignature,
@@ -56,6 +58,7 @@ impl DropReason {
         DropReason::NoBreadcrumb,
         DropReason::BadPath,
         DropReason::RateLimited,
+        DropReason::OriginRateLimited,
         DropReason::EventOverflow,
         DropReason::PayloadTooLarge,
     ];
@@ -76,6 +79,7 @@ impl DropReason {
             DropReason::NoBreadcrumb => "no_breadcrumb",
             DropReason::BadPath => "bad_path",
             DropReason::RateLimited => "rate_limited",
+            DropReason::OriginRateLimited => "origin_rate_limited",
             DropReason::EventOverflow => "event_overflow",
             DropReason::PayloadTooLarge => "payload_too_large",
         }
@@ -90,19 +94,21 @@ impl DropReason {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Metrics {
     /// Frames received, by [`FrameType::index`].
-    pub frames_in: [u64; 6],
+    pub frames_in: [u64; 7],
     /// Frames sent, by [`FrameType::index`].
-    pub frames_out: [u64; 6],
+    pub frames_out: [u64; 7],
     /// Bytes received in frames.
     pub bytes_in: u64,
     /// Bytes sent in frames.
     pub bytes_out: u64,
     /// Drops, by reason (see [`Metrics::drops`]).
-    pub drops: [u64; 15],
+    pub drops: [u64; 16],
     /// Application datagrams delivered here.
     pub delivered: u64,
     /// Path searches started.
     pub searches_started: u64,
+    /// Path replies this node cut short through a peer nearer the target.
+    pub route_shortcuts: u64,
     /// Source routes installed.
     pub routes_learned: u64,
     /// Ring routes of a peer found to lead through us to nothing, and torn down.

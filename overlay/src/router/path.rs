@@ -1,17 +1,27 @@
 //! Path search and source routes for established flows.
 //!
 //! Greedy tree routing takes detours (stretch 1.3–1.6 on random graphs and grids), so the
-//! receiver of a flow's first packets searches for a short path back to the sender: a
-//! `PathFind` flood bounded by a hop limit equal to the tree distance between the two (the tree
-//! path is a valid path, so no shorter path lies beyond it). Each node keeps a breadcrumb
-//! (searcher, nonce) → (hops, upstream link) and floods on only when it sees the search with
-//! fewer hops than before, so the breadcrumbs end up on shortest paths. The target answers
-//! each improvement with a `PathReply` that walks the breadcrumbs back; every hop on the way
-//! records the ports it used and signs. The searcher checks the chain (starts at the target,
-//! no repeated hop, bounded length, every signature), installs the source route and sends a
-//! probe along it, from which the other side learns the reverse route. A hop that cannot
-//! follow a source route falls back to tree or ring routing and marks the frame broken; the
-//! receiver then searches again.
+//! receiver of a flow's first packets searches for a short path back to the sender. The search
+//! costs in proportion to the path, not to the network: a `PathSeek` carries the target's tree
+//! coordinates (learnt from the first packet), a hop limit (the tree distance between the two
+//! plus `search_slack`: the tree path is a valid path) and a width. Each hop passes it only to
+//! the peers closest to the target in tree distance, at most `search_fanout` of them and at
+//! most the width, splitting the width among them; a peer that is the target gets it alone. So the search follows at most `search_width` greedy
+//! ways toward the target, branching near the searcher, and no hop count ever carries more
+//! frames than the width, however many peers a hub has. Each node keeps a breadcrumb
+//! (searcher, nonce) → (hops, upstream link) and passes a search on only when it sees it with
+//! fewer hops than before. The target answers each improvement with a `PathReply` that walks
+//! the breadcrumbs back; every hop on the way records the ports it used and signs. The
+//! searcher checks the chain (starts at the target, no repeated hop, bounded length, every
+//! signature), installs the source route and sends a probe along it, from which the other side
+//! learns the reverse route. A hop that cannot follow a source route falls back to tree or ring
+//! routing and marks the frame broken; the receiver then searches again.
+//!
+//! Bounds: every node passes on at most `seeks_per_origin_per_sec` searches per origin (the
+//! first hop checks that the origin is the peer itself, so no node searches in another's
+//! name), and at most `path_finds_per_peer_per_sec` search frames per peer. One accepted search
+//! costs at most width × hop limit frames. Nodes of older builds flood `PathFind`; those are
+//! answered and passed on only to older peers.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -20,8 +30,11 @@ use rand::RngCore;
 
 use crate::identity::PublicKey;
 use crate::router::metrics::DropReason;
-use crate::router::{PeerId, Router, tree_distance};
-use crate::wire::{Frame, MAX_ROUTE_LEN, PathFind, PathReply};
+use crate::router::{Peer, PeerId, Router, tree_distance};
+use crate::wire::{
+    CAP_GUIDED_SEARCH, CAP_SOURCE_ROUTING, Frame, MAX_ROUTE_LEN, MAX_SEEK_WIDTH, PathFind, PathHop,
+    PathReply, PathSeek,
+};
 
 /// A source route: the port each hop leaves by, starting with ours.
 #[derive(Debug, Clone)]
@@ -52,6 +65,8 @@ pub(crate) struct PathState {
     pub(crate) searches: HashMap<PublicKey, (u64, Instant)>,
     /// Breadcrumbs by (searcher, nonce).
     pub(crate) crumbs: HashMap<(PublicKey, u64), Crumb>,
+    /// Search origins seen this second: (window start, searches), for the per-origin limit.
+    pub(crate) origins: HashMap<PublicKey, (Instant, u32)>,
 }
 
 impl PathState {
@@ -62,9 +77,15 @@ impl PathState {
 }
 
 impl Router {
-    /// Starts a search for a short path to `target`, unless one ran recently.
+    /// Starts a search for a short path to `target`, whose tree coordinates are
+    /// `target_coords`, unless one ran recently, the coordinates are unknown, or this node
+    /// already started as many searches this second as its peers will pass on.
     pub(super) fn start_search(&mut self, target: PublicKey, target_coords: &[u16], now: Instant) {
         if target == self.key || self.peers.is_empty() {
+            return;
+        }
+        // Empty coordinates name the root; from anyone else they were shed on the way.
+        if target_coords.is_empty() && target != self.tree.current.root {
             return;
         }
         if let Some((_, started)) = self.paths.searches.get(&target)
@@ -75,9 +96,15 @@ impl Router {
         if self.paths.searches.len() >= self.config.max_routes {
             return;
         }
+        if !self.origin_allows(self.key, now) {
+            self.metrics.drop(DropReason::OriginRateLimited);
+            return;
+        }
         let nonce = self.rng.next_u64();
         self.paths.searches.insert(target, (nonce, now));
-        let dist = tree_distance(&self.tree.coords, target_coords).clamp(1, MAX_ROUTE_LEN);
+        let dist = tree_distance(&self.tree.coords, target_coords)
+            .saturating_add(usize::from(self.config.search_slack))
+            .clamp(1, MAX_ROUTE_LEN);
         self.insert_crumb(
             (self.key, nonce),
             Crumb {
@@ -88,17 +115,185 @@ impl Router {
         );
         self.metrics.searches_started += 1;
         tracing::trace!(%target, dist, "path search");
-        let pf = PathFind {
+        let seek = PathSeek {
             searcher: self.key,
             target,
             nonce,
             hop_limit: dist as u8,
-            hops: 1,
+            hops: 0,
+            width: self.config.search_width.clamp(1, MAX_SEEK_WIDTH),
+            target_coords: target_coords.to_vec(),
         };
-        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
-        for id in ids {
-            self.enqueue(id, &Frame::PathFind(pf.clone()));
+        self.seek_onward(None, &seek);
+    }
+
+    /// Passes a guided search on: to the target if it is a peer, else to the peers closest to
+    /// the target's coordinates, at most `search_fanout` and at most the search's width,
+    /// splitting the width among them. So a search never fans out wider than its width at any
+    /// hop count, however many peers a node has. Only the hop limit prunes: tree distance
+    /// overstates how far a node across a non-tree link is (two ends of a ring cut by the
+    /// tree are a whole ring apart in it), so a branch that must first move away from the
+    /// target in the tree to reach such a link is still followed.
+    fn seek_onward(&mut self, from: Option<PeerId>, seek: &PathSeek) {
+        if seek.hops >= seek.hop_limit {
+            return;
         }
+        let hops = seek.hops + 1;
+        let guided = |p: &Peer| p.caps & CAP_GUIDED_SEARCH != 0;
+        let target_peer = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.key == seek.target && guided(p))
+            .map(|(id, _)| *id);
+        if let Some(id) = target_peer {
+            if Some(id) != from {
+                let next = PathSeek {
+                    hops,
+                    width: 1,
+                    ..seek.clone()
+                };
+                self.enqueue(id, &Frame::PathSeek(next));
+            }
+            return;
+        }
+        let mut cands: Vec<(usize, u128, PeerId)> = Vec::new();
+        for (id, p) in &self.peers {
+            if Some(*id) == from || !guided(p) {
+                continue;
+            }
+            let Some(c) = self.peer_coords(*id) else {
+                continue;
+            };
+            let d = tree_distance(c, &seek.target_coords);
+            cands.push((d, p.rtt.map_or(u128::MAX, |r| r.as_micros()), *id));
+        }
+        let width = usize::from(seek.width);
+        let n = cands
+            .len()
+            .min(usize::from(self.config.search_fanout.max(1)))
+            .min(width);
+        if n == 0 {
+            return;
+        }
+        cands.sort_unstable();
+        for (i, (_, _, id)) in cands.into_iter().take(n).enumerate() {
+            let w = width / n + usize::from(i < width % n);
+            let next = PathSeek {
+                hops,
+                width: w as u8,
+                ..seek.clone()
+            };
+            self.enqueue(id, &Frame::PathSeek(next));
+        }
+    }
+
+    /// Whether `origin` may have one more search passed on this second; counts it if so.
+    /// The table of origins is bounded: when full, windows that ended are cleared first, and
+    /// if none has, the search is refused.
+    fn origin_allows(&mut self, origin: PublicKey, now: Instant) -> bool {
+        let limit = self.config.seeks_per_origin_per_sec;
+        let second = std::time::Duration::from_secs(1);
+        let origins = &mut self.paths.origins;
+        if !origins.contains_key(&origin) && origins.len() >= self.config.max_seek_origins {
+            origins.retain(|_, (start, _)| *start + second > now);
+            if origins.len() >= self.config.max_seek_origins {
+                return false;
+            }
+        }
+        let (start, count) = origins.entry(origin).or_insert((now, 0));
+        if *start + second <= now {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        *count <= limit
+    }
+
+    /// Counts `units` of search against its peer's per-second budget (a flood frame is one
+    /// unit; a guided search its width, the most ways it can go on).
+    fn peer_allows(
+        &mut self,
+        from: PeerId,
+        units: u32,
+        now: Instant,
+    ) -> Result<(u16, PublicKey), DropReason> {
+        let limit = self.config.path_finds_per_peer_per_sec;
+        let Some(p) = self.peers.get_mut(&from) else {
+            return Err(DropReason::UnknownPeer);
+        };
+        let (start, count) = &mut p.path_find_window;
+        if start.is_none_or(|s| now.saturating_duration_since(s).as_secs() >= 1) {
+            *start = Some(now);
+            *count = 0;
+        }
+        *count = count.saturating_add(units);
+        if *count > limit {
+            return Err(DropReason::RateLimited);
+        }
+        Ok((p.port, p.key))
+    }
+
+    /// A guided search arrived: answer it if it is for us, else pass it on toward the target.
+    pub(super) fn handle_path_seek(
+        &mut self,
+        from: PeerId,
+        seek: PathSeek,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let (from_port, from_key) = self.peer_allows(from, u32::from(seek.width.max(1)), now)?;
+        if seek.hops == 0
+            || usize::from(seek.hop_limit) > MAX_ROUTE_LEN
+            || seek.hops > seek.hop_limit
+            || seek.width == 0
+            || seek.width > MAX_SEEK_WIDTH
+        {
+            return Err(DropReason::BadPath);
+        }
+        // On its first hop a search comes from its searcher: nobody can start one in another
+        // node's name and so escape that node's rate limit.
+        if seek.hops == 1 && seek.searcher != from_key {
+            return Err(DropReason::BadPath);
+        }
+        if seek.searcher == self.key {
+            return Ok(());
+        }
+        let key = (seek.searcher, seek.nonce);
+        if self
+            .paths
+            .crumbs
+            .get(&key)
+            .is_some_and(|c| c.hops <= seek.hops)
+        {
+            return Ok(());
+        }
+        // Only a search's first arrival counts against its origin; better ways of the same
+        // search are part of what it was allowed.
+        if !self.paths.crumbs.contains_key(&key) && !self.origin_allows(seek.searcher, now) {
+            return Err(DropReason::OriginRateLimited);
+        }
+        if !self.insert_crumb(
+            key,
+            Crumb {
+                hops: seek.hops,
+                upstream: Some(from),
+                at: now,
+            },
+        ) {
+            return Err(DropReason::RateLimited);
+        }
+        if seek.target == self.key {
+            let mut reply = PathReply {
+                searcher: seek.searcher,
+                target: self.key,
+                nonce: seek.nonce,
+                hops: Vec::new(),
+            };
+            reply.push_signed(&self.keypair, 0, from_port);
+            self.enqueue(from, &Frame::PathReply(reply));
+            return Ok(());
+        }
+        self.seek_onward(Some(from), &seek);
+        Ok(())
     }
 
     fn insert_crumb(&mut self, key: (PublicKey, u64), crumb: Crumb) -> bool {
@@ -111,27 +306,15 @@ impl Router {
         true
     }
 
-    /// A search flood arrived.
+    /// A search flood from a node of an older build arrived: answered if it is for us, passed
+    /// on only to peers of older builds too (peers that search by [`PathSeek`] never flood).
     pub(super) fn handle_path_find(
         &mut self,
         from: PeerId,
         mut pf: PathFind,
         now: Instant,
     ) -> Result<(), DropReason> {
-        let limit = self.config.path_finds_per_peer_per_sec;
-        let Some(p) = self.peers.get_mut(&from) else {
-            return Err(DropReason::UnknownPeer);
-        };
-        let (start, count) = &mut p.path_find_window;
-        if start.is_none_or(|s| now.saturating_duration_since(s).as_secs() >= 1) {
-            *start = Some(now);
-            *count = 0;
-        }
-        *count += 1;
-        if *count > limit {
-            return Err(DropReason::RateLimited);
-        }
-        let from_port = p.port;
+        let (from_port, _) = self.peer_allows(from, 1, now)?;
         if pf.hops == 0 || usize::from(pf.hops) > MAX_ROUTE_LEN || pf.hops > pf.hop_limit {
             return Err(DropReason::BadPath);
         }
@@ -172,9 +355,9 @@ impl Router {
             pf.hops += 1;
             let ids: Vec<PeerId> = self
                 .peers
-                .keys()
-                .copied()
-                .filter(|id| *id != from)
+                .iter()
+                .filter(|(id, p)| **id != from && p.caps & CAP_GUIDED_SEARCH == 0)
+                .map(|(id, _)| *id)
                 .collect();
             for id in ids {
                 self.enqueue(id, &Frame::PathFind(pf.clone()));
@@ -211,8 +394,13 @@ impl Router {
                 crate::wire::WireError::BadSignature => DropReason::BadSignature,
                 _ => DropReason::BadPath,
             })?;
-            let mut ports = vec![from_port];
-            ports.extend(r.hops.iter().skip(1).rev().map(|h| h.in_port));
+            // A hop nearer the target may be our own peer: go to it directly.
+            let (first, upto) = match self.shortcut(&r.hops) {
+                Some((j, port)) => (port, j),
+                None => (from_port, r.hops.len() - 1),
+            };
+            let mut ports = vec![first];
+            ports.extend(r.hops[1..=upto].iter().rev().map(|h| h.in_port));
             let better = self
                 .paths
                 .routes
@@ -238,9 +426,32 @@ impl Router {
         if r.hops.iter().any(|h| h.key == self.key) {
             return Err(DropReason::BadPath);
         }
-        r.push_signed(&self.keypair, from_port, up_port);
+        // On-path improvement: when a hop nearer the target is our peer, the way from here
+        // goes to it directly and the hops in between are cut (each hop signs only those
+        // before it, so the chain that remains still verifies).
+        let in_port = match self.shortcut(&r.hops) {
+            Some((j, port)) => {
+                r.hops.truncate(j + 1);
+                self.metrics.route_shortcuts += 1;
+                port
+            }
+            None => from_port,
+        };
+        r.push_signed(&self.keypair, in_port, up_port);
         self.enqueue(up, &Frame::PathReply(r));
         Ok(())
+    }
+
+    /// The hop of a path reply nearest the target (not the last, which sent it to us) that is
+    /// one of our peers able to carry source routes, and our port to it.
+    fn shortcut(&self, hops: &[PathHop]) -> Option<(usize, u16)> {
+        let last = hops.len().checked_sub(1)?;
+        hops[..last].iter().enumerate().find_map(|(j, h)| {
+            self.peers
+                .values()
+                .find(|p| p.key == h.key && p.caps & CAP_SOURCE_ROUTING != 0)
+                .map(|p| (j, p.port))
+        })
     }
 
     /// Installs (or replaces) the source route to `dst`.

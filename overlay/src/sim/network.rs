@@ -1,7 +1,7 @@
 //! An in-process network of real [`Router`]s in virtual time: a discrete-event queue of frames
 //! (delivered after each link's latency) and timer wake-ups. Tests and the simulator share it;
-//! its verbs are `add_node`, `connect`, `disconnect`, `remove_node`, `send`, `run_for`,
-//! `run_until_idle` and `wait`.
+//! its verbs are `add_node`, `connect`, `disconnect`, `remove_node`, `restart_node`, `send`,
+//! `inject`, `run_for`, `run_until_idle` and `wait`.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::identity::{NodeKeypair, PublicKey};
 use crate::router::{Config, Event, PeerId, Router};
+use crate::wire::FrameType;
 
 /// Payload prefix of a ping the network answers automatically (with [`PONG`]).
 pub const PING: u8 = 0xA1;
@@ -38,6 +39,9 @@ enum Ev {
     Frame {
         to: usize,
         from: usize,
+        /// The link's incarnation: frames sent on a link that has since gone are lost, even
+        /// when the same two nodes link again.
+        link: u64,
         bytes: Vec<u8>,
     },
     Timer {
@@ -74,6 +78,51 @@ struct SimNode {
     alive: bool,
     timer_at: Option<Duration>,
     bytes_out: u64,
+    sent: Sent,
+}
+
+/// What one node has sent, sorted by what the frames are for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Bytes of upkeep that runs with no traffic: tree announcements, ring bootstraps and
+    /// teardowns.
+    pub upkeep_bytes: u64,
+    /// Bytes spent setting flows up: path searches, their replies and route probes.
+    pub setup_bytes: u64,
+    /// Frames spent setting flows up.
+    pub setup_frames: u64,
+    /// Bytes of application datagrams, headers included.
+    pub data_bytes: u64,
+    /// Application datagram frames.
+    pub data_frames: u64,
+}
+
+impl Sent {
+    /// Everything but application datagrams.
+    pub fn protocol_bytes(&self) -> u64 {
+        self.upkeep_bytes + self.setup_bytes
+    }
+
+    /// Counts one frame by its type byte (and, for traffic, its probe flag).
+    fn count(&mut self, bytes: &[u8]) {
+        let len = bytes.len() as u64;
+        match bytes.first().map(|b| FrameType::from_byte(*b)) {
+            Some(Ok(FrameType::Traffic)) if !crate::wire::is_probe(bytes) => {
+                self.data_bytes += len;
+                self.data_frames += 1;
+            }
+            Some(Ok(
+                FrameType::Traffic
+                | FrameType::PathFind
+                | FrameType::PathReply
+                | FrameType::PathSeek,
+            )) => {
+                self.setup_bytes += len;
+                self.setup_frames += 1;
+            }
+            _ => self.upkeep_bytes += len,
+        }
+    }
 }
 
 /// A simulated network.
@@ -84,7 +133,9 @@ pub struct Network {
     config: Config,
     nodes: Vec<SimNode>,
     keys: HashMap<PublicKey, usize>,
-    links: HashMap<(usize, usize), Duration>,
+    /// Latency and incarnation of each live link, both directions.
+    links: HashMap<(usize, usize), (Duration, u64)>,
+    next_link: u64,
     adj: Vec<Vec<usize>>,
     heap: BinaryHeap<Scheduled>,
     seq: u64,
@@ -116,6 +167,7 @@ impl Network {
             nodes: Vec::new(),
             keys: HashMap::new(),
             links: HashMap::new(),
+            next_link: 0,
             adj: Vec::new(),
             heap: BinaryHeap::new(),
             seq: 0,
@@ -143,6 +195,7 @@ impl Network {
             alive: true,
             timer_at: None,
             bytes_out: 0,
+            sent: Sent::default(),
         });
         self.keys.insert(key, i);
         self.adj.push(Vec::new());
@@ -190,6 +243,11 @@ impl Network {
         self.nodes[i].bytes_out
     }
 
+    /// What node `i` has sent, by purpose.
+    pub fn sent(&self, i: usize) -> Sent {
+        self.nodes[i].sent
+    }
+
     /// Links `a` and `b` with a one-way latency; both routers see the peer come up.
     pub fn connect(&mut self, a: usize, b: usize, latency: Duration) {
         self.connect_with(a, b, latency, crate::wire::CAPABILITIES);
@@ -221,8 +279,9 @@ impl Network {
             self.flush(a);
             return;
         }
-        self.links.insert((a, b), latency);
-        self.links.insert((b, a), latency);
+        self.next_link += 1;
+        self.links.insert((a, b), (latency, self.next_link));
+        self.links.insert((b, a), (latency, self.next_link));
         self.adj[a].push(b);
         self.adj[b].push(a);
         for (x, y) in [(a, b), (b, a)] {
@@ -258,6 +317,38 @@ impl Network {
         self.nodes[i].alive = false;
     }
 
+    /// Node `i` restarts as a new node with a fresh key in the same place: every link goes
+    /// down, the old router is gone, and a new one links to the same neighbours with the same
+    /// latencies. Returns the new key.
+    pub fn restart_node(&mut self, i: usize) -> PublicKey {
+        let peers: Vec<(usize, Duration)> = self.adj[i]
+            .iter()
+            .filter_map(|p| self.links.get(&(i, *p)).map(|(lat, _)| (*p, *lat)))
+            .collect();
+        for (p, _) in &peers {
+            self.disconnect(i, *p);
+        }
+        let old = self.key(i);
+        self.keys.remove(&old);
+        let seed: [u8; 32] = self.rng.r#gen();
+        let rng_seed: u64 = self.rng.r#gen();
+        let kp = NodeKeypair::from_seed(seed);
+        let key = kp.public_key();
+        let now = self.base + self.now;
+        let node = &mut self.nodes[i];
+        node.router = Router::new(kp, self.config.clone(), rng_seed, now);
+        node.alive = true;
+        node.timer_at = None;
+        self.keys.insert(key, i);
+        self.flush(i);
+        for (p, lat) in peers {
+            if self.nodes[p].alive {
+                self.connect(i, p, lat);
+            }
+        }
+        key
+    }
+
     /// Whether node `i` holds a ring route to the node keyed `to` that still leads there: each
     /// node on the way holds its own entry, under the same root, until `to` is reached. An
     /// entry whose way was torn down behind it (a teardown still in flight) does not count.
@@ -287,6 +378,27 @@ impl Network {
     /// Neighbours of `i` over live links.
     pub fn neighbours(&self, i: usize) -> &[usize] {
         &self.adj[i]
+    }
+
+    /// Puts raw `bytes` on the link from node `from` to its neighbour `to`, as if `from`'s
+    /// router had sent them (a hostile or broken node); counted in `from`'s bytes. Returns
+    /// whether the link exists.
+    pub fn inject(&mut self, from: usize, to: usize, bytes: Vec<u8>) -> bool {
+        let Some((lat, link)) = self.links.get(&(from, to)).copied() else {
+            return false;
+        };
+        self.nodes[from].bytes_out += bytes.len() as u64;
+        self.nodes[from].sent.count(&bytes);
+        self.schedule(
+            self.now + lat,
+            Ev::Frame {
+                to,
+                from,
+                link,
+                bytes,
+            },
+        );
+        true
     }
 
     /// Node `from` sends a datagram to node `to`.
@@ -347,9 +459,16 @@ impl Network {
         self.now = self.now.max(s.at);
         let now = self.base + self.now;
         match s.ev {
-            Ev::Frame { to, from, bytes } => {
+            Ev::Frame {
+                to,
+                from,
+                link,
+                bytes,
+            } => {
                 self.frames_in_flight -= 1;
-                if !self.nodes[to].alive || !self.links.contains_key(&(from, to)) {
+                if !self.nodes[to].alive
+                    || self.links.get(&(from, to)).is_none_or(|(_, l)| *l != link)
+                {
                     return;
                 }
                 if self.record_frames_of == Some(to) {
@@ -393,13 +512,15 @@ impl Network {
         loop {
             while let Some(tx) = self.nodes[i].router.poll_transmit() {
                 let j = tx.peer.0 as usize;
-                if let Some(lat) = self.links.get(&(i, j)).copied() {
+                if let Some((lat, link)) = self.links.get(&(i, j)).copied() {
                     self.nodes[i].bytes_out += tx.bytes.len() as u64;
+                    self.nodes[i].sent.count(&tx.bytes);
                     self.schedule(
                         self.now + lat,
                         Ev::Frame {
                             to: j,
                             from: i,
+                            link,
                             bytes: tx.bytes,
                         },
                     );

@@ -21,6 +21,10 @@ pub enum TopologySpec {
     RandomGeometric(usize, f64),
     /// Preferential attachment: `n` nodes, each new one linking to `m` existing ones.
     ScaleFree(usize, usize),
+    /// Shaped like the Yggdrasil crawl: most nodes have one to three links, one in ten has
+    /// five or ten, all by preferential attachment, and one node in a thousand is a
+    /// well-linked public hub every newcomer may also peer with.
+    YggLike(usize),
     /// An edge list file (`# nodes N edges E` header, then `a b` per line).
     File(PathBuf),
 }
@@ -108,6 +112,45 @@ impl Topology {
                     }
                 }
                 (format!("scalefree-{n}"), *n, e)
+            }
+            TopologySpec::YggLike(n) => {
+                let n = *n;
+                let hubs = (n / 1000).max(2).min(n);
+                let mut e = Vec::new();
+                let mut ends: Vec<usize> = Vec::new();
+                for i in 0..hubs {
+                    for j in i + 1..hubs {
+                        e.push((i, j));
+                        ends.extend([i, j]);
+                    }
+                }
+                for v in hubs..n {
+                    let m = match rng.gen_range(0..20) {
+                        0..5 => 1,
+                        5..12 => 2,
+                        12..16 => 3,
+                        16..18 => 5,
+                        _ => 10,
+                    };
+                    let mut chosen: Vec<usize> = Vec::new();
+                    // A third of newcomers peer with a public hub first, as Yggdrasil users do.
+                    if rng.gen_range(0..3) == 0 {
+                        chosen.push(rng.gen_range(0..hubs));
+                    }
+                    let mut tries = 0;
+                    while chosen.len() < m.min(v) && tries < 100 * m {
+                        tries += 1;
+                        let pick = ends[rng.gen_range(0..ends.len())];
+                        if !chosen.contains(&pick) {
+                            chosen.push(pick);
+                        }
+                    }
+                    for u in chosen {
+                        e.push((u, v));
+                        ends.extend([u, v]);
+                    }
+                }
+                (format!("ygglike-{n}"), n, e)
             }
             TopologySpec::File(path) => {
                 let text = std::fs::read_to_string(path)

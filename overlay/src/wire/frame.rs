@@ -39,17 +39,27 @@ pub enum FrameType {
     PathReply = 5,
     /// A ring route broke: removes it downstream, tells its origin upstream.
     Teardown = 6,
+    /// Path search guided by the target's tree coordinates, its width split at every hop.
+    PathSeek = 7,
+}
+
+/// Whether encoded bytes are a traffic frame flagged as a route probe, read from the first two
+/// bytes without decoding the rest (for counting what a link carries).
+pub fn is_probe(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&(FrameType::Traffic as u8))
+        && bytes.get(1).is_some_and(|f| f & FLAG_PROBE != 0)
 }
 
 impl FrameType {
     /// Every frame type, for metrics tables.
-    pub const ALL: [FrameType; 6] = [
+    pub const ALL: [FrameType; 7] = [
         FrameType::Announce,
         FrameType::Bootstrap,
         FrameType::Traffic,
         FrameType::PathFind,
         FrameType::PathReply,
         FrameType::Teardown,
+        FrameType::PathSeek,
     ];
 
     /// The type named by a wire byte.
@@ -61,6 +71,7 @@ impl FrameType {
             4 => FrameType::PathFind,
             5 => FrameType::PathReply,
             6 => FrameType::Teardown,
+            7 => FrameType::PathSeek,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -74,6 +85,7 @@ impl FrameType {
             FrameType::PathFind => "path_find",
             FrameType::PathReply => "path_reply",
             FrameType::Teardown => "teardown",
+            FrameType::PathSeek => "path_seek",
         }
     }
 
@@ -345,6 +357,30 @@ pub struct PathFind {
     pub hops: u8,
 }
 
+/// A path search that costs in proportion to the path: it knows where the target sits on the
+/// tree and goes only toward it. A node passes it to at most `width` peers, those closest to
+/// the target's coordinates that can still reach it within the hop limit, and splits the width
+/// among them; so the frames at any hop count never exceed the searcher's width, and the whole
+/// search at most width × hop limit. The target answers with a [`PathReply`] as for
+/// [`PathFind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathSeek {
+    /// The node searching (replies go back to it).
+    pub searcher: PublicKey,
+    /// The node sought.
+    pub target: PublicKey,
+    /// Identifies this search.
+    pub nonce: u64,
+    /// Most hops the search may take.
+    pub hop_limit: u8,
+    /// Hops taken.
+    pub hops: u8,
+    /// How many ways this branch of the search may still split into.
+    pub width: u8,
+    /// The target's tree coordinates.
+    pub target_coords: Vec<u16>,
+}
+
 /// One signed hop of a path reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathHop {
@@ -458,6 +494,8 @@ pub enum Frame {
     PathReply(PathReply),
     /// See [`Teardown`].
     Teardown(Teardown),
+    /// See [`PathSeek`].
+    PathSeek(PathSeek),
 }
 
 fn ports_len(p: &[u16]) -> usize {
@@ -474,6 +512,7 @@ impl Frame {
             Frame::PathFind(_) => FrameType::PathFind,
             Frame::PathReply(_) => FrameType::PathReply,
             Frame::Teardown(_) => FrameType::Teardown,
+            Frame::PathSeek(_) => FrameType::PathSeek,
         }
     }
 
@@ -491,6 +530,7 @@ impl Frame {
             Frame::Traffic(t) => Self::traffic_len(t) - 1,
             Frame::PathFind(_) => 2 * PUBLIC_KEY_LEN + 8 + 2,
             Frame::Teardown(_) => PUBLIC_KEY_LEN + 8 + 1,
+            Frame::PathSeek(p) => 2 * PUBLIC_KEY_LEN + 8 + 3 + ports_len(&p.target_coords),
             Frame::PathReply(r) => {
                 2 * PUBLIC_KEY_LEN + 8 + 1 + r.hops.len() * (PUBLIC_KEY_LEN + 4 + SIGNATURE_LEN)
             }
@@ -581,6 +621,15 @@ impl Frame {
                 out.extend_from_slice(&p.nonce.to_be_bytes());
                 out.push(p.hop_limit);
                 out.push(p.hops);
+            }
+            Frame::PathSeek(p) => {
+                out.extend_from_slice(&p.searcher.0);
+                out.extend_from_slice(&p.target.0);
+                out.extend_from_slice(&p.nonce.to_be_bytes());
+                out.push(p.hop_limit);
+                out.push(p.hops);
+                out.push(p.width);
+                put_ports(&mut out, &p.target_coords);
             }
             Frame::PathReply(r) => {
                 out.extend_from_slice(&r.searcher.0);
@@ -707,6 +756,15 @@ impl Frame {
                 nonce: r.u64()?,
                 hop_limit: r.u8()?,
                 hops: r.u8()?,
+            }),
+            FrameType::PathSeek => Frame::PathSeek(PathSeek {
+                searcher: r.key()?,
+                target: r.key()?,
+                nonce: r.u64()?,
+                hop_limit: r.u8()?,
+                hops: r.u8()?,
+                width: r.u8()?,
+                target_coords: r.ports(MAX_COORDS_LEN, "target coordinates")?,
             }),
             FrameType::PathReply => {
                 let searcher = r.key()?;

@@ -129,6 +129,40 @@ fn path_find_bytes() {
 }
 
 #[test]
+fn path_seek_bytes() {
+    let p = PathSeek {
+        searcher: kp(1).public_key(),
+        target: kp(2).public_key(),
+        nonce: 42,
+        hop_limit: 6,
+        hops: 1,
+        width: 4,
+        target_coords: vec![3, 258],
+    };
+    check_frame(
+        &Frame::PathSeek(p),
+        include_str!("snapshots/path_seek.hex").trim(),
+    );
+}
+
+#[test]
+fn path_seek_with_a_zero_port_in_its_coordinates_is_refused() {
+    let mut bytes = Frame::PathSeek(PathSeek {
+        searcher: kp(1).public_key(),
+        target: kp(2).public_key(),
+        nonce: 1,
+        hop_limit: 6,
+        hops: 1,
+        width: 4,
+        target_coords: vec![3],
+    })
+    .encode();
+    let n = bytes.len();
+    bytes[n - 2..].copy_from_slice(&[0, 0]);
+    check_refused(&bytes, WireError::ZeroPort);
+}
+
+#[test]
 fn path_reply_bytes() {
     let mut r = PathReply {
         searcher: kp(1).public_key(),
@@ -405,6 +439,26 @@ fn frame() -> impl Strategy<Value = Frame> {
             })
         },
     );
+    let seek = (
+        key(),
+        key(),
+        any::<u64>(),
+        (any::<u8>(), any::<u8>(), any::<u8>()),
+        ports(MAX_COORDS_LEN),
+    )
+        .prop_map(
+            |(searcher, target, nonce, (hop_limit, hops, width), target_coords)| {
+                Frame::PathSeek(PathSeek {
+                    searcher,
+                    target,
+                    nonce,
+                    hop_limit,
+                    hops,
+                    width,
+                    target_coords,
+                })
+            },
+        );
     let reply = (
         key(),
         key(),
@@ -434,7 +488,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             upstream,
         })
     });
-    prop_oneof![ann, boot, traffic, find, reply, teardown]
+    prop_oneof![ann, boot, traffic, find, seek, reply, teardown]
 }
 
 proptest! {

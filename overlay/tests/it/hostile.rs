@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use grove_overlay::identity::{NodeKeypair, Signature};
 use grove_overlay::router::{Config, DropReason, Event, FrameError, PeerId, Router};
 use grove_overlay::wire::{
-    Announcement, Bootstrap, Frame, MAX_FRAME_LEN, PathFind, PathReply, Traffic, WireError,
+    Announcement, Bootstrap, Frame, MAX_FRAME_LEN, MAX_SEEK_WIDTH, PathFind, PathReply, PathSeek,
+    Traffic, WireError,
 };
 
 const PEER: PeerId = PeerId(1);
@@ -288,4 +289,111 @@ fn traffic_out_of_hops_is_dropped() {
     };
     let _ = r;
     check(&Frame::Traffic(t).encode(), Ok(()), DropReason::HopLimit);
+}
+
+fn seek(searcher: &NodeKeypair, nonce: u64, hops: u8, width: u8) -> PathSeek {
+    PathSeek {
+        searcher: searcher.public_key(),
+        target: NodeKeypair::from_seed([5; 32]).public_key(),
+        nonce,
+        hop_limit: 6,
+        hops,
+        width,
+        target_coords: vec![1, 2],
+    }
+}
+
+#[test]
+fn path_seek_in_another_nodes_name_is_refused() {
+    let (_, _, _) = setup();
+    // On its first hop a search must come from its searcher.
+    let other = NodeKeypair::from_seed([7; 32]);
+    check(
+        &Frame::PathSeek(seek(&other, 1, 1, 4)).encode(),
+        refused(DropReason::BadPath),
+        DropReason::BadPath,
+    );
+}
+
+#[test]
+fn path_seek_with_impossible_width_or_hops() {
+    let (_, peer, _) = setup();
+    for bad in [
+        seek(&peer, 1, 1, 0),
+        seek(&peer, 1, 1, MAX_SEEK_WIDTH + 1),
+        seek(&peer, 1, 0, 4),
+        seek(&peer, 1, 7, 4),
+        PathSeek {
+            hop_limit: 200,
+            ..seek(&peer, 1, 1, 4)
+        },
+    ] {
+        check(
+            &Frame::PathSeek(bad).encode(),
+            refused(DropReason::BadPath),
+            DropReason::BadPath,
+        );
+    }
+}
+
+#[test]
+fn path_seeks_from_one_origin_are_rate_limited_without_blaming_the_peer() {
+    let (mut r, peer, now) = setup();
+    let limit = u64::from(Config::default().seeks_per_origin_per_sec);
+    // Passed on by the peer from a searcher further away: over the origin's limit, the
+    // searches are dropped and counted, and the peer that passed them on is not at fault.
+    let far = NodeKeypair::from_seed([8; 32]);
+    for nonce in 0..limit + 5 {
+        assert_eq!(
+            r.handle_frame(
+                PEER,
+                &Frame::PathSeek(seek(&far, nonce, 2, 1)).encode(),
+                now
+            ),
+            Ok(())
+        );
+    }
+    assert_eq!(r.metrics().drops(DropReason::OriginRateLimited), 5);
+    assert!(std::iter::from_fn(|| r.poll_event()).all(|e| !matches!(e, Event::Misbehaving { .. })));
+    // The peer's own searches have their own allowance.
+    assert_eq!(
+        r.handle_frame(PEER, &Frame::PathSeek(seek(&peer, 0, 1, 1)).encode(), now),
+        Ok(())
+    );
+    assert_eq!(r.metrics().drops(DropReason::OriginRateLimited), 5);
+    // A second later the far origin may search again.
+    let later = now + Duration::from_secs(1);
+    assert_eq!(
+        r.handle_frame(
+            PEER,
+            &Frame::PathSeek(seek(&far, 999, 2, 1)).encode(),
+            later
+        ),
+        Ok(())
+    );
+    assert_eq!(r.metrics().drops(DropReason::OriginRateLimited), 5);
+}
+
+#[test]
+fn wide_path_seeks_use_up_the_peer_budget_faster() {
+    let (mut r, _, now) = setup();
+    let budget = u64::from(Config::default().path_finds_per_peer_per_sec);
+    let width = MAX_SEEK_WIDTH;
+    let fit = budget / u64::from(width);
+    let mut refused_n = 0;
+    for nonce in 0..fit + 1 {
+        // Forged origins, each its own, so only the per-peer budget stands in the way.
+        let origin = NodeKeypair::from_seed([(nonce % 200) as u8 + 20; 32]);
+        let s = seek(&origin, nonce, 2, width);
+        if r.handle_frame(PEER, &Frame::PathSeek(s).encode(), now)
+            .is_err()
+        {
+            refused_n += 1;
+        }
+    }
+    assert_eq!(
+        refused_n, 1,
+        "budget {budget} of width {width} fits {fit} searches"
+    );
+    assert_eq!(r.metrics().drops(DropReason::RateLimited), 1);
 }

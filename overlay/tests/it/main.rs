@@ -3,6 +3,7 @@
 
 mod hostile;
 mod network;
+mod seek;
 mod targets;
 
 /// Installs a TRACE subscriber writing to the test output, so a failure shows the dialogue.
