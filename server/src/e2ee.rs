@@ -62,8 +62,11 @@ pub type OneTimeKeyCounts = (
 #[derive(Default)]
 struct KeyCounts {
     generation: AtomicU64,
-    kept: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), (u64, i64, OneTimeKeyCounts)>>,
+    kept: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), KeptCounts>>,
 }
+
+/// A device's key counts with the generation and committed position they were read at.
+type KeptCounts = (u64, i64, OneTimeKeyCounts);
 
 /// Devices whose counts are kept, at most; past that the cache starts again.
 const MAX_KEPT_COUNTS: usize = 10_000;

@@ -33,8 +33,11 @@ pub struct UserData {
     /// Users' push rules as last read, which every sync with something unread judges by.
     rules: Arc<account_data::RulesCache>,
     /// Read positions per (user, room), each with the committed position it was read at.
-    reads: Arc<Mutex<HashMap<(OwnedUserId, OwnedRoomId), (i64, Option<i64>)>>>,
+    reads: Arc<Mutex<ReadPositions>>,
 }
+
+/// Read positions by (user, room): the committed position each was read at, and the position.
+type ReadPositions = HashMap<(OwnedUserId, OwnedRoomId), (i64, Option<i64>)>;
 
 impl UserData {
     /// The user-data component over `storage`.
