@@ -8,7 +8,7 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::State
 use super::{Direction, Rooms, StateMap, pdu::Pdu, store};
 use crate::Result;
 
-pub(crate) use super::store::{MembershipChange, StoredEvent};
+pub(crate) use super::store::{ListedRoom, MembershipChange, StoredEvent, is_bump};
 
 /// Events counted for unread notifications, at most, per room.
 const MAX_UNREAD_SCAN: i64 = 1_000;
@@ -21,6 +21,25 @@ impl Rooms {
         upto: i64,
     ) -> Result<Vec<MembershipChange>> {
         store::membership_log(self.storage.pool(), user, upto).await
+    }
+
+    /// The rooms a sliding-sync list may show `user`: joined and invited ones, and
+    /// those left or banned from after `left_after`.
+    pub(crate) async fn listed_rooms(
+        &self,
+        user: &UserId,
+        left_after: i64,
+    ) -> Result<Vec<ListedRoom>> {
+        store::listed_rooms(self.storage.pool(), user, left_after).await
+    }
+
+    /// The user's membership in `room` and the position of the event that set it.
+    pub(crate) async fn membership_of(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<(String, i64)>> {
+        store::membership_at(self.storage.pool(), room, user).await
     }
 
     /// Rooms with events in `(after, upto]`.
