@@ -238,7 +238,7 @@ async fn build(
     for (room, subscription) in &body.room_subscriptions {
         let entry = match by_room.get(room) {
             Some(entry) => (*entry).clone(),
-            None => match hs.rooms.membership_of(room, user).await? {
+            None => match hs.rooms.membership_and_position(room, user).await? {
                 // A room left before the connection began is still the user's to look at, up
                 // to the leave.
                 Some((membership, position)) if membership == "leave" || membership == "ban" => {

@@ -8,7 +8,7 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::State
 use super::{Direction, Rooms, StateMap, pdu::Pdu, store};
 use crate::Result;
 
-pub(crate) use super::store::{ListedRoom, MembershipChange, StoredEvent, is_bump};
+pub(crate) use super::store::{ListedRoom, MembershipChange, StoredEvent};
 
 /// Events counted for unread notifications, at most, per room.
 const MAX_UNREAD_SCAN: i64 = 1_000;
@@ -34,7 +34,7 @@ impl Rooms {
     }
 
     /// The user's membership in `room` and the position of the event that set it.
-    pub(crate) async fn membership_of(
+    pub(crate) async fn membership_and_position(
         &self,
         room: &RoomId,
         user: &UserId,

@@ -260,8 +260,14 @@ impl Session {
             url.push_str("&pos=");
             url.push_str(&segment(pos));
         }
-        let (status, value) =
-            call(&self.http, Method::POST, &url, Some(&self.token), Some(body)).await?;
+        let (status, value) = call(
+            &self.http,
+            Method::POST,
+            &url,
+            Some(&self.token),
+            Some(body),
+        )
+        .await?;
         expect_ok("sliding sync", status, &value)?;
         Ok(value)
     }

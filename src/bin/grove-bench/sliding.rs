@@ -91,12 +91,11 @@ pub(crate) async fn run(plan: SlidingPlan) -> anyhow::Result<()> {
         setup.as_secs_f64()
     );
     let list = |d: &[Duration]| d.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ");
-    println!("  first response, 20 rooms      {}   (target <= 50 ms)", list(&first));
     println!(
-        "  first response, all {} rooms {}",
-        plan.rooms,
-        list(&all)
+        "  first response, 20 rooms      {}   (target <= 50 ms)",
+        list(&first)
     );
+    println!("  first response, all {} rooms {}", plan.rooms, list(&all));
     let mut sorted = latencies.clone();
     sorted.sort();
     let p = |q| percentile(&sorted, q).map_or_else(|| "-".to_owned(), ms);
@@ -161,7 +160,13 @@ async fn send_to_update(
             .await
             .with_context(|| format!("round {round}: send"))?;
         let answer = task.await.context("waiting task")??;
-        if answer.pointer(&format!("/rooms/{}", room.replace('~', "~0").replace('/', "~1"))).is_none() {
+        if answer
+            .pointer(&format!(
+                "/rooms/{}",
+                room.replace('~', "~0").replace('/', "~1")
+            ))
+            .is_none()
+        {
             anyhow::bail!("round {round}: the answer did not carry {room}: {answer}");
         }
         latencies.push(sent.elapsed());
