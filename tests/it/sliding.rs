@@ -394,7 +394,7 @@ async fn extensions_carry_to_device_keys_account_data_receipts_and_typing() {
     let event = node.send_text(&bob, &room, "hi").await;
     let (status, _) = node
         .put(
-            &format!("/_matrix/client/v3/sendToDevice/m.room_key_request/t1"),
+            "/_matrix/client/v3/sendToDevice/m.room_key_request/t1",
             Some(&bob.token),
             json!({ "messages": { &alice.user_id: { &alice.device_id: { "n": 1 } } } }),
         )
