@@ -47,6 +47,7 @@ async fn versions() -> Json<Value> {
             "org.matrix.e2e_cross_signing": true,
             "org.matrix.msc2432": true,
             "org.matrix.msc3440.stable": true,
+            "org.matrix.simplified_msc3575": true,
         },
     }))
 }

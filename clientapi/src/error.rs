@@ -164,6 +164,11 @@ impl From<grove_server::Error> for ApiError {
                 close: false,
             },
             E::NotEnabled(m) => Self::forbidden(m),
+            E::UnknownPos => Self::new(
+                StatusCode::BAD_REQUEST,
+                "M_UNKNOWN_POS",
+                "Unknown or expired position: start the connection over",
+            ),
             E::TooLarge(m) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", m),
             E::CannotOverwriteMedia => Self::new(
                 StatusCode::CONFLICT,

@@ -1,10 +1,19 @@
-//! `GET /_matrix/client/v3/sync`: resolves the filter, caps the timeout by
-//! [`crate::Limits::max_sync_timeout_ms`] and hands the rest to `grove_server::sync`.
+//! - `GET /_matrix/client/v3/sync`: resolves the filter, caps the timeout by
+//!   [`crate::Limits::max_sync_timeout_ms`] and hands the rest to `grove_server::sync`.
+//! - `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`: simplified sliding
+//!   sync (MSC4186), the same cap on its timeout, answered by `grove_server::sliding`.
 
 use std::time::Duration;
 
-use axum::{Router, extract::State, routing::get};
-use grove_server::sync::{SyncRequest, resolve_filter, sync};
+use axum::{
+    Router,
+    extract::State,
+    routing::{get, post},
+};
+use grove_server::{
+    sliding::{self, SlidingRequest},
+    sync::{SyncRequest, resolve_filter, sync},
+};
 use ruma::api::client::sync::sync_events;
 
 use crate::{
@@ -14,7 +23,12 @@ use crate::{
 
 /// The routes of this module.
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/_matrix/client/v3/sync", get(get_sync))
+    Router::new()
+        .route("/_matrix/client/v3/sync", get(get_sync))
+        .route(
+            "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+            post(sliding_sync),
+        )
 }
 
 /// `GET /_matrix/client/v3/sync`
@@ -35,5 +49,22 @@ async fn get_sync(
         timeout: b.timeout.unwrap_or_default().min(cap),
     };
     let response = sync(&app.hs, &request).await?;
+    Ok(RumaResponse(response))
+}
+
+/// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`
+async fn sliding_sync(
+    State(app): State<AppState>,
+    ruma: Ruma<sync_events::v5::Request>,
+) -> ApiResult<sync_events::v5::Response> {
+    let session = ruma.session()?;
+    let cap = Duration::from_millis(app.limits.max_sync_timeout_ms);
+    let request = SlidingRequest {
+        user: session.user_id.clone(),
+        device: session.device_id.clone(),
+        timeout: ruma.body.timeout.unwrap_or_default().min(cap),
+        body: ruma.body.clone(),
+    };
+    let response = sliding::sync(&app.hs, &request).await?;
     Ok(RumaResponse(response))
 }

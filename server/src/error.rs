@@ -54,6 +54,10 @@ pub enum Error {
     /// The feature is switched off on this node (`M_FORBIDDEN` or `M_UNRECOGNIZED`).
     #[error("not enabled: {0}")]
     NotEnabled(String),
+    /// A sliding-sync `pos` this node does not hold (`M_UNKNOWN_POS`): the client starts
+    /// its connection over.
+    #[error("unknown or expired sliding sync position")]
+    UnknownPos,
     /// The database failed; the detail is for logs, never for clients.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),

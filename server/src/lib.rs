@@ -20,6 +20,7 @@ pub mod media;
 pub mod notifier;
 pub mod rooms;
 pub mod server_keys;
+pub mod sliding;
 pub mod storage;
 pub mod sync;
 #[cfg(feature = "testing")]
@@ -58,6 +59,8 @@ pub struct Homeserver {
     pub userdata: userdata::UserData,
     /// Uploaded media, copies of other servers' media, and thumbnails.
     pub media: media::Media,
+    /// Simplified sliding sync's connections, in memory.
+    pub sliding: sliding::Connections,
     /// Federation's outgoing queues.
     pub federation_queue: federation_queue::FederationQueue,
     /// Federation, once the root package installs it (remote joins, invites and aliases).
@@ -87,6 +90,7 @@ impl Homeserver {
         let media = media::Media::new(storage.clone(), config.clone(), remote.clone());
         media.prepare().await?;
         Ok(Self {
+            sliding: sliding::Connections::default(),
             media,
             federation_queue,
             remote,

@@ -8,6 +8,7 @@
 //! with the rows, a token from before a restart keeps working.
 
 mod notifications;
+pub(crate) use notifications::PushJudge;
 mod room;
 
 use std::{

@@ -32,8 +32,13 @@
 //! (`--grove` for the daemon, run with the overlay on loopback and multicast off) or measure
 //! `--url`, with `--pid` for its CPU and memory.
 //!
+//! `grove-bench sliding` puts one user in `--rooms` rooms and reports the first simplified
+//! sliding sync response of Element X's room list (20 rooms, and every room), and send →
+//! update in a waiting sliding sync at p50 and p99.
+//!
 //! ```sh
 //! cargo build --release
+//! target/release/grove-bench --grove target/release/grove sliding --rooms 1000
 //! target/release/grove-bench --grove target/release/grove fanout --syncers 200 --rate 50
 //! target/release/grove-bench --grove target/release/grove state --events 10000
 //! ```
@@ -56,6 +61,8 @@ mod measure;
 mod node;
 #[path = "grove-bench/report.rs"]
 mod report;
+#[path = "grove-bench/sliding.rs"]
+mod sliding;
 #[path = "grove-bench/state.rs"]
 mod state;
 
@@ -130,6 +137,19 @@ enum Mode {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// One user in many rooms: the first simplified sliding sync response of Element X's room
+    /// list, and send → update in a waiting sliding sync, p50/p99.
+    Sliding {
+        /// Rooms the user is in.
+        #[arg(long, default_value_t = 1_000)]
+        rooms: usize,
+        /// Measured send → update rounds.
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+        /// Process ID of the server at `--url`.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Runs a node until stdin closes or the process is killed (used by the benchmark itself).
     #[command(hide = true)]
     Node {
@@ -200,6 +220,18 @@ fn main() -> ExitCode {
                 pid,
             },
         })),
+        Some(Mode::Sliding { rooms, rounds, pid }) => {
+            runtime.block_on(sliding::run(sliding::SlidingPlan {
+                rooms,
+                rounds,
+                target: node::Target {
+                    grove: args.grove,
+                    database_url: args.database_url,
+                    url: args.url,
+                    pid,
+                },
+            }))
+        }
         None => {
             let plan = measure::Plan {
                 database_url: args.database_url,

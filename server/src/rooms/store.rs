@@ -136,6 +136,12 @@ pub(crate) fn push_event(batch: &mut Batch, row: &EventRow<'_>) {
         ],
     );
     push_edges(batch, pdu);
+    if rejected == ACCEPTED && row.position.0 > 0 && is_bump(&pdu.kind.to_string()) {
+        batch.push(
+            "UPDATE rooms SET bump_position = $1 WHERE room_id = $2 AND bump_position < $1",
+            vec![row.position.0.into(), pdu.room.as_str().into()],
+        );
+    }
     if let Some(group) = &row.new_group {
         push_group(batch, &pdu.room, group);
     }
@@ -165,6 +171,54 @@ pub(crate) fn push_event(batch: &mut Batch, row: &EventRow<'_>) {
             ],
         );
     }
+}
+
+/// The event types that move a room up a user's list (`rooms.bump_position`); the migration
+/// that added the column names the same ones.
+const BUMP_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.message",
+    "m.room.encrypted",
+    "m.sticker",
+    "m.call.invite",
+    "m.poll.start",
+    "org.matrix.msc3381.poll.start",
+    "m.beacon_info",
+    "org.matrix.msc3672.beacon_info",
+];
+
+/// Whether an event of type `kind` moves its room up the list.
+pub(crate) fn is_bump(kind: &str) -> bool {
+    BUMP_TYPES.contains(&kind)
+}
+
+/// One room of a user's list: (room, membership, position of the membership event, position
+/// of the room's newest message-like event, 0 when the room has none held here).
+pub(crate) type ListedRoom = (OwnedRoomId, String, i64, i64);
+
+/// The rooms `user` is joined or invited to, and those they left or were
+/// banned from after `left_after`, with what orders them, in one read of the membership index.
+pub(crate) async fn listed_rooms(
+    pool: &AnyPool,
+    user: &UserId,
+    left_after: i64,
+) -> Result<Vec<ListedRoom>> {
+    let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT m.room_id, m.membership, m.position, r.bump_position FROM memberships m \
+         LEFT JOIN rooms r ON r.room_id = m.room_id \
+         WHERE m.user_id = $1 AND m.forgotten = 0 AND (m.membership IN ('join', 'invite') \
+         OR m.position > $2)",
+    )
+    .bind(user.as_str())
+    .bind(left_after)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(room, membership, position, bump)| {
+            let room = OwnedRoomId::try_from(room).map_err(|e| Error::Corrupt(e.to_string()))?;
+            Ok((room, membership, position, bump.unwrap_or(0)))
+        })
+        .collect()
 }
 
 /// Adds an event's `prev_events` edges to `batch`.

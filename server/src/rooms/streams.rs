@@ -8,12 +8,22 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::State
 use super::{Direction, Rooms, StateMap, pdu::Pdu, store};
 use crate::Result;
 
-pub(crate) use super::store::{MembershipChange, StoredEvent};
+pub(crate) use super::store::{ListedRoom, MembershipChange, StoredEvent};
 
 /// Events counted for unread notifications, at most, per room.
 const MAX_UNREAD_SCAN: i64 = 1_000;
 
 impl Rooms {
+    /// The rooms a sliding-sync list may show `user`: joined and invited ones, and
+    /// those left or banned from after `left_after`.
+    pub(crate) async fn listed_rooms(
+        &self,
+        user: &UserId,
+        left_after: i64,
+    ) -> Result<Vec<ListedRoom>> {
+        store::listed_rooms(self.storage.pool(), user, left_after).await
+    }
+
     /// Rooms with events in `(after, upto]`.
     pub(crate) async fn rooms_with_events(
         &self,

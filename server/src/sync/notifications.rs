@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// Evaluates one user's push rules over the events of one room.
-pub(super) struct PushJudge<'a> {
+pub(crate) struct PushJudge<'a> {
     hs: &'a Homeserver,
     room: &'a RoomId,
     user: &'a UserId,
@@ -36,7 +36,7 @@ pub(super) struct PushJudge<'a> {
 
 impl<'a> PushJudge<'a> {
     /// The judge of `user`'s push rules in `room`.
-    pub(super) fn new(hs: &'a Homeserver, room: &'a RoomId, user: &'a UserId) -> Self {
+    pub(crate) fn new(hs: &'a Homeserver, room: &'a RoomId, user: &'a UserId) -> Self {
         Self {
             hs,
             room,

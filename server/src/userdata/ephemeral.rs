@@ -201,6 +201,47 @@ impl UserData {
         Ok(out)
     }
 
+    /// An `m.typing` event for each of `rooms` whose typing users changed in `(since, upto]`
+    /// (or, when `since` is 0, where someone is typing), read from memory only.
+    pub(crate) fn typing_since(
+        &self,
+        rooms: &[OwnedRoomId],
+        since: StreamPosition,
+        upto: StreamPosition,
+    ) -> Result<BTreeMap<OwnedRoomId, Raw<AnySyncEphemeralRoomEvent>>> {
+        let mut out = BTreeMap::new();
+        for room in rooms {
+            if let Some((users, changed)) = self.typing.snapshot(room) {
+                let in_range = changed > since && changed <= upto;
+                if in_range || (since.0 == 0 && !users.is_empty()) {
+                    out.insert(
+                        room.clone(),
+                        to_raw(&json!({ "type": "m.typing", "content": { "user_ids": users } }))?,
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rooms whose receipts changed in `(since, upto]`.
+    pub(crate) async fn rooms_with_receipts(
+        &self,
+        since: StreamPosition,
+        upto: StreamPosition,
+    ) -> Result<Vec<OwnedRoomId>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT room_id FROM receipts WHERE position > $1 AND position <= $2",
+        )
+        .bind(since.0)
+        .bind(upto.0)
+        .fetch_all(self.storage.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(r,)| OwnedRoomId::try_from(r).map_err(|e| Error::Corrupt(e.to_string())))
+            .collect()
+    }
+
     /// The stream position of the newest event of `room` that `user` has read (by an
     /// unthreaded or main-thread read receipt), when it is known here.
     ///

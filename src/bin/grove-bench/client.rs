@@ -245,6 +245,33 @@ impl Session {
         self.call("sync", Method::GET, &path, None).await
     }
 
+    /// One simplified sliding sync (MSC4186) from `pos`, waiting up to `timeout_ms`.
+    pub(crate) async fn sliding_sync(
+        &self,
+        pos: Option<&str>,
+        timeout_ms: u64,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
+        let mut url = format!(
+            "{}/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?timeout={timeout_ms}",
+            self.base
+        );
+        if let Some(pos) = pos {
+            url.push_str("&pos=");
+            url.push_str(&segment(pos));
+        }
+        let (status, value) = call(
+            &self.http,
+            Method::POST,
+            &url,
+            Some(&self.token),
+            Some(body),
+        )
+        .await?;
+        expect_ok("sliding sync", status, &value)?;
+        Ok(value)
+    }
+
     /// Sets a state event and returns its event ID.
     pub(crate) async fn send_state(
         &self,
