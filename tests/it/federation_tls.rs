@@ -18,13 +18,13 @@ use crate::support::{TestNode, TestUser, enc, eventually, message_bodies, subscr
 const V3: &str = "/_matrix/client/v3";
 
 /// A certificate authority made for one test, writing PEM files into a directory.
-struct TestCa {
+pub(crate) struct TestCa {
     issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
     dir: tempfile::TempDir,
 }
 
 impl TestCa {
-    fn new(name: &str) -> TestCa {
+    pub(crate) fn new(name: &str) -> TestCa {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         params
             .distinguished_name
@@ -42,12 +42,12 @@ impl TestCa {
     }
 
     /// The CA certificate's PEM file.
-    fn ca_pem(&self) -> PathBuf {
+    pub(crate) fn ca_pem(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 
     /// A leaf certificate for `localhost` and its key, as PEM files: `(chain, key)`.
-    fn leaf(&self, label: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn leaf(&self, label: &str) -> (PathBuf, PathBuf) {
         let params =
             rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("leaf params");
         let key = rcgen::KeyPair::generate().expect("leaf key");
@@ -70,14 +70,32 @@ fn free_port() -> u16 {
 
 /// Starts a node named `localhost:<port>` serving federation over HTTPS with a certificate
 /// from `issuer`, trusting `trusted`'s CA.
-async fn start_tls_node(backend: Backend, issuer: &TestCa, trusted: &TestCa) -> TestNode {
+pub(crate) async fn start_tls_node(
+    backend: Backend,
+    issuer: &TestCa,
+    trusted: &TestCa,
+) -> TestNode {
+    start_tls_node_with(backend, issuer, trusted, |_| {}).await
+}
+
+/// As [`start_tls_node`], over a configuration `edit` changes first, with metrics served.
+pub(crate) async fn start_tls_node_with(
+    backend: Backend,
+    issuer: &TestCa,
+    trusted: &TestCa,
+    edit: impl FnOnce(&mut grove::Config),
+) -> TestNode {
     subscribe();
+    let mut config = grove::Config::default();
+    edit(&mut config);
     let dir = tempfile::tempdir().expect("temp dir");
     let db = TestDb::new(backend).await;
     let port = free_port();
     let (chain, key) = issuer.leaf(&format!("node-{port}"));
     let listen = SocketAddr::from(([127, 0, 0, 1], port));
     let node = Node::builder()
+        .config(config)
+        .metrics_listen("127.0.0.1:0".parse().expect("addr"))
         .data_dir(dir.path())
         .database_url(&db.url)
         .client_listen("127.0.0.1:0".parse().expect("addr"))
