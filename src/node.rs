@@ -333,6 +333,8 @@ impl Node {
                 overlay.clone(),
                 events,
                 tls,
+                // Federation's listeners take the client API's connection limits.
+                config.client.serve_config(),
             ) {
                 Ok(federation) => federation,
                 Err(e) => {

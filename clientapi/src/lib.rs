@@ -31,7 +31,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use grove_server::Homeserver;
-use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
 use crate::error::ApiError;
 
@@ -87,36 +86,9 @@ pub fn router(state: AppState) -> Router {
             state.metrics.clone(),
             metrics::record,
         ))
-        .layer(answer_panics(metrics))
+        .layer(grove_listen::panic_net(metrics))
         .layer(axum::middleware::from_fn(cors::cors))
         .with_state(state)
-}
-
-/// The layer that turns a panic in a handler into `500 M_UNKNOWN`.
-fn answer_panics(metrics: Arc<metrics::Metrics>) -> CatchPanicLayer<PanicAnswer> {
-    CatchPanicLayer::custom(PanicAnswer(metrics))
-}
-
-/// Answers a request whose handler panicked with `500 M_UNKNOWN`, logging the panic and
-/// counting it, so that one bad request costs one answer and never the connection.
-#[derive(Clone)]
-struct PanicAnswer(Arc<metrics::Metrics>);
-
-impl ResponseForPanic for PanicAnswer {
-    type ResponseBody = axum::body::Body;
-
-    fn response_for_panic(
-        &mut self,
-        panic: Box<dyn std::any::Any + Send + 'static>,
-    ) -> axum::http::Response<Self::ResponseBody> {
-        self.0.refuse(metrics::Refusal::Panic);
-        let detail = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic without a message".to_owned());
-        ApiError::internal(format!("handler panicked: {detail}")).into_response()
-    }
 }
 
 async fn method_not_allowed() -> Response {
@@ -146,7 +118,6 @@ mod tests {
     };
 
     use crate::{
-        answer_panics,
         metrics::{Metrics, Refusal},
         serve::{ServeConfig, serve},
     };
@@ -190,7 +161,7 @@ mod tests {
         let app = Router::new()
             .route("/boom", get(boom))
             .route("/fine", get(|| async { "fine" }))
-            .layer(answer_panics(metrics.clone()));
+            .layer(grove_listen::panic_net(metrics.clone()));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(serve(

@@ -113,18 +113,52 @@ const MAX_KNOWN_SERVERS: usize = 4096;
 /// The largest key document read.
 const MAX_KEY_DOCUMENT_BYTES: usize = 64 * 1024;
 
+/// How far ahead a key document is trusted at most, whatever its `valid_until_ts` says (the
+/// spec's cap for room versions 5 and later).
+const MAX_KEY_VALIDITY_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// One key of a DNS-named server and the last moment it may have signed anything.
+#[derive(Debug, Clone)]
+struct VerifyKey {
+    key: Base64,
+    /// A current key's `valid_until_ts` (capped), an old key's `expired_ts`.
+    until_ms: u64,
+}
+
 /// The keys one DNS-named server published, and until when they hold.
 #[derive(Debug, Clone)]
 struct ServerKeys {
-    /// Key ID to public key.
-    keys: BTreeMap<String, Base64>,
-    /// `valid_until_ts`, in milliseconds since the epoch.
+    /// Key ID to key: the current keys and the old ones.
+    keys: BTreeMap<String, VerifyKey>,
+    /// `valid_until_ts` (capped), in milliseconds since the epoch: until then the document is
+    /// used without asking again.
     valid_until_ms: u64,
+}
+
+impl ServerKeys {
+    /// The key `key_id` if it may have signed at `at_ms`.
+    fn key_at(&self, key_id: &str, at_ms: u64) -> Option<PublicKeySet> {
+        let key = self.keys.get(key_id).filter(|k| at_ms <= k.until_ms)?;
+        let mut set = PublicKeySet::new();
+        set.insert(key_id.to_owned(), key.key.clone());
+        Some(set)
+    }
+
+    /// Whether the document may be used without asking again.
+    fn fresh(&self) -> bool {
+        self.valid_until_ms > now_ms()
+    }
 }
 
 /// The keys of DNS-named servers, fetched from their key servers and kept in memory and in the
 /// database; hex names
 /// are answered from the name alone.
+///
+/// A key is used for what it may have signed: a current key up to the document's
+/// `valid_until_ts` (at most seven days ahead), an old key (`old_verify_keys`) up to its
+/// `expired_ts`. Requests are checked at the present moment, events at their
+/// `origin_server_ts`. A document past its `valid_until_ts` is asked for again (at most once
+/// in [`REFETCH_AFTER`]); until a newer one comes, its keys still check older events.
 pub struct KeyRing {
     client: Client,
     /// Where fetched keys are kept across restarts.
@@ -145,14 +179,24 @@ impl KeyRing {
         }
     }
 
-    /// The keys of `server` when they include `key_id`: from the name if it is hex, else from
-    /// memory while valid, else as stored at an earlier fetch while valid, else from its key
-    /// server.
+    /// The key `key_id` of `server` if it is valid now (see [`KeyRing::key_at`]).
     pub async fn server_keys(&self, server: &ServerName, key_id: &str) -> Option<PublicKeySet> {
+        self.key_at(server, key_id, now_ms()).await
+    }
+
+    /// The key `key_id` of `server` if it may have signed at `at_ms`: from the name if it is
+    /// hex, else from memory while the document is fresh, else as stored at an earlier fetch
+    /// while fresh, else from its key server (and, failing that, from the stale document).
+    pub async fn key_at(
+        &self,
+        server: &ServerName,
+        key_id: &str,
+        at_ms: u64,
+    ) -> Option<PublicKeySet> {
         if is_hex_name(server) {
             return key_set(server.as_str(), key_id);
         }
-        if let Some(set) = self.cached(server, key_id) {
+        if let Some(set) = self.cached(server, key_id, at_ms, true) {
             return Some(set);
         }
         let slot = {
@@ -166,17 +210,17 @@ impl KeyRing {
         // Holds the time of the last fruitless fetch.
         let mut last_failure = slot.lock().await;
         // Another caller may have fetched while this one waited.
-        if let Some(set) = self.cached(server, key_id) {
+        if let Some(set) = self.cached(server, key_id, at_ms, true) {
             return Some(set);
         }
-        if let Some(keys) = self.stored(server).await {
+        if let Some(keys) = self.stored(server).await
+            && keys.key_at(key_id, at_ms).is_some()
+        {
             self.remember(server, keys);
-            if let Some(set) = self.cached(server, key_id) {
-                return Some(set);
-            }
+            return self.cached(server, key_id, at_ms, true);
         }
         if last_failure.is_some_and(|at| at.elapsed() < REFETCH_AFTER) {
-            return None;
+            return self.cached(server, key_id, at_ms, false);
         }
         match self.fetch(server).await {
             Ok(keys) => {
@@ -184,7 +228,8 @@ impl KeyRing {
                     keys: keys
                         .keys
                         .iter()
-                        .map(|(id, key)| (id.clone(), key.encode()))
+                        .filter(|(_, k)| k.until_ms == keys.valid_until_ms)
+                        .map(|(id, k)| (id.clone(), k.key.encode()))
                         .collect(),
                     valid_until_ms: keys.valid_until_ms,
                 };
@@ -197,7 +242,7 @@ impl KeyRing {
             }
             Err(e) => debug!(%server, error = %e, "fetching server keys"),
         }
-        let found = self.cached(server, key_id);
+        let found = self.cached(server, key_id, at_ms, false);
         *last_failure = if found.is_some() {
             None
         } else {
@@ -210,8 +255,7 @@ impl KeyRing {
     fn remember(&self, server: &ServerName, keys: ServerKeys) {
         if let Ok(mut known) = self.known.lock() {
             if known.len() >= MAX_KNOWN_SERVERS {
-                let now = now_ms();
-                known.retain(|_, k| k.valid_until_ms > now);
+                known.retain(|_, k| k.fresh());
                 if known.len() >= MAX_KNOWN_SERVERS {
                     known.clear();
                 }
@@ -220,7 +264,7 @@ impl KeyRing {
         }
     }
 
-    /// The keys stored for `server` at an earlier fetch, while still valid.
+    /// The keys stored for `server` at an earlier fetch, while still fresh.
     async fn stored(&self, server: &ServerName) -> Option<ServerKeys> {
         let stored = match grove_server::server_keys::load(&self.storage, server).await {
             Ok(stored) => stored?,
@@ -235,7 +279,16 @@ impl KeyRing {
         let keys = stored
             .keys
             .iter()
-            .filter_map(|(id, key)| Base64::parse(key).ok().map(|k| (id.clone(), k)))
+            .filter_map(|(id, key)| {
+                let key = Base64::parse(key).ok()?;
+                Some((
+                    id.clone(),
+                    VerifyKey {
+                        key,
+                        until_ms: stored.valid_until_ms,
+                    },
+                ))
+            })
             .collect();
         Some(ServerKeys {
             keys,
@@ -243,18 +296,21 @@ impl KeyRing {
         })
     }
 
-    fn cached(&self, server: &ServerName, key_id: &str) -> Option<PublicKeySet> {
+    /// The key from memory, if it may have signed at `at_ms` (and, when `fresh_only`, if the
+    /// document need not be asked for again).
+    fn cached(
+        &self,
+        server: &ServerName,
+        key_id: &str,
+        at_ms: u64,
+        fresh_only: bool,
+    ) -> Option<PublicKeySet> {
         let known = self.known.lock().ok()?;
         let keys = known.get(server)?;
-        if keys.valid_until_ms <= now_ms() || !keys.keys.contains_key(key_id) {
+        if fresh_only && !keys.fresh() {
             return None;
         }
-        Some(
-            keys.keys
-                .iter()
-                .map(|(id, key)| (id.clone(), key.clone()))
-                .collect(),
-        )
+        keys.key_at(key_id, at_ms)
     }
 
     async fn fetch(&self, server: &ServerName) -> Result<ServerKeys, String> {
@@ -276,12 +332,19 @@ impl KeyRing {
 
     /// Checks the signatures an event needs (its sender's server, and others the room version
     /// asks for) and its content hash. Hex signers' keys are their names; DNS signers' keys
-    /// are fetched first when not known.
+    /// are fetched first when not known, and (in every supported room version) count only
+    /// if they were valid at the event's `origin_server_ts`.
     pub async fn check_event(
         &self,
         object: &CanonicalJsonObject,
         rules: &RoomVersionRules,
     ) -> Result<(), EventCheckError> {
+        let at_ms = match object.get("origin_server_ts") {
+            Some(CanonicalJsonValue::Integer(ts)) if rules.enforce_key_validity => {
+                u64::try_from(i64::from(*ts)).unwrap_or(0)
+            }
+            _ => 0,
+        };
         let mut map = keys_of_signers(object);
         if let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") {
             for (server, sigs) in signatures {
@@ -294,7 +357,7 @@ impl KeyRing {
                     continue;
                 }
                 for key_id in sigs.keys() {
-                    if let Some(set) = self.server_keys(&name, key_id).await {
+                    if let Some(set) = self.key_at(&name, key_id, at_ms).await {
                         map.entry(server.clone()).or_default().extend(set);
                         break;
                     }
@@ -309,8 +372,9 @@ fn now_ms() -> u64 {
     u64::from(MilliSecondsSinceUnixEpoch::now().get())
 }
 
-/// The keys in `server`'s key document, when the document is `server`'s, still valid at
-/// `now_ms`, and signed by every key it lists.
+/// The keys in `server`'s key document, when the document is `server`'s and signed by every
+/// current key it lists. A document past its `valid_until_ts` is taken (its keys still check
+/// what they signed before then) but is not fresh.
 fn verify_key_document(
     server: &ServerName,
     doc: serde_json::Value,
@@ -326,10 +390,8 @@ fn verify_key_document(
     let valid_until_ms = match object.get("valid_until_ts") {
         Some(CanonicalJsonValue::Integer(ts)) => u64::try_from(i64::from(*ts)).unwrap_or(0),
         _ => return Err("the key document has no valid_until_ts".into()),
-    };
-    if valid_until_ms <= now_ms {
-        return Err("the key document has expired".into());
     }
+    .min(now_ms.saturating_add(MAX_KEY_VALIDITY_MS));
     let Some(CanonicalJsonValue::Object(verify_keys)) = object.get("verify_keys") else {
         return Err("the key document has no verify_keys".into());
     };
@@ -365,10 +427,38 @@ fn verify_key_document(
         let mut map = PublicKeyMap::new();
         map.insert(server.to_string(), set);
         verify_json(&map, &single).map_err(|e| format!("signature by {key_id}: {e}"))?;
-        keys.insert(key_id.clone(), key);
+        keys.insert(
+            key_id.clone(),
+            VerifyKey {
+                key,
+                until_ms: valid_until_ms,
+            },
+        );
     }
     if keys.is_empty() {
         return Err("the key document lists no key".into());
+    }
+    // Old keys are vouched for by the current ones' signatures over the whole document; a
+    // malformed entry costs that entry only. A current key is never shadowed by an old entry.
+    if let Some(CanonicalJsonValue::Object(old)) = object.get("old_verify_keys") {
+        for (key_id, entry) in old {
+            let CanonicalJsonValue::Object(entry) = entry else {
+                continue;
+            };
+            let (Some(CanonicalJsonValue::String(encoded)), Some(CanonicalJsonValue::Integer(ts))) =
+                (entry.get("key"), entry.get("expired_ts"))
+            else {
+                continue;
+            };
+            let (Ok(key), Ok(expired)) = (Base64::parse(encoded), u64::try_from(i64::from(*ts)))
+            else {
+                continue;
+            };
+            keys.entry(key_id.clone()).or_insert(VerifyKey {
+                key,
+                until_ms: expired.min(valid_until_ms),
+            });
+        }
     }
     Ok(ServerKeys {
         keys,
@@ -403,11 +493,16 @@ mod tests {
         let (key, doc) = signed_document("example.org", now + 1000);
         let keys = verify_key_document(&name, doc.clone(), now).expect("valid document");
         assert_eq!(
-            keys.keys.get(&key.key_id()).map(|k| k.as_bytes().to_vec()),
+            keys.keys
+                .get(&key.key_id())
+                .map(|k| k.key.as_bytes().to_vec()),
             Some(key.public_bytes().to_vec())
         );
-        // Expired.
-        assert!(verify_key_document(&name, doc.clone(), now + 1000).is_err());
+        assert!(keys.key_at(&key.key_id(), now + 1000).is_some());
+        // Expired: still good for what it signed before, but not after.
+        let stale = verify_key_document(&name, doc.clone(), now + 1000).expect("stale document");
+        assert!(stale.key_at(&key.key_id(), now).is_some());
+        assert!(stale.key_at(&key.key_id(), now + 1001).is_none());
         // Another server's document.
         let other = ServerName::parse("example.com").expect("name");
         assert!(verify_key_document(&other, doc.clone(), now).is_err());

@@ -171,17 +171,24 @@ impl Federation {
         overlay: OverlayHandle,
         events: mpsc::Receiver<OverlayEvent>,
     ) -> Result<Self, StartError> {
-        Self::start_with_tls(hs, overlay, events, None)
+        Self::start_with_tls(
+            hs,
+            overlay,
+            events,
+            None,
+            grove_listen::ServeConfig::default(),
+        )
     }
 
     /// As [`Federation::start`], and for a DNS-named node with `tls`, also serves federation
     /// over HTTPS on `tls.listen` and trusts `tls.extra_roots` beside the webpki roots when
-    /// sending.
+    /// sending. Both listeners serve under `serve`'s limits.
     pub fn start_with_tls(
         hs: Homeserver,
         overlay: OverlayHandle,
         mut events: mpsc::Receiver<OverlayEvent>,
         tls: Option<tls::TlsSettings>,
+        serve: grove_listen::ServeConfig,
     ) -> Result<Self, StartError> {
         let mut client = client::Client::new(
             overlay.clone(),
@@ -216,6 +223,8 @@ impl Federation {
         tasks.push(tokio::spawn(inbound::serve(
             listener,
             routes::router(ctx.clone()),
+            serve.clone(),
+            ctx.metrics.clone(),
         )));
         let mut https_addr = None;
         if let Some((listener, acceptor)) = https_listener {
@@ -224,6 +233,8 @@ impl Federation {
                 listener,
                 acceptor,
                 routes::router(ctx.clone()),
+                serve,
+                ctx.metrics.clone(),
             )));
         }
         tasks.push(sender.start());

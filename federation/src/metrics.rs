@@ -35,6 +35,11 @@ struct EduLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -108,6 +113,7 @@ pub struct Metrics {
     pdus_redacted: Counter,
     acl_refused: Family<KindLabels, Counter>,
     rate_limited: Family<KindLabels, Counter>,
+    refused: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -170,7 +176,14 @@ impl Metrics {
             "Requests refused by a per-origin rate limit, by kind",
             rate_limited.clone(),
         );
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "refused",
+            "Federation requests, connections and streams refused or cut by the listeners, by reason",
+            refused.clone(),
+        );
         Arc::new(Self {
+            refused,
             registry,
             requests,
             latency,
@@ -261,6 +274,19 @@ impl Metrics {
         if delivered {
             self.pdus_out.inc_by(pdus as u64);
         }
+    }
+}
+
+impl grove_listen::Refusals for Metrics {
+    fn refuse(&self, reason: grove_listen::Refusal) {
+        let reason = match reason {
+            grove_listen::Refusal::Panic => "panic",
+            grove_listen::Refusal::ConnectionCap => "connection_cap",
+            grove_listen::Refusal::HeaderTimeout => "header_timeout",
+            grove_listen::Refusal::IdleTimeout => "idle_timeout",
+            grove_listen::Refusal::BodyTimeout => "body_timeout",
+        };
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
     }
 }
 

@@ -83,7 +83,7 @@ async fn handle_pdu_in(
     }
     let outcome = match add_checked(ctx, &room, &rules, object.clone()).await {
         Err(AddError::MissingParents) => {
-            fetch_missing(ctx, origin, &room, &rules, &id).await;
+            fetch_missing(ctx, origin, &room, &rules, &id, &prev_events(&object)).await;
             match add_checked(ctx, &room, &rules, object.clone()).await {
                 Err(AddError::MissingParents) => {
                     add_after_gap(ctx, origin, &room, &rules, object, &id).await
@@ -162,15 +162,17 @@ async fn add_checked(
     }
 }
 
-/// Asks `origin` for the events between our head and `latest`, in rounds of
-/// [`MISSING_LIMIT`] going further back while the oldest still lack parents (at most
-/// [`MAX_MISSING_EVENTS`] in all), and adds them oldest first.
+/// Asks `origin` for the events between our head and `latest` (whose parents are
+/// `parents`), in rounds of [`MISSING_LIMIT`] going further back while the oldest still lack
+/// parents (at most [`MAX_MISSING_EVENTS`] in all), and adds them oldest first. Only events on
+/// the way back from `latest` are kept: whatever else an answer holds was not asked for.
 async fn fetch_missing(
     ctx: &Ctx,
     origin: &ServerName,
     room: &RoomId,
     rules: &ruma::room_version_rules::RoomVersionRules,
     latest: &OwnedEventId,
+    parents: &[OwnedEventId],
 ) {
     let earliest = ctx.hs.rooms.extremities(room).await.unwrap_or_default();
     let mut collected: HashMap<OwnedEventId, (i64, CanonicalJsonObject)> = HashMap::new();
@@ -189,6 +191,7 @@ async fn fetch_missing(
             };
             collected.insert(id, (depth_of(&event), event));
         }
+        retain_ancestors(&mut collected, parents);
         if !full || collected.len() == before {
             break;
         }
@@ -233,6 +236,23 @@ async fn fetch_missing(
             debug!(%origin, error = %e, "missing event refused");
         }
     }
+}
+
+/// Keeps of `collected` the events reached from `parents` along `prev_events` within it.
+fn retain_ancestors(
+    collected: &mut HashMap<OwnedEventId, (i64, CanonicalJsonObject)>,
+    parents: &[OwnedEventId],
+) {
+    let mut reached = std::collections::HashSet::new();
+    let mut stack = parents.to_vec();
+    while let Some(id) = stack.pop() {
+        if let Some((_, event)) = collected.get(&id)
+            && reached.insert(id)
+        {
+            stack.extend(prev_events(event));
+        }
+    }
+    collected.retain(|id, _| reached.contains(id));
 }
 
 /// An event object's `depth` (0 when absent or malformed).

@@ -32,6 +32,9 @@ const MAX_HIERARCHY_SERVERS: usize = 3;
 const JOIN_HISTORY: usize = 50;
 /// How long the join waits for that history at most.
 const JOIN_HISTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Events in the state, or in the auth chain, of a `send_join` answer, at most: a room with a
+/// larger state is not joined.
+const MAX_JOIN_EVENTS: usize = 30_000;
 /// Longest pagination token taken from another server.
 const MAX_TOKEN_CHARS: usize = 256;
 
@@ -213,25 +216,8 @@ impl RemoteRooms {
         let join = object(&answer["event"])
             .filter(|e| builder::event_id_of(e, &rules).ok().as_ref() == Some(&event_id))
             .unwrap_or(event);
-        let mut state = Vec::new();
-        for value in answer["state"].as_array().into_iter().flatten() {
-            let e = object(value).ok_or_else(|| Error::BadJson("send_join: bad state".into()))?;
-            ctx.keys
-                .check_event(&e, &rules)
-                .await
-                .map_err(|e| Error::Forbidden(format!("send_join state: {e}")))?;
-            state.push(e);
-        }
-        let mut auth_chain = Vec::new();
-        for value in answer["auth_chain"].as_array().into_iter().flatten() {
-            let e =
-                object(value).ok_or_else(|| Error::BadJson("send_join: bad auth chain".into()))?;
-            ctx.keys
-                .check_event(&e, &rules)
-                .await
-                .map_err(|e| Error::Forbidden(format!("send_join auth chain: {e}")))?;
-            auth_chain.push(e);
-        }
+        let state = checked_events(&ctx, &answer["state"], &rules, "state").await?;
+        let auth_chain = checked_events(&ctx, &answer["auth_chain"], &rules, "auth chain").await?;
         hs.rooms
             .persist_joined_room(JoinedRoom {
                 room,
@@ -554,6 +540,39 @@ impl RemoteRooms {
         }
         Ok(None)
     }
+}
+
+/// The events of one list of a `send_join` answer, each once, after their signatures and
+/// hashes are checked. A list longer than [`MAX_JOIN_EVENTS`] is refused before any event of it
+/// is looked at: checking a signature costs far more than sending a copy of an event.
+async fn checked_events(
+    ctx: &Ctx,
+    list: &Value,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    what: &str,
+) -> Result<Vec<CanonicalJsonObject>> {
+    let list = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    if list.len() > MAX_JOIN_EVENTS {
+        return Err(Error::Forbidden(format!(
+            "send_join: {} {what} events, more than {MAX_JOIN_EVENTS}",
+            list.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(list.len());
+    for value in list {
+        let e = object(value).ok_or_else(|| Error::BadJson(format!("send_join: bad {what}")))?;
+        let id = builder::event_id_of(&e, rules)?;
+        if !seen.insert(id) {
+            continue;
+        }
+        ctx.keys
+            .check_event(&e, rules)
+            .await
+            .map_err(|e| Error::Forbidden(format!("send_join {what}: {e}")))?;
+        out.push(e);
+    }
+    Ok(out)
 }
 
 fn object(value: &Value) -> Option<CanonicalJsonObject> {

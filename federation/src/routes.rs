@@ -129,6 +129,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         // `authenticate` bounds the body; the extractors' own default (2 MiB) would refuse a
         // legal transaction, in plain text.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(grove_listen::panic_net(ctx.metrics.clone()))
         .with_state(ctx)
 }
 

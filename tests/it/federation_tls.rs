@@ -20,14 +20,32 @@ const V3: &str = "/_matrix/client/v3";
 
 /// Starts a node named `localhost:<port>` serving federation over HTTPS with a certificate
 /// from `issuer`, trusting `trusted`'s CA.
-async fn start_tls_node(backend: Backend, issuer: &TestCa, trusted: &TestCa) -> TestNode {
+pub(crate) async fn start_tls_node(
+    backend: Backend,
+    issuer: &TestCa,
+    trusted: &TestCa,
+) -> TestNode {
+    start_tls_node_with(backend, issuer, trusted, |_| {}).await
+}
+
+/// As [`start_tls_node`], over a configuration `edit` changes first, with metrics served.
+pub(crate) async fn start_tls_node_with(
+    backend: Backend,
+    issuer: &TestCa,
+    trusted: &TestCa,
+    edit: impl FnOnce(&mut grove::Config),
+) -> TestNode {
     subscribe();
+    let mut config = grove::Config::default();
+    edit(&mut config);
     let dir = tempfile::tempdir().expect("temp dir");
     let db = TestDb::new(backend).await;
     let port = free_port();
     let (chain, key) = issuer.leaf(&format!("node-{port}"));
     let listen = SocketAddr::from(([127, 0, 0, 1], port));
     let node = Node::builder()
+        .config(config)
+        .metrics_listen("127.0.0.1:0".parse().expect("addr"))
         .data_dir(dir.path())
         .database_url(&db.url)
         .client_listen("127.0.0.1:0".parse().expect("addr"))

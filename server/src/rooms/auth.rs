@@ -130,6 +130,25 @@ pub(crate) fn check_remote(
     if pdu.kind == TimelineEventType::RoomCreate {
         return RemoteVerdict::Accepted;
     }
+    let auth_state = auth_state_of(rules, pdu, events);
+    for state in [&auth_state, state_before] {
+        if let Err(Error::Forbidden(e)) = check_against_state(rules, pdu, state, events) {
+            return RemoteVerdict::Rejected(e);
+        }
+    }
+    match check_against_state(rules, pdu, current, events) {
+        Err(Error::Forbidden(e)) => RemoteVerdict::SoftFailed(e),
+        _ => RemoteVerdict::Accepted,
+    }
+}
+
+/// The state an event's auth events make (since v12 with the create event its room ID
+/// implies).
+fn auth_state_of(
+    rules: &AuthorizationRules,
+    pdu: &Pdu,
+    events: &HashMap<OwnedEventId, Arc<Pdu>>,
+) -> StateMap {
     let mut auth_state: StateMap = pdu
         .auth_events
         .iter()
@@ -146,13 +165,33 @@ pub(crate) fn check_remote(
             create,
         );
     }
-    for state in [&auth_state, state_before] {
-        if let Err(Error::Forbidden(e)) = check_against_state(rules, pdu, state, events) {
-            return RemoteVerdict::Rejected(e);
+    auth_state
+}
+
+/// Checks every one of `events` (a state and its auth chain, as a resident server answered
+/// them) against its own auth events, which must be among them. One that fails makes the
+/// whole answer a lie: every auth event of a real state was allowed when it was sent, so no
+/// order is needed and the first failure ends the check.
+pub(crate) fn check_auth_chain(
+    rules: &AuthorizationRules,
+    events: &HashMap<OwnedEventId, Arc<Pdu>>,
+) -> Result<()> {
+    for pdu in events.values() {
+        if let Some(missing) = pdu.auth_events.iter().find(|id| !events.contains_key(*id)) {
+            return Err(Error::Forbidden(format!(
+                "{}: auth event {missing} is not in the auth chain",
+                pdu.event_id
+            )));
         }
+        let fetch_event = |id: &ruma::EventId| events.get(id).cloned();
+        check_state_independent_auth_rules(rules, pdu.as_ref(), fetch_event)
+            .map_err(|e| Error::Forbidden(format!("{}: {e}", pdu.event_id)))?;
+        if pdu.kind == TimelineEventType::RoomCreate {
+            continue;
+        }
+        let auth_state = auth_state_of(rules, pdu, events);
+        check_against_state(rules, pdu, &auth_state, events)
+            .map_err(|e| Error::Forbidden(format!("{}: {e}", pdu.event_id)))?;
     }
-    match check_against_state(rules, pdu, current, events) {
-        Err(Error::Forbidden(e)) => RemoteVerdict::SoftFailed(e),
-        _ => RemoteVerdict::Accepted,
-    }
+    Ok(())
 }

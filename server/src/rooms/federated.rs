@@ -351,11 +351,18 @@ impl Rooms {
             let pdu = parse_checked(room, object, &rules)?;
             if state_ids.contains(&pdu.event_id)
                 && let Some(key) = pdu.state_key_pair()
+                && let Some(other) = state.insert(key.clone(), pdu.event_id.clone())
+                && other != pdu.event_id
             {
-                state.insert(key, pdu.event_id.clone());
+                return Err(Error::Forbidden(format!(
+                    "the state holds both {other} and {} for ({}, {:?})",
+                    pdu.event_id, key.0, key.1
+                )));
             }
             events.insert(pdu.event_id.clone(), Arc::new(pdu));
         }
+        // What the resident says the room is must be what the room's own rules made it.
+        auth::check_auth_chain(&rules.authorization, &events)?;
         let join = parse_checked(room, &joined.join, &rules)?;
         let user = join
             .state_key
