@@ -33,8 +33,9 @@ const JOIN_HISTORY: usize = 50;
 /// How long the join waits for that history at most.
 const JOIN_HISTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Events in the state, or in the auth chain, of a `send_join` answer, at most: a room with a
-/// larger state is not joined.
-const MAX_JOIN_EVENTS: usize = 30_000;
+/// larger state is not joined. The bound this node's own answers keep to, so one Grove node
+/// can always join through another.
+pub const MAX_JOIN_EVENTS: usize = grove_server::rooms::resolve::MAX_RESOLUTION_EVENTS;
 /// Longest pagination token taken from another server.
 const MAX_TOKEN_CHARS: usize = 256;
 

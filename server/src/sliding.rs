@@ -224,7 +224,7 @@ async fn build(
         let mut in_window = Vec::new();
         for i in lists::window(&ranges, filtered.len()) {
             if let Some(entry) = filtered.get(i) {
-                want(*entry, &spec, &mut order);
+                want(entry, &spec, &mut order);
                 in_window.push(entry.room.clone());
             }
         }

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::pki_types::ServerName as TlsName;
 
-use crate::{federation_tls::start_tls_node_with, tls_ca::TestCa};
 use crate::support::{TestNode, enc};
+use crate::{federation_tls::start_tls_node_with, tls_ca::TestCa};
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 

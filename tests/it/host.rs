@@ -36,8 +36,8 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use crate::{federation_tls::start_tls_node, tls_ca::TestCa};
 use crate::support::{TestNode, TestUser, enc};
+use crate::{federation_tls::start_tls_node, tls_ca::TestCa};
 
 /// A request the host received.
 #[derive(Debug, Clone)]

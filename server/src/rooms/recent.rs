@@ -151,11 +151,7 @@ impl RecentEvents {
             return Ok(None);
         }
         Ok(Some(
-            tail.events
-                .iter()
-                .rev()
-                .skip_while(|e| e.position.is_some_and(|p| p > upto))
-                .take_while(|e| e.position.is_some_and(|p| p > after))
+            newest_first(&tail.events, after, upto)
                 .map(|e| e.pdu.room.clone())
                 .collect(),
         ))
@@ -179,15 +175,24 @@ impl RecentEvents {
             return Ok(None);
         }
         Ok(Some(
-            tail.events
-                .iter()
-                .rev()
-                .skip_while(|e| e.position.is_some_and(|p| p > upto))
-                .take_while(|e| e.position.is_some_and(|p| p > after))
+            newest_first(&tail.events, after, upto)
                 .filter(|e| e.pdu.room == room)
                 .take(limit)
                 .cloned()
                 .collect(),
         ))
     }
+}
+
+/// The events of `events` (oldest first) in `(after, upto]`, newest first.
+fn newest_first(
+    events: &VecDeque<Arc<StoredEvent>>,
+    after: i64,
+    upto: i64,
+) -> impl Iterator<Item = &Arc<StoredEvent>> {
+    events
+        .iter()
+        .rev()
+        .skip_while(move |e| e.position.is_some_and(|p| p > upto))
+        .take_while(move |e| e.position.is_some_and(|p| p > after))
 }

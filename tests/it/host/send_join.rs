@@ -251,7 +251,7 @@ async fn a_huge_state_is_refused_before_it_is_checked() {
         else {
             return;
         };
-        a["state"] = Value::Array(vec![create; 30_001]);
+        a["state"] = Value::Array(vec![create; grove_federation::remote::MAX_JOIN_EVENTS + 1]);
     });
     let started = std::time::Instant::now();
     assert_join_refused(&host).await;
