@@ -25,6 +25,9 @@ const MAX_SERVERS: usize = 3;
 const MAX_STATE_FETCHES: usize = 3;
 /// How long a frontier no server could extend is left alone.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// How long one backfill from one server may spend fetching the auth and state events its
+/// answer needs.
+const BACKFILL_GAP_BUDGET: Duration = Duration::from_secs(30);
 /// Rooms whose failed frontiers are remembered, at most.
 const MAX_REMEMBERED: usize = 1024;
 
@@ -129,7 +132,13 @@ pub async fn backfill(
             })
             .filter(|id| !ids.contains(id))
             .collect();
-        if let Err(e) = receive::fetch_unknown(ctx, server, room, &rules, auth).await {
+        let gap = receive::Gap {
+            origin: server,
+            room,
+            rules: &rules,
+            deadline: tokio::time::Instant::now() + BACKFILL_GAP_BUDGET,
+        };
+        if let Err(e) = receive::fetch_unknown(ctx, &gap, auth).await {
             debug!(%room, %server, error = %e, "backfill auth events not fetched");
         }
         let mut states = HashMap::new();
@@ -139,7 +148,7 @@ pub async fn backfill(
             .into_iter()
             .take(MAX_STATE_FETCHES)
         {
-            match receive::state_before(ctx, server, room, &rules, &id).await {
+            match receive::state_before(ctx, &gap, &id).await {
                 Ok(state) => {
                     states.insert(id, state);
                 }

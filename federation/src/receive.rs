@@ -3,7 +3,9 @@
 //! state before and current state, soft-fail, state resolution, persistence). Missing parents
 //! are fetched with `get_missing_events` in rounds, bounded in count.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
+
+use tokio::time::{Instant, timeout_at};
 
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, ServerName};
 use serde_json::json;
@@ -24,15 +26,23 @@ const MAX_MISSING_EVENTS: usize = 500;
 const MAX_GAP_EVENTS: usize = 200;
 /// State and auth chain IDs taken from one state_ids answer, at most.
 const MAX_STATE_IDS: usize = 10_000;
+/// How long one transaction may spend asking its origin to fill gaps. The origin waits for the
+/// answer (a Grove sender 12 s per attempt), and an origin that holds its answers back must not
+/// hold the transaction: past this, what is missing stays missing.
+pub const TRANSACTION_GAP_BUDGET: Duration = Duration::from_secs(9);
+/// The part of that budget `get_missing_events` rounds may use; the rest is left for the state
+/// before the gap.
+const MISSING_EVENTS_BUDGET: Duration = Duration::from_secs(6);
 
 /// Handles one PDU of a transaction from `origin`: its event ID (when it can be computed) and
-/// whether it was taken.
+/// whether it was taken. Requests to the origin about a gap before it end by `deadline`.
 pub async fn handle_pdu(
     ctx: &Ctx,
     origin: &ServerName,
     object: CanonicalJsonObject,
+    deadline: Instant,
 ) -> (Option<OwnedEventId>, Result<(), String>) {
-    let (id, outcome) = handle_pdu_in(ctx, origin, object).await;
+    let (id, outcome) = handle_pdu_in(ctx, origin, object, deadline).await;
     if id.is_none() {
         ctx.metrics.pdu(PduOutcome::Refused);
     }
@@ -43,6 +53,7 @@ async fn handle_pdu_in(
     ctx: &Ctx,
     origin: &ServerName,
     object: CanonicalJsonObject,
+    deadline: Instant,
 ) -> (Option<OwnedEventId>, Result<(), String>) {
     let room = match object.get("room_id") {
         Some(CanonicalJsonValue::String(r)) => match RoomId::parse(r.as_str()) {
@@ -82,12 +93,19 @@ async fn handle_pdu_in(
         Err(e) => return (Some(id), Err(e.to_string())),
     }
     let outcome = match add_checked(ctx, &room, &rules, object.clone()).await {
+        Err(AddError::MissingParents) if Instant::now() >= deadline => Err(AddError::Refused(
+            "parents missing, and this transaction's time to ask for them is spent".into(),
+        )),
         Err(AddError::MissingParents) => {
-            fetch_missing(ctx, origin, &room, &rules, &id, &prev_events(&object)).await;
+            let gap = Gap {
+                origin,
+                room: &room,
+                rules: &rules,
+                deadline,
+            };
+            fetch_missing(ctx, &gap, &id, &prev_events(&object)).await;
             match add_checked(ctx, &room, &rules, object.clone()).await {
-                Err(AddError::MissingParents) => {
-                    add_after_gap(ctx, origin, &room, &rules, object, &id).await
-                }
+                Err(AddError::MissingParents) => add_after_gap(ctx, &gap, object, &id).await,
                 other => other,
             }
         }
@@ -99,6 +117,36 @@ async fn handle_pdu_in(
         debug!(%origin, event = %id, error = %e, "pdu refused");
     }
     (Some(id), outcome)
+}
+
+/// Where a gap is and whom to ask about it, until when. Only requests are cut at the deadline,
+/// never a write: a write that stops half-way would leave the room's head behind the database.
+pub(crate) struct Gap<'a> {
+    /// The server asked.
+    pub(crate) origin: &'a ServerName,
+    /// The room.
+    pub(crate) room: &'a RoomId,
+    /// The room version's rules.
+    pub(crate) rules: &'a ruma::room_version_rules::RoomVersionRules,
+    /// When requests about the gap stop.
+    pub(crate) deadline: Instant,
+}
+
+impl Gap<'_> {
+    /// A request to the origin, given up at the deadline.
+    async fn ask(
+        &self,
+        ctx: &Ctx,
+        method: http::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        until: Instant,
+    ) -> Result<serde_json::Value, String> {
+        match timeout_at(until, ctx.client.request(self.origin, method, path, body)).await {
+            Ok(answer) => answer.map_err(|e| e.to_string()),
+            Err(_) => Err("no answer in the time given to the gap".into()),
+        }
+    }
 }
 
 /// Counts what became of a PDU.
@@ -166,14 +214,15 @@ async fn add_checked(
 /// `parents`), in rounds of [`MISSING_LIMIT`] going further back while the oldest still lack
 /// parents (at most [`MAX_MISSING_EVENTS`] in all), and adds them oldest first. Only events on
 /// the way back from `latest` are kept: whatever else an answer holds was not asked for.
-async fn fetch_missing(
-    ctx: &Ctx,
-    origin: &ServerName,
-    room: &RoomId,
-    rules: &ruma::room_version_rules::RoomVersionRules,
-    latest: &OwnedEventId,
-    parents: &[OwnedEventId],
-) {
+async fn fetch_missing(ctx: &Ctx, gap: &Gap<'_>, latest: &OwnedEventId, parents: &[OwnedEventId]) {
+    let Gap {
+        origin,
+        room,
+        rules,
+        ..
+    } = *gap;
+    // Rounds stop early enough to leave time for the state before what they could not close.
+    let rounds_by = gap.deadline.min(Instant::now() + MISSING_EVENTS_BUDGET);
     let earliest = ctx.hs.rooms.extremities(room).await.unwrap_or_default();
     let mut collected: HashMap<OwnedEventId, (i64, CanonicalJsonObject)> = HashMap::new();
     let mut from = vec![latest.clone()];
@@ -182,7 +231,10 @@ async fn fetch_missing(
         if from.is_empty() {
             break;
         }
-        let page = missing_page(ctx, origin, room, &earliest, &from).await;
+        if Instant::now() >= rounds_by {
+            break;
+        }
+        let page = missing_page(ctx, gap, &earliest, &from, rounds_by).await;
         let before = collected.len();
         let full = page.len() as u64 >= MISSING_LIMIT;
         for event in page {
@@ -225,7 +277,7 @@ async fn fetch_missing(
             Err(AddError::MissingParents) if gaps == 0 => {
                 gaps += 1;
                 match grove_server::rooms::builder::event_id_of(&event, rules) {
-                    Ok(id) => add_after_gap(ctx, origin, room, rules, event, &id).await,
+                    Ok(id) => add_after_gap(ctx, gap, event, &id).await,
                     Err(e) => Err(AddError::Refused(e.to_string())),
                 }
             }
@@ -277,14 +329,15 @@ fn prev_events(event: &CanonicalJsonObject) -> Vec<OwnedEventId> {
     }
 }
 
-/// One get_missing_events answer from `origin`: the events before `latest` back to
-/// `earliest`, at most [`MISSING_LIMIT`] (none when the request fails).
+/// One get_missing_events answer from the gap's origin: the events before `latest` back to
+/// `earliest`, at most [`MISSING_LIMIT`] (none when the request fails or is not answered by
+/// `until`).
 async fn missing_page(
     ctx: &Ctx,
-    origin: &ServerName,
-    room: &RoomId,
+    gap: &Gap<'_>,
     earliest: &[OwnedEventId],
     latest: &[OwnedEventId],
+    until: Instant,
 ) -> Vec<CanonicalJsonObject> {
     let body = json!({
         "earliest_events": earliest,
@@ -294,16 +347,15 @@ async fn missing_page(
     });
     let path = format!(
         "/_matrix/federation/v1/get_missing_events/{}",
-        segment(room.as_str())
+        segment(gap.room.as_str())
     );
-    match ctx
-        .client
-        .request(origin, http::Method::POST, &path, Some(&body))
+    match gap
+        .ask(ctx, http::Method::POST, &path, Some(&body), until)
         .await
     {
         Ok(answer) => pdu_objects(&answer, MISSING_LIMIT as usize),
         Err(e) => {
-            debug!(%origin, error = %e, "get_missing_events failed");
+            debug!(origin = %gap.origin, error = %e, "get_missing_events failed");
             Vec::new()
         }
     }
@@ -326,19 +378,22 @@ pub(crate) fn pdu_objects(answer: &serde_json::Value, limit: usize) -> Vec<Canon
 /// the state and auth events this node lacks (bounded), and adds the event over that state.
 async fn add_after_gap(
     ctx: &Ctx,
-    origin: &ServerName,
-    room: &RoomId,
-    rules: &ruma::room_version_rules::RoomVersionRules,
+    gap: &Gap<'_>,
     object: CanonicalJsonObject,
     id: &OwnedEventId,
 ) -> Result<PduOutcome, AddError> {
-    let object = checked_or_redacted(ctx, object, rules)
+    let object = checked_or_redacted(ctx, object, gap.rules)
         .await
         .map_err(AddError::Refused)?;
-    let state = state_before(ctx, origin, room, rules, id)
+    let state = state_before(ctx, gap, id)
         .await
         .map_err(AddError::Refused)?;
-    match ctx.hs.rooms.add_pdu_after_gap(room, object, state).await {
+    match ctx
+        .hs
+        .rooms
+        .add_pdu_after_gap(gap.room, object, state)
+        .await
+    {
         Ok(grove_server::rooms::auth::RemoteVerdict::Rejected(why)) => Err(AddError::Rejected(why)),
         Ok(grove_server::rooms::auth::RemoteVerdict::SoftFailed(_)) => Ok(PduOutcome::SoftFailed),
         Ok(grove_server::rooms::auth::RemoteVerdict::Accepted) => Ok(PduOutcome::Accepted),
@@ -350,19 +405,16 @@ async fn add_after_gap(
 /// and auth events this node lacks, at most [`MAX_GAP_EVENTS`] of them.
 pub(crate) async fn state_before(
     ctx: &Ctx,
-    origin: &ServerName,
-    room: &RoomId,
-    rules: &ruma::room_version_rules::RoomVersionRules,
+    gap: &Gap<'_>,
     id: &OwnedEventId,
 ) -> Result<grove_server::rooms::StateMap, String> {
     let path = format!(
         "/_matrix/federation/v1/state_ids/{}?event_id={}",
-        segment(room.as_str()),
+        segment(gap.room.as_str()),
         segment(id.as_str())
     );
-    let answer = ctx
-        .client
-        .request(origin, http::Method::GET, &path, None)
+    let answer = gap
+        .ask(ctx, http::Method::GET, &path, None, gap.deadline)
         .await
         .map_err(|e| format!("state_ids: {e}"))?;
     let ids = |field: &str| -> Vec<OwnedEventId> {
@@ -378,10 +430,10 @@ pub(crate) async fn state_before(
     let state_ids = ids("pdu_ids");
     let mut wanted = state_ids.clone();
     wanted.extend(ids("auth_chain_ids"));
-    fetch_unknown(ctx, origin, room, rules, wanted).await?;
+    fetch_unknown(ctx, gap, wanted).await?;
     ctx.hs
         .rooms
-        .state_map_of(room, &state_ids)
+        .state_map_of(gap.room, &state_ids)
         .await
         .map_err(|e| e.to_string())
 }
@@ -390,11 +442,10 @@ pub(crate) async fn state_before(
 /// checks their signatures and hashes, and stores them as outliers.
 pub(crate) async fn fetch_unknown(
     ctx: &Ctx,
-    origin: &ServerName,
-    room: &RoomId,
-    rules: &ruma::room_version_rules::RoomVersionRules,
+    gap: &Gap<'_>,
     mut wanted: Vec<OwnedEventId>,
 ) -> Result<(), String> {
+    let Gap { room, rules, .. } = *gap;
     wanted.sort();
     wanted.dedup();
     let unknown = ctx
@@ -412,9 +463,8 @@ pub(crate) async fn fetch_unknown(
     let mut fetched = Vec::with_capacity(unknown.len());
     for missing in &unknown {
         let path = format!("/_matrix/federation/v1/event/{}", segment(missing.as_str()));
-        let answer = ctx
-            .client
-            .request(origin, http::Method::GET, &path, None)
+        let answer = gap
+            .ask(ctx, http::Method::GET, &path, None, gap.deadline)
             .await
             .map_err(|e| format!("event {missing}: {e}"))?;
         let Some(Ok(CanonicalJsonValue::Object(event))) = answer["pdus"]

@@ -360,6 +360,7 @@ async fn send_transaction(
         return Ok(Json(answer));
     }
     let mut results = serde_json::Map::new();
+    let gap_deadline = tokio::time::Instant::now() + receive::TRANSACTION_GAP_BUDGET;
     for pdu in pdus {
         let object = match CanonicalJsonValue::try_from(pdu) {
             Ok(CanonicalJsonValue::Object(o)) => o,
@@ -368,7 +369,7 @@ async fn send_transaction(
                 continue;
             }
         };
-        let (id, outcome) = receive::handle_pdu(&ctx, &origin.0, object).await;
+        let (id, outcome) = receive::handle_pdu(&ctx, &origin.0, object, gap_deadline).await;
         if let Some(id) = id {
             let entry = match outcome {
                 Ok(()) => json!({}),

@@ -25,10 +25,10 @@ use std::{
     io,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    task::{Context, Poll, ready},
+    task::{Context, Poll, Waker, ready},
     time::Duration,
 };
 
@@ -294,6 +294,26 @@ struct Activity {
     busy: AtomicUsize,
     /// Requests finished so far: a change means the connection has just become idle.
     finished: AtomicU64,
+    /// The reader parked while a request was busy: woken when it ends, so the idle timer
+    /// starts even when the peer sends nothing more.
+    reader: Mutex<Option<Waker>>,
+}
+
+impl Activity {
+    /// Wakes the parked reader, if any.
+    fn wake_reader(&self) {
+        let waker = self.reader.lock().map(|mut w| w.take()).unwrap_or_default();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Parks the reader until the busy request ends.
+    fn park_reader(&self, waker: &Waker) {
+        if let Ok(mut slot) = self.reader.lock() {
+            *slot = Some(waker.clone());
+        }
+    }
 }
 
 /// Marks a request as being handled until its response body is dropped (written or
@@ -311,6 +331,7 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.0.finished.fetch_add(1, Ordering::AcqRel);
         self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        self.0.wake_reader();
     }
 }
 
@@ -491,7 +512,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Timed<IO> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 if this.waiting == Waiting::Busy {
-                    return Poll::Pending;
+                    this.activity.park_reader(cx.waker());
+                    // The request may have ended between `observe` and parking.
+                    this.observe();
+                    if this.waiting == Waiting::Busy {
+                        return Poll::Pending;
+                    }
                 }
                 ready!(this.sleep.as_mut().poll(cx));
                 let reason = match this.waiting {

@@ -78,6 +78,17 @@ pub type StateMap = ruma::state_res::StateMap<OwnedEventId>;
 
 /// Parents named by one new event at most (the rest stay extremities for a later event).
 pub(crate) const MAX_PREV_EVENTS: usize = 20;
+/// Forward extremities a room keeps. Any server may add forks over old events, and each one is
+/// written with the room's head and offered to the next resolution; past this many the oldest
+/// are forgotten (their state is already in the current state, and their events stay stored).
+pub(crate) const MAX_EXTREMITIES: usize = 64;
+
+/// Drops the oldest forward extremities beyond [`MAX_EXTREMITIES`] (the newest are at the end).
+pub(crate) fn keep_newest_extremities(extremities: &mut Vec<OwnedEventId>) {
+    let excess = extremities.len().saturating_sub(MAX_EXTREMITIES);
+    extremities.drain(..excess);
+}
+
 /// Recent events loaded into a room's DAG window when the room is loaded.
 const LOAD_RECENT_EVENTS: i64 = 200;
 
@@ -426,6 +437,7 @@ impl Rooms {
         room.extremities
             .retain(|e| !pdu.prev_events.contains(e) && *e != pdu.event_id);
         room.extremities.push(pdu.event_id.clone());
+        keep_newest_extremities(&mut room.extremities);
         room.depth = room.depth.max(pdu.depth);
         let key = pdu.state_key_pair()?;
         let id = self.inner.next_group.fetch_add(1, Ordering::Relaxed);
@@ -590,7 +602,10 @@ impl Rooms {
         };
         let mut ext = state.extremities.clone();
         ext.sort();
-        if ext != state.graph.extremities() {
+        // The stored set may be smaller than the graph's: the oldest forks beyond
+        // `MAX_EXTREMITIES` are forgotten.
+        let in_graph = state.graph.extremities();
+        if ext.iter().any(|e| in_graph.binary_search(e).is_err()) {
             warn!(room = %room, "stored extremities differ from the in-memory DAG");
         }
         Ok((ext, state.graph.gaps()))

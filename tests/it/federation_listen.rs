@@ -1,6 +1,6 @@
-//! Federation's TLS listener against slow, idle and too many connections, and every federation
-//! route against garbage: each is cut or answered in bounded time, never with a panic, and the
-//! node goes on serving meanwhile.
+//! Federation's TLS listener and overlay session streams against slow, idle and too many
+//! connections, and every federation route against garbage: each is cut or answered in
+//! bounded time, never with a panic, and the node goes on serving meanwhile.
 
 use std::time::{Duration, Instant};
 
@@ -143,6 +143,134 @@ async fn slow_idle_and_surplus_federation_connections_are_cut() {
         fresh.is_some(),
         "no connection served once the cap freed up"
     );
+}
+
+/// A node serving federation over the overlay only, its listeners as impatient as
+/// [`impatient`]'s, and a second node peered with it.
+async fn impatient_over_overlay(max_connections: usize) -> (TestNode, TestNode) {
+    let victim = TestNode::start_with_config(Backend::Sqlite, |c| {
+        c.overlay.enabled = true;
+        c.overlay.listen = "127.0.0.1:0".parse().expect("addr");
+        c.client.header_timeout_secs = 1;
+        c.client.body_timeout_secs = 1;
+        c.client.idle_timeout_secs = 2;
+        c.client.max_connections = max_connections;
+    })
+    .await;
+    let peer = TestNode::start_federated(Backend::Sqlite, vec![victim.peer_address()]).await;
+    (victim, peer)
+}
+
+/// A federation session from `from` to `to` over the overlay, once a route exists.
+async fn overlay_session(from: &TestNode, to: &TestNode) -> quinn::Connection {
+    let overlay = from.node().overlay().expect("overlay");
+    let key = to.node().overlay().expect("overlay").public_key();
+    for _ in 0..100 {
+        if let Ok(Ok(session)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            overlay.open_session(key, grove_federation::client::ALPN),
+        )
+        .await
+        {
+            return session;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no overlay session to the victim");
+}
+
+/// Reads a stream until the server finishes or resets it (or `limit` passes): what it sent,
+/// and when it ended.
+async fn read_stream_until_closed(
+    recv: &mut quinn::RecvStream,
+    limit: Duration,
+) -> (String, Option<Duration>) {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), recv.read(&mut buf)).await {
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                return (
+                    String::from_utf8_lossy(&got).into_owned(),
+                    Some(started.elapsed()),
+                );
+            }
+            Ok(Ok(Some(n))) => got.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), None),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_idle_and_surplus_overlay_streams_are_cut() {
+    let (victim, peer) = impatient_over_overlay(3).await;
+    let session = overlay_session(&peer, &victim).await;
+
+    // A request head trickling in on a session stream: cut after the header timeout.
+    let (mut send, mut recv) = session.open_bi().await.expect("stream");
+    send.write_all(b"GET /_matrix/federation/v1/version HTTP/1.1\r\nhost: l")
+        .await
+        .expect("write");
+    let (_, closed) = read_stream_until_closed(&mut recv, Duration::from_secs(10)).await;
+    let closed = closed.expect("a slow head is cut");
+    assert!(closed >= Duration::from_millis(800), "cut after {closed:?}");
+
+    // A stream that went quiet after one request: its answer sent, then closed.
+    let (mut send, mut recv) = session.open_bi().await.expect("stream");
+    send.write_all(VERSION).await.expect("write");
+    let (answer, closed) = read_stream_until_closed(&mut recv, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed.is_some(), "an idle stream is closed");
+
+    for reason in ["header_timeout", "idle_timeout"] {
+        let count = victim
+            .metric(&format!(
+                "grove_federation_refused_total{{reason=\"{reason}\"}}"
+            ))
+            .await;
+        assert!(count >= 1.0, "{reason}: {count}");
+    }
+
+    // Three streams held open fill the cap: a fourth is closed unanswered, and once the three
+    // go, a new one is served.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let (mut send, recv) = session.open_bi().await.expect("stream");
+        // A stream is only seen by the other side once something is sent on it.
+        send.write_all(b"GET /").await.expect("write");
+        held.push((send, recv));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut send, mut recv) = session.open_bi().await.expect("stream");
+    send.write_all(VERSION).await.expect("write");
+    let (answer, closed) = read_stream_until_closed(&mut recv, Duration::from_secs(5)).await;
+    assert!(
+        closed.is_some() && !answer.starts_with("HTTP/1.1 200"),
+        "a stream over the cap was served: {answer}"
+    );
+    assert!(
+        victim
+            .metric("grove_federation_refused_total{reason=\"connection_cap\"}")
+            .await
+            >= 1.0
+    );
+    held.clear();
+    let mut fresh = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Ok((mut send, mut recv)) = session.open_bi().await else {
+            continue;
+        };
+        if send.write_all(VERSION).await.is_ok() {
+            let (answer, _) = read_stream_until_closed(&mut recv, Duration::from_secs(5)).await;
+            if answer.starts_with("HTTP/1.1 200") {
+                fresh = Some(answer);
+                break;
+            }
+        }
+    }
+    assert!(fresh.is_some(), "no stream served once the cap freed up");
 }
 
 /// Every federation route, with the path parameters filled by `param`.

@@ -10,6 +10,7 @@
 mod history;
 mod keys;
 mod send_join;
+mod wide;
 
 use std::{
     collections::BTreeMap,

@@ -229,23 +229,32 @@ impl Rooms {
         if accepted {
             extremities.retain(|e| !pdu.prev_events.contains(e));
             extremities.push(pdu.event_id.clone());
+            super::keep_newest_extremities(&mut extremities);
         }
-        let mut head_states = Vec::new();
-        for ext in &extremities {
-            if *ext == pdu.event_id {
-                head_states.push(after.clone());
-            } else {
-                head_states.push(
-                    self.state_after(&rules, room, std::slice::from_ref(ext))
-                        .await?,
-                );
+        let current = if !accepted {
+            (*state.state).clone()
+        } else if extremities.len() <= super::MAX_PREV_EVENTS {
+            // As many forks as one event may merge: the head is what such a merge would see.
+            let mut head_states = Vec::with_capacity(extremities.len());
+            for ext in &extremities {
+                if *ext == pdu.event_id {
+                    head_states.push(after.clone());
+                } else {
+                    head_states.push(
+                        self.state_after(&rules, room, std::slice::from_ref(ext))
+                            .await?,
+                    );
+                }
             }
-        }
-        let current = if accepted {
             self.resolve_states(&rules, head_states, std::slice::from_ref(&pdu))
                 .await?
         } else {
-            (*state.state).clone()
+            // More forks than that: resolving them all again for every event would make each
+            // sibling a peer sends cost as much as all the ones before it. The current state
+            // already stands for the other forks, so only the new one is merged into it.
+            let head_states = vec![(*state.state).clone(), after.clone()];
+            self.resolve_states(&rules, head_states, std::slice::from_ref(&pdu))
+                .await?
         };
 
         // The event's state group: its parent's when it changes nothing, a delta over it when
