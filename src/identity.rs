@@ -26,7 +26,7 @@ use grove_server::{
     home::{self, DocumentError, HomeKey, Replica, ReplicaDocument},
 };
 use ruma::{OwnedServerName, ServerName};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::Config;
 
@@ -113,7 +113,7 @@ impl DirKeys {
                         HomeKey::from_seed(node.seed())
                     };
                     home.store(&home_path)?;
-                    info!(
+                    debug!(
                         home = %home.server_name(),
                         split,
                         "fresh data directory: home key and node key made"
@@ -183,7 +183,7 @@ pub async fn ensure_document(
     }
     let doc = ReplicaDocument::first(&keys.home, keys.replica(), now_ms())?;
     home::store(storage, &doc).await?;
-    info!(
+    debug!(
         version = doc.version(),
         "first replica document of the home"
     );
