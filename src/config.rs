@@ -64,6 +64,20 @@ pub struct Config {
     pub federation: FederationConfig,
     /// Rate limits of logins and registrations.
     pub rate_limits: RateLimitConfig,
+    /// The home key and the node key.
+    pub identity: IdentityConfig,
+}
+
+/// How a fresh data directory gets its keys.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Whether a fresh data directory gets a home key apart from its node key (off by
+    /// default). Until federation finds a home's replicas through its replica document, a
+    /// node whose server name is not its own overlay key cannot federate over the overlay, so
+    /// this is for trying replicas out; with it off, a fresh node's home key is its node key.
+    /// A data directory that already has its keys keeps them either way.
+    pub split_home_key: bool,
 }
 
 /// Federation over HTTPS, for a node whose server name is a DNS name (a hex-named node
@@ -234,6 +248,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             federation: FederationConfig::default(),
             rate_limits: RateLimitConfig::default(),
+            identity: IdentityConfig::default(),
         }
     }
 }

@@ -1,9 +1,10 @@
-//! The `grove` daemon: runs one node until interrupted.
+//! The `grove` daemon: runs one node until interrupted, or with `identity ...`, manages the
+//! home key of its data directory.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use grove::{Config, Node, config::RegistrationMode};
+use grove::{Config, Custody, Node, config::RegistrationMode};
 use tracing_subscriber::EnvFilter;
 
 /// A Matrix homeserver that needs no server room.
@@ -22,7 +23,7 @@ struct Args {
     /// Base URL announced to clients.
     #[arg(long, env = "GROVE_PUBLIC_BASE_URL")]
     public_base_url: Option<String>,
-    /// Matrix server name (default: the node key in hex).
+    /// Matrix server name (default: the home key in hex).
     #[arg(long, env = "GROVE_SERVER_NAME")]
     server_name: Option<String>,
     /// Database URL: sqlite://PATH or postgres://...
@@ -114,10 +115,49 @@ struct Args {
     /// logs only warnings: it reports every passing auth check at info).
     #[arg(long, env = "GROVE_LOG", default_value = "info,ruma_state_res=warn")]
     log: String,
+    /// A fresh data directory gets a home key apart from its node key: true or false
+    /// (default false; such a node does not federate over the overlay yet).
+    #[arg(long, env = "GROVE_SPLIT_HOME_KEY")]
+    split_home_key: Option<bool>,
+    /// Without a command the node runs.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// What to do instead of running the node.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// The home key and the replicas serving it.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+/// Custody of the home key. Passphrases come from `GROVE_PASSPHRASE` or the terminal.
+#[derive(Debug, clap::Subcommand)]
+enum IdentityCommand {
+    /// Prints the server name, this node's key and the replicas of the home.
+    Show,
+    /// Writes the home key and its replica document to FILE, encrypted with a passphrase.
+    Export {
+        /// The file to write (it must not exist).
+        file: PathBuf,
+    },
+    /// Makes this data directory a new replica of the home exported in FILE.
+    Import {
+        /// An export file.
+        file: PathBuf,
+    },
+    /// Makes or recovers a home from a passphrase alone (five random words or stronger).
+    FromPassphrase,
+    /// Stops vouching for a replica: a new document without it, its key revoked from now.
+    Revoke {
+        /// The replica's node key, 64 hex characters.
+        node_key: String,
+    },
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let mut args = match parse_args() {
         Ok(args) => args,
         Err(e) => {
             eprintln!("grove: {e}");
@@ -138,6 +178,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+    let command = args.command.take();
     let config = match load_config(args) {
         Ok(config) => config,
         Err(e) => {
@@ -155,7 +196,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let outcome = match command {
+        None => runtime.block_on(run(config)),
+        Some(Command::Identity(command)) => runtime.block_on(identity(config, command)),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("grove: {}", error_line(&e));
@@ -210,6 +255,9 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     }
     if let Some(dir) = args.media_dir {
         config.media.dir = Some(dir);
+    }
+    if let Some(split) = args.split_home_key {
+        config.identity.split_home_key = split;
     }
     if let Some(bytes) = args.max_upload_bytes {
         config.media.max_upload_bytes = bytes;
@@ -333,6 +381,73 @@ async fn run(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     node.shutdown().await;
     Ok(())
+}
+
+/// Runs one `grove identity` command and prints its outcome.
+async fn identity(config: Config, command: IdentityCommand) -> anyhow::Result<()> {
+    let custody = Custody::new(&config);
+    let info = match command {
+        IdentityCommand::Show => custody.show().await?,
+        IdentityCommand::Export { file } => {
+            let passphrase = passphrase(Confirm::Twice)?;
+            let bytes = custody.export(&passphrase).await?;
+            write_new_private(&file, &bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            println!("exported the home key to {}", file.display());
+            custody.show().await?
+        }
+        IdentityCommand::Import { file } => {
+            let bytes =
+                std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let passphrase = passphrase(Confirm::Once)?;
+            custody.import(bytes, &passphrase).await?
+        }
+        IdentityCommand::FromPassphrase => {
+            let passphrase = passphrase(Confirm::Twice)?;
+            custody.from_passphrase(&passphrase).await?
+        }
+        IdentityCommand::Revoke { node_key } => custody.revoke(&node_key).await?,
+    };
+    print!("{info}");
+    Ok(())
+}
+
+/// Whether a passphrase typed on the terminal is asked for again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Confirm {
+    Once,
+    Twice,
+}
+
+/// The passphrase from `GROVE_PASSPHRASE`, or else typed on the terminal without echo.
+fn passphrase(confirm: Confirm) -> anyhow::Result<String> {
+    if let Ok(passphrase) = std::env::var("GROVE_PASSPHRASE") {
+        return Ok(passphrase);
+    }
+    let read = |prompt: &str| {
+        rpassword::prompt_password(prompt).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read a passphrase ({e}): set GROVE_PASSPHRASE or use a terminal"
+            )
+        })
+    };
+    let first = read("Passphrase: ")?;
+    if confirm == Confirm::Twice && read("Passphrase again: ")? != first {
+        anyhow::bail!("the passphrases differ");
+    }
+    Ok(first)
+}
+
+/// Writes `bytes` to a new file readable by its owner only.
+fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 async fn shutdown_signal() {

@@ -26,7 +26,12 @@ use ruma::{OwnedServerName, ServerName};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::info;
 
-use crate::config::{Config, RegistrationMode};
+use crate::{
+    config::{Config, RegistrationMode},
+    identity::{
+        DirKeys, HOME_KEY_FILE, IdentityError, IdentityInfo, NODE_KEY_FILE, ensure_document,
+    },
+};
 
 /// How long a stopping node lets in-flight requests (long-polls included) finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -64,6 +69,9 @@ pub enum NodeError {
     /// The homeserver core failed to open (key, database, migrations).
     #[error("{0}")]
     Server(#[from] grove_server::Error),
+    /// The home key, node key or replica document could not be read or made.
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
 }
 
 /// Builds a [`Node`]; every setting has a working default.
@@ -133,7 +141,7 @@ impl NodeBuilder {
         self
     }
 
-    /// The Matrix server name (by default the node key's hex). A DNS name federates over TLS
+    /// The Matrix server name (by default the home key's hex). A DNS name federates over TLS
     /// and needs [`NodeBuilder::federation_tls`].
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.config.server_name = Some(name.into());
@@ -164,6 +172,13 @@ impl NodeBuilder {
     /// The largest media file accepted, in bytes.
     pub fn max_upload_bytes(mut self, bytes: u64) -> Self {
         self.config.media.max_upload_bytes = bytes;
+        self
+    }
+
+    /// Gives a fresh data directory a home key apart from its node key (see
+    /// [`crate::config::IdentityConfig::split_home_key`]).
+    pub fn split_home_key(mut self, on: bool) -> Self {
+        self.config.identity.split_home_key = on;
         self
     }
 
@@ -263,12 +278,22 @@ impl Node {
             path: data_dir.clone(),
             source,
         })?;
-        let key = NodeKey::load_or_create(&data_dir.join("node.key"))?;
-        let server_name: OwnedServerName = match &config.server_name {
-            Some(name) => ServerName::parse(name)
-                .map_err(|e| NodeError::Config(format!("server_name {name:?}: {e}")))?,
-            None => key.server_name(),
-        };
+        // A configured (DNS) name is not a key: such a node has a node key and no home.
+        let (key, home, server_name): (NodeKey, Option<DirKeys>, OwnedServerName) =
+            match &config.server_name {
+                Some(name) => (
+                    NodeKey::load_or_create(&data_dir.join(NODE_KEY_FILE))?,
+                    None,
+                    ServerName::parse(name)
+                        .map_err(|e| NodeError::Config(format!("server_name {name:?}: {e}")))?,
+                ),
+                None => {
+                    let keys = DirKeys::open(&data_dir, config.identity.split_home_key)?;
+                    let node = NodeKey::from_seed(keys.node.seed())?.with_replica_key_id()?;
+                    let name = keys.home.server_name();
+                    (node, Some(keys), name)
+                }
+            };
         let database_url = match &config.database_url {
             Some(url) => url.clone(),
             None => {
@@ -309,6 +334,12 @@ impl Node {
 
         let seed = key.seed();
         let hs = Homeserver::open(server_config, key).await?;
+        if let Some(keys) = &home
+            && let Err(e) = ensure_document(&hs.storage, keys).await
+        {
+            hs.close().await;
+            return Err(e.into());
+        }
         let (overlay, federation) = if config.overlay.enabled {
             let mut overlay_config =
                 OverlayConfig::new(NodeSecret::from_seed(seed), config.overlay.listen);
@@ -445,6 +476,22 @@ impl Node {
         &self.hs.config.server_name
     }
 
+    /// The server name, this node's key and the newest replica document held (none for a
+    /// node with a DNS server name).
+    pub async fn identity(&self) -> Result<IdentityInfo, NodeError> {
+        let server_name = self.hs.config.server_name.clone();
+        let document = if grove_federation::keys::is_hex_name(&server_name) {
+            grove_server::home::load(&self.hs.storage, &server_name).await?
+        } else {
+            None
+        };
+        Ok(IdentityInfo {
+            server_name,
+            node_key: self.hs.key.hex(),
+            document,
+        })
+    }
+
     /// The overlay, when it runs: peer controls, sessions and counters.
     pub fn overlay(&self) -> Option<&OverlayHandle> {
         self.overlay.as_ref()
@@ -508,7 +555,11 @@ struct FreshFiles {
 
 impl FreshFiles {
     fn note(dir: &Path, sqlite: bool) -> Self {
-        let mut candidates = vec![dir.join("node.key"), dir.join("media")];
+        let mut candidates = vec![
+            dir.join(NODE_KEY_FILE),
+            dir.join(HOME_KEY_FILE),
+            dir.join("media"),
+        ];
         if sqlite {
             for name in ["grove.db", "grove.db-wal", "grove.db-shm"] {
                 candidates.push(dir.join(name));
@@ -538,7 +589,7 @@ impl FreshFiles {
 
 /// Creates the data directory readable by its owner only (it holds the node key and, by
 /// default, the database).
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -548,7 +599,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Creates the SQLite database file readable by its owner only, before SQLite opens it (its
 /// `-wal` and `-shm` files take the database file's mode), and narrows files left wider.
-fn make_private_database(path: &Path) -> std::io::Result<()> {
+pub(crate) fn make_private_database(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -287,6 +287,9 @@ async fn version() -> Json<Value> {
     Json(json!({ "server": { "name": "Grove", "version": env!("CARGO_PKG_VERSION") } }))
 }
 
+/// The field of `/_matrix/key/v2/server` holding a home's replica document.
+pub const REPLICA_DOCUMENT_FIELD: &str = "org.grove.replica_document";
+
 /// `GET /_matrix/key/v2/server`
 async fn server_keys(State(ctx): Ctxt) -> Answer {
     let key = &ctx.hs.key;
@@ -295,12 +298,25 @@ async fn server_keys(State(ctx): Ctxt) -> Answer {
     )
     .map(|t| u64::from(t.get()))
     .unwrap_or(0);
-    let doc = json!({
+    let mut doc = json!({
         "server_name": ctx.hs.config.server_name.as_str(),
         "valid_until_ts": valid_until,
         "verify_keys": { key.key_id(): { "key": Base64::<ruma::serde::base64::Standard, _>::new(key.public_bytes().to_vec()).encode() } },
         "old_verify_keys": {},
     });
+    // A home's replica document rides along: anyone can check it against the name, and its
+    // revoked keys are this home's old keys.
+    let server_name = &ctx.hs.config.server_name;
+    if keys::is_hex_name(server_name)
+        && let Some(replicas) = grove_server::home::load(&ctx.hs.storage, server_name).await?
+    {
+        let own = key.key_id();
+        for revoked in replicas.revoked().iter().filter(|r| r.key_id != own) {
+            doc["old_verify_keys"][&revoked.key_id] =
+                json!({ "key": revoked.key, "expired_ts": revoked.expired_ts });
+        }
+        doc[REPLICA_DOCUMENT_FIELD] = replicas.to_json();
+    }
     let mut object = match CanonicalJsonValue::try_from(doc) {
         Ok(CanonicalJsonValue::Object(o)) => o,
         _ => return Err(FedError::bad_json("key document")),

@@ -1,5 +1,6 @@
-//! The node's ed25519 key: it signs events and federation requests, and its hex form is the
-//! node's default server name.
+//! The node's ed25519 key: its overlay address, and the key it signs events and federation
+//! requests with (certified by its home's replica document when its server name is a home
+//! key). Key files hold the 32-byte seed in hex.
 
 use std::{io::Write, path::Path};
 
@@ -21,13 +22,7 @@ pub struct NodeKey {
 impl NodeKey {
     /// A key from its 32-byte seed.
     pub fn from_seed(seed: [u8; 32]) -> Result<Self> {
-        let signing = SigningKey::from_bytes(&seed);
-        let der = signing
-            .to_pkcs8_der()
-            .map_err(|e| Error::Internal(format!("encoding node key: {e}")))?;
-        let key_pair = Ed25519KeyPair::from_der(der.as_bytes(), KEY_VERSION.to_owned())
-            .map_err(|e| Error::Internal(format!("loading node key: {e}")))?;
-        Ok(Self { signing, key_pair })
+        Self::with_version(seed, KEY_VERSION.to_owned())
     }
 
     /// A fresh random key.
@@ -40,24 +35,43 @@ impl NodeKey {
     /// Reads the key stored at `path` (64 hex characters of seed), or creates and stores a new
     /// one there, readable by the owner only.
     pub fn load_or_create(path: &Path) -> Result<Self> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let bytes = hex::decode(text.trim()).map_err(|e| {
-                    Error::Corrupt(format!("node key {}: not hex: {e}", path.display()))
-                })?;
-                let seed: [u8; 32] = bytes.try_into().map_err(|_| {
-                    Error::Corrupt(format!("node key {}: not 32 bytes", path.display()))
-                })?;
-                Self::from_seed(seed)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match Self::load(path)? {
+            Some(key) => Ok(key),
+            None => {
                 let key = Self::generate()?;
-                write_private(path, &hex::encode(key.seed()))
-                    .map_err(|e| Error::Internal(format!("writing {}: {e}", path.display())))?;
+                key.store(path)?;
                 Ok(key)
             }
-            Err(e) => Err(Error::Internal(format!("reading {}: {e}", path.display()))),
         }
+    }
+
+    /// Reads the key stored at `path`, `None` when there is no file.
+    pub fn load(path: &Path) -> Result<Option<Self>> {
+        read_seed(path)?.map(Self::from_seed).transpose()
+    }
+
+    /// Stores the key at `path`, readable by the owner only; an existing file is an error.
+    pub fn store(&self, path: &Path) -> Result<()> {
+        write_private(path, &hex::encode(self.seed()))
+            .map_err(|e| Error::Internal(format!("writing {}: {e}", path.display())))
+    }
+
+    /// The same key signing under its replica key ID, `ed25519:<first 8 hex of the public
+    /// key>`: the ID a home's replica document certifies, distinct between the replicas of one
+    /// home (the key ID `ed25519:grove` is kept by nodes with a DNS server name).
+    pub fn with_replica_key_id(self) -> Result<Self> {
+        let version = self.hex()[..8].to_owned();
+        Self::with_version(self.seed(), version)
+    }
+
+    fn with_version(seed: [u8; 32], version: String) -> Result<Self> {
+        let signing = SigningKey::from_bytes(&seed);
+        let der = signing
+            .to_pkcs8_der()
+            .map_err(|e| Error::Internal(format!("encoding node key: {e}")))?;
+        let key_pair = Ed25519KeyPair::from_der(der.as_bytes(), version)
+            .map_err(|e| Error::Internal(format!("loading node key: {e}")))?;
+        Ok(Self { signing, key_pair })
     }
 
     /// The 32-byte seed, for export.
@@ -91,9 +105,10 @@ impl NodeKey {
         &self.key_pair
     }
 
-    /// The key ID, `ed25519:grove`.
+    /// The key ID it signs under: `ed25519:grove`, or its replica key ID (see
+    /// [`NodeKey::with_replica_key_id`]).
     pub fn key_id(&self) -> String {
-        format!("ed25519:{KEY_VERSION}")
+        format!("ed25519:{}", self.key_pair.version())
     }
 }
 
@@ -105,7 +120,23 @@ impl std::fmt::Debug for NodeKey {
     }
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// The 32-byte seed stored in hex at `path`, `None` when there is no file.
+pub(crate) fn read_seed(path: &Path) -> Result<Option<[u8; 32]>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::Internal(format!("reading {}: {e}", path.display()))),
+    };
+    let bytes = hex::decode(text.trim())
+        .map_err(|e| Error::Corrupt(format!("key {}: not hex: {e}", path.display())))?;
+    let seed: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| Error::Corrupt(format!("key {}: not 32 bytes", path.display())))?;
+    Ok(Some(seed))
+}
+
+/// Writes `text` and a newline to a new file at `path`, readable by the owner only.
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

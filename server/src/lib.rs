@@ -15,6 +15,7 @@ pub mod e2ee;
 pub mod error;
 pub mod federation;
 pub mod federation_queue;
+pub mod home;
 pub mod keys;
 pub mod media;
 pub mod notifier;

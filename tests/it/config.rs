@@ -54,6 +54,14 @@ fn overlay_section_is_read() {
 }
 
 #[test]
+fn identity_section_is_read() {
+    assert!(!Config::default().identity.split_home_key);
+    let config = Config::from_toml("[identity]\nsplit_home_key = true\n").expect("valid");
+    assert!(config.identity.split_home_key);
+    check_invalid("[identity]\nsplit_home = true", "split_home");
+}
+
+#[test]
 fn good_config_file_is_read() {
     let config = Config::from_toml(
         "data_dir = \"/tmp/x\"\n[client]\nlisten = \"127.0.0.1:9999\"\n[registration]\nmode = \"token\"\ntokens = [\"abc\"]\n",

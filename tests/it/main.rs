@@ -21,6 +21,7 @@ mod federation_tls;
 mod host;
 mod hostile;
 mod hostile_client;
+mod identity;
 mod media;
 mod metrics;
 mod notifications;
