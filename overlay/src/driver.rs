@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use self::core::RoutingCore;
+use self::core::{RecordRejected, RoutingCore};
 use self::metrics::Metrics;
 pub use self::router_core::RouterCore;
 use self::statics::StaticPeer;
@@ -36,12 +36,16 @@ use crate::identity::{NodeKeypair, PublicKey};
 use crate::link::{LinkKind, LinkSetupError};
 use crate::session::{SessionError, SessionListener, Sessions};
 use crate::tls::{Identity, TlsError};
+use crate::wire::Record;
 
 /// Events queued for the application before new ones are dropped (and counted).
 pub const EVENT_QUEUE_LIMIT: usize = 1024;
 
 /// Commands from handles queued before callers wait.
 const COMMAND_QUEUE_LIMIT: usize = 64;
+
+/// Record lookups awaited through handles at once; more are refused at once.
+const MAX_HANDLE_LOOKUPS: usize = 256;
 
 /// How the overlay is set up.
 #[derive(Debug, Clone)]
@@ -135,6 +139,12 @@ pub enum HandleError {
     /// The overlay has stopped.
     #[error("the overlay has stopped")]
     Stopped,
+    /// The routing core refused a record.
+    #[error(transparent)]
+    Record(#[from] RecordRejected),
+    /// Too many lookups are awaited at once.
+    #[error("too many lookups in flight")]
+    Busy,
 }
 
 /// Requests from handles to the driver.
@@ -143,6 +153,11 @@ enum Command {
     AddStaticPeer(StaticPeer),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Snapshot(oneshot::Sender<serde_json::Value>),
+    Publish(Record, oneshot::Sender<Result<(), RecordRejected>>),
+    Lookup(
+        PublicKey,
+        oneshot::Sender<Result<Option<Record>, HandleError>>,
+    ),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -249,6 +264,31 @@ impl OverlayHandle {
         let (tx, rx) = oneshot::channel();
         self.command(Command::Snapshot(tx)).await?;
         rx.await.map_err(|_| HandleError::Stopped)
+    }
+
+    /// Publishes a signed record on the ring, at the nodes closest to its key's placements,
+    /// and keeps it there until it expires (publish a higher sequence to replace or extend
+    /// it). Refused when the record does not verify, its publisher may not publish under its
+    /// key (the core's record policy), or its lifetime is over the limit.
+    pub async fn publish(&self, record: Record) -> Result<(), HandleError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Publish(record, tx)).await?;
+        Ok(rx.await.map_err(|_| HandleError::Stopped)??)
+    }
+
+    /// Looks up the record under `key` on the ring. `Ok(None)`: no placement returned a
+    /// valid record before the routing core's lookup timeout, or `timeout` passed first.
+    pub async fn lookup(
+        &self,
+        key: PublicKey,
+        timeout: Duration,
+    ) -> Result<Option<Record>, HandleError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Lookup(key, tx)).await?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(answer) => answer.map_err(|_| HandleError::Stopped)?,
+            Err(_) => Ok(None),
+        }
     }
 
     /// All counters in the Prometheus text format.

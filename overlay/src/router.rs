@@ -8,12 +8,14 @@
 //!
 //! Concerns live in their own files: `tree` (announcements, parent choice, coordinates),
 //! `ring` (bootstraps, ring table, key routing), `path` (path search and source routes),
-//! `forward` (traffic), `queue` (per-peer bounded queues), `timer`, `metrics`, `snapshot`.
+//! `forward` (traffic), `records` (signed records kept at ring placements), `queue` (per-peer
+//! bounded queues), `timer`, `metrics`, `snapshot`.
 
 mod forward;
 mod metrics;
 mod path;
 mod queue;
+mod records;
 mod ring;
 mod snapshot;
 #[cfg(test)]
@@ -29,15 +31,18 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::identity::{NodeKeypair, PublicKey, SigCache};
 use crate::wire::{
-    CAP_GUIDED_SEARCH, CAP_PATH_SEARCH, CAP_SOURCE_ROUTING, CAP_TEARDOWN, Frame, WireError,
+    CAP_GUIDED_SEARCH, CAP_PATH_SEARCH, CAP_RECORDS, CAP_SOURCE_ROUTING, CAP_TEARDOWN, Frame,
+    Record, WireError,
 };
 
 pub use metrics::{DropReason, Metrics};
 pub use queue::{CONTROL_QUEUE_LIMIT, TRAFFIC_QUEUE_LIMIT};
+pub use records::{LookupId, PublishError, RecordPolicy, SelfCertifying};
 pub use snapshot::{PeerSnapshot, RingSnapshot, Snapshot};
 
 use path::PathState;
 use queue::PeerQueue;
+use records::RecordState;
 use ring::RingState;
 use timer::{Timer, TimerTable};
 use tree::TreeState;
@@ -91,6 +96,17 @@ pub enum Event {
         peer: PeerId,
         /// What it did.
         reason: DropReason,
+    },
+    /// A lookup started with [`Router::lookup`] ended.
+    LookupDone {
+        /// Which lookup.
+        id: LookupId,
+        /// The key looked up.
+        key: PublicKey,
+        /// The newest valid record any placement returned, if one did.
+        record: Option<Record>,
+        /// Hops to the answering node and back, for the record returned.
+        hops: u8,
     },
 }
 
@@ -149,6 +165,32 @@ pub struct Config {
     pub search_fanout: u8,
     /// Hops a search may take beyond the tree distance between searcher and target.
     pub search_slack: u8,
+    /// Placements (replicas) of each record, at most `wire::MAX_REPLICAS`.
+    pub record_replicas: u8,
+    /// Bytes of records this node keeps for others at most.
+    pub record_store_bytes: usize,
+    /// Records kept per publisher at most.
+    pub records_per_publisher: usize,
+    /// Longest record lifetime accepted (a record expiring later is refused).
+    pub record_max_ttl: Duration,
+    /// How often this node sends its own records again (at most half their lifetime).
+    pub record_republish: Duration,
+    /// The records timer's period while records are kept or published.
+    pub record_tick: Duration,
+    /// Records this node publishes itself at most.
+    pub max_own_records: usize,
+    /// Lookups in flight at most; a new one ends the oldest.
+    pub max_pending_lookups: usize,
+    /// How long a lookup waits for its placements.
+    pub lookup_timeout: Duration,
+    /// How long a lookup that has a record waits for a newer one from the other placements.
+    pub lookup_grace: Duration,
+    /// Store frames accepted per origin per second.
+    pub stores_per_origin_per_sec: u32,
+    /// Lookup frames accepted per origin per second.
+    pub lookups_per_origin_per_sec: u32,
+    /// Origins whose store and lookup rates are tracked at once.
+    pub max_record_origins: usize,
 }
 
 impl Default for Config {
@@ -178,6 +220,19 @@ impl Default for Config {
             search_width: 8,
             search_fanout: 2,
             search_slack: 0,
+            record_replicas: 3,
+            record_store_bytes: 4 << 20,
+            records_per_publisher: 8,
+            record_max_ttl: Duration::from_secs(24 * 3600),
+            record_republish: Duration::from_secs(10 * 60),
+            record_tick: Duration::from_secs(15),
+            max_own_records: 64,
+            max_pending_lookups: 256,
+            lookup_timeout: Duration::from_secs(3),
+            lookup_grace: Duration::from_millis(300),
+            stores_per_origin_per_sec: 20,
+            lookups_per_origin_per_sec: 50,
+            max_record_origins: 4096,
         }
     }
 }
@@ -244,7 +299,9 @@ struct Peer {
 ///   datagram alike);
 /// - [`handle_timeout`](Self::handle_timeout) once the deadline from
 ///   [`poll_timeout`](Self::poll_timeout) has passed (calling it early is harmless);
-/// - [`send`](Self::send) to send an application datagram to a node by key.
+/// - [`send`](Self::send) to send an application datagram to a node by key;
+/// - [`publish`](Self::publish) and [`lookup`](Self::lookup) for records on the ring (call
+///   [`set_unix_time`](Self::set_unix_time) first: record expiries are wall-clock times).
 ///
 /// After any input, drain the outputs in this order: [`poll_transmit`](Self::poll_transmit)
 /// until `None` (send each on its link: `reliable` on the control stream, otherwise as a
@@ -266,6 +323,7 @@ pub struct Router {
     tree: TreeState,
     ring: RingState,
     paths: PathState,
+    records: RecordState,
     coords_cache: HashMap<PublicKey, (Vec<u16>, Instant)>,
     sig_cache: SigCache,
 }
@@ -290,6 +348,7 @@ impl Router {
             timers: TimerTable::default(),
             metrics: Metrics::default(),
             paths: PathState::default(),
+            records: RecordState::new(now),
             coords_cache: HashMap::new(),
             sig_cache: SigCache::default(),
         };
@@ -457,6 +516,9 @@ impl Router {
             Frame::PathReply(r) => self.handle_path_reply(peer, r, now),
             Frame::PathSeek(p) => self.handle_path_seek(peer, p, now),
             Frame::Teardown(t) => self.handle_teardown(peer, t, now),
+            Frame::Store(s) => self.handle_store(peer, s, now),
+            Frame::Lookup(l) => self.handle_lookup(peer, l, now),
+            Frame::LookupReply(r) => self.handle_lookup_reply(peer, r, now),
         };
         match result {
             Ok(()) => Ok(()),
@@ -482,6 +544,7 @@ impl Router {
                     self.select_parent(now);
                 }
                 Timer::Bootstrap => self.bootstrap_tick(now),
+                Timer::Records => self.records_tick(now),
             }
         }
     }
@@ -563,6 +626,14 @@ impl Router {
             Frame::PathFind(_) | Frame::PathReply(_) if caps & CAP_PATH_SEARCH == 0 => return,
             Frame::PathSeek(_) if caps & CAP_GUIDED_SEARCH == 0 => return,
             Frame::Teardown(_) if caps & CAP_TEARDOWN == 0 => return,
+            Frame::Store(_) | Frame::Lookup(_) | Frame::LookupReply(_)
+                if caps & CAP_RECORDS == 0 =>
+            {
+                // A record frame taken to a peer that cannot carry it is lost here; the
+                // lookup times out or the next republish tries again.
+                self.metrics.drop(DropReason::NoRoute);
+                return;
+            }
             Frame::Traffic(t) if caps & CAP_SOURCE_ROUTING == 0 => {
                 // A probe only teaches a source route; the rest travels on by tree or key,
                 // without the route (not broken: only this link cannot carry it).

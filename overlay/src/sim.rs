@@ -16,11 +16,14 @@
 //! 5. **leave**: a random non-leaf node leaves; re-converged once the remaining largest
 //!    component meets the cold-start condition again; then the old pairs that survive send
 //!    again (routes broken by the leave must fall back and repair);
-//! 6. **traffic** (when asked): flows replaced and nodes churning (see `traffic`).
+//! 6. **traffic** (when asked): flows replaced and nodes churning (see `traffic`);
+//! 7. **records** (when asked): records published and looked up, before and after a share
+//!    of the nodes churns (see `records`).
 //!
 //! [`Router`]: crate::router::Router
 
 mod network;
+pub mod records;
 mod setup;
 mod topology;
 mod traffic;
@@ -36,7 +39,8 @@ use serde::Serialize;
 use crate::identity::PublicKey;
 use crate::router::Config;
 
-pub use network::{Delivery, Network, PING, PONG, Sent};
+pub use network::{Delivery, LookupResult, Network, PING, PONG, SIM_UNIX_EPOCH, Sent};
+pub use records::{RecordOptions, RecordReport};
 pub use setup::SetupCost;
 pub use topology::{Topology, TopologySpec};
 pub use traffic::{TrafficOptions, TrafficReport};
@@ -72,6 +76,8 @@ pub struct SimOptions {
     pub setups: usize,
     /// The traffic run, if wanted.
     pub traffic: Option<TrafficOptions>,
+    /// The records run, if wanted.
+    pub records: Option<RecordOptions>,
     /// Router configuration for every node.
     pub config: Config,
 }
@@ -86,6 +92,7 @@ impl Default for SimOptions {
             leave: true,
             setups: 50,
             traffic: None,
+            records: None,
             // Crawled graphs have hubs with hundreds of links; simulate them as they are.
             config: Config {
                 max_peers: 4096,
@@ -129,6 +136,8 @@ pub struct Report {
     pub setup: SetupCost,
     /// The traffic run, if it ran.
     pub traffic: Option<TrafficReport>,
+    /// The records run, if it ran.
+    pub records: Option<RecordReport>,
     /// Wall-clock time the run took.
     pub wall: Duration,
 }
@@ -219,6 +228,14 @@ pub fn run_with(spec: &TopologySpec, seed: u64, opts: &SimOptions) -> Result<Rep
         traffic::run(&mut net, &comp3, &mut rng, t)
     });
 
+    // 7. Records published, looked up, and looked up again after churn.
+    let records = opts.records.as_ref().map(|o| {
+        let comp4 = largest_component(&net);
+        net.wait(step, opts.max_converge, |n| converged(n, &comp4));
+        let mut rec_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x07ec_04d5);
+        records::run(&mut net, &comp4, &mut rec_rng, o)
+    });
+
     Ok(Report {
         name: topo.name,
         nodes: topo.nodes,
@@ -235,6 +252,7 @@ pub fn run_with(spec: &TopologySpec, seed: u64, opts: &SimOptions) -> Result<Rep
         state_bytes_per_node: state,
         setup,
         traffic,
+        records,
         wall: wall.elapsed(),
     })
 }

@@ -1,5 +1,6 @@
 //! Wire formats of everything the overlay sends: routing frames (tree announcements, ring
-//! bootstraps and teardowns, traffic, path search), the peer hello and the LAN beacon.
+//! bootstraps and teardowns, traffic, path search, signed records and their lookups), the peer
+//! hello and the LAN beacon.
 //!
 //! Every routing frame is one type byte followed by a fixed layout of big-endian integers,
 //! 32-byte keys, 64-byte signatures and u8-counted lists of u16 ports. The transport delimits
@@ -11,6 +12,7 @@ mod beacon;
 mod codec;
 mod frame;
 mod hello;
+mod record;
 #[cfg(test)]
 mod tests;
 
@@ -20,8 +22,13 @@ pub use frame::{
     PathSeek, Teardown, Traffic, Watermark, is_probe,
 };
 pub use hello::{
-    CAP_GUIDED_SEARCH, CAP_PATH_SEARCH, CAP_SOURCE_ROUTING, CAP_TEARDOWN, CAPABILITIES, HELLO_LEN,
-    HELLO_MAGIC, Hello, HelloError, MIN_VERSION, Negotiated, VERSION, negotiate,
+    CAP_GUIDED_SEARCH, CAP_PATH_SEARCH, CAP_RECORDS, CAP_SOURCE_ROUTING, CAP_TEARDOWN,
+    CAPABILITIES, HELLO_LEN, HELLO_MAGIC, Hello, HelloError, MIN_VERSION, Negotiated, VERSION,
+    negotiate,
+};
+pub use record::{
+    Lookup, LookupReply, MAX_RECORD_VALUE, MAX_REPLICAS, RECORD_HEADER_LEN, Record, Store,
+    placement,
 };
 
 /// Largest routing frame accepted or produced, in bytes.

@@ -6,6 +6,8 @@ mod discovery;
 mod hostile;
 #[path = "io_it/links.rs"]
 mod links;
+#[path = "io_it/records.rs"]
+mod records;
 #[path = "io_it/routed.rs"]
 mod routed;
 #[path = "io_it/sessions.rs"]

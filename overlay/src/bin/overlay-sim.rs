@@ -4,7 +4,9 @@
 //! Usage: `overlay-sim [--topologies DIR] [--seed N] [--pairs N] [--setups N] [--only SUBSTRING]
 //! [--generated-only] [--files-only] [--json] [--no-leave] [--traffic] [--flows F]
 //! [--replace-every SECS] [--churn SHARE] [--traffic-secs SECS] [--idle-secs SECS] [--big N] [--search-width W]
-//! [--search-fanout F] [--search-slack S]`. `DIR` defaults to
+//! [--search-fanout F] [--search-slack S] [--records] [--publishers N] [--lookups N]
+//! [--record-churn SHARE]`. `--records` adds the records scenario (publish, look up, churn
+//! `SHARE` of the nodes, look up again) and its table. `DIR` defaults to
 //! `../shared/topologies` relative to the repository root. `--big N` runs only the generated
 //! scale-free and Yggdrasil-like graphs of `N` nodes.
 
@@ -13,7 +15,7 @@ use std::process::ExitCode;
 
 use std::time::Duration;
 
-use grove_overlay::sim::{self, Report, SimOptions, TopologySpec, TrafficOptions};
+use grove_overlay::sim::{self, RecordOptions, Report, SimOptions, TopologySpec, TrafficOptions};
 
 struct Args {
     dir: PathBuf,
@@ -26,6 +28,7 @@ struct Args {
     setups: usize,
     leave: bool,
     traffic: Option<TrafficOptions>,
+    records: Option<RecordOptions>,
     big: Option<usize>,
     idle: Option<u64>,
     width: Option<u8>,
@@ -48,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
         setups: 50,
         leave: true,
         traffic: None,
+        records: None,
         big: None,
         idle: None,
         width: None,
@@ -56,6 +60,8 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut traffic = TrafficOptions::default();
     let mut want_traffic = false;
+    let mut records = RecordOptions::default();
+    let mut want_records = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -103,11 +109,20 @@ fn parse_args() -> Result<Args, String> {
             }
             "--idle-secs" => a.idle = Some(number(&value("--idle-secs")?, "--idle-secs")?),
             "--big" => a.big = Some(number(&value("--big")?, "--big")?),
+            "--records" => want_records = true,
+            "--publishers" => records.publishers = number(&value("--publishers")?, "--publishers")?,
+            "--lookups" => records.lookups = number(&value("--lookups")?, "--lookups")?,
+            "--record-churn" => {
+                records.churn = number(&value("--record-churn")?, "--record-churn")?
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
     if want_traffic {
         a.traffic = Some(traffic);
+    }
+    if want_records {
+        a.records = Some(records);
     }
     Ok(a)
 }
@@ -158,6 +173,7 @@ fn main() -> ExitCode {
         setups: args.setups,
         leave: args.leave,
         traffic: args.traffic.clone(),
+        records: args.records.clone(),
         ..SimOptions::default()
     };
     if let Some(secs) = args.idle {
@@ -220,6 +236,35 @@ fn main() -> ExitCode {
                     t.stretch_p95,
                     t.restarts,
                     t.wall.as_secs_f64(),
+                );
+            }
+        }
+    }
+    if traffic_rows.iter().any(|r| r.records.is_some()) {
+        println!();
+        println!(
+            "| topology | nodes | records | B/publish | lookup ok % | hops mean / p95 | B/lookup | churned | reconv s | ok after churn % | hops after | B/lookup after | copies/record |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for r in &traffic_rows {
+            if let Some(t) = &r.records {
+                println!(
+                    "| {} | {} | {} | {:.0} | {:.1} | {:.1} / {:.0} | {:.0} | {} | {} | {:.1} | {:.1} / {:.0} | {:.0} | {:.2} |",
+                    r.name,
+                    r.nodes,
+                    t.publishers,
+                    t.bytes_per_publish,
+                    t.converged.success,
+                    t.converged.hops_mean,
+                    t.converged.hops_p95,
+                    t.converged.bytes_per_lookup,
+                    t.churned,
+                    secs(t.reconvergence),
+                    t.after_churn.success,
+                    t.after_churn.hops_mean,
+                    t.after_churn.hops_p95,
+                    t.after_churn.bytes_per_lookup,
+                    t.copies_per_record,
                 );
             }
         }

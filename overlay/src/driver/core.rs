@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use crate::identity::PublicKey;
 use crate::link::PeerId;
+use crate::wire::Record;
 
 /// A routing state machine the driver can run.
 ///
@@ -57,6 +58,22 @@ pub trait RoutingCore: Send + 'static {
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     fn poll_timeout(&self) -> Option<Instant>;
 
+    /// Publishes a signed record on the ring (see `Router::publish`). The default refuses:
+    /// a core without records.
+    fn publish(&mut self, record: Record, now: Instant) -> Result<(), RecordRejected> {
+        let _ = (record, now);
+        Err(RecordRejected {
+            reason: "unsupported",
+        })
+    }
+
+    /// Starts a lookup of the record under `key`; its result comes as
+    /// [`CoreEvent::LookupDone`] with the returned id. `None`: this core has no records.
+    fn lookup(&mut self, key: PublicKey, now: Instant) -> Option<u64> {
+        let _ = (key, now);
+        None
+    }
+
     /// Frames and payloads the core dropped so far, by reason (cumulative counts; reasons
     /// with none may be left out). The driver exports them as metrics.
     fn drop_counts(&self) -> Vec<(&'static str, u64)> {
@@ -94,6 +111,13 @@ pub enum CoreEvent {
     NodeReachable(PublicKey),
     /// The spanning-tree parent changed (`None`: this node is a root).
     TreeParentChanged(Option<PublicKey>),
+    /// A lookup started with [`RoutingCore::lookup`] ended.
+    LookupDone {
+        /// The id `lookup` returned.
+        id: u64,
+        /// The newest valid record found, if any.
+        record: Option<Record>,
+    },
 }
 
 /// What the driver does with the peer after a refused frame.
@@ -113,6 +137,14 @@ pub struct FrameRejected {
     pub reason: &'static str,
     /// What to do with the peer.
     pub verdict: Verdict,
+}
+
+/// A record the routing core would not publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("record refused: {reason}")]
+pub struct RecordRejected {
+    /// Short label (a drop reason of the core, or `too_many`, `unsupported`).
+    pub reason: &'static str,
 }
 
 /// A payload the routing core could not send.

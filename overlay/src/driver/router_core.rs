@@ -6,9 +6,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::core::{CoreEvent, FrameRejected, RoutingCore, SendRejected, Transmit, Verdict};
+use super::core::{
+    CoreEvent, FrameRejected, RecordRejected, RoutingCore, SendRejected, Transmit, Verdict,
+};
 use crate::identity::{NodeKeypair, PublicKey};
-use crate::router::{self, Event, FrameError, PeerId, Router, SendError};
+use crate::router::{self, Event, FrameError, PeerId, PublishError, Router, SendError};
+use crate::wire::Record;
 
 /// The overlay's routing core: spanning tree, virtual ring and source routes.
 pub struct RouterCore {
@@ -29,9 +32,13 @@ impl RouterCore {
         rng_seed: u64,
         now: Instant,
     ) -> Self {
-        Self {
-            router: Router::new(secret.clone(), config, rng_seed, now),
-        }
+        let mut router = Router::new(secret.clone(), config, rng_seed, now);
+        // Record expiries are wall-clock times; a clock before 1970 reads as 1970.
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        router.set_unix_time(now, unix);
+        Self { router }
     }
 
     /// A core with `config`, its jitter seeded from the OS random source, starting now.
@@ -44,6 +51,11 @@ impl RouterCore {
     /// The router inside, for inspection.
     pub fn router(&self) -> &Router {
         &self.router
+    }
+
+    /// The router inside, to set its record policy before the driver starts.
+    pub fn router_mut(&mut self) -> &mut Router {
+        &mut self.router
     }
 }
 
@@ -141,9 +153,27 @@ impl RoutingCore for RouterCore {
                     return Some(CoreEvent::TreeParentChanged(parent));
                 }
                 Event::NodeReachable(key) => return Some(CoreEvent::NodeReachable(key)),
+                Event::LookupDone { id, record, .. } => {
+                    return Some(CoreEvent::LookupDone { id: id.0, record });
+                }
                 Event::Misbehaving { .. } => continue,
             }
         }
+    }
+
+    fn publish(&mut self, record: Record, now: Instant) -> Result<(), RecordRejected> {
+        self.router
+            .publish(record, now)
+            .map_err(|e| RecordRejected {
+                reason: match e {
+                    PublishError::Refused(reason) => reason.as_str(),
+                    PublishError::TooMany => "too_many",
+                },
+            })
+    }
+
+    fn lookup(&mut self, key: PublicKey, now: Instant) -> Option<u64> {
+        Some(self.router.lookup(key, now).0)
     }
 
     fn drop_counts(&self) -> Vec<(&'static str, u64)> {

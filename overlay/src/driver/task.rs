@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::core::{CoreEvent, RoutingCore, Verdict};
 use super::metrics::Metrics;
 use super::statics::StaticState;
-use super::{Command, Config, OverlayEvent, PeerInfo};
+use super::{Command, Config, HandleError, MAX_HANDLE_LOOKUPS, OverlayEvent, PeerInfo};
 use crate::discovery::Discovered;
 use crate::hello::{Hello, Negotiated};
 use crate::identity::PublicKey;
@@ -20,6 +20,7 @@ use crate::link::{
 };
 use crate::session::SessionShared;
 use crate::tls::{Expect, Identity};
+use crate::wire::Record;
 
 /// Link inputs queued for the driver; link readers wait when it is full.
 const LINK_INPUT_LIMIT: usize = 1024;
@@ -110,6 +111,8 @@ pub(super) struct Driver {
     next_metrics_sync: Instant,
     /// The core's drop counts as last copied, so only the growth is added.
     routing_drops_seen: HashMap<&'static str, u64>,
+    /// Handles waiting for a record lookup, by the core's lookup id.
+    lookups: HashMap<u64, oneshot::Sender<Result<Option<Record>, HandleError>>>,
 }
 
 impl Driver {
@@ -149,6 +152,7 @@ impl Driver {
             next_rtt_report: now + RTT_REPORT_INTERVAL,
             next_metrics_sync: now + METRICS_SYNC_INTERVAL,
             routing_drops_seen: HashMap::new(),
+            lookups: HashMap::new(),
         }
     }
 
@@ -248,6 +252,26 @@ impl Driver {
             }
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
+            }
+            Command::Publish(record, reply) => {
+                let _ = reply.send(self.core.publish(record, Instant::now()));
+            }
+            Command::Lookup(key, reply) => {
+                // Handles that gave up are forgotten first; the core ends every lookup by its
+                // own timeout, so the rest are answered soon.
+                self.lookups.retain(|_, tx| !tx.is_closed());
+                if self.lookups.len() >= MAX_HANDLE_LOOKUPS {
+                    let _ = reply.send(Err(HandleError::Busy));
+                    return;
+                }
+                match self.core.lookup(key, Instant::now()) {
+                    Some(id) => {
+                        self.lookups.insert(id, reply);
+                    }
+                    None => {
+                        let _ = reply.send(Ok(None));
+                    }
+                }
             }
             Command::Shutdown(_) => {}
         }
@@ -610,6 +634,11 @@ impl Driver {
                 CoreEvent::NodeReachable(key) => self.emit(OverlayEvent::NodeReachable(key)),
                 CoreEvent::TreeParentChanged(parent) => {
                     self.emit(OverlayEvent::TreeParentChanged(parent))
+                }
+                CoreEvent::LookupDone { id, record } => {
+                    if let Some(tx) = self.lookups.remove(&id) {
+                        let _ = tx.send(Ok(record));
+                    }
                 }
             }
         }

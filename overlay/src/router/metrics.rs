@@ -40,11 +40,21 @@ pub enum DropReason {
     EventOverflow,
     /// Traffic too large to send.
     PayloadTooLarge,
+    /// A record (or a lookup answer) whose signature does not verify, that has expired, lives
+    /// longer than a store keeps records, or answers another key. Not held against the peer
+    /// that passed it on: records are checked only where they are kept.
+    RecordInvalid,
+    /// A record whose publisher may not publish under its key (the validation policy).
+    RecordForbidden,
+    /// A record no newer than the one held under its key (a replay or a late copy).
+    RecordStale,
+    /// A record over its publisher's quota or the store's byte budget.
+    RecordQuota,
 }
 
 impl DropReason {
     /// Every reason, for metrics tables.
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Malformed,
         DropReason::Oversized,
         DropReason::BadSignature,
@@ -61,6 +71,10 @@ impl DropReason {
         DropReason::OriginRateLimited,
         DropReason::EventOverflow,
         DropReason::PayloadTooLarge,
+        DropReason::RecordInvalid,
+        DropReason::RecordForbidden,
+        DropReason::RecordStale,
+        DropReason::RecordQuota,
     ];
 
     /// A lower-case name for metric labels.
@@ -82,6 +96,10 @@ impl DropReason {
             DropReason::OriginRateLimited => "origin_rate_limited",
             DropReason::EventOverflow => "event_overflow",
             DropReason::PayloadTooLarge => "payload_too_large",
+            DropReason::RecordInvalid => "record_invalid",
+            DropReason::RecordForbidden => "record_forbidden",
+            DropReason::RecordStale => "record_stale",
+            DropReason::RecordQuota => "record_quota",
         }
     }
 
@@ -94,15 +112,15 @@ impl DropReason {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Metrics {
     /// Frames received, by [`FrameType::index`].
-    pub frames_in: [u64; 7],
+    pub frames_in: [u64; 10],
     /// Frames sent, by [`FrameType::index`].
-    pub frames_out: [u64; 7],
+    pub frames_out: [u64; 10],
     /// Bytes received in frames.
     pub bytes_in: u64,
     /// Bytes sent in frames.
     pub bytes_out: u64,
     /// Drops, by reason (see [`Metrics::drops`]).
-    pub drops: [u64; 16],
+    pub drops: [u64; 20],
     /// Application datagrams delivered here.
     pub delivered: u64,
     /// Path searches started.
@@ -113,6 +131,16 @@ pub struct Metrics {
     pub routes_learned: u64,
     /// Ring routes of a peer found to lead through us to nothing, and torn down.
     pub stale_ring_routes: u64,
+    /// Records this node took into its store (new, or newer than the one held).
+    pub records_stored: u64,
+    /// Records handed to a node closer to one of their placements.
+    pub records_handed_over: u64,
+    /// Lookups this node answered as the node closest to a placement.
+    pub lookups_answered: u64,
+    /// Lookups this node started.
+    pub lookups_started: u64,
+    /// Lookups this node started that found a record.
+    pub lookups_found: u64,
 }
 
 impl Metrics {

@@ -98,6 +98,7 @@ impl Router {
         if self.timers.get(Timer::Bootstrap).is_none_or(|t| t > at) {
             self.timers.set(Timer::Bootstrap, at);
         }
+        self.records_ring_changed(now);
     }
 
     /// The bootstrap timer: expire stale state, then bootstrap (unless root) and back off.
@@ -195,6 +196,11 @@ impl Router {
                 };
                 self.enqueue(peer, &Frame::Teardown(t));
             }
+            let was_terminal = self
+                .ring
+                .entries
+                .get(&b.origin)
+                .is_some_and(|e| e.terminal && e.root == b.root);
             if !self.ring.entries.contains_key(&b.origin)
                 && self.ring.entries.len() >= self.config.max_ring_entries
             {
@@ -232,6 +238,10 @@ impl Router {
             }
             if next.is_none() {
                 self.supersede_overshoots(&b.origin, now);
+                if !was_terminal {
+                    // A new predecessor: placements between it and us may now be its.
+                    self.records_ring_changed(now);
+                }
             }
         }
         match self.key_next_hop(&b.origin, true, b.watermark, now) {

@@ -59,6 +59,8 @@ pub struct Snapshot {
     pub coords_cached: usize,
     /// Path search breadcrumbs held.
     pub breadcrumbs: usize,
+    /// Records kept for others.
+    pub records: usize,
     /// Estimated routing state, in bytes.
     pub state_bytes: usize,
     /// Counters.
@@ -95,6 +97,7 @@ impl Router {
             routes: self.paths.routes.len(),
             coords_cached: self.coords_cache.len(),
             breadcrumbs: self.paths.crumbs.len(),
+            records: self.records_held(),
             state_bytes: self.state_bytes(),
             metrics: self.metrics.clone(),
         }
@@ -125,6 +128,12 @@ impl Router {
             .values()
             .map(|(c, _)| key + 40 + 2 * c.len())
             .sum();
-        peers + ann_bytes(self.tree.current.hops.len()) + ring + routes + crumbs + coords
+        peers
+            + ann_bytes(self.tree.current.hops.len())
+            + ring
+            + routes
+            + crumbs
+            + coords
+            + self.records.bytes()
     }
 }

@@ -11,16 +11,23 @@ pub(crate) enum Timer {
     Reparent,
     /// Send the next ring bootstrap and expire stale ring, breadcrumb and cache entries.
     Bootstrap,
+    /// Records: expire, republish our own, hand over to closer nodes, end lookups.
+    Records,
 }
 
 impl Timer {
-    const ALL: [Timer; 3] = [Timer::RootRefresh, Timer::Reparent, Timer::Bootstrap];
+    const ALL: [Timer; 4] = [
+        Timer::RootRefresh,
+        Timer::Reparent,
+        Timer::Bootstrap,
+        Timer::Records,
+    ];
 }
 
 /// Deadlines per [`Timer`].
 #[derive(Debug, Default, Clone)]
 pub(crate) struct TimerTable {
-    deadlines: [Option<Instant>; 3],
+    deadlines: [Option<Instant>; 4],
 }
 
 impl TimerTable {

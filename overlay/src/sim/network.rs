@@ -1,7 +1,7 @@
 //! An in-process network of real [`Router`]s in virtual time: a discrete-event queue of frames
 //! (delivered after each link's latency) and timer wake-ups. Tests and the simulator share it;
 //! its verbs are `add_node`, `connect`, `disconnect`, `remove_node`, `restart_node`, `send`,
-//! `inject`, `run_for`, `run_until_idle` and `wait`.
+//! `publish`, `lookup`, `inject`, `run_for`, `run_until_idle` and `wait`.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -11,8 +11,28 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::identity::{NodeKeypair, PublicKey};
-use crate::router::{Config, Event, PeerId, Router};
-use crate::wire::FrameType;
+use crate::router::{Config, Event, LookupId, PeerId, PublishError, Router};
+use crate::wire::{FrameType, Record};
+
+/// The Unix time (seconds) at virtual time zero: every router's wall clock starts here.
+pub const SIM_UNIX_EPOCH: u64 = 1_800_000_000;
+
+/// A record lookup some node finished.
+#[derive(Debug, Clone)]
+pub struct LookupResult {
+    /// The node that looked up.
+    pub node: usize,
+    /// Its lookup id.
+    pub id: LookupId,
+    /// The key looked up.
+    pub key: PublicKey,
+    /// The record found, if any.
+    pub record: Option<Record>,
+    /// Hops to the answering node and back.
+    pub hops: u8,
+    /// Virtual time it ended.
+    pub at: Duration,
+}
 
 /// Payload prefix of a ping the network answers automatically (with [`PONG`]).
 pub const PING: u8 = 0xA1;
@@ -95,6 +115,10 @@ pub struct Sent {
     pub data_bytes: u64,
     /// Application datagram frames.
     pub data_frames: u64,
+    /// Bytes of record stores, lookups and their replies.
+    pub record_bytes: u64,
+    /// Record frames.
+    pub record_frames: u64,
 }
 
 impl Sent {
@@ -110,6 +134,10 @@ impl Sent {
             Some(Ok(FrameType::Traffic)) if !crate::wire::is_probe(bytes) => {
                 self.data_bytes += len;
                 self.data_frames += 1;
+            }
+            Some(Ok(FrameType::Store | FrameType::Lookup | FrameType::LookupReply)) => {
+                self.record_bytes += len;
+                self.record_frames += 1;
             }
             Some(Ok(
                 FrameType::Traffic
@@ -142,6 +170,8 @@ pub struct Network {
     frames_in_flight: usize,
     /// Every application delivery so far, in order (the caller clears it as it likes).
     pub deliveries: Vec<Delivery>,
+    /// Every record lookup finished so far, in order (the caller clears it as it likes).
+    pub lookups: Vec<LookupResult>,
     /// Whether to answer [`PING`] datagrams with [`PONG`].
     pub auto_reply: bool,
     /// Frames a router refused.
@@ -173,6 +203,7 @@ impl Network {
             seq: 0,
             frames_in_flight: 0,
             deliveries: Vec::new(),
+            lookups: Vec::new(),
             auto_reply: true,
             frame_errors: 0,
             record_events: false,
@@ -188,7 +219,8 @@ impl Network {
         let rng_seed: u64 = self.rng.r#gen();
         let kp = NodeKeypair::from_seed(seed);
         let key = kp.public_key();
-        let router = Router::new(kp, self.config.clone(), rng_seed, self.base + self.now);
+        let mut router = Router::new(kp, self.config.clone(), rng_seed, self.base + self.now);
+        router.set_unix_time(self.base + self.now, self.unix_time());
         let i = self.nodes.len();
         self.nodes.push(SimNode {
             router,
@@ -337,6 +369,8 @@ impl Network {
         let now = self.base + self.now;
         let node = &mut self.nodes[i];
         node.router = Router::new(kp, self.config.clone(), rng_seed, now);
+        node.router
+            .set_unix_time(now, SIM_UNIX_EPOCH + self.now.as_secs());
         node.alive = true;
         node.timer_at = None;
         self.keys.insert(key, i);
@@ -408,6 +442,33 @@ impl Network {
         // Over-long payloads are a caller bug in a simulation; the router counts them.
         let _ = self.nodes[from].router.send(k, payload, now);
         self.flush(from);
+    }
+
+    /// The wall-clock time every router reads now, in seconds since the Unix epoch.
+    pub fn unix_time(&self) -> u64 {
+        SIM_UNIX_EPOCH + self.now.as_secs()
+    }
+
+    /// Whether node `i` keeps a live record under `key` for others.
+    pub fn holds_record(&self, i: usize, key: &PublicKey) -> bool {
+        let now = self.base + self.now;
+        self.nodes[i].router.held_record(key, now).is_some()
+    }
+
+    /// Node `i` publishes a signed record.
+    pub fn publish(&mut self, i: usize, record: Record) -> Result<(), PublishError> {
+        let now = self.base + self.now;
+        let r = self.nodes[i].router.publish(record, now);
+        self.flush(i);
+        r
+    }
+
+    /// Node `i` looks up the record under `key`; the result lands in [`Network::lookups`].
+    pub fn lookup(&mut self, i: usize, key: PublicKey) -> LookupId {
+        let now = self.base + self.now;
+        let id = self.nodes[i].router.lookup(key, now);
+        self.flush(i);
+        id
     }
 
     /// Runs events until virtual time `now + d`.
@@ -531,6 +592,22 @@ impl Network {
                 any = true;
                 if self.record_events && !matches!(ev, Event::Delivered { .. }) {
                     self.events.push((i, ev.clone()));
+                }
+                if let Event::LookupDone {
+                    id,
+                    key,
+                    record,
+                    hops,
+                } = &ev
+                {
+                    self.lookups.push(LookupResult {
+                        node: i,
+                        id: *id,
+                        key: *key,
+                        record: record.clone(),
+                        hops: *hops,
+                        at: self.now,
+                    });
                 }
                 if let Event::Delivered {
                     from,

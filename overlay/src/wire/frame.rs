@@ -5,6 +5,7 @@ use sha2::{Digest, Sha256};
 
 use crate::identity::{NodeKeypair, PUBLIC_KEY_LEN, PublicKey, SIGNATURE_LEN, SigCache, Signature};
 use crate::wire::codec::{Reader, put_ports};
+use crate::wire::record::{Lookup, LookupReply, Store};
 use crate::wire::{MAX_ANNOUNCEMENT_HOPS, MAX_COORDS_LEN, MAX_FRAME_LEN, MAX_ROUTE_LEN, WireError};
 
 /// Domain separation for tree announcement signatures.
@@ -41,6 +42,12 @@ pub enum FrameType {
     Teardown = 6,
     /// Path search guided by the target's tree coordinates, its width split at every hop.
     PathSeek = 7,
+    /// A signed record routed by key toward the node that keeps it.
+    Store = 8,
+    /// A record lookup routed by key toward the node that keeps it.
+    Lookup = 9,
+    /// The answer to a lookup, routed by key back to the asker.
+    LookupReply = 10,
 }
 
 /// Whether encoded bytes are a traffic frame flagged as a route probe, read from the first two
@@ -52,7 +59,7 @@ pub fn is_probe(bytes: &[u8]) -> bool {
 
 impl FrameType {
     /// Every frame type, for metrics tables.
-    pub const ALL: [FrameType; 7] = [
+    pub const ALL: [FrameType; 10] = [
         FrameType::Announce,
         FrameType::Bootstrap,
         FrameType::Traffic,
@@ -60,6 +67,9 @@ impl FrameType {
         FrameType::PathReply,
         FrameType::Teardown,
         FrameType::PathSeek,
+        FrameType::Store,
+        FrameType::Lookup,
+        FrameType::LookupReply,
     ];
 
     /// The type named by a wire byte.
@@ -72,6 +82,9 @@ impl FrameType {
             5 => FrameType::PathReply,
             6 => FrameType::Teardown,
             7 => FrameType::PathSeek,
+            8 => FrameType::Store,
+            9 => FrameType::Lookup,
+            10 => FrameType::LookupReply,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -86,6 +99,9 @@ impl FrameType {
             FrameType::PathReply => "path_reply",
             FrameType::Teardown => "teardown",
             FrameType::PathSeek => "path_seek",
+            FrameType::Store => "store",
+            FrameType::Lookup => "lookup",
+            FrameType::LookupReply => "lookup_reply",
         }
     }
 
@@ -496,6 +512,12 @@ pub enum Frame {
     Teardown(Teardown),
     /// See [`PathSeek`].
     PathSeek(PathSeek),
+    /// See [`Store`].
+    Store(Store),
+    /// See [`Lookup`].
+    Lookup(Lookup),
+    /// See [`LookupReply`].
+    LookupReply(LookupReply),
 }
 
 fn ports_len(p: &[u16]) -> usize {
@@ -513,6 +535,9 @@ impl Frame {
             Frame::PathReply(_) => FrameType::PathReply,
             Frame::Teardown(_) => FrameType::Teardown,
             Frame::PathSeek(_) => FrameType::PathSeek,
+            Frame::Store(_) => FrameType::Store,
+            Frame::Lookup(_) => FrameType::Lookup,
+            Frame::LookupReply(_) => FrameType::LookupReply,
         }
     }
 
@@ -534,6 +559,9 @@ impl Frame {
             Frame::PathReply(r) => {
                 2 * PUBLIC_KEY_LEN + 8 + 1 + r.hops.len() * (PUBLIC_KEY_LEN + 4 + SIGNATURE_LEN)
             }
+            Frame::Store(s) => s.body_len(),
+            Frame::Lookup(l) => l.body_len(),
+            Frame::LookupReply(r) => r.body_len(),
         }
     }
 
@@ -640,6 +668,9 @@ impl Frame {
                     put_path_hop(&mut out, h);
                 }
             }
+            Frame::Store(s) => s.put(&mut out),
+            Frame::Lookup(l) => l.put(&mut out),
+            Frame::LookupReply(r) => r.put(&mut out),
         }
         out
     }
@@ -794,6 +825,9 @@ impl Frame {
                     hops,
                 })
             }
+            FrameType::Store => Frame::Store(Store::read(&mut r)?),
+            FrameType::Lookup => Frame::Lookup(Lookup::read(&mut r)?),
+            FrameType::LookupReply => Frame::LookupReply(LookupReply::read(&mut r)?),
         };
         r.finish()?;
         Ok(frame)

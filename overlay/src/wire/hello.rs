@@ -21,11 +21,15 @@ pub const CAP_TEARDOWN: u32 = 1 << 2;
 /// Capability: guided path search ([`PathSeek`](crate::wire::PathSeek)), whose cost grows with
 /// the path instead of the network.
 pub const CAP_GUIDED_SEARCH: u32 = 1 << 3;
+/// Capability: signed records on the ring ([`Store`](crate::wire::Store),
+/// [`Lookup`](crate::wire::Lookup), [`LookupReply`](crate::wire::LookupReply)). A peer
+/// without it refuses those frame types as unknown, so they are never sent to it.
+pub const CAP_RECORDS: u32 = 1 << 4;
 /// Every capability this build has. A peer is sent a frame (or a frame part) beyond the base
 /// protocol only if the link negotiated its bit; the base protocol is tree announcements,
 /// ring bootstraps and traffic routed by tree or key.
 pub const CAPABILITIES: u32 =
-    CAP_SOURCE_ROUTING | CAP_PATH_SEARCH | CAP_TEARDOWN | CAP_GUIDED_SEARCH;
+    CAP_SOURCE_ROUTING | CAP_PATH_SEARCH | CAP_TEARDOWN | CAP_GUIDED_SEARCH | CAP_RECORDS;
 /// Length of an encoded hello without a network id (33 more with one).
 pub const HELLO_LEN: usize = 4 + 1 + 4 + 1;
 

@@ -3,6 +3,7 @@
 
 mod hostile;
 mod network;
+mod records;
 mod seek;
 mod targets;
 
