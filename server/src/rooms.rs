@@ -66,7 +66,7 @@ use self::{
     builder::{Placement, Signer},
     dag::RoomGraph,
     state::{GroupCache, RoomState},
-    store::{EventRow, NewGroup},
+    store::{EventRow, Head, NewGroup},
 };
 use crate::{
     Error, NodeKey, Result, ServerConfig, Storage, StreamPosition, notifier::Notifier,
@@ -359,19 +359,22 @@ impl Rooms {
         for (target, redacted, by) in &redactions {
             store::push_redaction(&mut batch, target, redacted, by);
         }
-        if staged
-            .first()
-            .is_some_and(|(p, ..)| p.kind == TimelineEventType::RoomCreate)
-        {
-            store::push_insert_room(
-                &mut batch,
-                &room.room_id,
-                room.version.as_str(),
-                room.group,
-                &room.extremities,
-            )?;
-        } else {
-            store::push_room_head(&mut batch, &room.room_id, room.group, &room.extremities)?;
+        let head = Head {
+            group: room.group,
+            state: &room.state,
+            extremities: &room.extremities,
+        };
+        match staged.first() {
+            Some((create, ..)) if create.kind == TimelineEventType::RoomCreate => {
+                store::push_insert_room(
+                    &mut batch,
+                    &room.room_id,
+                    room.version.as_str(),
+                    create.content_str("type").as_deref(),
+                    &head,
+                )?;
+            }
+            _ => store::push_room_head(&mut batch, &room.room_id, &head)?,
         }
         txn.commit_batch(batch).await?;
         self.inner

@@ -10,7 +10,8 @@
 //! The calling sequence for one request: [`sync`] checks the request's bounds, finds the state
 //! its `pos` names ([`Error::UnknownPos`] when there is none: the client starts over), reads
 //! the user's rooms in order from the membership index (`Rooms::listed_rooms`, no events
-//! read), cuts the windows, builds the rooms and extensions up to the notifier's position, and
+//! read; a state whose rooms are still the user's carries them, moved forward in memory by
+//! the message-like events since), cuts the windows, builds the rooms and extensions up to the notifier's position, and
 //! when there is nothing to say waits on [`crate::Notifier::wait_beyond`] until something is
 //! committed or the timeout passes. The new state is stored and its `pos` answered.
 
@@ -105,6 +106,32 @@ pub async fn sync(hs: &Homeserver, request: &SlidingRequest) -> Result<Response>
     }
 }
 
+/// The user's rooms in list order as of `upto`. A connection's previous state holds them as
+/// of its own position; while no membership changed since, they are brought forward in memory
+/// with the message-like events in between (the recent events held in memory), so a woken
+/// request does not read the membership index again.
+async fn listed(
+    hs: &Homeserver,
+    user: &ruma::UserId,
+    base: &ConnState,
+    upto: StreamPosition,
+) -> Result<Arc<Vec<Entry>>> {
+    let since = base.stream;
+    let left_after = if since.0 == 0 { i64::MAX } else { since.0 };
+    if let Some(held) = &base.listed
+        && since.0 > 0
+        && !hs.storage.changed_since(Change::Memberships, since)
+        && let Some(bumps) = hs.rooms.bumps_between(since.0, upto.0).await?
+    {
+        return Ok(match lists::advanced(held, &bumps, left_after) {
+            Some(moved) => Arc::new(moved),
+            None => held.clone(),
+        });
+    }
+    let rows = hs.rooms.listed_rooms(user, left_after).await?;
+    Ok(Arc::new(lists::ordered(rows)))
+}
+
 /// Refuses a request past this node's bounds, or with a range that ends before it starts.
 fn check_bounds(body: &Request) -> Result<()> {
     let too_long = |s: &Option<String>| s.as_ref().is_some_and(|s| s.len() > MAX_NAME_BYTES);
@@ -172,19 +199,36 @@ async fn build(
     let user = &*request.user;
     let since = base.stream;
     let fresh = since.0 == 0;
-    let left_after = if fresh { i64::MAX } else { since.0 };
     let wants_direct = body
         .lists
         .values()
         .any(|l| l.filters.as_ref().is_some_and(|f| f.is_dm.is_some()));
-    let (rows, direct) = tokio::try_join!(hs.rooms.listed_rooms(user, left_after), async {
+    let (listed, direct) = tokio::try_join!(listed(hs, user, base, upto), async {
         if !wants_direct {
             return Ok(HashSet::new());
         }
         let content = hs.userdata.account_data(user, None, "m.direct").await?;
         Ok(content.map(|c| room::direct_rooms(&c)).unwrap_or_default())
     })?;
-    let entries = lists::ordered(rows);
+    let mut listed = listed;
+    if body
+        .lists
+        .values()
+        .any(|l| lists::asks_kind(l.filters.as_ref()))
+    {
+        // Invites to rooms this node does not hold: what they are comes from the stripped
+        // state the inviting server sent (a few rows, and only for such invites).
+        if listed.iter().any(|e| e.kind.is_none()) {
+            for entry in Arc::make_mut(&mut listed)
+                .iter_mut()
+                .filter(|e| e.kind.is_none())
+            {
+                let state = hs.rooms.invite_state(&entry.room, user).await?;
+                entry.kind = Some(lists::kind_from_stripped(&state));
+            }
+        }
+    }
+    let entries = &*listed;
     let facts = Facts { direct: &direct };
 
     let mut response = Response::new(String::new());
@@ -247,6 +291,7 @@ async fn build(
                         membership,
                         membership_position: position,
                         bump: position,
+                        kind: None,
                     }
                 }
                 _ => continue,
@@ -277,6 +322,7 @@ async fn build(
         stream: upto,
         rooms: base.rooms.clone(),
         counts,
+        listed: Some(listed.clone()),
     };
     let who = (user, &*request.device as &DeviceId);
     for room in &order {

@@ -588,3 +588,144 @@ async fn bad_input_is_a_matrix_error() {
         true
     );
 }
+
+/// The rooms one list with `filters` holds (a fresh connection, a window over all of them).
+async fn filtered(node: &TestNode, user: &TestUser, filters: Value) -> Vec<String> {
+    let body = json!({
+        "conn_id": "filtered",
+        "lists": { "only": { "ranges": [[0, 99]], "timeline_limit": 0, "filters": filters } },
+    });
+    let resp = slide_ok(node, user, None, 0, &body).await;
+    let mut rooms: Vec<String> = resp["rooms"]
+        .as_object()
+        .map(|rooms| rooms.keys().cloned().collect())
+        .unwrap_or_default();
+    rooms.sort();
+    assert_eq!(resp["lists"]["only"]["count"], rooms.len(), "{resp}");
+    rooms
+}
+
+/// A room of Element X's kinds: `kind` is its create type, `encrypted` whether it starts so.
+async fn kinded_room(
+    node: &TestNode,
+    user: &TestUser,
+    kind: Option<&str>,
+    encrypted: bool,
+) -> String {
+    let mut body = json!({ "name": "kinded" });
+    if let Some(kind) = kind {
+        body["creation_content"] = json!({ "type": kind });
+    }
+    if encrypted {
+        body["initial_state"] = json!([{
+            "type": "m.room.encryption", "state_key": "",
+            "content": { "algorithm": "m.megolm.v1.aes-sha2" },
+        }]);
+    }
+    node.create_room(user, body).await
+}
+
+#[tokio::test]
+async fn filters_by_room_type_and_encryption_also_after_the_migration() {
+    for backend in BACKENDS {
+        let mut node = TestNode::start(backend).await;
+        let alice = node.register("alice").await;
+        let bob = node.register("bob").await;
+        let plain = kinded_room(&node, &alice, None, false).await;
+        let secret = kinded_room(&node, &alice, None, true).await;
+        let space = kinded_room(&node, &alice, Some("m.space"), false).await;
+        // Encryption turned on after the room was made.
+        let later = kinded_room(&node, &alice, None, false).await;
+        let (status, resp) = node
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.room.encryption/",
+                    enc(&later)
+                ),
+                Some(&alice.token),
+                json!({ "algorithm": "m.megolm.v1.aes-sha2" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{resp}");
+        // An invite into bob's encrypted space.
+        let bobs = kinded_room(&node, &bob, Some("m.space"), true).await;
+        let (status, resp) = node
+            .post(
+                &format!("/_matrix/client/v3/rooms/{}/invite", enc(&bobs)),
+                Some(&bob.token),
+                json!({ "user_id": alice.user_id }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{resp}");
+
+        let sorted = |mut rooms: Vec<&String>| {
+            rooms.sort();
+            rooms.into_iter().cloned().collect::<Vec<String>>()
+        };
+        let cases = [
+            (
+                json!({ "is_encrypted": true }),
+                sorted(vec![&secret, &later, &bobs]),
+            ),
+            (
+                json!({ "is_encrypted": false }),
+                sorted(vec![&plain, &space]),
+            ),
+            (
+                json!({ "room_types": ["m.space"] }),
+                sorted(vec![&space, &bobs]),
+            ),
+            (
+                json!({ "room_types": [null] }),
+                sorted(vec![&plain, &secret, &later]),
+            ),
+            (
+                json!({ "not_room_types": ["m.space"], "is_encrypted": true }),
+                sorted(vec![&secret, &later]),
+            ),
+            (
+                json!({ "room_types": ["m.space", null], "not_room_types": ["m.space"] }),
+                sorted(vec![&plain, &secret, &later]),
+            ),
+            (
+                json!({ "room_types": ["m.space"], "is_invite": true }),
+                sorted(vec![&bobs]),
+            ),
+            (json!({ "room_types": ["org.example.unknown"] }), vec![]),
+        ];
+        for (filters, expected) in &cases {
+            assert_eq!(
+                filtered(&node, &alice, filters.clone()).await,
+                *expected,
+                "{backend:?}: {filters}"
+            );
+        }
+
+        // Rooms held before the index existed: the migration fills it from their state.
+        let stopped = node.node.take().expect("node running");
+        let addr = stopped.client_addr();
+        stopped.shutdown().await;
+        let pool = sqlx::AnyPool::connect(&node.db.url)
+            .await
+            .expect("database");
+        for statement in [
+            "ALTER TABLE rooms DROP COLUMN room_type",
+            "ALTER TABLE rooms DROP COLUMN encrypted",
+            "DELETE FROM _sqlx_migrations WHERE version = 13",
+        ] {
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        pool.close().await;
+        node.restart_at(addr).await;
+        for (filters, expected) in &cases {
+            assert_eq!(
+                filtered(&node, &alice, filters.clone()).await,
+                *expected,
+                "{backend:?} after the migration: {filters}"
+            );
+        }
+    }
+}

@@ -22,7 +22,7 @@ use super::{
     auth::{self, RemoteVerdict},
     builder,
     pdu::Pdu,
-    store::{self, EventRow, NewGroup},
+    store::{self, EventRow, Head, NewGroup},
 };
 use crate::{Error, Result, storage::Batch};
 
@@ -428,18 +428,26 @@ impl Rooms {
             )
             .await?;
         }
-        let extremities = std::slice::from_ref(&join.event_id);
+        let head = Head {
+            group,
+            state: &after,
+            extremities: std::slice::from_ref(&join.event_id),
+        };
         if held.is_some() {
             let mut batch = Batch::default();
-            store::push_room_head(&mut batch, room, group, extremities)?;
+            store::push_room_head(&mut batch, room, &head)?;
             batch.run(txn.conn()).await?;
         } else {
+            let room_type = after
+                .get(&(StateEventType::RoomCreate, String::new()))
+                .and_then(|id| events.get(id))
+                .and_then(|create| create.content_str("type"));
             store::insert_room(
                 txn.conn(),
                 room,
                 joined.version.as_str(),
-                group,
-                extremities,
+                room_type.as_deref(),
+                &head,
             )
             .await?;
         }

@@ -14,7 +14,7 @@
 //! reads a redaction it reads its target again.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, RwLock},
 };
 
@@ -181,6 +181,36 @@ impl RecentEvents {
                 .cloned()
                 .collect(),
         ))
+    }
+}
+
+impl RecentEvents {
+    /// The position of the newest message-like event ([`store::is_bump`]) of each room that
+    /// has one in `(after, upto]`, when the tail covers that range: what moves rooms up a
+    /// sliding-sync list, without reading the membership index again.
+    pub(crate) async fn bumps_between(
+        &self,
+        storage: &Storage,
+        after: i64,
+        upto: i64,
+    ) -> Result<Option<HashMap<OwnedRoomId, i64>>> {
+        self.extend(storage, upto).await?;
+        let Ok(tail) = self.tail.read() else {
+            return Ok(None);
+        };
+        if !tail.covers(after, upto) {
+            return Ok(None);
+        }
+        let mut bumps = HashMap::new();
+        for event in newest_first(&tail.events, after, upto) {
+            if let Some(position) = event.position
+                && position > 0
+                && store::is_bump(&event.pdu.kind.to_string())
+            {
+                bumps.entry(event.pdu.room.clone()).or_insert(position);
+            }
+        }
+        Ok(Some(bumps))
     }
 }
 

@@ -17,7 +17,7 @@ use super::{
     builder::{self, Placement, Signer},
     pdu::Pdu,
     resolve,
-    store::{self, EventRow, NewGroup},
+    store::{self, EventRow, Head, NewGroup},
 };
 use crate::{Error, Result, StreamPosition, storage::Batch};
 
@@ -319,7 +319,15 @@ impl Rooms {
         if let Some(group) = &head_new {
             store::push_group(&mut batch, room, group);
         }
-        store::push_room_head(&mut batch, room, head_group, &extremities)?;
+        store::push_room_head(
+            &mut batch,
+            room,
+            &Head {
+                group: head_group,
+                state: &current,
+                extremities: &extremities,
+            },
+        )?;
         txn.commit_batch(batch).await?;
 
         let current = Arc::new(current);

@@ -18,10 +18,10 @@ pub(crate) use groups::*;
 
 use std::collections::HashMap;
 
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::StateEventType};
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use super::pdu::Pdu;
+use super::{StateMap, pdu::Pdu};
 use crate::{Error, Result, StreamPosition, storage::Batch};
 
 /// One event to insert with everything that changes with it.
@@ -49,22 +49,42 @@ const REJECTED: i64 = 1;
 /// `events.rejected` of an event that failed auth against the current state only.
 const SOFT_FAILED: i64 = 2;
 
-/// Adds the insertion of a room row to `batch`.
+/// A room's current head: its state group, that group's state and its forward extremities.
+pub(crate) struct Head<'a> {
+    /// The state group of the current state.
+    pub(crate) group: i64,
+    /// The current state (what `rooms.encrypted` is read from).
+    pub(crate) state: &'a StateMap,
+    /// The forward extremities.
+    pub(crate) extremities: &'a [OwnedEventId],
+}
+
+impl Head<'_> {
+    /// Whether the current state holds an `m.room.encryption` event.
+    fn encrypted(&self) -> bool {
+        self.state
+            .contains_key(&(StateEventType::RoomEncryption, String::new()))
+    }
+}
+
+/// Adds the insertion of a room row to `batch`; `room_type` is the `type` of its create event.
 pub(crate) fn push_insert_room(
     batch: &mut Batch,
     room: &RoomId,
     version: &str,
-    group: i64,
-    extremities: &[OwnedEventId],
+    room_type: Option<&str>,
+    head: &Head<'_>,
 ) -> Result<()> {
     batch.push(
-        "INSERT INTO rooms (room_id, room_version, current_group, extremities) \
-         VALUES ($1, $2, $3, $4)",
+        "INSERT INTO rooms (room_id, room_version, current_group, extremities, room_type, \
+         encrypted) VALUES ($1, $2, $3, $4, $5, $6)",
         vec![
             room.as_str().into(),
             version.into(),
-            group.into(),
-            serde_json::to_string(extremities)?.into(),
+            head.group.into(),
+            serde_json::to_string(head.extremities)?.into(),
+            room_type.into(),
+            i64::from(head.encrypted()).into(),
         ],
     );
     Ok(())
@@ -75,26 +95,24 @@ pub(crate) async fn insert_room(
     conn: &mut AnyConnection,
     room: &RoomId,
     version: &str,
-    group: i64,
-    extremities: &[OwnedEventId],
+    room_type: Option<&str>,
+    head: &Head<'_>,
 ) -> Result<()> {
     let mut batch = Batch::default();
-    push_insert_room(&mut batch, room, version, group, extremities)?;
+    push_insert_room(&mut batch, room, version, room_type, head)?;
     batch.run(conn).await
 }
 
-/// Adds moving the room's current state group and forward extremities to `batch`.
-pub(crate) fn push_room_head(
-    batch: &mut Batch,
-    room: &RoomId,
-    group: i64,
-    extremities: &[OwnedEventId],
-) -> Result<()> {
+/// Adds moving the room's current state group and forward extremities to `batch`, with what
+/// list filters read of the new current state.
+pub(crate) fn push_room_head(batch: &mut Batch, room: &RoomId, head: &Head<'_>) -> Result<()> {
     batch.push(
-        "UPDATE rooms SET current_group = $1, extremities = $2 WHERE room_id = $3",
+        "UPDATE rooms SET current_group = $1, extremities = $2, encrypted = $3 \
+         WHERE room_id = $4",
         vec![
-            group.into(),
-            serde_json::to_string(extremities)?.into(),
+            head.group.into(),
+            serde_json::to_string(head.extremities)?.into(),
+            i64::from(head.encrypted()).into(),
             room.as_str().into(),
         ],
     );
@@ -192,9 +210,29 @@ pub(crate) fn is_bump(kind: &str) -> bool {
     BUMP_TYPES.contains(&kind)
 }
 
-/// One room of a user's list: (room, membership, position of the membership event, position
-/// of the room's newest message-like event, 0 when the room has none held here).
-pub(crate) type ListedRoom = (OwnedRoomId, String, i64, i64);
+/// One room of a user's list, with what orders and filters it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListedRoom {
+    /// The room.
+    pub(crate) room: OwnedRoomId,
+    /// The user's membership in it.
+    pub(crate) membership: String,
+    /// The position of the event that set that membership.
+    pub(crate) membership_position: i64,
+    /// The position of the room's newest message-like event, 0 when it has none held here.
+    pub(crate) bump_position: i64,
+    /// What the room is, when this node holds it (None: an invite to a room not held here).
+    pub(crate) kind: Option<RoomKind>,
+}
+
+/// What a room is, for list filters: `rooms.room_type` and `rooms.encrypted`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RoomKind {
+    /// The `type` of its create event (None: a room without a type).
+    pub(crate) room_type: Option<String>,
+    /// Whether its current state holds an `m.room.encryption` event.
+    pub(crate) encrypted: bool,
+}
 
 /// The rooms `user` is joined or invited to, and those they left or were
 /// banned from after `left_after`, with what orders them, in one read of the membership index.
@@ -203,8 +241,17 @@ pub(crate) async fn listed_rooms(
     user: &UserId,
     left_after: i64,
 ) -> Result<Vec<ListedRoom>> {
-    let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT m.room_id, m.membership, m.position, r.bump_position FROM memberships m \
+    type Row = (
+        String,
+        String,
+        i64,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT m.room_id, m.membership, m.position, r.bump_position, r.room_type, \
+         r.encrypted FROM memberships m \
          LEFT JOIN rooms r ON r.room_id = m.room_id \
          WHERE m.user_id = $1 AND m.forgotten = 0 AND (m.membership IN ('join', 'invite') \
          OR m.position > $2)",
@@ -214,9 +261,19 @@ pub(crate) async fn listed_rooms(
     .fetch_all(pool)
     .await?;
     rows.into_iter()
-        .map(|(room, membership, position, bump)| {
+        .map(|(room, membership, position, bump, room_type, encrypted)| {
             let room = OwnedRoomId::try_from(room).map_err(|e| Error::Corrupt(e.to_string()))?;
-            Ok((room, membership, position, bump.unwrap_or(0)))
+            Ok(ListedRoom {
+                room,
+                membership,
+                membership_position: position,
+                bump_position: bump.unwrap_or(0),
+                // `encrypted` is NOT NULL, so it is NULL only when the room row is missing.
+                kind: encrypted.map(|encrypted| RoomKind {
+                    room_type,
+                    encrypted: encrypted != 0,
+                }),
+            })
         })
         .collect()
 }

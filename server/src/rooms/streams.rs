@@ -8,7 +8,7 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::State
 use super::{Direction, Rooms, StateMap, pdu::Pdu, store};
 use crate::Result;
 
-pub(crate) use super::store::{ListedRoom, MembershipChange, StoredEvent};
+pub(crate) use super::store::{ListedRoom, MembershipChange, RoomKind, StoredEvent};
 
 /// Events counted for unread notifications, at most, per room.
 const MAX_UNREAD_SCAN: i64 = 1_000;
@@ -22,6 +22,19 @@ impl Rooms {
         left_after: i64,
     ) -> Result<Vec<ListedRoom>> {
         store::listed_rooms(self.storage.pool(), user, left_after).await
+    }
+
+    /// The newest message-like event's position of each room with one in `(after, upto]`,
+    /// from the recent events held in memory (None when they do not cover the range).
+    pub(crate) async fn bumps_between(
+        &self,
+        after: i64,
+        upto: i64,
+    ) -> Result<Option<HashMap<OwnedRoomId, i64>>> {
+        self.inner
+            .recent
+            .bumps_between(&self.storage, after, upto)
+            .await
     }
 
     /// Rooms with events in `(after, upto]`.

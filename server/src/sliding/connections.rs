@@ -9,8 +9,8 @@
 //!
 //! Bounds: [`MAX_STATES`] per connection, [`MAX_CONNECTIONS_PER_DEVICE`] per device and
 //! [`MAX_CONNECTIONS`] per node, the least recently used connection going first; one state
-//! holds an entry per room the connection has sent, so a connection costs at most what the
-//! user's rooms and subscriptions cost.
+//! holds an entry per room the connection has sent and one per room of the user's list, so a
+//! connection costs at most what the user's rooms and subscriptions cost.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -20,6 +20,7 @@ use std::{
 
 use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId};
 
+use super::lists::Entry;
 use crate::StreamPosition;
 
 /// States kept per connection: the newest ones, so a retried request still finds its `pos`.
@@ -48,6 +49,10 @@ pub(crate) struct ConnState {
     pub(crate) rooms: HashMap<OwnedRoomId, SentRoom>,
     /// The room count last reported for each list.
     pub(crate) counts: HashMap<String, usize>,
+    /// The user's rooms in list order as of `stream`, so the next request re-sorts them in
+    /// memory rather than reading the membership index again (shared by the states that did
+    /// not change them).
+    pub(crate) listed: Option<Arc<Vec<Entry>>>,
 }
 
 /// Who a connection belongs to, and its name.

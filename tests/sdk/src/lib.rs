@@ -1,5 +1,6 @@
 //! Verbs for driving Grove nodes with Element X's engine, `matrix-sdk` and `matrix-sdk-ui`:
-//! register and log in with a password, start the sync service, wait with a time limit.
+//! register and log in with a password, start the sync service, wait with a time limit, wait
+//! for a timeline to show an event.
 //!
 //! The node under test is named by `GROVE_URL` (the root package's `tests/it/sdk.rs` starts
 //! nodes and runs this crate's tests against them). The clients keep their stores in memory.
@@ -13,6 +14,10 @@ use matrix_sdk::{
         OwnedUserId,
         api::client::{account::register, uiaa},
     },
+};
+use matrix_sdk_ui::{
+    sync_service::SyncService,
+    timeline::{EventTimelineItem, Timeline},
 };
 
 /// How long any one wait may take before the test fails.
@@ -108,4 +113,53 @@ pub async fn within<T>(what: &str, future: impl Future<Output = Result<T>>) -> R
         Ok(result) => result.with_context(|| what.to_owned()),
         Err(_) => bail!("timed out after {WAIT:?}: {what}"),
     }
+}
+
+/// How often [`eventually`] looks again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Asks `probe` every [`POLL`] until it gives a value, for at most [`WAIT`].
+pub async fn eventually<T>(
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    within(what, async {
+        loop {
+            if let Some(found) = probe().await? {
+                return Ok(found);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await
+}
+
+/// Element X's sync service for `client` (the room list and the encryption sync), started.
+pub async fn start_sync(client: &Client) -> Result<SyncService> {
+    let sync = SyncService::builder(client.clone()).build().await?;
+    sync.start().await;
+    Ok(sync)
+}
+
+/// Waits until `timeline` shows an event for which `found` holds, and returns it.
+pub async fn event_where(
+    timeline: &Timeline,
+    what: &str,
+    found: impl Fn(&EventTimelineItem) -> bool,
+) -> Result<EventTimelineItem> {
+    eventually(what, async || {
+        Ok(timeline
+            .items()
+            .await
+            .iter()
+            .filter_map(|item| item.as_event())
+            .find(|event| found(event))
+            .cloned())
+    })
+    .await
+}
+
+/// The body of a message event (None for anything else, an undecryptable event included).
+pub fn body(event: &EventTimelineItem) -> Option<&str> {
+    event.content().as_message().map(|m| m.body())
 }

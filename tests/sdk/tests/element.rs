@@ -1,5 +1,6 @@
 //! Element X's engine against a Grove node: password login, the room list in recency order
-//! following new messages and invites, and a room's timeline paged back to its creation.
+//! following new messages and invites, a list of 1,000 rooms loaded and scrolled, and a room's
+//! timeline paged back to its creation.
 
 use std::time::{Duration, Instant};
 
@@ -161,6 +162,101 @@ async fn timeline_pages_back_to_the_rooms_creation() -> Result<()> {
         .collect();
     if bodies != sent {
         bail!("timeline shows {bodies:?}");
+    }
+    sync.stop().await;
+    Ok(())
+}
+
+/// Rooms of the account whose room list is loaded whole.
+const MANY_ROOMS: usize = 1_000;
+/// Rooms made at once while setting up that account.
+const MAKING_AT_ONCE: usize = 8;
+/// How long loading and scrolling the whole list may take (a debug build on a busy machine).
+const MANY_ROOMS_WAIT: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_rooms_load_and_scroll_in_recency_order() -> Result<()> {
+    subscribe();
+    let setup = new_user("dora").await?;
+    let dora = setup.user_id().context("user id")?.to_owned();
+    let made = Instant::now();
+    let rooms: Vec<Room> = futures_util::stream::iter(0..MANY_ROOMS)
+        .map(|i| {
+            let setup = setup.clone();
+            async move { create_named(&setup, &format!("room {i}")).await }
+        })
+        .buffer_unordered(MAKING_AT_ONCE)
+        .collect::<Vec<Result<Room>>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    // Three old rooms spoken in last, so the top of the list is known.
+    let top: Vec<&Room> = rooms.iter().take(3).collect();
+    for room in top.iter().rev() {
+        say(room, "to the top").await?;
+    }
+    println!(
+        "{MANY_ROOMS} rooms made in {:.1} s",
+        made.elapsed().as_secs_f64()
+    );
+
+    let phone = login(&dora).await?;
+    let started = Instant::now();
+    let sync = SyncService::builder(phone.clone()).build().await?;
+    sync.start().await;
+    let list = sync.room_list_service().all_rooms().await?;
+    let (stream, controller) = list.entries_with_dynamic_adapters(50);
+    controller.set_filter(Box::new(new_filter_non_left()));
+    pin_mut!(stream);
+    let mut shown = Vector::new();
+    let top_ids: Vec<&RoomId> = top.iter().map(|r| r.room_id()).collect();
+    watch_until(&mut stream, &mut shown, "the top of the list", |r| {
+        ids(r)
+            .iter()
+            .take(3)
+            .map(|id| &**id)
+            .eq(top_ids.iter().copied())
+    })
+    .await?;
+    println!("first page after {:.2} s", started.elapsed().as_secs_f64());
+
+    // Scrolling down a page at a time reaches every room, each once.
+    let scrolled = tokio::time::timeout(MANY_ROOMS_WAIT, async {
+        while shown.len() < MANY_ROOMS {
+            controller.add_one_page();
+            let diffs = stream.next().await.context("room list stream ended")?;
+            for diff in diffs {
+                diff.apply(&mut shown);
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    match scrolled {
+        Ok(done) => done?,
+        Err(_) => bail!(
+            "after {MANY_ROOMS_WAIT:?} the list shows {} of {MANY_ROOMS} rooms",
+            shown.len()
+        ),
+    }
+    println!(
+        "all {MANY_ROOMS} after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let listed: std::collections::HashSet<OwnedRoomId> = ids(&shown).into_iter().collect();
+    if listed.len() != MANY_ROOMS || rooms.iter().any(|r| !listed.contains(r.room_id())) {
+        bail!(
+            "the list shows {} distinct rooms, not the {MANY_ROOMS} made",
+            listed.len()
+        );
+    }
+    if ids(&shown)
+        .iter()
+        .take(3)
+        .map(|id| &**id)
+        .ne(top_ids.iter().copied())
+    {
+        bail!("the rooms spoken in last are not on top");
     }
     sync.stop().await;
     Ok(())
