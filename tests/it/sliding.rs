@@ -711,7 +711,7 @@ async fn filters_by_room_type_and_encryption_also_after_the_migration() {
         for statement in [
             "ALTER TABLE rooms DROP COLUMN room_type",
             "ALTER TABLE rooms DROP COLUMN encrypted",
-            "DELETE FROM _sqlx_migrations WHERE version = 13",
+            "DELETE FROM _sqlx_migrations WHERE version = 14",
         ] {
             sqlx::query(statement)
                 .execute(&pool)
