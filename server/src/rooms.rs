@@ -65,6 +65,7 @@ pub use self::{
 use self::{
     builder::{Placement, Signer},
     dag::RoomGraph,
+    pdu::Replaced,
     state::{GroupCache, RoomState},
     store::{EventRow, Head, NewGroup},
 };
@@ -73,8 +74,11 @@ use crate::{
     storage::Batch,
 };
 
-/// A room state: `(event type, state key)` → event ID.
-pub type StateMap = ruma::state_res::StateMap<OwnedEventId>;
+/// A room state: `(event type, state key)` → event ID. A persistent map: a clone shares every
+/// entry, and a change copies only the path to the entry changed, so the room's head, the
+/// cached states of its recent groups and the states a sync works on are not full copies of a
+/// room with thousands of state entries.
+pub type StateMap = imbl::HashMap<(StateEventType, String), OwnedEventId>;
 
 /// Parents named by one new event at most (the rest stay extremities for a later event).
 pub(crate) const MAX_PREV_EVENTS: usize = 20;
@@ -300,13 +304,14 @@ impl Rooms {
         let mut staged: Vec<Staged> = Vec::with_capacity(items.len());
         let mut redactions: Vec<(OwnedEventId, String, OwnedEventId)> = Vec::new();
         for item in items {
-            let pdu = match item.prebuilt {
+            let mut pdu = match item.prebuilt {
                 Some(pdu) => {
                     auth::check_local(room, &pdu)?;
                     pdu
                 }
                 None => self.build_checked(room, &signer, &item.sender, &item.template)?,
             };
+            pdu.replaced = Replaced::in_state(&room.state, &pdu);
             let pdu = Arc::new(pdu);
             let new_group = self.apply(room, &pdu);
             if let Some(target) = &pdu.redacts
@@ -377,14 +382,23 @@ impl Rooms {
             _ => store::push_room_head(&mut batch, &room.room_id, &head)?,
         }
         txn.commit_batch(batch).await?;
-        self.inner
-            .groups
-            .insert(room.group, room.state.clone(), room.chain_len);
+        // The new head's state shares all but the changed paths with the head before it.
+        let changes = staged
+            .iter()
+            .filter(|(_, _, group, _)| group.is_some())
+            .count();
+        self.inner.groups.insert_sized(
+            room.group,
+            room.state.clone(),
+            room.chain_len,
+            changes.max(1) * state::DERIVED_STATE_BYTES,
+        );
         // Redacted state events change what auth sees (e.g. a redacted power levels event).
         for (target, redacted, _) in &redactions {
-            if room.state_events.contains_key(target)
-                && let Ok(pdu) = Pdu::parse(target.clone(), Some(&room.room_id), redacted)
+            if let Some(held) = room.state_events.get(target)
+                && let Ok(mut pdu) = Pdu::parse(target.clone(), Some(&room.room_id), redacted)
             {
+                pdu.replaced = held.replaced.clone();
                 room.state_events.insert(target.clone(), Arc::new(pdu));
             }
         }

@@ -20,7 +20,7 @@ use super::{
     Rooms, StateMap,
     auth::{self, RemoteVerdict},
     builder,
-    pdu::Pdu,
+    pdu::{Pdu, Replaced},
     redaction::{Earlier, redact_in_memory},
     store::{self, EventRow, NewGroup},
 };
@@ -122,6 +122,7 @@ impl Rooms {
             let verdict = auth::check_remote(&rules.authorization, &pdu, &events, &before, &before);
             let mut pdu = pdu;
             pdu.rejected = matches!(verdict, RemoteVerdict::Rejected(_));
+            pdu.replaced = Replaced::in_state(&before, &pdu);
             let pdu = Arc::new(pdu);
             let state_key = (!pdu.rejected).then(|| pdu.state_key_pair()).flatten();
             let (group, new_group, after) = match (state_key, base) {

@@ -21,7 +21,7 @@ use super::{
     EventTemplate, Rooms, StateMap,
     auth::{self, RemoteVerdict},
     builder,
-    pdu::Pdu,
+    pdu::{Pdu, Replaced},
     store::{self, EventRow, Head, NewGroup},
 };
 use crate::{Error, Result, storage::Batch};
@@ -363,7 +363,8 @@ impl Rooms {
         }
         // What the resident says the room is must be what the room's own rules made it.
         auth::check_auth_chain(&rules.authorization, &events)?;
-        let join = parse_checked(room, &joined.join, &rules)?;
+        let mut join = parse_checked(room, &joined.join, &rules)?;
+        join.replaced = Replaced::in_state(&state, &join);
         let user = join
             .state_key
             .as_deref()

@@ -72,8 +72,40 @@ pub struct Pdu {
     pub depth: u64,
     /// Whether the event failed the checks on receipt.
     pub rejected: bool,
+    /// What a state event replaced in the room's state, as this node stored it (not part of
+    /// the PDU's JSON).
+    pub replaced: Replaced,
     /// The full PDU as canonical JSON text.
     pub json: Arc<str>,
+}
+
+/// The state event a state event replaced: the one the state before it held under the same
+/// `(type, state_key)`. Clients read it as `unsigned.prev_content`, `prev_sender` and
+/// `replaces_state`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Replaced {
+    /// Not known yet: an event stored before this was recorded, an outlier (whose state
+    /// before is not held) or one not a state event.
+    #[default]
+    Unknown,
+    /// The key was empty in the state before the event.
+    Nothing,
+    /// This event held the key.
+    Event(OwnedEventId),
+}
+
+impl Replaced {
+    /// What `pdu` replaces in `state_before` (the state before it); `Unknown` when it is not a
+    /// state event.
+    pub fn in_state(state_before: &super::StateMap, pdu: &Pdu) -> Self {
+        let Some(key) = pdu.state_key_pair() else {
+            return Self::Unknown;
+        };
+        match state_before.get(&key) {
+            Some(id) if *id != pdu.event_id => Self::Event(id.clone()),
+            _ => Self::Nothing,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -136,6 +168,7 @@ impl Pdu {
             redacts,
             depth: fields.depth.into(),
             rejected: false,
+            replaced: Replaced::Unknown,
             json: Arc::from(json),
         })
     }
@@ -194,11 +227,61 @@ impl Pdu {
 
     /// The event in the client format as a typed raw value.
     pub fn to_client_raw<T>(&self, with_room_id: bool, unsigned: Option<Value>) -> Raw<T> {
-        let value = self.to_client_value(with_room_id, unsigned);
-        // Serialising a `Value` cannot fail; `null` is only a formal fallback.
-        let raw =
-            serde_json::value::to_raw_value(&value).unwrap_or_else(|_| RawValue::NULL.to_owned());
-        Raw::from_json(raw)
+        let unsigned = unsigned.map(|u| u.to_string());
+        self.to_client_raw_with(with_room_id, unsigned.as_deref())
+    }
+
+    /// [`Pdu::to_client_raw`] with `unsigned` given as JSON text. The event's JSON is written
+    /// around its stored content rather than built as a tree: a sync of a room with large
+    /// state writes thousands of these.
+    pub fn to_client_raw_with<T>(&self, with_room_id: bool, unsigned: Option<&str>) -> Raw<T> {
+        let content = self.content.get();
+        let mut out = String::with_capacity(content.len() + unsigned.map_or(0, str::len) + 256);
+        out.push_str("{\"content\":");
+        out.push_str(content);
+        push_field(&mut out, "event_id", self.event_id.as_str());
+        out.push_str(",\"origin_server_ts\":");
+        out.push_str(&u64::from(self.origin_server_ts.get()).to_string());
+        if with_room_id {
+            push_field(&mut out, "room_id", self.room.as_str());
+        }
+        push_field(&mut out, "sender", self.sender.as_str());
+        push_field(&mut out, "type", &self.kind.to_string());
+        if let Some(key) = &self.state_key {
+            push_field(&mut out, "state_key", key);
+        }
+        if let Some(redacts) = &self.redacts {
+            push_field(&mut out, "redacts", redacts.as_str());
+        }
+        if let Some(unsigned) = unsigned {
+            out.push_str(",\"unsigned\":");
+            out.push_str(unsigned);
+        }
+        out.push('}');
+        match RawValue::from_string(out) {
+            Ok(raw) => Raw::from_json(raw),
+            // Every part is JSON already, so this is only a formal fallback.
+            Err(_) => {
+                let unsigned = unsigned.and_then(|u| serde_json::from_str(u).ok());
+                let value = self.to_client_value(with_room_id, unsigned);
+                let raw = serde_json::value::to_raw_value(&value)
+                    .unwrap_or_else(|_| RawValue::NULL.to_owned());
+                Raw::from_json(raw)
+            }
+        }
+    }
+
+    /// What clients read in `unsigned` of an event that replaced this one in the state, as
+    /// JSON text: `prev_content`, `prev_sender` and `replaces_state`.
+    pub fn replaced_unsigned(&self) -> String {
+        let content = self.content.get();
+        let mut out = String::with_capacity(content.len() + 160);
+        out.push_str("{\"prev_content\":");
+        out.push_str(content);
+        push_field(&mut out, "prev_sender", self.sender.as_str());
+        push_field(&mut out, "replaces_state", self.event_id.as_str());
+        out.push('}');
+        out
     }
 
     /// The stripped form of a state event, for invite and knock state.
@@ -209,6 +292,22 @@ impl Pdu {
             "state_key": self.state_key.clone().unwrap_or_default(),
             "type": self.kind.to_string(),
         })
+    }
+}
+
+/// Appends `,"name":"value"` to `out`, with `value` escaped as a JSON string.
+fn push_field(out: &mut String, name: &str, value: &str) {
+    out.push_str(",\"");
+    out.push_str(name);
+    out.push_str("\":");
+    let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        // Escaping a string cannot fail; an empty string is only a formal fallback.
+        out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into()));
     }
 }
 

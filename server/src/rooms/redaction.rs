@@ -87,9 +87,10 @@ impl Rooms {
 /// event changes what auth sees).
 pub(crate) fn redact_in_memory(room: &mut RoomState, applied: &[Applied]) {
     for (target, text) in applied {
-        if room.state_events.contains_key(target)
-            && let Ok(pdu) = Pdu::parse(target.clone(), Some(&room.room_id), text)
+        if let Some(held) = room.state_events.get(target)
+            && let Ok(mut pdu) = Pdu::parse(target.clone(), Some(&room.room_id), text)
         {
+            pdu.replaced = held.replaced.clone();
             room.state_events.insert(target.clone(), Arc::new(pdu));
         }
     }

@@ -15,7 +15,7 @@ use super::{
     EventTemplate, Rooms, StateMap,
     auth::{self, RemoteVerdict},
     builder::{self, Placement, Signer},
-    pdu::Pdu,
+    pdu::{Pdu, Replaced},
     resolve,
     store::{self, EventRow, Head, NewGroup},
 };
@@ -215,6 +215,7 @@ impl Rooms {
         let verdict =
             auth::check_remote(&rules.authorization, &pdu, &events, &before, &state.state);
         pdu.rejected = matches!(verdict, RemoteVerdict::Rejected(_));
+        pdu.replaced = Replaced::in_state(&before, &pdu);
         let pdu = Arc::new(pdu);
 
         // The state after the event, and the new head.

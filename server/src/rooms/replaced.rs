@@ -2,53 +2,82 @@
 //! `prev_sender` and `replaces_state` (a membership's previous value tells a DM's invitee who
 //! invited them, a display name change from a join).
 //!
-//! The replaced event is the one the state before the event held under the same key: the
-//! state after its first parent with known state. An event whose parents this node lacks (a
-//! join made through another server) finds its previous membership among its auth events.
+//! The replaced event is the one the state before the event held under the same key. It is
+//! recorded with the event when the event is stored ([`Pdu::replaced`], the column
+//! `events.replaces_state`), where the state before is at hand, so serving it costs one load
+//! of the replaced events and no state map. Rows stored before the column existed, and
+//! outliers, are worked out on first read and recorded then: from the state after the
+//! event's first parent with known state, or, for a membership whose parents this node lacks
+//! (a join made through another server), from its auth events.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
 };
 
-use ruma::{OwnedEventId, events::TimelineEventType};
+use ruma::{OwnedEventId, OwnedRoomId, events::TimelineEventType};
 use serde_json::{Map, Value};
 
-use super::{Rooms, pdu::Pdu, store};
-use crate::Result;
+use super::{
+    Rooms,
+    pdu::{Pdu, Replaced},
+    store,
+};
+use crate::{Result, storage::Batch};
 
-/// The states, at most, that one call loads to find what its events replaced. A timeline page
-/// needs a few; a room's whole state (an initial sync of a room with 10,000 state events) would
-/// otherwise load one state map per event, quadratic in the state's size.
+/// The states, at most, that one call loads to work out what events not yet recorded
+/// replaced. Only rows from before the record existed need this; the rest of them are worked
+/// out by later calls, each recording what it found.
 const MAX_GROUPS_LOADED: usize = 64;
 
 impl Rooms {
     /// The state events that `events` replaced, by the replacing event's ID; events that
-    /// replaced nothing (or are not state events) are absent, and so are those past the first
-    /// [`MAX_GROUPS_LOADED`] states loaded.
+    /// replaced nothing (or are not state events) are absent.
     pub(crate) async fn replaced_states(
         &self,
         events: &[&Pdu],
     ) -> Result<HashMap<OwnedEventId, Arc<Pdu>>> {
-        let state_events: Vec<&Pdu> = events
-            .iter()
-            .copied()
-            .filter(|e| e.state_key.is_some())
-            .collect();
-        if state_events.is_empty() {
+        let mut named: Vec<(OwnedEventId, OwnedEventId)> = Vec::new();
+        let mut unknown: Vec<&Pdu> = Vec::new();
+        for event in events.iter().copied().filter(|e| e.state_key.is_some()) {
+            match &event.replaced {
+                Replaced::Event(id) => named.push((event.event_id.clone(), id.clone())),
+                Replaced::Nothing => {}
+                Replaced::Unknown => unknown.push(event),
+            }
+        }
+        if !unknown.is_empty() {
+            for (event, replaced) in self.work_out_replaced(&unknown).await? {
+                if let Replaced::Event(id) = replaced {
+                    named.push((event, id));
+                }
+            }
+        }
+        if named.is_empty() {
             return Ok(HashMap::new());
         }
+        let wanted: Vec<OwnedEventId> = named.iter().map(|(_, id)| id.clone()).collect();
+        let loaded = self.pdus(&wanted).await?;
+        Ok(named
+            .into_iter()
+            .filter_map(|(event, replaced)| loaded.get(&replaced).map(|p| (event, p.clone())))
+            .collect())
+    }
+
+    /// Works out what `events` (state events with nothing recorded) replaced and records it,
+    /// in the database and in the room heads in memory; events past the first
+    /// [`MAX_GROUPS_LOADED`] states loaded are left for a later call.
+    async fn work_out_replaced(&self, events: &[&Pdu]) -> Result<Vec<(OwnedEventId, Replaced)>> {
         let pool = self.storage.pool();
-        let parent_ids: Vec<OwnedEventId> = state_events
+        let parent_ids: Vec<OwnedEventId> = events
             .iter()
             .flat_map(|e| e.prev_events.iter().cloned())
             .collect();
         let parents = store::events_by_id(pool, &parent_ids).await?;
-        // Each event's replaced event, or the auth events to look for it among.
-        let mut named: Vec<(OwnedEventId, OwnedEventId)> = Vec::new();
+        let mut decided: Vec<(OwnedEventId, Replaced)> = Vec::new();
         let mut by_auth: Vec<&Pdu> = Vec::new();
         let mut groups = HashSet::new();
-        for event in &state_events {
+        for event in events.iter().copied() {
             let Some(key) = event.state_key_pair() else {
                 continue;
             };
@@ -58,8 +87,6 @@ impl Rooms {
                 .find_map(|p| parents.get(p).and_then(|s| s.state_group));
             match group {
                 Some(group) => {
-                    // Each distinct group is a state map to load: past the bound the rest of
-                    // the events go without, so a large state section stays linear.
                     if !groups.contains(&group) {
                         if groups.len() >= MAX_GROUPS_LOADED {
                             continue;
@@ -67,53 +94,86 @@ impl Rooms {
                         groups.insert(group);
                     }
                     let state = self.state_at_group(group).await?;
-                    if let Some(id) = state.get(&key).filter(|id| **id != event.event_id) {
-                        named.push((event.event_id.clone(), id.clone()));
-                    }
+                    let replaced = match state.get(&key) {
+                        Some(id) if *id != event.event_id => Replaced::Event(id.clone()),
+                        _ => Replaced::Nothing,
+                    };
+                    decided.push((event.event_id.clone(), replaced));
                 }
                 None if event.kind == TimelineEventType::RoomMember => by_auth.push(event),
-                None => {}
+                None => decided.push((event.event_id.clone(), Replaced::Nothing)),
             }
         }
-        let wanted: Vec<OwnedEventId> = named
+        let auth_ids: Vec<OwnedEventId> = by_auth
             .iter()
-            .map(|(_, id)| id.clone())
-            .chain(by_auth.iter().flat_map(|e| e.auth_events.iter().cloned()))
+            .flat_map(|e| e.auth_events.iter().cloned())
             .collect();
-        let loaded = self.pdus(&wanted).await?;
-        let mut out = HashMap::new();
-        for (event, replaced) in named {
-            if let Some(pdu) = loaded.get(&replaced) {
-                out.insert(event, pdu.clone());
-            }
-        }
+        let auth = self.pdus(&auth_ids).await?;
         for event in by_auth {
             let previous = event.auth_events.iter().find_map(|id| {
-                loaded.get(id).filter(|a| {
+                auth.get(id).filter(|a| {
                     a.kind == TimelineEventType::RoomMember && a.state_key == event.state_key
                 })
             });
-            if let Some(pdu) = previous {
-                out.insert(event.event_id.clone(), pdu.clone());
-            }
+            let replaced = match previous {
+                Some(pdu) => Replaced::Event(pdu.event_id.clone()),
+                None => Replaced::Nothing,
+            };
+            decided.push((event.event_id.clone(), replaced));
         }
-        Ok(out)
+        if decided.is_empty() {
+            return Ok(decided);
+        }
+        let mut batch = Batch::default();
+        for (event, replaced) in &decided {
+            store::push_replaced(&mut batch, event, replaced);
+        }
+        self.storage
+            .write_batched()
+            .await?
+            .commit_batch(batch)
+            .await?;
+        let rooms: HashSet<&OwnedRoomId> = events.iter().map(|e| &e.room).collect();
+        let by_id: HashMap<&OwnedEventId, &Replaced> =
+            decided.iter().map(|(e, r)| (e, r)).collect();
+        for room in rooms {
+            self.record_replaced_in_head(room, &by_id).await;
+        }
+        Ok(decided)
     }
 
-    /// `unsigned` for a state event served without per-viewer fields: what it replaced.
+    /// Puts what was worked out into the room head's copies of its state events, which would
+    /// otherwise stay unrecorded until the room is loaded again.
+    async fn record_replaced_in_head(
+        &self,
+        room: &OwnedRoomId,
+        decided: &HashMap<&OwnedEventId, &Replaced>,
+    ) {
+        let handle = self.handle(room);
+        let mut guard = handle.lock().await;
+        let Some(head) = guard.state.as_mut() else {
+            return;
+        };
+        for (id, replaced) in decided {
+            if let Some(held) = head.state_events.get_mut(*id)
+                && held.replaced == Replaced::Unknown
+            {
+                Arc::make_mut(held).replaced = (*replaced).clone();
+            }
+        }
+    }
+
+    /// `unsigned` for state events served without per-viewer fields, as JSON text: what each
+    /// replaced.
     pub(crate) async fn state_unsigned(
         &self,
         events: &[&Pdu],
-    ) -> Result<HashMap<OwnedEventId, Value>> {
+    ) -> Result<HashMap<OwnedEventId, String>> {
         Ok(self
             .replaced_states(events)
             .await?
             .into_iter()
-            .map(|(id, replaced)| {
-                let mut unsigned = Map::new();
-                add_replaced(&mut unsigned, &replaced);
-                (id, Value::Object(unsigned))
-            })
+            .map(|(id, replaced)| (id, replaced.replaced_unsigned()))
             .collect())
     }
 }

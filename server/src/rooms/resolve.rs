@@ -50,6 +50,11 @@ pub fn resolve(
         }
         Some(set)
     };
+    // ruma resolves over its own (std) maps.
+    let states: Vec<state_res::StateMap<OwnedEventId>> = states
+        .iter()
+        .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .collect();
     state_res::resolve(
         &rules.authorization,
         v2,
@@ -58,6 +63,7 @@ pub fn resolve(
         fetch_event,
         subgraph,
     )
+    .map(|resolved| resolved.into_iter().collect())
     .map_err(|e| Error::Internal(format!("state resolution failed: {e}")))
 }
 

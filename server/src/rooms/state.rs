@@ -29,7 +29,8 @@ pub(crate) struct RoomState {
     pub(crate) chain_len: i64,
     /// The current state.
     pub(crate) state: Arc<StateMap>,
-    /// The events of the current state, for authorization.
+    /// The events of the current state, for authorization and for syncs, which serve the
+    /// current state from here rather than reading it again.
     pub(crate) state_events: HashMap<OwnedEventId, Arc<Pdu>>,
     /// The forward extremities.
     pub(crate) extremities: Vec<OwnedEventId>,
@@ -61,14 +62,34 @@ pub const GROUP_CACHE_BYTES: usize = 24 << 20;
 /// hash table's slot.
 const ENTRY_OVERHEAD: usize = 96;
 
-/// The memory a state map holds, approximately.
+/// The memory a state map holds, approximately, counted as if it shared nothing with other
+/// maps (versions of one room's state share most of their entries).
 pub(crate) fn state_bytes(state: &StateMap) -> usize {
-    state
-        .iter()
-        .map(|((kind, key), id)| {
-            ENTRY_OVERHEAD + kind.to_string().len() + key.len() + id.as_str().len()
-        })
-        .sum()
+    state.iter().map(|(key, id)| entry_bytes(key, id)).sum()
+}
+
+/// What a cached state made from its room's head by one change is charged: the path of the
+/// persistent map the change copied (a few nodes and the entries they hold). The rest it shares
+/// with the head, which holds it anyway.
+pub(crate) const DERIVED_STATE_BYTES: usize = 8 << 10;
+
+/// The memory one state map entry holds, approximately.
+fn entry_bytes((kind, key): &(StateEventType, String), id: &OwnedEventId) -> usize {
+    ENTRY_OVERHEAD + display_len(kind) + key.len() + id.as_str().len()
+}
+
+/// The length of a value's display form, without building it.
+fn display_len(value: &impl std::fmt::Display) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = std::fmt::write(&mut count, format_args!("{value}"));
+    count.0
 }
 
 /// A cached state group.
@@ -129,6 +150,21 @@ impl GroupCache {
             return;
         }
         let bytes = state_bytes(&state);
+        self.insert_sized(group, state, chain_len, bytes);
+    }
+
+    /// [`GroupCache::insert`] of a state charged `bytes` rather than its [`state_bytes`]: a
+    /// state sharing its entries with a room's head ([`DERIVED_STATE_BYTES`] per change).
+    pub(crate) fn insert_sized(
+        &self,
+        group: i64,
+        state: Arc<StateMap>,
+        chain_len: i64,
+        bytes: usize,
+    ) {
+        if self.get(group).is_some() {
+            return;
+        }
         if bytes > self.budget {
             return;
         }

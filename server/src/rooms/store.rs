@@ -21,7 +21,10 @@ use std::collections::HashMap;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::StateEventType};
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use super::{StateMap, pdu::Pdu};
+use super::{
+    StateMap,
+    pdu::{Pdu, Replaced},
+};
 use crate::{Error, Result, StreamPosition, storage::Batch};
 
 /// One event to insert with everything that changes with it.
@@ -135,8 +138,8 @@ pub(crate) fn push_event(batch: &mut Batch, row: &EventRow<'_>) {
     };
     batch.push(
         "INSERT INTO events (event_id, room_id, position, depth, event_type, state_key, sender, \
-         origin_server_ts, pdu, state_group, rejected, txn_device, txn_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         origin_server_ts, pdu, state_group, rejected, txn_device, txn_id, replaces_state) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         vec![
             pdu.event_id.as_str().into(),
             pdu.room.as_str().into(),
@@ -151,6 +154,7 @@ pub(crate) fn push_event(batch: &mut Batch, row: &EventRow<'_>) {
             rejected.into(),
             device.into(),
             txn_id.into(),
+            replaced_column(&pdu.replaced).into(),
         ],
     );
     push_edges(batch, pdu);
@@ -351,8 +355,37 @@ pub(crate) struct StoredEvent {
     pub(crate) txn: Option<(String, String)>,
 }
 
-const EVENT_COLUMNS: &str =
-    "event_id, room_id, pdu, position, state_group, redacted_by, txn_device, txn_id, rejected";
+const EVENT_COLUMNS: &str = "event_id, room_id, pdu, position, state_group, redacted_by, \
+     txn_device, txn_id, rejected, replaces_state";
+
+/// `events.replaces_state` of what an event replaced: NULL when not known, an empty string
+/// when nothing.
+fn replaced_column(replaced: &Replaced) -> Option<&str> {
+    match replaced {
+        Replaced::Unknown => None,
+        Replaced::Nothing => Some(""),
+        Replaced::Event(id) => Some(id.as_str()),
+    }
+}
+
+/// What `events.replaces_state` says.
+fn replaced_of(column: Option<String>) -> Result<Replaced> {
+    match column.as_deref() {
+        None => Ok(Replaced::Unknown),
+        Some("") => Ok(Replaced::Nothing),
+        Some(id) => OwnedEventId::try_from(id)
+            .map(Replaced::Event)
+            .map_err(|e| Error::Corrupt(format!("replaces_state: {e}"))),
+    }
+}
+
+/// Adds recording what a stored state event replaced, when not recorded yet, to `batch`.
+pub(crate) fn push_replaced(batch: &mut Batch, event_id: &OwnedEventId, replaced: &Replaced) {
+    batch.push(
+        "UPDATE events SET replaces_state = $1 WHERE event_id = $2 AND replaces_state IS NULL",
+        vec![replaced_column(replaced).into(), event_id.as_str().into()],
+    );
+}
 
 fn stored_from_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent> {
     let event_id: String = row.try_get(0)?;
@@ -364,11 +397,13 @@ fn stored_from_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent> {
     let device: Option<String> = row.try_get(6)?;
     let txn_id: Option<String> = row.try_get(7)?;
     let rejected: i64 = row.try_get(8)?;
+    let replaced: Option<String> = row.try_get(9)?;
     let event_id = OwnedEventId::try_from(event_id).map_err(|e| Error::Corrupt(e.to_string()))?;
     let room = OwnedRoomId::try_from(room_id).map_err(|e| Error::Corrupt(e.to_string()))?;
     let mut pdu = Pdu::parse(event_id, Some(&room), &json)
         .map_err(|e| Error::Corrupt(format!("stored event: {e}")))?;
     pdu.rejected = rejected == REJECTED;
+    pdu.replaced = replaced_of(replaced)?;
     Ok(StoredEvent {
         pdu,
         position,
@@ -885,11 +920,13 @@ pub(crate) async fn backfill_frontier(
 /// Adds giving a stored outlier a place in the timeline, with its edges, to `batch`.
 pub(crate) fn push_promote_outlier(batch: &mut Batch, pdu: &Pdu, position: i64, group: i64) {
     batch.push(
-        "UPDATE events SET position = $1, state_group = $2, rejected = $3 WHERE event_id = $4",
+        "UPDATE events SET position = $1, state_group = $2, rejected = $3, replaces_state = $4 \
+         WHERE event_id = $5",
         vec![
             position.into(),
             group.into(),
             if pdu.rejected { REJECTED } else { ACCEPTED }.into(),
+            replaced_column(&pdu.replaced).into(),
             pdu.event_id.as_str().into(),
         ],
     );

@@ -137,6 +137,38 @@ impl Rooms {
         self.pdus(ids).await
     }
 
+    /// State events of `room` by ID: those the room's head holds (the current state's) from
+    /// memory, the rest from the database. An initial sync's state is mostly the current
+    /// state, so a room with large state is not read and parsed again for every such sync.
+    pub(crate) async fn state_pdus(
+        &self,
+        room: &RoomId,
+        ids: &[OwnedEventId],
+    ) -> Result<HashMap<OwnedEventId, Arc<Pdu>>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        {
+            let guard = self.lock(room).await?;
+            match guard.state.as_ref() {
+                Some(head) => {
+                    for id in ids {
+                        match head.state_events.get(id) {
+                            Some(pdu) => {
+                                out.insert(id.clone(), pdu.clone());
+                            }
+                            None => missing.push(id.clone()),
+                        }
+                    }
+                }
+                None => missing.extend(ids.iter().cloned()),
+            }
+        }
+        if !missing.is_empty() {
+            out.extend(self.pdus(&missing).await?);
+        }
+        Ok(out)
+    }
+
     /// The stripped state shown with an invite: the room's identity and the invite itself.
     pub(crate) async fn invite_state(
         &self,

@@ -544,7 +544,7 @@ impl Rooms {
         let mut unsigned = self.state_unsigned(&pdus).await?;
         Ok(out
             .into_iter()
-            .map(|e| e.to_client_raw(true, unsigned.remove(&e.event_id)))
+            .map(|e| e.to_client_raw_with(true, unsigned.remove(&e.event_id).as_deref()))
             .collect())
     }
 
@@ -587,7 +587,7 @@ impl Rooms {
             .get(id)
             .ok_or_else(|| Error::NotFound("state event not found".into()))?;
         let mut unsigned = self.state_unsigned(&[event]).await?;
-        Ok(event.to_client_raw(true, unsigned.remove(&event.event_id)))
+        Ok(event.to_client_raw_with(true, unsigned.remove(&event.event_id).as_deref()))
     }
 
     /// Member events of a room, at `at` (a token) or now, filtered by membership.
@@ -629,7 +629,7 @@ impl Rooms {
         let mut unsigned = self.state_unsigned(&pdus).await?;
         Ok(out
             .into_iter()
-            .map(|e| e.to_client_raw(true, unsigned.remove(&e.event_id)))
+            .map(|e| e.to_client_raw_with(true, unsigned.remove(&e.event_id).as_deref()))
             .collect())
     }
 

@@ -250,7 +250,7 @@ async fn state_events(
     let mut unsigned = hs.rooms.state_unsigned(&events).await?;
     Ok(events
         .into_iter()
-        .map(|e| e.to_client_raw(false, unsigned.remove(&e.event_id)))
+        .map(|e| e.to_client_raw_with(false, unsigned.remove(&e.event_id).as_deref()))
         .collect())
 }
 

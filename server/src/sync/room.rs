@@ -137,7 +137,7 @@ async fn build(
     }
     has_member_changes |= state.keys().any(|(k, _)| *k == StateEventType::RoomMember);
     let ids: Vec<OwnedEventId> = state.values().cloned().collect();
-    let loaded = hs.rooms.load_pdus(&ids).await?;
+    let loaded = hs.rooms.state_pdus(room, &ids).await?;
     let mut state_events: Vec<_> = loaded.values().collect();
     state_events.sort_by(|a, b| a.depth.cmp(&b.depth).then(a.event_id.cmp(&b.event_id)));
     let state_events: Vec<&crate::rooms::Pdu> = state_events
@@ -148,7 +148,7 @@ async fn build(
     let mut unsigned = hs.rooms.state_unsigned(&state_events).await?;
     let state = state_events
         .into_iter()
-        .map(|e| e.to_client_raw(false, unsigned.remove(&e.event_id)))
+        .map(|e| e.to_client_raw_with(false, unsigned.remove(&e.event_id).as_deref()))
         .collect();
     Ok(Some(Built {
         timeline,

@@ -3,5 +3,6 @@
 mod accounts;
 mod backfill;
 mod media;
+mod replaced;
 mod rooms;
 mod storage;
