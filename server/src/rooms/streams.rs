@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::StateEventType};
 
 use super::{Direction, Rooms, StateMap, pdu::Pdu, store};
-use crate::Result;
+use crate::{Error, Result};
 
 pub(crate) use super::store::{ListedRoom, MembershipChange, RoomKind, StoredEvent};
 
@@ -147,9 +147,14 @@ impl Rooms {
     ) -> Result<HashMap<OwnedEventId, Arc<Pdu>>> {
         let mut out = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
+        // A room with no head here (held only as history, say) is read from the database.
+        let guard = match self.lock(room).await {
+            Ok(guard) => Some(guard),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
         {
-            let guard = self.lock(room).await?;
-            match guard.state.as_ref() {
+            match guard.as_ref().and_then(|g| g.state.as_ref()) {
                 Some(head) => {
                     for id in ids {
                         match head.state_events.get(id) {
@@ -163,6 +168,7 @@ impl Rooms {
                 None => missing.extend(ids.iter().cloned()),
             }
         }
+        drop(guard);
         if !missing.is_empty() {
             out.extend(self.pdus(&missing).await?);
         }
