@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{Stream, StreamExt, pin_mut};
-use grove_sdk_tests::{login, new_user, subscribe, within};
+use grove_sdk_tests::{eventually, login, new_user, subscribe, within};
 use matrix_sdk::{
     Client, Room, RoomState,
     ruma::{
@@ -151,17 +151,21 @@ async fn timeline_pages_back_to_the_rooms_creation() -> Result<()> {
         bail!("still not at the start after 20 pages")
     })
     .await?;
-    let items = timeline.items().await;
-    if !items.iter().any(|i| i.is_timeline_start()) {
-        bail!("no timeline start after paging back");
-    }
-    let bodies: Vec<String> = items
-        .iter()
-        .filter_map(|i| i.as_event())
-        .filter_map(|e| e.content().as_message().map(|m| m.body().to_owned()))
-        .collect();
-    if bodies != sent {
-        bail!("timeline shows {bodies:?}");
+    // The timeline takes in what the event cache paged after the pagination call returns, so
+    // its items are looked at until they settle (or the wait runs out).
+    let mut shown = Vec::new();
+    let settled = eventually("the whole history in the timeline", async || {
+        let items = timeline.items().await;
+        shown = items
+            .iter()
+            .filter_map(|i| i.as_event())
+            .filter_map(|e| e.content().as_message().map(|m| m.body().to_owned()))
+            .collect();
+        Ok((items.iter().any(|i| i.is_timeline_start()) && shown == sent).then_some(()))
+    })
+    .await;
+    if settled.is_err() {
+        bail!("timeline shows {shown:?}");
     }
     sync.stop().await;
     Ok(())
