@@ -8,7 +8,7 @@ use grove_federation::tls;
 use grove_server::storage::Backend;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::pki_types::ServerName as TlsName;
 
 use crate::support::{TestNode, enc};
@@ -40,7 +40,10 @@ async fn connect(node: &TestNode, ca: &TestCa) -> std::io::Result<Tls> {
 }
 
 /// Reads until the server closes (or `limit` passes): what it sent, and when it closed.
-async fn read_until_closed(stream: &mut Tls, limit: Duration) -> (String, Option<Duration>) {
+async fn read_until_closed(
+    stream: &mut (impl AsyncRead + Unpin),
+    limit: Duration,
+) -> (String, Option<Duration>) {
     let started = Instant::now();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -55,6 +58,18 @@ async fn read_until_closed(stream: &mut Tls, limit: Duration) -> (String, Option
             Ok(Ok(n)) => got.extend_from_slice(buf.get(..n).unwrap_or_default()),
             Err(_) => return (String::from_utf8_lossy(&got).into_owned(), None),
         }
+    }
+}
+
+/// Asserts that `node` counted at least one federation refusal of each of `reasons`.
+async fn assert_refused(node: &TestNode, reasons: &[&str]) {
+    for reason in reasons {
+        let count = node
+            .metric(&format!(
+                "grove_federation_refused_total{{reason=\"{reason}\"}}"
+            ))
+            .await;
+        assert!(count >= 1.0, "{reason}: {count}");
     }
 }
 
@@ -94,14 +109,7 @@ async fn slow_idle_and_surplus_federation_connections_are_cut() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(closed.is_some(), "an idle connection is closed");
 
-    for reason in ["header_timeout", "idle_timeout"] {
-        let count = node
-            .metric(&format!(
-                "grove_federation_refused_total{{reason=\"{reason}\"}}"
-            ))
-            .await;
-        assert!(count >= 1.0, "{reason}: {count}");
-    }
+    assert_refused(&node, &["header_timeout", "idle_timeout"]).await;
 
     // Three connections held open fill the cap: a fourth is closed without an answer, and
     // once one of the three goes, a new one is served.
@@ -120,11 +128,7 @@ async fn slow_idle_and_surplus_federation_connections_are_cut() {
         Ok(Ok(0)) | Ok(Err(_)) => {}
         other => panic!("a connection over the cap was served: {other:?}"),
     }
-    assert!(
-        node.metric("grove_federation_refused_total{reason=\"connection_cap\"}")
-            .await
-            >= 1.0
-    );
+    assert_refused(&node, &["connection_cap"]).await;
     held.clear();
     let mut fresh = None;
     for _ in 0..50 {
@@ -179,29 +183,6 @@ async fn overlay_session(from: &TestNode, to: &TestNode) -> quinn::Connection {
     panic!("no overlay session to the victim");
 }
 
-/// Reads a stream until the server finishes or resets it (or `limit` passes): what it sent,
-/// and when it ended.
-async fn read_stream_until_closed(
-    recv: &mut quinn::RecvStream,
-    limit: Duration,
-) -> (String, Option<Duration>) {
-    let started = Instant::now();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at((started + limit).into(), recv.read(&mut buf)).await {
-            Ok(Ok(None)) | Ok(Err(_)) => {
-                return (
-                    String::from_utf8_lossy(&got).into_owned(),
-                    Some(started.elapsed()),
-                );
-            }
-            Ok(Ok(Some(n))) => got.extend_from_slice(buf.get(..n).unwrap_or_default()),
-            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), None),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_idle_and_surplus_overlay_streams_are_cut() {
     let (victim, peer) = impatient_over_overlay(3).await;
@@ -212,25 +193,18 @@ async fn slow_idle_and_surplus_overlay_streams_are_cut() {
     send.write_all(b"GET /_matrix/federation/v1/version HTTP/1.1\r\nhost: l")
         .await
         .expect("write");
-    let (_, closed) = read_stream_until_closed(&mut recv, Duration::from_secs(10)).await;
+    let (_, closed) = read_until_closed(&mut recv, Duration::from_secs(10)).await;
     let closed = closed.expect("a slow head is cut");
     assert!(closed >= Duration::from_millis(800), "cut after {closed:?}");
 
     // A stream that went quiet after one request: its answer sent, then closed.
     let (mut send, mut recv) = session.open_bi().await.expect("stream");
     send.write_all(VERSION).await.expect("write");
-    let (answer, closed) = read_stream_until_closed(&mut recv, Duration::from_secs(10)).await;
+    let (answer, closed) = read_until_closed(&mut recv, Duration::from_secs(10)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(closed.is_some(), "an idle stream is closed");
 
-    for reason in ["header_timeout", "idle_timeout"] {
-        let count = victim
-            .metric(&format!(
-                "grove_federation_refused_total{{reason=\"{reason}\"}}"
-            ))
-            .await;
-        assert!(count >= 1.0, "{reason}: {count}");
-    }
+    assert_refused(&victim, &["header_timeout", "idle_timeout"]).await;
 
     // Three streams held open fill the cap: a fourth is closed unanswered, and once the three
     // go, a new one is served.
@@ -244,17 +218,12 @@ async fn slow_idle_and_surplus_overlay_streams_are_cut() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (mut send, mut recv) = session.open_bi().await.expect("stream");
     send.write_all(VERSION).await.expect("write");
-    let (answer, closed) = read_stream_until_closed(&mut recv, Duration::from_secs(5)).await;
+    let (answer, closed) = read_until_closed(&mut recv, Duration::from_secs(5)).await;
     assert!(
         closed.is_some() && !answer.starts_with("HTTP/1.1 200"),
         "a stream over the cap was served: {answer}"
     );
-    assert!(
-        victim
-            .metric("grove_federation_refused_total{reason=\"connection_cap\"}")
-            .await
-            >= 1.0
-    );
+    assert_refused(&victim, &["connection_cap"]).await;
     held.clear();
     let mut fresh = None;
     for _ in 0..50 {
@@ -263,7 +232,7 @@ async fn slow_idle_and_surplus_overlay_streams_are_cut() {
             continue;
         };
         if send.write_all(VERSION).await.is_ok() {
-            let (answer, _) = read_stream_until_closed(&mut recv, Duration::from_secs(5)).await;
+            let (answer, _) = read_until_closed(&mut recv, Duration::from_secs(5)).await;
             if answer.starts_with("HTTP/1.1 200") {
                 fresh = Some(answer);
                 break;
