@@ -385,6 +385,12 @@ impl Router {
         &self.tree.coords
     }
 
+    /// Checks announcement signatures against `cache` from now on, which other routers in
+    /// this process may share (see [`SigCache`]).
+    pub fn share_sig_cache(&mut self, cache: SigCache) {
+        self.sig_cache = cache;
+    }
+
     /// Counters since start.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
