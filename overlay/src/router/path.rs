@@ -216,8 +216,14 @@ impl Router {
         if n == 0 {
             return;
         }
+        // Only the n nearest are wanted: a hub with thousands of peers partitions them
+        // instead of sorting them all, for every search that passes.
+        if n < cands.len() {
+            cands.select_nth_unstable(n - 1);
+            cands.truncate(n);
+        }
         cands.sort_unstable();
-        for (i, (_, _, id)) in cands.into_iter().take(n).enumerate() {
+        for (i, (_, _, id)) in cands.into_iter().enumerate() {
             let w = width / n + usize::from(i < width % n);
             let next = PathSeek {
                 hops,
