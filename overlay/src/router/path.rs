@@ -545,7 +545,8 @@ impl Router {
         );
     }
 
-    /// Drops expired breadcrumbs, searches, routes and cached coordinates.
+    /// Drops expired breadcrumbs, searches, routes, cached coordinates and search-origin
+    /// windows that ended.
     pub(super) fn expire_paths(&mut self, now: Instant) {
         let crumb_ttl = self.config.breadcrumb_ttl;
         self.paths.crumbs.retain(|_, c| c.at + crumb_ttl > now);
@@ -557,6 +558,12 @@ impl Router {
         self.paths.searches.retain(|_, (_, s)| *s + backoff > now);
         let route_ttl = self.config.route_ttl;
         self.paths.routes.retain(|_, r| r.used + route_ttl > now);
+        // Windows that ended say nothing any more: without this the table of search origins
+        // only emptied when full, and every node kept up to `max_seek_origins` of them.
+        let second = std::time::Duration::from_secs(1);
+        self.paths
+            .origins
+            .retain(|_, (start, _)| *start + second > now);
         let coords_ttl = self.config.coords_ttl;
         self.coords_cache.retain(|_, (_, t)| *t + coords_ttl > now);
     }
