@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand::RngCore;
@@ -166,16 +167,33 @@ impl fmt::Debug for NodeKeypair {
 
 /// A bounded memory of signatures already verified, so the same signed hop relayed by several
 /// peers is checked once. Entries are keyed by a hash of key, signature and message, so a
-/// signature cannot be reused for another message.
-#[derive(Debug, Default)]
+/// signature cannot be reused for another message. Clones share one memory: routers in one
+/// process (the simulator's thousands) may share it, since an entry only ever records a check
+/// that passed, and each signature is then checked once for all of them.
+#[derive(Debug, Clone)]
 pub struct SigCache {
-    seen: HashSet<[u8; 32]>,
+    seen: Arc<Mutex<HashSet<[u8; 32]>>>,
+    limit: usize,
 }
 
 /// Most entries a [`SigCache`] holds before it starts over.
 pub const SIG_CACHE_LIMIT: usize = 8192;
 
+impl Default for SigCache {
+    fn default() -> Self {
+        SigCache::with_limit(SIG_CACHE_LIMIT)
+    }
+}
+
 impl SigCache {
+    /// An empty memory of at most `limit` entries.
+    pub fn with_limit(limit: usize) -> Self {
+        SigCache {
+            seen: Arc::new(Mutex::new(HashSet::new())),
+            limit: limit.max(1),
+        }
+    }
+
     /// Checks `sig` over `msg` by `key`, from memory when it was checked before.
     pub fn verify(&mut self, key: &PublicKey, msg: &[u8], sig: &Signature) -> bool {
         let mut h = Sha256::new();
@@ -183,16 +201,24 @@ impl SigCache {
         h.update(sig.0);
         h.update(msg);
         let id: [u8; 32] = h.finalize().into();
-        if self.seen.contains(&id) {
+        // A panic elsewhere while the lock was held leaves a set of checks that passed: the
+        // memory stays usable.
+        if self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+        {
             return true;
         }
         if !key.verify(msg, sig) {
             return false;
         }
-        if self.seen.len() >= SIG_CACHE_LIMIT {
-            self.seen.clear();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= self.limit {
+            seen.clear();
         }
-        self.seen.insert(id);
+        seen.insert(id);
         true
     }
 }
@@ -244,6 +270,25 @@ mod tests {
                 .public_key()
                 .verify(b"grove", &sig)
         );
+    }
+
+    /// Clones share one memory, and only checks that passed are in it: a forged signature
+    /// over a message another clone verified is still refused.
+    #[test]
+    fn a_shared_signature_memory_holds_only_checks_that_passed() {
+        let kp = NodeKeypair::from_seed([3; 32]);
+        let key = kp.public_key();
+        let sig = Signature(kp.sign(b"hop"));
+        let mut a = SigCache::with_limit(4);
+        let mut b = a.clone();
+        assert!(a.verify(&key, b"hop", &sig));
+        assert_eq!(b.seen.lock().map(|s| s.len()).unwrap_or(0), 1);
+        assert!(b.verify(&key, b"hop", &sig));
+        let mut forged = sig;
+        forged.0[0] ^= 1;
+        assert!(!b.verify(&key, b"hop", &forged));
+        assert!(!a.verify(&key, b"other", &sig));
+        assert_eq!(a.seen.lock().map(|s| s.len()).unwrap_or(0), 1);
     }
 
     #[test]

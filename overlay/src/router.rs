@@ -165,6 +165,9 @@ pub struct Config {
     pub search_fanout: u8,
     /// Hops a search may take beyond the tree distance between searcher and target.
     pub search_slack: u8,
+    /// How long after a source route is installed a route probe from the other end replaces
+    /// it only with a way no longer; after that a probe answers a repair and always replaces.
+    pub route_settle: Duration,
     /// Placements (replicas) of each record, at most `wire::MAX_REPLICAS`.
     pub record_replicas: u8,
     /// Bytes of records this node keeps for others at most.
@@ -217,9 +220,10 @@ impl Default for Config {
             path_finds_per_peer_per_sec: 500,
             seeks_per_origin_per_sec: 20,
             max_seek_origins: 4096,
-            search_width: 8,
-            search_fanout: 2,
+            search_width: 16,
+            search_fanout: 4,
             search_slack: 0,
+            route_settle: Duration::from_secs(3),
             record_replicas: 3,
             record_store_bytes: 4 << 20,
             records_per_publisher: 8,
@@ -379,6 +383,12 @@ impl Router {
     /// This node's tree coordinates (ports from the root).
     pub fn coords(&self) -> &[u16] {
         &self.tree.coords
+    }
+
+    /// Checks announcement signatures against `cache` from now on, which other routers in
+    /// this process may share (see [`SigCache`]).
+    pub fn share_sig_cache(&mut self, cache: SigCache) {
+        self.sig_cache = cache;
     }
 
     /// Counters since start.

@@ -127,12 +127,14 @@ impl Router {
         let source_routed = !t.reverse.is_empty() && !t.broken;
         if source_routed {
             let back: Vec<u16> = t.reverse.iter().rev().copied().collect();
-            let replace = t.probe
-                || self
-                    .paths
-                    .routes
-                    .get(&src)
-                    .is_none_or(|r| back.len() <= r.ports.len());
+            // Both ends search (each is the receiver of the other's first packets), so a
+            // probe often brings a way while the one this node found itself is fresh: the
+            // shorter stays. A probe arriving once the route has settled answers a repair (the
+            // other end searched again because a datagram came broken), and replaces it.
+            let settle = self.config.route_settle;
+            let replace = self.paths.routes.get(&src).is_none_or(|r| {
+                back.len() <= r.ports.len() || (t.probe && r.installed + settle <= now)
+            });
             if replace {
                 self.install_route(src, back, now);
             }

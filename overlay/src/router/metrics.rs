@@ -127,6 +127,8 @@ pub struct Metrics {
     pub searches_started: u64,
     /// Path replies this node cut short through a peer nearer the target.
     pub route_shortcuts: u64,
+    /// Searches that met the other end's search and followed its breadcrumbs.
+    pub search_meetings: u64,
     /// Source routes installed.
     pub routes_learned: u64,
     /// Ring routes of a peer found to lead through us to nothing, and torn down.

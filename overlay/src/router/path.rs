@@ -6,16 +6,24 @@
 //! coordinates (learnt from the first packet), a hop limit (the tree distance between the two
 //! plus `search_slack`: the tree path is a valid path) and a width. Each hop passes it only to
 //! the peers closest to the target in tree distance, at most `search_fanout` of them and at
-//! most the width, splitting the width among them; a peer that is the target gets it alone. So the search follows at most `search_width` greedy
-//! ways toward the target, branching near the searcher, and no hop count ever carries more
-//! frames than the width, however many peers a hub has. Each node keeps a breadcrumb
-//! (searcher, nonce) → (hops, upstream link) and passes a search on only when it sees it with
-//! fewer hops than before. The target answers each improvement with a `PathReply` that walks
-//! the breadcrumbs back; every hop on the way records the ports it used and signs. The
-//! searcher checks the chain (starts at the target, no repeated hop, bounded length, every
-//! signature), installs the source route and sends a probe along it, from which the other side
-//! learns the reverse route. A hop that cannot follow a source route falls back to tree or ring
-//! routing and marks the frame broken; the receiver then searches again.
+//! most the width, splitting the width among them; a peer that is the target gets it alone.
+//! So the search follows at most `search_width` greedy ways toward the target, branching near
+//! the searcher, and no hop count ever carries more frames than the width, however many peers
+//! a hub has. Each node keeps a breadcrumb (searcher, nonce) → (hops, upstream link) and passes
+//! a search on only when it sees it with fewer hops than before. The target answers each
+//! improvement with a `PathReply` that walks the breadcrumbs back; every hop on the way records
+//! the ports it used and signs. The searcher checks the chain (starts at the target, no
+//! repeated hop, bounded length, every signature), installs the source route and sends a probe
+//! along it, from which the other side learns the reverse route. A hop that cannot follow a
+//! source route falls back to tree or ring routing and marks the frame broken; the receiver
+//! then searches again.
+//!
+//! Both ends search: each is the receiver of the other's first packets (ping, then pong). The
+//! later search meets the earlier one's breadcrumbs on its way, and where it does, one unit of
+//! its width follows them home to the target: the two greedy halves joined are often shorter
+//! than either end's greedy way alone. Each end keeps the shorter of the route it found and
+//! the one the other end's probe teaches, until the route has settled (`route_settle`); a
+//! probe after that answers a repair and replaces the route.
 //!
 //! Bounds: every node passes on at most `seeks_per_origin_per_sec` searches per origin (the
 //! first hop checks that the origin is the peer itself, so no node searches in another's
@@ -43,6 +51,8 @@ pub(crate) struct Route {
     pub(crate) ports: Vec<u16>,
     /// When it was last installed or used.
     pub(crate) used: Instant,
+    /// When it was installed.
+    pub(crate) installed: Instant,
 }
 
 /// A path search seen passing through.
@@ -65,6 +75,9 @@ pub(crate) struct PathState {
     pub(crate) searches: HashMap<PublicKey, (u64, Instant)>,
     /// Breadcrumbs by (searcher, nonce).
     pub(crate) crumbs: HashMap<(PublicKey, u64), Crumb>,
+    /// The latest search seen by (searcher, target), by its nonce: where a search meets the
+    /// other end's search for it, it follows that one's breadcrumbs home.
+    pub(crate) meets: HashMap<(PublicKey, PublicKey), u64>,
     /// Search origins seen this second: (window start, searches), for the per-origin limit.
     pub(crate) origins: HashMap<PublicKey, (Instant, u32)>,
 }
@@ -107,6 +120,7 @@ impl Router {
             .clamp(1, MAX_ROUTE_LEN);
         self.insert_crumb(
             (self.key, nonce),
+            target,
             Crumb {
                 hops: 0,
                 upstream: None,
@@ -135,9 +149,21 @@ impl Router {
     /// tree are a whole ring apart in it), so a branch that must first move away from the
     /// target in the tree to reach such a link is still followed.
     fn seek_onward(&mut self, from: Option<PeerId>, seek: &PathSeek) {
-        if seek.hops >= seek.hop_limit {
+        // The tree path from here is a way to the target, so no way on from here longer than
+        // it can improve the search: the limit shrinks to it. Honest searches lose nothing
+        // (greedy by tree distance always finds a peer one nearer), and a search sent with the
+        // longest limit the wire allows toward made-up coordinates dies within a few hops.
+        let from_here = tree_distance(&self.tree.coords, &seek.target_coords)
+            .saturating_add(usize::from(self.config.search_slack))
+            .saturating_add(usize::from(seek.hops));
+        let limit = usize::from(seek.hop_limit).min(from_here);
+        if usize::from(seek.hops) >= limit {
             return;
         }
+        let seek = &PathSeek {
+            hop_limit: limit as u8,
+            ..seek.clone()
+        };
         let hops = seek.hops + 1;
         let guided = |p: &Peer| p.caps & CAP_GUIDED_SEARCH != 0;
         let target_peer = self
@@ -156,9 +182,24 @@ impl Router {
             }
             return;
         }
+        // The target searched for the searcher already and its search passed here: its
+        // breadcrumbs are a way home of known length, and both halves together are often
+        // shorter than either end's greedy way alone. That way takes one unit of the width,
+        // so no hop count still carries more frames than the width; the rest goes on
+        // greedily, as the other end's search may have missed a shorter way.
+        let meet = from.and_then(|_| self.meeting(from, seek));
+        if let Some(id) = meet {
+            let next = PathSeek {
+                hops,
+                width: 1,
+                ..seek.clone()
+            };
+            self.metrics.search_meetings += 1;
+            self.enqueue(id, &Frame::PathSeek(next));
+        }
         let mut cands: Vec<(usize, u128, PeerId)> = Vec::new();
         for (id, p) in &self.peers {
-            if Some(*id) == from || !guided(p) {
+            if Some(*id) == from || Some(*id) == meet || !guided(p) {
                 continue;
             }
             let Some(c) = self.peer_coords(*id) else {
@@ -167,7 +208,7 @@ impl Router {
             let d = tree_distance(c, &seek.target_coords);
             cands.push((d, p.rtt.map_or(u128::MAX, |r| r.as_micros()), *id));
         }
-        let width = usize::from(seek.width);
+        let width = usize::from(seek.width) - usize::from(meet.is_some());
         let n = cands
             .len()
             .min(usize::from(self.config.search_fanout.max(1)))
@@ -175,8 +216,14 @@ impl Router {
         if n == 0 {
             return;
         }
+        // Only the n nearest are wanted: a hub with thousands of peers partitions them
+        // instead of sorting them all, for every search that passes.
+        if n < cands.len() {
+            cands.select_nth_unstable(n - 1);
+            cands.truncate(n);
+        }
         cands.sort_unstable();
-        for (i, (_, _, id)) in cands.into_iter().take(n).enumerate() {
+        for (i, (_, _, id)) in cands.into_iter().enumerate() {
             let w = width / n + usize::from(i < width % n);
             let next = PathSeek {
                 hops,
@@ -273,6 +320,7 @@ impl Router {
         }
         if !self.insert_crumb(
             key,
+            seek.target,
             Crumb {
                 hops: seek.hops,
                 upstream: Some(from),
@@ -296,14 +344,26 @@ impl Router {
         Ok(())
     }
 
-    fn insert_crumb(&mut self, key: (PublicKey, u64), crumb: Crumb) -> bool {
+    fn insert_crumb(&mut self, key: (PublicKey, u64), target: PublicKey, crumb: Crumb) -> bool {
         if !self.paths.crumbs.contains_key(&key)
             && self.paths.crumbs.len() >= self.config.max_breadcrumbs
         {
             return false;
         }
         self.paths.crumbs.insert(key, crumb);
+        // Bounded with the crumbs: one entry per (searcher, target), dropped with its crumb.
+        self.paths.meets.insert((key.0, target), key.1);
         true
+    }
+
+    /// Where `seek` meets the other end's search for its searcher: the link toward the
+    /// target along that search's breadcrumbs, if the way through here fits the hop limit.
+    fn meeting(&self, from: Option<PeerId>, seek: &PathSeek) -> Option<PeerId> {
+        let nonce = self.paths.meets.get(&(seek.target, seek.searcher))?;
+        let crumb = self.paths.crumbs.get(&(seek.target, *nonce))?;
+        let up = crumb.upstream?;
+        let total = usize::from(seek.hops) + usize::from(crumb.hops);
+        (Some(up) != from && total <= usize::from(seek.hop_limit)).then_some(up)
     }
 
     /// A search flood from a node of an older build arrived: answered if it is for us, passed
@@ -332,6 +392,7 @@ impl Router {
         }
         if !self.insert_crumb(
             key,
+            pf.target,
             Crumb {
                 hops: pf.hops,
                 upstream: Some(from),
@@ -474,17 +535,35 @@ impl Router {
             }
         }
         self.metrics.routes_learned += 1;
-        self.paths.routes.insert(dst, Route { ports, used: now });
+        self.paths.routes.insert(
+            dst,
+            Route {
+                ports,
+                used: now,
+                installed: now,
+            },
+        );
     }
 
-    /// Drops expired breadcrumbs, searches, routes and cached coordinates.
+    /// Drops expired breadcrumbs, searches, routes, cached coordinates and search-origin
+    /// windows that ended.
     pub(super) fn expire_paths(&mut self, now: Instant) {
         let crumb_ttl = self.config.breadcrumb_ttl;
         self.paths.crumbs.retain(|_, c| c.at + crumb_ttl > now);
+        let crumbs = &self.paths.crumbs;
+        self.paths
+            .meets
+            .retain(|(searcher, _), nonce| crumbs.contains_key(&(*searcher, *nonce)));
         let backoff = self.config.search_backoff.max(crumb_ttl);
         self.paths.searches.retain(|_, (_, s)| *s + backoff > now);
         let route_ttl = self.config.route_ttl;
         self.paths.routes.retain(|_, r| r.used + route_ttl > now);
+        // Windows that ended say nothing any more: without this the table of search origins
+        // only emptied when full, and every node kept up to `max_seek_origins` of them.
+        let second = std::time::Duration::from_secs(1);
+        self.paths
+            .origins
+            .retain(|_, (start, _)| *start + second > now);
         let coords_ttl = self.config.coords_ttl;
         self.coords_cache.retain(|_, (_, t)| *t + coords_ttl > now);
     }

@@ -21,7 +21,7 @@
 //! back, removing the stale part only (see `check_watermark`); a bootstrap that came so, or
 //! that went round a loop, also sends its origin to bootstrap again at once.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -54,8 +54,9 @@ pub(crate) struct RingEntry {
 /// Ring state of one node.
 #[derive(Debug)]
 pub(crate) struct RingState {
-    /// Routes toward bootstrap origins, by origin key.
-    pub(crate) entries: HashMap<PublicKey, RingEntry>,
+    /// Routes toward bootstrap origins, by origin key, in key order (so the entry nearest a
+    /// key is found without a scan).
+    pub(crate) entries: BTreeMap<PublicKey, RingEntry>,
     /// Our own bootstrap sequence.
     pub(crate) seq: u64,
     /// The current bootstrap interval.
@@ -68,7 +69,7 @@ impl RingState {
     /// Empty state, bootstrapping fast.
     pub(crate) fn new(interval: Duration) -> Self {
         RingState {
-            entries: HashMap::new(),
+            entries: BTreeMap::new(),
             seq: 0,
             interval,
             fast_until: None,
@@ -480,14 +481,26 @@ impl Router {
         }
         let ttl = self.config.ring_entry_ttl;
         let root = self.tree.current.root;
-        for (k, e) in &self.ring.entries {
+        // Entries in ring order from the target on are in order of distance, so the first
+        // that qualifies is the nearest of them all: a hub holding thousands of entries looks
+        // at a few, not all of them, for every frame it routes by key.
+        let in_ring_order = self
+            .ring
+            .entries
+            .range(*target..)
+            .chain(self.ring.entries.range(..*target));
+        for (k, e) in in_ring_order {
             if !usable(k) || e.root != root || e.seen + ttl <= now {
                 continue;
             }
             if let Some(w) = watermark {
                 let dw = ring_distance(target, &w.key);
                 let dk = ring_distance(target, k);
-                if dk > dw || (dk == dw && (*k != w.key || e.seq < w.seq)) {
+                if dk > dw {
+                    // Every entry after this one is further still.
+                    break;
+                }
+                if dk == dw && (*k != w.key || e.seq < w.seq) {
                     continue;
                 }
             }
@@ -503,6 +516,7 @@ impl Router {
                 &mut best_key,
                 &mut best,
             );
+            break;
         }
         if best_key.is_none() {
             return KeyHop::Local;

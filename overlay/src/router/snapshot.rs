@@ -122,7 +122,8 @@ impl Router {
             .values()
             .map(|r| key + 40 + 2 * r.ports.len())
             .sum();
-        let crumbs = self.paths.crumbs.len() * (key + 8 + size_of::<super::path::Crumb>());
+        let crumbs = self.paths.crumbs.len() * (key + 8 + size_of::<super::path::Crumb>())
+            + self.paths.meets.len() * (2 * key + 8);
         let coords: usize = self
             .coords_cache
             .values()
