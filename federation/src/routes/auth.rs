@@ -1,5 +1,6 @@
 //! The layer in front of every federation route: the `X-Matrix` signature of each request
-//! (but the public ones) checked, and its origin recorded for the handlers.
+//! (but the public ones) checked, a hex origin tied to the overlay peer that sent it (the
+//! home's own key or a replica its document lists), and the origin recorded for the handlers.
 
 use axum::{
     body::Body,
@@ -35,16 +36,24 @@ pub(super) async fn authenticate(State(ctx): Ctxt, request: Request, next: Next)
         Ok(x) => x,
         Err(e) => return FedError::unauthorized(format!("X-Matrix: {e}")).into_response(),
     };
-    // A hex origin's key is its name and its requests come over a session with its key; a DNS
-    // origin's keys come from its key server, whatever the transport.
-    let hex = keys::is_hex_name(&xmatrix.origin);
-    let map = if hex {
-        keys::request_keys(&xmatrix.origin, xmatrix.key.as_str())
-    } else {
-        ctx.keys
-            .request_keys(&xmatrix.origin, xmatrix.key.as_str())
-            .await
-    };
+    // A hex origin is a home: its requests come over a session with one of its replicas (the
+    // home's own key, or a node its replica document lists) and are signed by a key the
+    // document certifies (the name itself without one). A DNS origin's keys come from its key
+    // server, whatever the transport.
+    if keys::is_hex_name(&xmatrix.origin) {
+        let Some(PeerKey(peer)) = parts.extensions.get::<PeerKey>().copied() else {
+            return FedError::unauthorized("a hex origin speaks over an overlay session")
+                .into_response();
+        };
+        if let Err(e) = ctx.keys.admit(&xmatrix.origin, &peer).await {
+            return FedError::unauthorized(format!("origin is not the session's peer: {e}"))
+                .into_response();
+        }
+    }
+    let map = ctx
+        .keys
+        .request_keys(&xmatrix.origin, xmatrix.key.as_str())
+        .await;
     let Some(map) = map else {
         return FedError::unauthorized(format!(
             "no key {} known for {}",
@@ -62,11 +71,6 @@ pub(super) async fn authenticate(State(ctx): Ctxt, request: Request, next: Next)
     };
     if let Err(e) = xmatrix.verify_http_request(&check, &ctx.hs.config.server_name, &map) {
         return FedError::unauthorized(format!("X-Matrix signature: {e}")).into_response();
-    }
-    // The signature proves the origin; the session proves who is on the other end.
-    let peer = parts.extensions.get::<PeerKey>().map(|p| p.0);
-    if hex && peer != keys::node_key(&xmatrix.origin) {
-        return FedError::unauthorized("origin is not the session's peer").into_response();
     }
     let mut request = Request::from_parts(parts, Body::from(bytes));
     request.extensions_mut().insert(Origin(xmatrix.origin));
