@@ -348,7 +348,10 @@ impl Node {
             if config.overlay.multicast {
                 overlay_config.discovery = DiscoveryConfig::enabled();
             }
-            let core = RouterCore::new(&overlay_config.secret, rand::random(), Instant::now());
+            let mut core = RouterCore::new(&overlay_config.secret, rand::random(), Instant::now());
+            // Homes' documents may be published under the home key by the replicas they list.
+            core.router_mut()
+                .set_record_policy(Box::new(grove_federation::homes::HomeRecordPolicy));
             let (overlay, events) = match Overlay::start(overlay_config, core) {
                 Ok(started) => started,
                 Err(e) => {
@@ -512,6 +515,11 @@ impl Node {
     /// The address of the HTTPS federation listener, when the node has one.
     pub fn federation_addr(&self) -> Option<SocketAddr> {
         self.federation.as_ref().and_then(|f| f.https_addr())
+    }
+
+    /// Federation's shared context (its key ring, homes and metrics), when the overlay runs.
+    pub fn federation(&self) -> Option<&Arc<grove_federation::Ctx>> {
+        self.federation.as_ref().map(|f| f.ctx())
     }
 
     /// The homeserver core, for embedding applications that act without HTTP.

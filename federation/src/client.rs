@@ -1,7 +1,11 @@
 //! Outbound requests, every one signed with `X-Matrix`, the transport chosen by the destination's
 //! name: a 64-hex name is reached over an overlay session (HTTP/1.1, one bi-directional stream
-//! per request, one cached session per destination); any other name over HTTPS (see
+//! per request, one cached session per node); any other name over HTTPS (see
 //! [`crate::https`]: discovery, rustls, pooled HTTP/1.1 connections).
+//!
+//! A hex name is a home, served by the replicas its document lists ([`crate::homes`]): a
+//! request goes to the replica that answered last, and to the others in order while none
+//! answers. A replica that answers (even with an error) ends the search.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -15,7 +19,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
-use crate::{error::RequestError, https::Https, keys};
+use crate::{error::RequestError, homes::Homes, https::Https, keys};
 
 /// The ALPN of federation sessions.
 pub const ALPN: &[u8] = b"matrix";
@@ -37,6 +41,8 @@ pub struct Client {
     origin: OwnedServerName,
     sessions: Arc<Mutex<HashMap<NodeKey, quinn::Connection>>>,
     https: Arc<Https>,
+    /// Where hex-named homes are served; without it a hex name is its only node.
+    homes: Option<Arc<Homes>>,
 }
 
 impl Client {
@@ -59,7 +65,14 @@ impl Client {
             origin,
             sessions: Arc::default(),
             https: Arc::new(Https::new(tls)),
+            homes: None,
         }
+    }
+
+    /// The same client, sending requests for a hex-named home to the replicas `homes` knows.
+    pub fn with_homes(mut self, homes: Arc<Homes>) -> Self {
+        self.homes = Some(homes);
+        self
     }
 
     /// The same client, trusting for HTTPS what `config` trusts (see
@@ -120,12 +133,7 @@ impl Client {
                 http::HeaderValue::from_static("application/json"),
             );
         }
-        tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.dispatch(destination, request, max_bytes),
-        )
-        .await
-        .map_err(|_| RequestError::Timeout)?
+        self.dispatch(destination, request, max_bytes).await
     }
 
     /// An unsigned `GET` (the key server answers anyone), its JSON answer at most
@@ -141,16 +149,33 @@ impl Client {
             .uri(path)
             .body(Vec::new())
             .map_err(|e| RequestError::Http(e.to_string()))?;
-        let response = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.dispatch(destination, request, max_bytes),
-        )
-        .await
-        .map_err(|_| RequestError::Timeout)??;
+        let response = self.dispatch(destination, request, max_bytes).await?;
         serde_json::from_slice(response.body()).map_err(|e| RequestError::BadAnswer(e.to_string()))
     }
 
-    /// Sends over the transport `destination`'s name calls for, with the `Host` it calls for.
+    /// An unsigned `GET` to one node (a replica of `host`, whatever replica answered last),
+    /// its JSON answer at most `max_bytes` long.
+    pub async fn get_public_at(
+        &self,
+        node: NodeKey,
+        host: &ServerName,
+        path: &str,
+        max_bytes: usize,
+    ) -> Result<Value, RequestError> {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(header::HOST, host.as_str())
+            .body(Vec::new())
+            .map_err(|e| RequestError::Http(e.to_string()))?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.send(node, request, max_bytes))
+            .await
+            .map_err(|_| RequestError::Timeout)??;
+        serde_json::from_slice(response.body()).map_err(|e| RequestError::BadAnswer(e.to_string()))
+    }
+
+    /// Sends over the transport `destination`'s name calls for, with the `Host` it calls for,
+    /// within [`REQUEST_TIMEOUT`] per node tried.
     async fn dispatch(
         &self,
         destination: &ServerName,
@@ -158,14 +183,12 @@ impl Client {
         max_bytes: usize,
     ) -> Result<http::Response<Bytes>, RequestError> {
         if keys::is_hex_name(destination) {
-            let node = keys::node_key(destination)
-                .ok_or_else(|| RequestError::NotOverlay(destination.to_string()))?;
             request.headers_mut().insert(
                 header::HOST,
                 http::HeaderValue::from_str(destination.as_str())
                     .map_err(|e| RequestError::Http(e.to_string()))?,
             );
-            return self.send(node, request, max_bytes).await;
+            return self.send_to_home(destination, request, max_bytes).await;
         }
         let endpoint = self.https.resolve(destination).await;
         request.headers_mut().insert(
@@ -173,7 +196,66 @@ impl Client {
             http::HeaderValue::from_str(&endpoint.authority)
                 .map_err(|e| RequestError::Http(e.to_string()))?,
         );
-        self.https.send(&endpoint, request, max_bytes).await
+        tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.https.send(&endpoint, request, max_bytes),
+        )
+        .await
+        .map_err(|_| RequestError::Timeout)?
+    }
+
+    /// Sends to the replicas of the hex-named `home` in turn until one answers. When none
+    /// does and no document of the home is held, the home is looked up on the ring and its
+    /// replicas there are tried too.
+    async fn send_to_home(
+        &self,
+        home: &ServerName,
+        request: Request<Vec<u8>>,
+        max_bytes: usize,
+    ) -> Result<http::Response<Bytes>, RequestError> {
+        let mut nodes = match &self.homes {
+            Some(homes) => homes.replicas_of(home).await,
+            None => keys::node_key(home).into_iter().collect(),
+        };
+        let mut tried = Vec::new();
+        let mut looked_up = false;
+        let mut failure = RequestError::NotOverlay(home.to_string());
+        loop {
+            for node in std::mem::take(&mut nodes) {
+                tried.push(node);
+                let outcome = tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    self.send(node, request.clone(), max_bytes),
+                )
+                .await
+                .unwrap_or(Err(RequestError::Timeout));
+                let answered = match &outcome {
+                    Ok(_) | Err(RequestError::Remote { .. } | RequestError::TooLarge) => true,
+                    Err(_) => false,
+                };
+                if answered {
+                    if let Some(homes) = &self.homes {
+                        homes.answered(home, node);
+                    }
+                    return outcome;
+                }
+                if let Err(e) = outcome {
+                    debug!(%home, %node, error = %e, "replica did not answer");
+                    failure = e;
+                }
+            }
+            let Some(homes) = self.homes.as_ref().filter(|_| !looked_up) else {
+                return Err(failure);
+            };
+            looked_up = true;
+            if homes.document(home).await.is_some()
+                || homes.look_up(&self.overlay, home).await.is_none()
+            {
+                return Err(failure);
+            }
+            nodes = homes.replicas_of(home).await;
+            nodes.retain(|n| !tried.contains(n));
+        }
     }
 
     async fn send(

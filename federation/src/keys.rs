@@ -1,5 +1,7 @@
 //! Server keys. A 64-hex server name is self-certifying: its verify key is the name itself, so
-//! no key server is asked. Any other (DNS) name's keys come from its key server
+//! no key server is asked; when the home has a replica document (see [`crate::homes`]), the
+//! keys it certifies sign for the name instead, and the peers it lists speak for it. Any
+//! other (DNS) name's keys come from its key server
 //! (`GET /_matrix/key/v2/server` over HTTPS), checked against the document's own signature and
 //! kept (in memory, and in the database across restarts) until their `valid_until_ts`. The `X-Matrix` request checks and event
 //! signature checks are built on both.
@@ -20,7 +22,10 @@ use ruma::{
 };
 use tracing::debug;
 
-use crate::client::Client;
+use crate::{
+    client::Client,
+    homes::{self, HomeError, Homes},
+};
 
 /// The key ID every Grove node signs with.
 pub const KEY_ID: &str = "ed25519:grove";
@@ -43,6 +48,13 @@ pub fn node_key(server: &ServerName) -> Option<NodeKey> {
     NodeKey::from_hex(server.as_str())
 }
 
+/// How long after a peer failed to show a document listing it as a replica of a home the
+/// peer's key server is not asked again.
+const ADMIT_REFETCH_AFTER: Duration = Duration::from_secs(10);
+
+/// Peers whose failed admission is remembered, at most.
+const MAX_ADMIT_FAILURES: usize = 1024;
+
 /// The key set of one self-certifying server under `key_id`.
 fn key_set(server: &str, key_id: &str) -> Option<PublicKeySet> {
     let name = ServerName::parse(server).ok()?;
@@ -50,24 +62,6 @@ fn key_set(server: &str, key_id: &str) -> Option<PublicKeySet> {
     let mut set = PublicKeySet::new();
     set.insert(key_id.to_owned(), Base64::new(key.as_bytes().to_vec()));
     Some(set)
-}
-
-/// Keys for every self-certifying server that signed `object`, under the key IDs it used.
-fn keys_of_signers(object: &CanonicalJsonObject) -> PublicKeyMap {
-    let mut map = PublicKeyMap::new();
-    if let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") {
-        for (server, sigs) in signatures {
-            let CanonicalJsonValue::Object(sigs) = sigs else {
-                continue;
-            };
-            for key_id in sigs.keys() {
-                if let Some(set) = key_set(server, key_id) {
-                    map.entry(server.clone()).or_default().extend(set);
-                }
-            }
-        }
-    }
-    map
 }
 
 /// Why an event's signatures or hashes were refused.
@@ -161,6 +155,10 @@ impl ServerKeys {
 /// in [`REFETCH_AFTER`]); until a newer one comes, its keys still check older events.
 pub struct KeyRing {
     client: Client,
+    /// The replica documents of hex-named homes.
+    homes: Arc<Homes>,
+    /// Peers whose key server lately showed no document listing them, and when.
+    admit_failures: Mutex<HashMap<(OwnedServerName, NodeKey), Instant>>,
     /// Where fetched keys are kept across restarts.
     storage: grove_server::Storage,
     known: Mutex<HashMap<OwnedServerName, ServerKeys>>,
@@ -169,10 +167,12 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// A key ring fetching with `client`.
-    pub fn new(client: Client, storage: grove_server::Storage) -> Self {
+    /// A key ring fetching with `client`, hex names' keys read from `homes`' documents.
+    pub fn new(client: Client, storage: grove_server::Storage, homes: Arc<Homes>) -> Self {
         Self {
             client,
+            homes,
+            admit_failures: Mutex::default(),
             storage,
             known: Mutex::default(),
             fetching: Mutex::default(),
@@ -194,7 +194,7 @@ impl KeyRing {
         at_ms: u64,
     ) -> Option<PublicKeySet> {
         if is_hex_name(server) {
-            return key_set(server.as_str(), key_id);
+            return self.hex_key(server, key_id, at_ms).await;
         }
         if let Some(set) = self.cached(server, key_id, at_ms, true) {
             return Some(set);
@@ -249,6 +249,127 @@ impl KeyRing {
             Some(Instant::now())
         };
         found
+    }
+
+    /// The replica documents of homes.
+    pub fn homes(&self) -> &Arc<Homes> {
+        &self.homes
+    }
+
+    /// The key `key_id` of the hex-named `server` for something signed at `at_ms`: what its
+    /// replica document certifies when one is held, else the name itself.
+    async fn hex_key(&self, server: &ServerName, key_id: &str, at_ms: u64) -> Option<PublicKeySet> {
+        let Some(doc) = self.homes.document(server).await else {
+            return key_set(server.as_str(), key_id);
+        };
+        let key = match homes::certified_key(&doc, key_id, at_ms) {
+            Some(key) => key,
+            // What a home whose key is a listed replica's node key signed under a key ID its
+            // document does not name (before replica key IDs, say) is the name's own.
+            None if !homes::names_key_id(&doc, key_id)
+                && doc.replica(server.as_str()).is_some() =>
+            {
+                return key_set(server.as_str(), key_id);
+            }
+            None => return None,
+        };
+        let mut set = PublicKeySet::new();
+        set.insert(key_id.to_owned(), key);
+        Some(set)
+    }
+
+    /// Whether overlay peer `peer` may speak for the hex-named `home`: it is the home's own
+    /// key, or the newest document of the home lists it. A held document that does not list
+    /// the peer (or none) is checked against the one the peer's key server serves, at most
+    /// once in [`ADMIT_REFETCH_AFTER`] per peer and home; refusals are counted.
+    pub async fn admit(&self, home: &ServerName, peer: &NodeKey) -> Result<(), HomeError> {
+        if node_key(home).as_ref() == Some(peer) {
+            return Ok(());
+        }
+        let hex = peer.to_hex();
+        if let Some(doc) = self.homes.document(home).await
+            && doc.replica(&hex).is_some()
+        {
+            return Ok(());
+        }
+        let not_replica = || HomeError::NotReplica {
+            home: home.to_owned(),
+            peer: hex.clone(),
+        };
+        let slot = (home.to_owned(), *peer);
+        let recently = match self.admit_failures.lock() {
+            Ok(failures) => failures
+                .get(&slot)
+                .is_some_and(|at| at.elapsed() < ADMIT_REFETCH_AFTER),
+            Err(_) => false,
+        };
+        if recently {
+            let error = not_replica();
+            self.homes.refused(&error);
+            return Err(error);
+        }
+        let outcome = match self.fetch_document(home, peer).await {
+            Ok(doc) if doc.replica(&hex).is_some() => Ok(()),
+            Ok(_) => Err(not_replica()),
+            Err(e) => Err(e),
+        };
+        if let Ok(mut failures) = self.admit_failures.lock() {
+            match &outcome {
+                Ok(()) => {
+                    failures.remove(&slot);
+                }
+                Err(_) => {
+                    if failures.len() >= MAX_ADMIT_FAILURES {
+                        failures.retain(|_, at| at.elapsed() < ADMIT_REFETCH_AFTER);
+                        if failures.len() >= MAX_ADMIT_FAILURES {
+                            failures.clear();
+                        }
+                    }
+                    failures.insert(slot, Instant::now());
+                }
+            }
+        }
+        if let Err(e @ HomeError::NotReplica { .. }) = &outcome {
+            self.homes.refused(e);
+        }
+        outcome
+    }
+
+    /// The document of `home` that `peer`'s key server serves, offered to the held ones (the
+    /// newest is answered; an older one is refused and counted).
+    async fn fetch_document(
+        &self,
+        home: &ServerName,
+        peer: &NodeKey,
+    ) -> Result<Arc<grove_server::home::ReplicaDocument>, HomeError> {
+        let fetch_error = |reason: String| HomeError::Fetch {
+            home: home.to_owned(),
+            peer: peer.to_hex(),
+            reason,
+        };
+        let keys = self
+            .client
+            .get_public_at(
+                *peer,
+                home,
+                "/_matrix/key/v2/server",
+                MAX_KEY_DOCUMENT_BYTES,
+            )
+            .await
+            .map_err(|e| fetch_error(e.to_string()))?;
+        let value = keys
+            .get(crate::routes::REPLICA_DOCUMENT_FIELD)
+            .ok_or_else(|| fetch_error("its key server serves no replica document".into()))?;
+        match self.homes.offer(home, value).await {
+            Ok(doc) => Ok(doc),
+            // The peer's is older than the one held: the held one decides.
+            Err(HomeError::Document(grove_server::home::DocumentError::NotNewer { .. })) => self
+                .homes
+                .document(home)
+                .await
+                .ok_or_else(|| fetch_error("no document held".into())),
+            Err(e) => Err(e),
+        }
     }
 
     /// Keeps `keys` of `server` in memory.
@@ -345,7 +466,13 @@ impl KeyRing {
             }
             _ => 0,
         };
-        let mut map = keys_of_signers(object);
+        // A home's revoked keys are refused for anything stamped after their `expired_ts`,
+        // whatever the room version says of key validity.
+        let stamped_ms = match object.get("origin_server_ts") {
+            Some(CanonicalJsonValue::Integer(ts)) => u64::try_from(i64::from(*ts)).unwrap_or(0),
+            _ => u64::MAX,
+        };
+        let mut map = PublicKeyMap::new();
         if let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") {
             for (server, sigs) in signatures {
                 let (Ok(name), CanonicalJsonValue::Object(sigs)) =
@@ -353,13 +480,18 @@ impl KeyRing {
                 else {
                     continue;
                 };
-                if is_hex_name(&name) {
-                    continue;
-                }
+                let hex = is_hex_name(&name);
                 for key_id in sigs.keys() {
-                    if let Some(set) = self.key_at(&name, key_id, at_ms).await {
+                    let set = if hex {
+                        self.hex_key(&name, key_id, stamped_ms).await
+                    } else {
+                        self.key_at(&name, key_id, at_ms).await
+                    };
+                    if let Some(set) = set {
                         map.entry(server.clone()).or_default().extend(set);
-                        break;
+                        if !hex {
+                            break;
+                        }
                     }
                 }
             }

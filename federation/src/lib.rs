@@ -11,6 +11,8 @@
 //! - [`keys`]: self-certifying names (a 64-hex server name is its own verify key, never
 //!   fetched) and the key ring of DNS names (keys fetched from `/_matrix/key/v2/server`, the
 //!   self-signature checked, kept in memory and in the database until `valid_until_ts`).
+//! - [`homes`]: hex-named homes served by several replicas: their replica documents, which
+//!   peers speak for them, which keys sign for them, which replica a request goes to.
 //! - [`limits`]: per-origin rate limits on key claims and invites.
 //! - [`tls`]: a DNS-named node's certificate, key and trusted roots (webpki plus extra CAs).
 //! - [`receive`]: checking and adding PDUs received in transactions.
@@ -28,6 +30,7 @@ pub mod backfill;
 pub mod client;
 pub mod e2ee;
 pub mod error;
+pub mod homes;
 pub mod https;
 pub mod inbound;
 pub mod keys;
@@ -190,11 +193,18 @@ impl Federation {
         tls: Option<tls::TlsSettings>,
         serve: grove_listen::ServeConfig,
     ) -> Result<Self, StartError> {
+        let metrics = metrics::Metrics::new();
+        let homes = Arc::new(homes::Homes::new(
+            hs.storage.clone(),
+            metrics.clone(),
+            hs.config.server_name.clone(),
+        ));
         let mut client = client::Client::new(
             overlay.clone(),
             hs.key.clone(),
             hs.config.server_name.clone(),
-        );
+        )
+        .with_homes(homes.clone());
         let https_listener = match &tls {
             Some(settings) => {
                 client = client.with_tls(tls::client_config(&settings.extra_roots)?);
@@ -204,11 +214,10 @@ impl Federation {
             }
             None => None,
         };
-        let metrics = metrics::Metrics::new();
         let sender = sender::Sender::new(hs.clone(), client.clone(), metrics.clone());
         let ctx = Arc::new(Ctx {
             hs: hs.clone(),
-            keys: keys::KeyRing::new(client.clone(), hs.storage.clone()),
+            keys: keys::KeyRing::new(client.clone(), hs.storage.clone(), homes.clone()),
             client,
             sender: sender.clone(),
             metrics,
@@ -254,6 +263,9 @@ impl Federation {
                 if let Ok(name) = ServerName::parse(key.to_hex()) {
                     watcher.reachable(&name);
                 }
+                for home in homes.homes_served_by(&key) {
+                    watcher.reachable(&home);
+                }
             }
         }));
         hs.remote.install(Arc::new(remote::RemoteRooms::new(&ctx)));
@@ -266,6 +278,11 @@ impl Federation {
         tasks.push(tokio::spawn(presence::announce_presence(Arc::downgrade(
             &ctx,
         ))));
+        tasks.push(tokio::spawn(homes::publish_forever(
+            Arc::downgrade(&ctx),
+            overlay,
+            grove_overlay::identity::NodeKeypair::from_seed(hs.key.seed()),
+        )));
         Ok(Self {
             ctx,
             tasks,

@@ -64,6 +64,33 @@ pub enum Limited {
     Invite,
 }
 
+/// Why a home's replica document, or a peer speaking for a home, was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeRefusal {
+    /// A document not signed by the key its name stands for.
+    Forged,
+    /// A document of another home than the one it was offered for.
+    OtherHome,
+    /// A document not newer than the one held.
+    Stale,
+    /// A document too large, malformed, or listing something twice.
+    Malformed,
+    /// A peer speaking for a home whose newest document does not list it.
+    NotReplica,
+}
+
+impl HomeRefusal {
+    fn label(self) -> &'static str {
+        match self {
+            HomeRefusal::Forged => "forged",
+            HomeRefusal::OtherHome => "other_home",
+            HomeRefusal::Stale => "stale",
+            HomeRefusal::Malformed => "malformed",
+            HomeRefusal::NotReplica => "not_replica",
+        }
+    }
+}
+
 /// What became of a received PDU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PduOutcome {
@@ -90,7 +117,8 @@ impl PduOutcome {
 }
 
 /// The EDU types counted by name; every other is counted as `other`.
-const KNOWN_EDUS: [&str; 6] = [
+const KNOWN_EDUS: [&str; 7] = [
+    crate::homes::REPLICA_DOCUMENT_EDU,
     "m.typing",
     "m.receipt",
     "m.presence",
@@ -114,6 +142,7 @@ pub struct Metrics {
     acl_refused: Family<KindLabels, Counter>,
     rate_limited: Family<KindLabels, Counter>,
     refused: Family<ReasonLabels, Counter>,
+    homes_refused: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -182,8 +211,15 @@ impl Metrics {
             "Federation requests, connections and streams refused or cut by the listeners, by reason",
             refused.clone(),
         );
+        let homes_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "homes_refused",
+            "Replica documents, and peers speaking for a home, refused, by reason",
+            homes_refused.clone(),
+        );
         Arc::new(Self {
             refused,
+            homes_refused,
             registry,
             requests,
             latency,
@@ -239,6 +275,15 @@ impl Metrics {
             Limited::Invite => "invite",
         };
         self.rate_limited.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Counts a refused replica document or replica.
+    pub fn home_refused(&self, why: HomeRefusal) {
+        self.homes_refused
+            .get_or_create(&ReasonLabels {
+                reason: why.label(),
+            })
+            .inc();
     }
 
     /// Counts a received EDU of `edu_type`.

@@ -497,6 +497,12 @@ const MAX_REMOTE_TYPING: std::time::Duration = std::time::Duration::from_secs(30
 pub async fn handle_edu(ctx: &Ctx, origin: &ServerName, edu: &serde_json::Value) {
     let content = &edu["content"];
     match edu["edu_type"].as_str() {
+        Some(crate::homes::REPLICA_DOCUMENT_EDU) => {
+            // The origin's own home only: a peer cannot push documents of other homes.
+            if crate::keys::is_hex_name(origin) {
+                let _ = ctx.keys.homes().offer(origin, content).await;
+            }
+        }
         Some("m.typing") => {
             let (Some(room), Some(user)) = (
                 content["room_id"]

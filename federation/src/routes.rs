@@ -18,42 +18,38 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Extension, Json, Router,
-    body::{Body, Bytes},
-    extract::{Path, RawQuery, Request, State},
-    middleware::Next,
-    response::{IntoResponse, Response},
+    body::Bytes,
+    extract::{Path, RawQuery, State},
     routing::{get, post, put},
 };
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId,
-    OwnedServerName, RoomAliasId, RoomId, ServerName, UserId,
-    api::federation::authentication::XMatrix, serde::Base64,
+    OwnedServerName, RoomAliasId, RoomId, ServerName, UserId, serde::Base64,
 };
 use serde_json::{Value, json};
 
 use grove_server::rooms::{directory::PublicRoomsQuery, hierarchy::Viewer};
 
-use crate::{Ctx, error::FedError, inbound::PeerKey, keys, receive};
+use crate::{Ctx, error::FedError, keys};
 
+mod auth;
 mod membership;
+mod send;
 
+pub use auth::Origin;
+use auth::authenticate;
 use membership::{invite, make_join, make_leave, send_join, send_leave};
+pub(crate) use send::RecentTxns;
+use send::send_transaction;
+pub use send::{TransactionBody, parse_transaction};
 
 /// The largest request body accepted: a transaction of 50 PDUs at the size limit (3.2 MiB)
 /// and 100 EDUs beside them, with room to spare.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-/// PDUs in one transaction, at most (the spec's limit).
-const MAX_TXN_PDUS: usize = 50;
-/// EDUs in one transaction, at most (the spec's limit).
-const MAX_TXN_EDUS: usize = 100;
 /// Stripped state events kept with a remote invite, at most.
 const MAX_INVITE_STATE: usize = 20;
 /// Events answered to one get_missing_events or backfill request, at most.
 const MAX_WALK_ANSWER: usize = 100;
-
-/// The authenticated origin of a request.
-#[derive(Debug, Clone)]
-pub struct Origin(pub OwnedServerName);
 
 type Ctxt = State<Arc<Ctx>>;
 type Answer = Result<Json<Value>, FedError>;
@@ -131,63 +127,6 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(grove_listen::panic_net(ctx.metrics.clone()))
         .with_state(ctx)
-}
-
-/// Checks `X-Matrix` on every request but the public ones, and records the origin.
-async fn authenticate(State(ctx): Ctxt, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if path == "/_matrix/federation/v1/version" || path.starts_with("/_matrix/key/") {
-        return next.run(request).await;
-    }
-    let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return FedError::new(
-            http::StatusCode::PAYLOAD_TOO_LARGE,
-            "M_TOO_LARGE",
-            "request body too large",
-        )
-        .into_response();
-    };
-    let xmatrix = match XMatrix::extract_from_http_headers(&parts.headers) {
-        Ok(x) => x,
-        Err(e) => return FedError::unauthorized(format!("X-Matrix: {e}")).into_response(),
-    };
-    // A hex origin's key is its name and its requests come over a session with its key; a DNS
-    // origin's keys come from its key server, whatever the transport.
-    let hex = keys::is_hex_name(&xmatrix.origin);
-    let map = if hex {
-        keys::request_keys(&xmatrix.origin, xmatrix.key.as_str())
-    } else {
-        ctx.keys
-            .request_keys(&xmatrix.origin, xmatrix.key.as_str())
-            .await
-    };
-    let Some(map) = map else {
-        return FedError::unauthorized(format!(
-            "no key {} known for {}",
-            xmatrix.key, xmatrix.origin
-        ))
-        .into_response();
-    };
-    let check = match http::Request::builder()
-        .method(parts.method.clone())
-        .uri(parts.uri.clone())
-        .body(bytes.to_vec())
-    {
-        Ok(r) => r,
-        Err(_) => return FedError::bad_json("bad request").into_response(),
-    };
-    if let Err(e) = xmatrix.verify_http_request(&check, &ctx.hs.config.server_name, &map) {
-        return FedError::unauthorized(format!("X-Matrix signature: {e}")).into_response();
-    }
-    // The signature proves the origin; the session proves who is on the other end.
-    let peer = parts.extensions.get::<PeerKey>().map(|p| p.0);
-    if hex && peer != keys::node_key(&xmatrix.origin) {
-        return FedError::unauthorized("origin is not the session's peer").into_response();
-    }
-    let mut request = Request::from_parts(parts, Body::from(bytes));
-    request.extensions_mut().insert(Origin(xmatrix.origin));
-    next.run(request).await
 }
 
 fn json_object(bytes: &[u8]) -> Result<CanonicalJsonObject, FedError> {
@@ -328,119 +267,6 @@ async fn server_keys(State(ctx): Ctxt) -> Answer {
     )
     .map_err(|e| FedError::from(grove_server::Error::Internal(e.to_string())))?;
     Ok(Json(serde_json::to_value(object).unwrap_or(Value::Null)))
-}
-
-/// The PDUs and EDUs of a transaction body, as sent.
-#[derive(Debug)]
-pub struct TransactionBody {
-    /// The PDUs (not yet checked: each may be anything JSON).
-    pub pdus: Vec<Value>,
-    /// The EDUs.
-    pub edus: Vec<Value>,
-}
-
-/// Parses a transaction body: JSON, at most 50 PDUs and 100 EDUs (missing lists are empty).
-pub fn parse_transaction(body: &[u8]) -> Result<TransactionBody, FedError> {
-    let mut body: Value =
-        serde_json::from_slice(body).map_err(|e| FedError::bad_json(format!("not JSON: {e}")))?;
-    let mut list = |name: &str| match body.get_mut(name).map(Value::take) {
-        Some(Value::Array(items)) => items,
-        _ => Vec::new(),
-    };
-    let pdus = list("pdus");
-    let edus = list("edus");
-    if pdus.len() > MAX_TXN_PDUS || edus.len() > MAX_TXN_EDUS {
-        return Err(FedError::bad_json(
-            "too many PDUs or EDUs in one transaction",
-        ));
-    }
-    Ok(TransactionBody { pdus, edus })
-}
-
-/// `PUT /_matrix/federation/v1/send/{txnId}`
-async fn send_transaction(
-    State(ctx): Ctxt,
-    Extension(origin): Extension<Origin>,
-    Path(txn_id): Path<String>,
-    body: Bytes,
-) -> Answer {
-    let TransactionBody { pdus, edus } = parse_transaction(&body).inspect_err(|_| {
-        ctx.metrics.transaction_received("refused");
-    })?;
-    let origin_lock = origin_txns(&ctx, &origin.0);
-    let waiting = ctx.metrics.transaction_waiting();
-    let mut recent = origin_lock.lock().await;
-    drop(waiting);
-    if let Some(answer) = recent.get(&txn_id) {
-        ctx.metrics.transaction_received("duplicate");
-        return Ok(Json(answer));
-    }
-    let mut results = serde_json::Map::new();
-    let gap_deadline = tokio::time::Instant::now() + receive::TRANSACTION_GAP_BUDGET;
-    for pdu in pdus {
-        let object = match CanonicalJsonValue::try_from(pdu) {
-            Ok(CanonicalJsonValue::Object(o)) => o,
-            _ => {
-                ctx.metrics.pdu(crate::metrics::PduOutcome::Refused);
-                continue;
-            }
-        };
-        let (id, outcome) = receive::handle_pdu(&ctx, &origin.0, object, gap_deadline).await;
-        if let Some(id) = id {
-            let entry = match outcome {
-                Ok(()) => json!({}),
-                Err(e) => json!({ "error": e }),
-            };
-            results.insert(id.to_string(), entry);
-        }
-    }
-    // Typing, read receipts, presence and the E2EE kinds are applied; others are accepted
-    // and ignored.
-    for edu in &edus {
-        ctx.metrics.edu(edu["edu_type"].as_str());
-        receive::handle_edu(&ctx, &origin.0, edu).await;
-    }
-    let answer = json!({ "pdus": results });
-    recent.insert(txn_id, answer.clone());
-    ctx.metrics.transaction_received("processed");
-    Ok(Json(answer))
-}
-
-/// Origins remembered at once; past this, those with no transaction in hand are forgotten.
-const MAX_TRACKED_ORIGINS: usize = 1024;
-/// Transaction answers remembered per origin, so a retried transaction gets the same answer.
-const RECENT_TXNS_PER_ORIGIN: usize = 16;
-
-/// The answers to an origin's most recent transactions.
-#[derive(Default)]
-pub(crate) struct RecentTxns(std::collections::VecDeque<(String, Value)>);
-
-impl RecentTxns {
-    fn get(&self, txn_id: &str) -> Option<Value> {
-        self.0
-            .iter()
-            .find(|(id, _)| id == txn_id)
-            .map(|(_, answer)| answer.clone())
-    }
-
-    fn insert(&mut self, txn_id: String, answer: Value) {
-        if self.0.len() == RECENT_TXNS_PER_ORIGIN {
-            self.0.pop_front();
-        }
-        self.0.push_back((txn_id, answer));
-    }
-}
-
-/// The lock (and recent answers) of `origin`'s transactions.
-fn origin_txns(ctx: &Ctx, origin: &ServerName) -> Arc<tokio::sync::Mutex<RecentTxns>> {
-    let mut origins = match ctx.inbound_origins.lock() {
-        Ok(o) => o,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    if origins.len() >= MAX_TRACKED_ORIGINS && !origins.contains_key(origin) {
-        origins.retain(|_, lock| Arc::strong_count(lock) > 1);
-    }
-    origins.entry(origin.to_owned()).or_default().clone()
 }
 
 fn query_event_id(query: Option<&str>) -> Result<OwnedEventId, FedError> {

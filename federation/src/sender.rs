@@ -9,6 +9,11 @@
 //! per destination: one with a key replaces the waiting one with the same key, so a
 //! destination that was away gets the latest state rather than every step, and a failed
 //! transaction puts its ephemeral EDUs back unless newer ones replaced them.
+//!
+//! A node serving a hex-named home adds the home's replica document as an
+//! `org.grove.replica_document` EDU to the first transaction each destination task sends, and
+//! again to the next one after the document changes: the destination then knows every replica
+//! it may reach the home at, and which keys sign for it.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -250,6 +255,8 @@ impl Sender {
         let mut backoff = BACKOFF_INITIAL;
         // The first pass sends whatever was queued before this task started.
         let mut pending = true;
+        // The version of this home's document the destination was last given.
+        let mut document_sent: Option<u64> = None;
         loop {
             if !pending {
                 work.notified().await;
@@ -268,13 +275,26 @@ impl Sender {
                     }
                 };
                 let txn_id = format!("{:016x}", rand::random::<u64>());
+                let mut edus: Vec<&Value> = txn
+                    .edus
+                    .iter()
+                    .chain(txn.ephemeral.iter().map(|(_, e)| e))
+                    .collect();
+                // A full transaction leaves the document to the next one.
+                let document = match self.document_edu(document_sent).await {
+                    Some(document) if edus.len() < MAX_EDUS_PER_TXN => Some(document),
+                    _ => None,
+                };
+                if let Some((_, edu)) = &document {
+                    edus.push(edu);
+                }
                 let body = json!({
                     "origin": self.hs.config.server_name.as_str(),
                     "origin_server_ts": u64::from(ruma::MilliSecondsSinceUnixEpoch::now().get()),
                     "pdus": txn.pdus,
-                    "edus": txn.edus.iter().chain(txn.ephemeral.iter().map(|(_, e)| e))
-                        .collect::<Vec<_>>(),
+                    "edus": edus,
                 });
+                let document_version = document.map(|(version, _)| version);
                 let path = format!("/_matrix/federation/v1/send/{}", segment(&txn_id));
                 let pdus = txn.pdu_ids.len();
                 let edus = txn.edus.len() + txn.ephemeral.len();
@@ -297,6 +317,9 @@ impl Sender {
                             warn!(%destination, error = %e, "clearing EDU queue");
                         }
                         backoff = BACKOFF_INITIAL;
+                        if document_version.is_some() {
+                            document_sent = document_version;
+                        }
                     }
                     Err(e) => {
                         debug!(%destination, error = %e, ?backoff, "transaction failed");
@@ -311,6 +334,29 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// This home's replica document as an EDU with its version, when it is not the version
+    /// `sent` (a node without a hex name has none).
+    async fn document_edu(&self, sent: Option<u64>) -> Option<(u64, Value)> {
+        let name = &self.hs.config.server_name;
+        if !crate::keys::is_hex_name(name) {
+            return None;
+        }
+        // Read each time: custody commands change the document beside the running node.
+        let doc = match grove_server::home::load(&self.hs.storage, name).await {
+            Ok(doc) => doc?,
+            Err(e) => {
+                debug!(error = %e, "this home's replica document not read");
+                return None;
+            }
+        };
+        if sent == Some(doc.version()) {
+            return None;
+        }
+        let edu =
+            json!({ "edu_type": crate::homes::REPLICA_DOCUMENT_EDU, "content": doc.to_json() });
+        Some((doc.version(), edu))
     }
 
     /// The next transaction for `destination`: its oldest queued events, its oldest durable

@@ -5,7 +5,8 @@
 //! (see `router::records` and [`wire::Record`]): a record under a 32-byte key is kept at the
 //! nodes closest to that key's placements, and any node can look it up
 //! ([`driver::OverlayHandle::publish`], [`driver::OverlayHandle::lookup`]). Who may publish
-//! under a key is the user's [`router::RecordPolicy`]; the default is the key itself.
+//! under a key is the user's [`router::RecordPolicy`] (which may read the value, too); the
+//! default is the key itself.
 //!
 //! This crate knows nothing of Matrix. The routing core ([`router::Router`]) is sans-IO: it
 //! never reads a clock, a socket or the OS random source; callers pass `now` and a seed, feed

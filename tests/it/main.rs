@@ -18,6 +18,7 @@ mod federation_listen;
 mod federation_merge;
 mod federation_redactions;
 mod federation_tls;
+mod homes;
 mod host;
 mod hostile;
 mod hostile_client;

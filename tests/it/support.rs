@@ -138,6 +138,41 @@ impl TestNode {
         }
     }
 
+    /// Starts a node that runs the overlay on loopback (no multicast) in `dir` over `db`, as
+    /// the caller prepared them (a home imported there, say), peering with `static_peers`;
+    /// `split_home_key` gives a fresh directory a home key apart from its node key.
+    pub(crate) async fn start_federated_in(
+        dir: tempfile::TempDir,
+        db: TestDb,
+        static_peers: Vec<String>,
+        split_home_key: bool,
+    ) -> TestNode {
+        subscribe();
+        let mut builder = Node::builder()
+            .data_dir(dir.path())
+            .database_url(&db.url)
+            .client_listen("127.0.0.1:0".parse().expect("addr"))
+            .registration(RegistrationMode::Open, Vec::new())
+            .overlay(true)
+            .overlay_listen("127.0.0.1:0".parse().expect("addr"))
+            .metrics_listen("127.0.0.1:0".parse().expect("addr"))
+            .multicast(false)
+            .split_home_key(split_home_key);
+        for peer in &static_peers {
+            builder = builder.static_peer(peer.clone());
+        }
+        let node = builder.start().await.expect("node starts");
+        let overlay_addr = node.overlay_addr();
+        TestNode {
+            node: Some(node),
+            dir,
+            overlay: Some(static_peers),
+            overlay_addr,
+            db,
+            http: reqwest::Client::new(),
+        }
+    }
+
     /// This node as a static peer for others.
     pub(crate) fn peer_address(&self) -> String {
         self.node().peer_address().expect("overlay running")

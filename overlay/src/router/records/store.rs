@@ -22,6 +22,13 @@ const ENTRY_OVERHEAD: usize = 96;
 pub trait RecordPolicy: Send {
     /// Whether `publisher` may publish a record under `key`.
     fn may_publish(&self, key: &PublicKey, publisher: &PublicKey) -> bool;
+
+    /// Whether `record` may be kept (checked before its signature): by default, whether its
+    /// publisher may publish under its key. A policy may read the value too, say for a
+    /// signature of the key itself inside it that names the publisher.
+    fn may_keep(&self, record: &Record) -> bool {
+        self.may_publish(&record.key, &record.publisher)
+    }
 }
 
 /// The default policy: self-certifying records, whose publisher is the key itself.
@@ -92,7 +99,7 @@ pub(crate) fn check(
     {
         return Err(DropReason::RecordInvalid);
     }
-    if !policy.may_publish(&record.key, &record.publisher) {
+    if !policy.may_keep(record) {
         return Err(DropReason::RecordForbidden);
     }
     if !record.verify() {
