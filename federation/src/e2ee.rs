@@ -231,20 +231,25 @@ pub(crate) async fn handle_edu(ctx: &Ctx, origin: &ServerName, edu: &Value) {
 /// device with keys) and `m.signing_key_update` EDUs to every other server sharing a room with
 /// them. Changes made while federation was not running are not announced.
 pub(crate) async fn announce_key_changes(ctx: Weak<Ctx>) {
-    crate::follow_stream(ctx, ANNOUNCE_IDLE, async |ctx, from, upto| {
-        let users = ctx
-            .hs
-            .e2ee
-            .users_with_key_changes(from, upto)
-            .await
-            .map_err(|e| format!("reading key changes: {e}"))?;
-        for user in users {
-            if user.server_name() == ctx.hs.config.server_name {
-                announce(ctx, &user, upto).await;
+    crate::follow_stream(
+        ctx,
+        ANNOUNCE_IDLE,
+        grove_server::storage::Change::DeviceLists,
+        async |ctx, from, upto| {
+            let users = ctx
+                .hs
+                .e2ee
+                .users_with_key_changes(from, upto)
+                .await
+                .map_err(|e| format!("reading key changes: {e}"))?;
+            for user in users {
+                if user.server_name() == ctx.hs.config.server_name {
+                    announce(ctx, &user, upto).await;
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
     .await
 }
 

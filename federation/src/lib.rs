@@ -310,12 +310,13 @@ impl Federation {
     }
 }
 
-/// Calls `step` with each new range `(from, upto]` of the node's stream as commits arrive (or
-/// every `idle` at least), until federation stops. A range whose step fails is offered again
-/// with the next one.
+/// Calls `step` with each new range `(from, upto]` of the node's stream in which a write
+/// touched `kind`, as commits arrive (or every `idle` at least), until federation stops. A
+/// range whose step fails is offered again with the next one.
 pub(crate) async fn follow_stream(
     ctx: Weak<Ctx>,
     idle: Duration,
+    kind: grove_server::storage::Change,
     mut step: impl AsyncFnMut(&Arc<Ctx>, StreamPosition, StreamPosition) -> Result<(), String>,
 ) {
     let Some(mut cursor) = ctx.upgrade().map(|c| c.hs.notifier.current()) else {
@@ -330,6 +331,11 @@ pub(crate) async fn follow_stream(
         let Some(ctx) = ctx.upgrade() else { return };
         let upto = ctx.hs.notifier.current();
         if upto <= cursor {
+            continue;
+        }
+        // Most positions are messages: a step whose kind no write touched would read nothing.
+        if !ctx.hs.storage.changed_since(kind, cursor) {
+            cursor = upto;
             continue;
         }
         match step(&ctx, cursor, upto).await {

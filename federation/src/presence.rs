@@ -26,18 +26,23 @@ const MAX_STATUS_BYTES: usize = 1024;
 /// Watches the stream for presence changes of local users and queues them for the servers
 /// sharing a room with each. Changes made while federation was not running are not sent.
 pub(crate) async fn announce_presence(ctx: Weak<Ctx>) {
-    crate::follow_stream(ctx, ANNOUNCE_IDLE, async |ctx, from, upto| {
-        let changes = ctx
-            .hs
-            .userdata
-            .presence_changes_of(&ctx.hs.config.server_name, from, upto)
-            .await
-            .map_err(|e| format!("reading presence changes: {e}"))?;
-        for (user, presence) in changes {
-            announce(ctx, &user, &presence).await;
-        }
-        Ok(())
-    })
+    crate::follow_stream(
+        ctx,
+        ANNOUNCE_IDLE,
+        grove_server::storage::Change::Presence,
+        async |ctx, from, upto| {
+            let changes = ctx
+                .hs
+                .userdata
+                .presence_changes_of(&ctx.hs.config.server_name, from, upto)
+                .await
+                .map_err(|e| format!("reading presence changes: {e}"))?;
+            for (user, presence) in changes {
+                announce(ctx, &user, &presence).await;
+            }
+            Ok(())
+        },
+    )
     .await
 }
 

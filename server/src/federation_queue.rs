@@ -4,7 +4,13 @@
 //!
 //! This module decides *which* servers get an event; sending is the federation crate's job.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+};
 
 use ruma::{OwnedEventId, OwnedServerName, ServerName, UserId};
 use sqlx::Row;
@@ -15,7 +21,18 @@ use crate::{Result, Storage};
 #[derive(Clone)]
 pub struct FederationQueue {
     storage: Storage,
+    /// How far the stream was scanned, at or ahead of the persisted cursor: the events between
+    /// the two were messages of rooms no other server is in ([`NOT_SCANNED`] until the first
+    /// fill). Skipping them needs no write, so a local message costs no second transaction.
+    scanned: Arc<AtomicI64>,
 }
+
+/// `scanned` before the persisted cursor was first read.
+const NOT_SCANNED: i64 = i64::MIN;
+
+/// The columns a fill reads of each event after the cursor.
+const EVENTS_AFTER: &str = "SELECT event_id, room_id, sender, event_type, state_key, rejected, position \
+     FROM events WHERE position > $1 ORDER BY position LIMIT $2";
 
 /// One queued event, ready to send.
 #[derive(Debug, Clone)]
@@ -38,7 +55,61 @@ pub struct QueuedEdu {
 impl FederationQueue {
     /// The queues over `storage`.
     pub fn new(storage: Storage) -> Self {
-        Self { storage }
+        Self {
+            storage,
+            scanned: Arc::new(AtomicI64::new(NOT_SCANNED)),
+        }
+    }
+
+    /// Moves the scan past the events after it that give no server anything, without the
+    /// writer lock: messages (no state event, whose memberships the persisted cursor must
+    /// not pass unrecorded) of rooms with no other server joined. `Some(more)` when it went
+    /// through the whole batch; `None` when [`FederationQueue::fill`]'s locked path must run.
+    async fn skip_local_only(&self, ours: &ServerName, batch: i64) -> Result<Option<bool>> {
+        let cursor = self.scanned.load(Ordering::Acquire);
+        if cursor == NOT_SCANNED {
+            return Ok(None);
+        }
+        let rows = sqlx::query(EVENTS_AFTER)
+            .bind(cursor)
+            .bind(batch)
+            .fetch_all(self.storage.pool())
+            .await?;
+        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= batch;
+        let mut remote_rooms: HashMap<String, bool> = HashMap::new();
+        let mut last = cursor;
+        let mut whole = true;
+        for row in &rows {
+            let room_id: String = row.try_get(1)?;
+            let sender: String = row.try_get(2)?;
+            let state_key: Option<String> = row.try_get(4)?;
+            let rejected: i64 = row.try_get(5)?;
+            let position: i64 = row.try_get(6)?;
+            if state_key.is_some() {
+                whole = false;
+                break;
+            }
+            let local = UserId::parse(sender.as_str()).is_ok_and(|u| u.server_name() == ours);
+            if local && rejected == 0 {
+                let remote = match remote_rooms.get(&room_id) {
+                    Some(remote) => *remote,
+                    None => {
+                        let remote = !other_servers(&self.storage, &room_id, ours)
+                            .await?
+                            .is_empty();
+                        remote_rooms.insert(room_id, remote);
+                        remote
+                    }
+                };
+                if remote {
+                    whole = false;
+                    break;
+                }
+            }
+            last = position;
+        }
+        self.scanned.fetch_max(last, Ordering::AcqRel);
+        Ok(whole.then_some(more))
     }
 
     /// Queues the events committed after the cursor that `ours` originated, for every other
@@ -50,20 +121,21 @@ impl FederationQueue {
         ours: &ServerName,
         batch: i64,
     ) -> Result<(BTreeSet<OwnedServerName>, bool)> {
+        if let Some(more) = self.skip_local_only(ours, batch).await? {
+            return Ok((BTreeSet::new(), more));
+        }
         // Through the writer lock: it reads, then writes, and must not race other writers.
         let mut tx = self.storage.write().await?;
-        let (cursor,): (i64,) =
+        let (persisted,): (i64,) =
             sqlx::query_as("SELECT position FROM federation_cursor WHERE id = 1")
                 .fetch_one(tx.conn())
                 .await?;
-        let rows = sqlx::query(
-            "SELECT event_id, room_id, sender, event_type, state_key, rejected, position \
-             FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-        )
-        .bind(cursor)
-        .bind(batch)
-        .fetch_all(tx.conn())
-        .await?;
+        let cursor = persisted.max(self.scanned.load(Ordering::Acquire));
+        let rows = sqlx::query(EVENTS_AFTER)
+            .bind(cursor)
+            .bind(batch)
+            .fetch_all(tx.conn())
+            .await?;
         let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= batch;
         let mut touched = BTreeSet::new();
         let mut last = cursor;
@@ -80,17 +152,7 @@ impl FederationQueue {
             if !local || rejected != 0 {
                 continue;
             }
-            let members: Vec<(String,)> = sqlx::query_as(
-                "SELECT user_id FROM memberships WHERE room_id = $1 AND membership = 'join'",
-            )
-            .bind(room_id.as_str())
-            .fetch_all(tx.conn())
-            .await?;
-            let mut servers: BTreeSet<OwnedServerName> = members
-                .iter()
-                .filter_map(|(u,)| UserId::parse(u.as_str()).ok())
-                .map(|u| u.server_name().to_owned())
-                .collect();
+            let mut servers = joined_servers(tx.conn(), &room_id).await?;
             if kind == "m.room.member"
                 && let Some(target) = state_key.as_deref().and_then(|k| UserId::parse(k).ok())
             {
@@ -110,13 +172,14 @@ impl FederationQueue {
                 touched.insert(server);
             }
         }
-        if last != cursor {
+        if last != persisted {
             sqlx::query("UPDATE federation_cursor SET position = $1 WHERE id = 1")
                 .bind(last)
                 .execute(tx.conn())
                 .await?;
         }
         tx.commit().await?;
+        self.scanned.fetch_max(last, Ordering::AcqRel);
         Ok((touched, more))
     }
 
@@ -222,4 +285,33 @@ impl FederationQueue {
         }
         Ok(())
     }
+}
+
+/// The servers with a joined member in `room`.
+async fn joined_servers<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    room: &str,
+) -> Result<BTreeSet<OwnedServerName>> {
+    let members: Vec<(String,)> = sqlx::query_as(
+        "SELECT user_id FROM memberships WHERE room_id = $1 AND membership = 'join'",
+    )
+    .bind(room)
+    .fetch_all(executor)
+    .await?;
+    Ok(members
+        .iter()
+        .filter_map(|(u,)| UserId::parse(u.as_str()).ok())
+        .map(|u| u.server_name().to_owned())
+        .collect())
+}
+
+/// The servers other than `ours` with a joined member in `room`.
+async fn other_servers(
+    storage: &Storage,
+    room: &str,
+    ours: &ServerName,
+) -> Result<BTreeSet<OwnedServerName>> {
+    let mut servers = joined_servers(storage.pool(), room).await?;
+    servers.remove(ours);
+    Ok(servers)
 }

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod backfill;
+mod federation_queue;
 mod media;
 mod replaced;
 mod rooms;
