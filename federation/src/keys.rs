@@ -451,6 +451,39 @@ impl KeyRing {
         Some(map)
     }
 
+    /// The key map to check an `X-Matrix` header from the hex-named `home` that came over
+    /// `peer`'s overlay session: the key the home's document lists for `peer` itself, under
+    /// its key ID. Another replica's key, or a revoked one, does not sign for this session: a
+    /// replica speaks for the home with its own key only. A peer that is the home key itself
+    /// signs with the name, under a key ID the document gives no other key.
+    pub async fn peer_request_keys(
+        &self,
+        home: &ServerName,
+        key_id: &str,
+        peer: &NodeKey,
+    ) -> Option<PublicKeyMap> {
+        let doc = self.homes.document(home).await;
+        let listed = doc.as_deref().and_then(|d| d.replica(&peer.to_hex()));
+        let set = match listed {
+            Some(replica) if replica.key_id == key_id => {
+                let mut set = PublicKeySet::new();
+                set.insert(key_id.to_owned(), Base64::parse(&replica.key).ok()?);
+                set
+            }
+            _ if node_key(home).as_ref() == Some(peer)
+                && !doc
+                    .as_deref()
+                    .is_some_and(|d| homes::names_key_id(d, key_id)) =>
+            {
+                key_set(home.as_str(), key_id)?
+            }
+            _ => return None,
+        };
+        let mut map = PublicKeyMap::new();
+        map.insert(home.to_string(), set);
+        Some(map)
+    }
+
     /// Checks the signatures an event needs (its sender's server, and others the room version
     /// asks for) and its content hash. Hex signers' keys are their names; DNS signers' keys
     /// are fetched first when not known, and (in every supported room version) count only

@@ -7,7 +7,11 @@
 use std::{path::Path, sync::Arc};
 
 use grove::Custody;
-use grove_federation::homes::{HomeRecordPolicy, document_record};
+use grove_federation::{
+    client::Client,
+    error::RequestError,
+    homes::{HomeRecordPolicy, document_record},
+};
 use grove_overlay::{identity::NodeKeypair, router::RecordPolicy};
 use grove_server::{
     NodeKey,
@@ -247,32 +251,65 @@ async fn a_home_is_reached_at_any_listed_replica_and_revoked_keys_are_refused() 
         .expect("what A signed before its revocation checks");
 }
 
-/// Sends one transaction to C from B's node, speaking for the home, carrying `edus`.
-async fn transaction_from_b(homes: &Homes, txn: &str, edus: Vec<Value>) -> Value {
-    let client = grove_federation::client::Client::new(
-        homes.b.node().overlay().expect("overlay").clone(),
-        Arc::new(node_key_of(homes.b.dir.path())),
+/// A client speaking for the home over `over`'s overlay sessions, signing with the key in
+/// `key_dir`.
+fn home_client(homes: &Homes, over: &TestNode, key_dir: &Path) -> Client {
+    Client::new(
+        over.node().overlay().expect("overlay").clone(),
+        Arc::new(node_key_of(key_dir)),
         ServerName::parse(&homes.home).expect("name"),
-    );
-    let c_name = ServerName::parse(homes.c.server_name()).expect("name");
+    )
+}
+
+/// Sends one transaction from `client` to `to`, carrying `edus`.
+async fn send_transaction(
+    homes: &Homes,
+    client: &Client,
+    to: &TestNode,
+    txn: &str,
+    edus: &[Value],
+) -> Result<Value, RequestError> {
+    let to = ServerName::parse(to.server_name()).expect("name");
     let body = json!({
         "origin": homes.home,
         "origin_server_ts": 1,
         "pdus": [],
         "edus": edus,
     });
+    client
+        .request(
+            &to,
+            http::Method::PUT,
+            &format!("/_matrix/federation/v1/send/{txn}"),
+            Some(&body),
+        )
+        .await
+}
+
+/// Sends one transaction to C from B's node, speaking for the home, carrying `edus`.
+async fn transaction_from_b(homes: &Homes, txn: &str, edus: Vec<Value>) -> Value {
+    let client = home_client(homes, &homes.b, homes.b.dir.path());
     eventually("C takes the transaction", async || {
-        client
-            .request(
-                &c_name,
-                http::Method::PUT,
-                &format!("/_matrix/federation/v1/send/{txn}"),
-                Some(&body),
-            )
+        send_transaction(homes, &client, &homes.c, txn, &edus)
             .await
             .map_err(|e| e.to_string())
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_speaks_for_the_home_with_its_own_key_only() {
+    let homes = two_replicas_and_a_stranger().await;
+    // C holds the document listing A and B once it took B's transaction.
+    transaction_from_b(&homes, "own", Vec::new()).await;
+    assert!(held(&homes.c, &homes.home).await.is_some());
+    // Over B's session, signed with A's key: A's key is certified, but not for B.
+    let borrowed = home_client(&homes, &homes.b, homes.a.dir.path());
+    let refused = send_transaction(&homes, &borrowed, &homes.c, "borrowed", &[]).await;
+    assert!(
+        matches!(refused, Err(RequestError::Remote { status: 401, .. })),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
