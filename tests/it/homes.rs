@@ -374,6 +374,13 @@ async fn forged_old_and_foreign_documents_and_records_are_refused_and_counted() 
     let c_pair = NodeKeypair::from_seed(node_key_of(c.dir.path()).seed());
     let good = document_record(&b_pair, &ours).expect("record");
     assert!(HomeRecordPolicy.may_keep(&good));
+    // The older version, published after the newer one by a replica that has not learnt
+    // of it, does not displace it on the ring.
+    let a_pair = NodeKeypair::from_seed(node_key_of(a.dir.path()).seed());
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let stale = document_record(&a_pair, &older).expect("record");
+    assert!(HomeRecordPolicy.may_keep(&stale));
+    assert!(stale.seq < good.seq, "{} >= {}", stale.seq, good.seq);
     let mut elsewhere = good.clone();
     elsewhere.key = c_pair.public_key();
     assert!(!HomeRecordPolicy.may_keep(&elsewhere));
