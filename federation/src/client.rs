@@ -69,6 +69,11 @@ impl Client {
         }
     }
 
+    /// The overlay the client sends over.
+    pub fn overlay(&self) -> &OverlayHandle {
+        &self.overlay
+    }
+
     /// The same client, sending requests for a hex-named home to the replicas `homes` knows.
     pub fn with_homes(mut self, homes: Arc<Homes>) -> Self {
         self.homes = Some(homes);

@@ -36,7 +36,7 @@ use tracing::{debug, info};
 
 use crate::{
     keys,
-    metrics::{HomeRefusal, Metrics},
+    metrics::{HomeLookup, HomeRefusal, Metrics},
 };
 
 pub(crate) use ring::publish_forever;
@@ -267,6 +267,7 @@ impl Homes {
                 .get(home)
                 .is_some_and(|at| at.elapsed() < LOOKUP_AGAIN_AFTER)
             {
+                self.metrics.home_lookup(HomeLookup::Skipped);
                 return None;
             }
             if lookups.len() >= MAX_HOMES {
@@ -274,6 +275,21 @@ impl Homes {
             }
             lookups.insert(home.to_owned(), Instant::now());
         }
+        let found = self.look_up_record(overlay, home, key).await;
+        self.metrics.home_lookup(if found.is_some() {
+            HomeLookup::Found
+        } else {
+            HomeLookup::Missing
+        });
+        found
+    }
+
+    async fn look_up_record(
+        &self,
+        overlay: &OverlayHandle,
+        home: &ServerName,
+        key: NodeKey,
+    ) -> Option<Arc<ReplicaDocument>> {
         let record = match overlay.lookup(key, LOOKUP_TIMEOUT).await {
             Ok(record) => record?,
             Err(e) => {

@@ -505,31 +505,73 @@ impl KeyRing {
             Some(CanonicalJsonValue::Integer(ts)) => u64::try_from(i64::from(*ts)).unwrap_or(0),
             _ => u64::MAX,
         };
+        let mut unknown_homes = Vec::new();
+        let map = self
+            .event_keys(object, at_ms, stamped_ms, Some(&mut unknown_homes))
+            .await;
+        let checked = verify_with(&map, object, rules);
+        if !matches!(checked, Err(EventCheckError::Signature(_))) || unknown_homes.is_empty() {
+            return checked;
+        }
+        // An event relayed from a home this node never met (a join's answer, backfill,
+        // missing events): its replicas sign with keys only the home's document names. The
+        // document is looked up on the ring (at most once per home in a while) and the
+        // event checked again with what it certifies.
+        let mut found = false;
+        for home in &unknown_homes {
+            found |= self
+                .homes
+                .look_up(self.client.overlay(), home)
+                .await
+                .is_some();
+        }
+        if !found {
+            return checked;
+        }
+        let map = self.event_keys(object, at_ms, stamped_ms, None).await;
+        verify_with(&map, object, rules)
+    }
+
+    /// The keys of every server that signed `object`, DNS servers' at `at_ms`, homes' at
+    /// `stamped_ms`. Hex signers with no document held are added to `unknown_homes`.
+    async fn event_keys(
+        &self,
+        object: &CanonicalJsonObject,
+        at_ms: u64,
+        stamped_ms: u64,
+        mut unknown_homes: Option<&mut Vec<OwnedServerName>>,
+    ) -> PublicKeyMap {
         let mut map = PublicKeyMap::new();
-        if let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") {
-            for (server, sigs) in signatures {
-                let (Ok(name), CanonicalJsonValue::Object(sigs)) =
-                    (ServerName::parse(server), sigs)
-                else {
-                    continue;
+        let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") else {
+            return map;
+        };
+        for (server, sigs) in signatures {
+            let (Ok(name), CanonicalJsonValue::Object(sigs)) = (ServerName::parse(server), sigs)
+            else {
+                continue;
+            };
+            let hex = is_hex_name(&name);
+            if hex
+                && let Some(unknown) = unknown_homes.as_deref_mut()
+                && self.homes.document(&name).await.is_none()
+            {
+                unknown.push(name.to_owned());
+            }
+            for key_id in sigs.keys() {
+                let set = if hex {
+                    self.hex_key(&name, key_id, stamped_ms).await
+                } else {
+                    self.key_at(&name, key_id, at_ms).await
                 };
-                let hex = is_hex_name(&name);
-                for key_id in sigs.keys() {
-                    let set = if hex {
-                        self.hex_key(&name, key_id, stamped_ms).await
-                    } else {
-                        self.key_at(&name, key_id, at_ms).await
-                    };
-                    if let Some(set) = set {
-                        map.entry(server.clone()).or_default().extend(set);
-                        if !hex {
-                            break;
-                        }
+                if let Some(set) = set {
+                    map.entry(server.clone()).or_default().extend(set);
+                    if !hex {
+                        break;
                     }
                 }
             }
         }
-        verify_with(&map, object, rules)
+        map
     }
 }
 

@@ -436,3 +436,61 @@ async fn a_node_that_never_met_a_home_finds_it_on_the_ring() {
         "D sends to the home at the replicas the record listed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_of_a_home_never_met_checks_once_its_document_is_found_on_the_ring() {
+    let homes = two_replicas_and_a_stranger().await;
+    let Homes { a, c, home, .. } = &homes;
+    let alice = a.register("alice").await;
+    let room = a.create_room(&alice, json!({})).await;
+    let sent = a.send_text(&alice, &room, "relayed").await;
+    // Signed by A's replica key, which only the home's document names.
+    let object = event_json(a, &sent).await;
+    let rules = grove_server::rooms::builder::rules_for(
+        &a.node()
+            .homeserver()
+            .rooms
+            .room_version(&ruma::RoomId::parse(&room).expect("room"))
+            .await
+            .expect("version"),
+    )
+    .expect("rules");
+
+    // D has met neither replica: the event reaches it relayed by someone else.
+    let d = TestNode::start_federated(Backend::Sqlite, vec![c.peer_address()]).await;
+    let name = ServerName::parse(home).expect("name");
+    let overlay = d.node().overlay().expect("overlay");
+    let key = grove_federation::keys::node_key(&name).expect("a home key");
+    eventually("the home's record on the ring", async || {
+        match overlay.lookup(key, std::time::Duration::from_secs(5)).await {
+            Ok(Some(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(held(&d, home).await.is_none());
+    let keys = &d.node().federation().expect("federation").keys;
+    keys.check_event(&object, &rules)
+        .await
+        .expect("the event checks with the key the document found names");
+    assert!(held(&d, home).await.is_some());
+    assert_eq!(
+        d.metric("grove_federation_home_lookups_total{outcome=\"found\"}")
+            .await,
+        1.0,
+        "{}",
+        d.metrics().await
+    );
+    // A forged signature under the same key ID is still refused, without another lookup.
+    let mut forged = object.clone();
+    forged.insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(ruma::Int::from(1u32)),
+    );
+    assert!(keys.check_event(&forged, &rules).await.is_err());
+    assert_eq!(
+        d.metric("grove_federation_home_lookups_total{outcome=\"found\"}")
+            .await,
+        1.0
+    );
+}
