@@ -13,11 +13,13 @@
 //!   the document's order ([`Homes::replicas_of`]).
 //!
 //! Documents come from a peer's key server, from `org.grove.replica_document` EDUs in
-//! transactions, and from records on the overlay's ring; every one goes through
+//! transactions (a home's replicas send each other its new versions, see [`share`]), and
+//! from records on the overlay's ring; every one goes through
 //! [`Homes::offer`]: checked against the name (the name is the home key), kept only when newer
 //! than the held one, and counted when refused.
 
 mod ring;
+mod share;
 
 use std::{
     collections::HashMap,
@@ -41,6 +43,7 @@ use crate::{
 
 pub(crate) use ring::publish_forever;
 pub use ring::{HomeRecordPolicy, RecordError, document_record};
+pub(crate) use share::share_forever;
 
 /// The EDU type carrying a home's replica document in transactions.
 pub const REPLICA_DOCUMENT_EDU: &str = "org.grove.replica_document";

@@ -122,7 +122,8 @@ pub(crate) async fn publish_forever(ctx: Weak<Ctx>, overlay: OverlayHandle, node
         let linked = overlay.peers().await.is_ok_and(|peers| !peers.is_empty());
         if linked && keys::is_hex_name(&name) && name.as_str() != node.public_key().to_hex() {
             match home::load(&storage, &name).await {
-                Ok(Some(doc)) => {
+                // A replica the document dropped publishes it no more: keepers would refuse it.
+                Ok(Some(doc)) if doc.replica(&node.public_key().to_hex()).is_some() => {
                     let due = match published {
                         Some((version, at)) => {
                             version != doc.version() || unix_now() >= at + RENEW_AFTER
@@ -148,7 +149,7 @@ pub(crate) async fn publish_forever(ctx: Weak<Ctx>, overlay: OverlayHandle, node
                         }
                     }
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(e) => debug!(error = %e, "this home's replica document not read"),
             }
         }
