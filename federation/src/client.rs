@@ -69,6 +69,11 @@ impl Client {
         }
     }
 
+    /// The overlay the client sends over.
+    pub fn overlay(&self) -> &OverlayHandle {
+        &self.overlay
+    }
+
     /// The same client, sending requests for a hex-named home to the replicas `homes` knows.
     pub fn with_homes(mut self, homes: Arc<Homes>) -> Self {
         self.homes = Some(homes);
@@ -106,6 +111,43 @@ impl Client {
         body: Option<&Value>,
         max_bytes: usize,
     ) -> Result<http::Response<Bytes>, RequestError> {
+        let request = self.signed(destination, method, path, body)?;
+        self.dispatch(destination, request, max_bytes).await
+    }
+
+    /// Sends a request for `destination` to one node (a replica of it) and returns the JSON
+    /// answer of a 2xx response.
+    pub async fn request_at(
+        &self,
+        node: NodeKey,
+        destination: &ServerName,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, RequestError> {
+        let mut request = self.signed(destination, method, path, body)?;
+        request.headers_mut().insert(
+            header::HOST,
+            http::HeaderValue::from_str(destination.as_str())
+                .map_err(|e| RequestError::Http(e.to_string()))?,
+        );
+        let response = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.send(node, request, MAX_RESPONSE_BYTES),
+        )
+        .await
+        .map_err(|_| RequestError::Timeout)??;
+        serde_json::from_slice(response.body()).map_err(|e| RequestError::BadAnswer(e.to_string()))
+    }
+
+    /// The request, signed with `X-Matrix` for `destination`.
+    fn signed(
+        &self,
+        destination: &ServerName,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Request<Vec<u8>>, RequestError> {
         let body = match body {
             Some(v) => serde_json::to_vec(v).map_err(|e| RequestError::Http(e.to_string()))?,
             None => Vec::new(),
@@ -133,7 +175,7 @@ impl Client {
                 http::HeaderValue::from_static("application/json"),
             );
         }
-        self.dispatch(destination, request, max_bytes).await
+        Ok(request)
     }
 
     /// An unsigned `GET` (the key server answers anyone), its JSON answer at most

@@ -13,11 +13,13 @@
 //!   the document's order ([`Homes::replicas_of`]).
 //!
 //! Documents come from a peer's key server, from `org.grove.replica_document` EDUs in
-//! transactions, and from records on the overlay's ring; every one goes through
+//! transactions (a home's replicas send each other its new versions, see [`share`]), and
+//! from records on the overlay's ring; every one goes through
 //! [`Homes::offer`]: checked against the name (the name is the home key), kept only when newer
 //! than the held one, and counted when refused.
 
 mod ring;
+mod share;
 
 use std::{
     collections::HashMap,
@@ -36,11 +38,12 @@ use tracing::{debug, info};
 
 use crate::{
     keys,
-    metrics::{HomeRefusal, Metrics},
+    metrics::{HomeLookup, HomeRefusal, Metrics},
 };
 
 pub(crate) use ring::publish_forever;
 pub use ring::{HomeRecordPolicy, RecordError, document_record};
+pub(crate) use share::share_forever;
 
 /// The EDU type carrying a home's replica document in transactions.
 pub const REPLICA_DOCUMENT_EDU: &str = "org.grove.replica_document";
@@ -267,6 +270,7 @@ impl Homes {
                 .get(home)
                 .is_some_and(|at| at.elapsed() < LOOKUP_AGAIN_AFTER)
             {
+                self.metrics.home_lookup(HomeLookup::Skipped);
                 return None;
             }
             if lookups.len() >= MAX_HOMES {
@@ -274,6 +278,21 @@ impl Homes {
             }
             lookups.insert(home.to_owned(), Instant::now());
         }
+        let found = self.look_up_record(overlay, home, key).await;
+        self.metrics.home_lookup(if found.is_some() {
+            HomeLookup::Found
+        } else {
+            HomeLookup::Missing
+        });
+        found
+    }
+
+    async fn look_up_record(
+        &self,
+        overlay: &OverlayHandle,
+        home: &ServerName,
+        key: NodeKey,
+    ) -> Option<Arc<ReplicaDocument>> {
         let record = match overlay.lookup(key, LOOKUP_TIMEOUT).await {
             Ok(record) => record?,
             Err(e) => {

@@ -451,6 +451,39 @@ impl KeyRing {
         Some(map)
     }
 
+    /// The key map to check an `X-Matrix` header from the hex-named `home` that came over
+    /// `peer`'s overlay session: the key the home's document lists for `peer` itself, under
+    /// its key ID. Another replica's key, or a revoked one, does not sign for this session: a
+    /// replica speaks for the home with its own key only. A peer that is the home key itself
+    /// signs with the name, under a key ID the document gives no other key.
+    pub async fn peer_request_keys(
+        &self,
+        home: &ServerName,
+        key_id: &str,
+        peer: &NodeKey,
+    ) -> Option<PublicKeyMap> {
+        let doc = self.homes.document(home).await;
+        let listed = doc.as_deref().and_then(|d| d.replica(&peer.to_hex()));
+        let set = match listed {
+            Some(replica) if replica.key_id == key_id => {
+                let mut set = PublicKeySet::new();
+                set.insert(key_id.to_owned(), Base64::parse(&replica.key).ok()?);
+                set
+            }
+            _ if node_key(home).as_ref() == Some(peer)
+                && !doc
+                    .as_deref()
+                    .is_some_and(|d| homes::names_key_id(d, key_id)) =>
+            {
+                key_set(home.as_str(), key_id)?
+            }
+            _ => return None,
+        };
+        let mut map = PublicKeyMap::new();
+        map.insert(home.to_string(), set);
+        Some(map)
+    }
+
     /// Checks the signatures an event needs (its sender's server, and others the room version
     /// asks for) and its content hash. Hex signers' keys are their names; DNS signers' keys
     /// are fetched first when not known, and (in every supported room version) count only
@@ -472,31 +505,73 @@ impl KeyRing {
             Some(CanonicalJsonValue::Integer(ts)) => u64::try_from(i64::from(*ts)).unwrap_or(0),
             _ => u64::MAX,
         };
+        let mut unknown_homes = Vec::new();
+        let map = self
+            .event_keys(object, at_ms, stamped_ms, Some(&mut unknown_homes))
+            .await;
+        let checked = verify_with(&map, object, rules);
+        if !matches!(checked, Err(EventCheckError::Signature(_))) || unknown_homes.is_empty() {
+            return checked;
+        }
+        // An event relayed from a home this node never met (a join's answer, backfill,
+        // missing events): its replicas sign with keys only the home's document names. The
+        // document is looked up on the ring (at most once per home in a while) and the
+        // event checked again with what it certifies.
+        let mut found = false;
+        for home in &unknown_homes {
+            found |= self
+                .homes
+                .look_up(self.client.overlay(), home)
+                .await
+                .is_some();
+        }
+        if !found {
+            return checked;
+        }
+        let map = self.event_keys(object, at_ms, stamped_ms, None).await;
+        verify_with(&map, object, rules)
+    }
+
+    /// The keys of every server that signed `object`, DNS servers' at `at_ms`, homes' at
+    /// `stamped_ms`. Hex signers with no document held are added to `unknown_homes`.
+    async fn event_keys(
+        &self,
+        object: &CanonicalJsonObject,
+        at_ms: u64,
+        stamped_ms: u64,
+        mut unknown_homes: Option<&mut Vec<OwnedServerName>>,
+    ) -> PublicKeyMap {
         let mut map = PublicKeyMap::new();
-        if let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") {
-            for (server, sigs) in signatures {
-                let (Ok(name), CanonicalJsonValue::Object(sigs)) =
-                    (ServerName::parse(server), sigs)
-                else {
-                    continue;
+        let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") else {
+            return map;
+        };
+        for (server, sigs) in signatures {
+            let (Ok(name), CanonicalJsonValue::Object(sigs)) = (ServerName::parse(server), sigs)
+            else {
+                continue;
+            };
+            let hex = is_hex_name(&name);
+            if hex
+                && let Some(unknown) = unknown_homes.as_deref_mut()
+                && self.homes.document(&name).await.is_none()
+            {
+                unknown.push(name.to_owned());
+            }
+            for key_id in sigs.keys() {
+                let set = if hex {
+                    self.hex_key(&name, key_id, stamped_ms).await
+                } else {
+                    self.key_at(&name, key_id, at_ms).await
                 };
-                let hex = is_hex_name(&name);
-                for key_id in sigs.keys() {
-                    let set = if hex {
-                        self.hex_key(&name, key_id, stamped_ms).await
-                    } else {
-                        self.key_at(&name, key_id, at_ms).await
-                    };
-                    if let Some(set) = set {
-                        map.entry(server.clone()).or_default().extend(set);
-                        if !hex {
-                            break;
-                        }
+                if let Some(set) = set {
+                    map.entry(server.clone()).or_default().extend(set);
+                    if !hex {
+                        break;
                     }
                 }
             }
         }
-        verify_with(&map, object, rules)
+        map
     }
 }
 

@@ -278,6 +278,10 @@ impl Federation {
         tasks.push(tokio::spawn(presence::announce_presence(Arc::downgrade(
             &ctx,
         ))));
+        tasks.push(tokio::spawn(homes::share_forever(
+            Arc::downgrade(&ctx),
+            grove_overlay::tls::keys::NodeKey::from_bytes(hs.key.public_bytes()),
+        )));
         tasks.push(tokio::spawn(homes::publish_forever(
             Arc::downgrade(&ctx),
             overlay,

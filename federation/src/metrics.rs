@@ -91,6 +91,27 @@ impl HomeRefusal {
     }
 }
 
+/// What became of a lookup of a home's document on the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeLookup {
+    /// A document was found and taken.
+    Found,
+    /// No record, a failed lookup, or a record refused.
+    Missing,
+    /// Not looked up: the home was looked up too lately.
+    Skipped,
+}
+
+impl HomeLookup {
+    fn label(self) -> &'static str {
+        match self {
+            HomeLookup::Found => "found",
+            HomeLookup::Missing => "missing",
+            HomeLookup::Skipped => "skipped",
+        }
+    }
+}
+
 /// What became of a received PDU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PduOutcome {
@@ -143,6 +164,7 @@ pub struct Metrics {
     rate_limited: Family<KindLabels, Counter>,
     refused: Family<ReasonLabels, Counter>,
     homes_refused: Family<ReasonLabels, Counter>,
+    home_lookups: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -217,9 +239,16 @@ impl Metrics {
             "Replica documents, and peers speaking for a home, refused, by reason",
             homes_refused.clone(),
         );
+        let home_lookups = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "home_lookups",
+            "Homes' replica documents looked up on the ring, by outcome",
+            home_lookups.clone(),
+        );
         Arc::new(Self {
             refused,
             homes_refused,
+            home_lookups,
             registry,
             requests,
             latency,
@@ -282,6 +311,15 @@ impl Metrics {
         self.homes_refused
             .get_or_create(&ReasonLabels {
                 reason: why.label(),
+            })
+            .inc();
+    }
+
+    /// Counts a lookup of a home's document on the ring.
+    pub fn home_lookup(&self, outcome: HomeLookup) {
+        self.home_lookups
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label(),
             })
             .inc();
     }

@@ -67,9 +67,28 @@ pub enum RecordError {
     /// The document's server name is not a key.
     #[error("{0} is not a home key")]
     NotAKey(String),
+    /// The document's version is too large to lead a record's sequence number (versions are
+    /// milliseconds since the epoch: this is centuries away).
+    #[error("version {0} too large for a record sequence")]
+    VersionTooLarge(u64),
     /// The record could not be made (its value is too long).
     #[error("{0}")]
     Wire(#[from] WireError),
+}
+
+/// Bits of a record's sequence number given to renewals of one document version.
+const RENEWAL_BITS: u32 = 20;
+
+/// The sequence number of a record of `doc` made at `now_ms`: the document's version, then
+/// the minutes since it was issued. A keeper replaces a record only with a higher sequence,
+/// so a replica still publishing an older version never displaces a newer one, whenever it
+/// publishes; renewals of one version replace each other in time order.
+fn record_seq(doc: &ReplicaDocument, now_ms: u64) -> Result<u64, RecordError> {
+    let minutes = (now_ms.saturating_sub(doc.issued_ts()) / 60_000).min((1 << RENEWAL_BITS) - 1);
+    doc.version()
+        .checked_mul(1 << RENEWAL_BITS)
+        .map(|seq| seq | minutes)
+        .ok_or(RecordError::VersionTooLarge(doc.version()))
 }
 
 /// The record publishing `doc` under its home key, signed by `node`.
@@ -77,8 +96,7 @@ pub fn document_record(node: &NodeKeypair, doc: &ReplicaDocument) -> Result<Reco
     let key = PublicKey::from_hex(doc.server_name())
         .ok_or_else(|| RecordError::NotAKey(doc.server_name().to_owned()))?;
     let now = unix_now();
-    // Milliseconds order renewals and new versions alike.
-    let seq = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+    let seq = record_seq(doc, u64::try_from(now.as_millis()).unwrap_or(u64::MAX))?;
     let expires = (now + RECORD_LIFETIME).as_secs();
     Ok(Record::signed(
         node,
@@ -104,7 +122,8 @@ pub(crate) async fn publish_forever(ctx: Weak<Ctx>, overlay: OverlayHandle, node
         let linked = overlay.peers().await.is_ok_and(|peers| !peers.is_empty());
         if linked && keys::is_hex_name(&name) && name.as_str() != node.public_key().to_hex() {
             match home::load(&storage, &name).await {
-                Ok(Some(doc)) => {
+                // A replica the document dropped publishes it no more: keepers would refuse it.
+                Ok(Some(doc)) if doc.replica(&node.public_key().to_hex()).is_some() => {
                     let due = match published {
                         Some((version, at)) => {
                             version != doc.version() || unix_now() >= at + RENEW_AFTER
@@ -130,7 +149,7 @@ pub(crate) async fn publish_forever(ctx: Weak<Ctx>, overlay: OverlayHandle, node
                         }
                     }
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(e) => debug!(error = %e, "this home's replica document not read"),
             }
         }

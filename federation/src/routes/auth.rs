@@ -37,10 +37,10 @@ pub(super) async fn authenticate(State(ctx): Ctxt, request: Request, next: Next)
         Err(e) => return FedError::unauthorized(format!("X-Matrix: {e}")).into_response(),
     };
     // A hex origin is a home: its requests come over a session with one of its replicas (the
-    // home's own key, or a node its replica document lists) and are signed by a key the
-    // document certifies (the name itself without one). A DNS origin's keys come from its key
+    // home's own key, or a node its replica document lists) and are signed by that replica's
+    // own key as the document lists it (the name itself for the home's own key). A DNS origin's keys come from its key
     // server, whatever the transport.
-    if keys::is_hex_name(&xmatrix.origin) {
+    let map = if keys::is_hex_name(&xmatrix.origin) {
         let Some(PeerKey(peer)) = parts.extensions.get::<PeerKey>().copied() else {
             return FedError::unauthorized("a hex origin speaks over an overlay session")
                 .into_response();
@@ -49,11 +49,14 @@ pub(super) async fn authenticate(State(ctx): Ctxt, request: Request, next: Next)
             return FedError::unauthorized(format!("origin is not the session's peer: {e}"))
                 .into_response();
         }
-    }
-    let map = ctx
-        .keys
-        .request_keys(&xmatrix.origin, xmatrix.key.as_str())
-        .await;
+        ctx.keys
+            .peer_request_keys(&xmatrix.origin, xmatrix.key.as_str(), &peer)
+            .await
+    } else {
+        ctx.keys
+            .request_keys(&xmatrix.origin, xmatrix.key.as_str())
+            .await
+    };
     let Some(map) = map else {
         return FedError::unauthorized(format!(
             "no key {} known for {}",
