@@ -143,7 +143,8 @@ impl Sent {
                 FrameType::Traffic
                 | FrameType::PathFind
                 | FrameType::PathReply
-                | FrameType::PathSeek,
+                | FrameType::PathSeek
+                | FrameType::PathAnswer,
             )) => {
                 self.setup_bytes += len;
                 self.setup_frames += 1;
