@@ -11,10 +11,13 @@
 //! the searcher, and no hop count ever carries more frames than the width, however many peers
 //! a hub has. Each node keeps a breadcrumb (searcher, nonce) → (hops, upstream link) and passes
 //! a search on only when it sees it with fewer hops than before. The target answers each
-//! improvement with a `PathReply` that walks the breadcrumbs back; every hop on the way records
-//! the ports it used and signs. The searcher checks the chain (starts at the target, no
-//! repeated hop, bounded length, every signature), installs the source route and sends a probe
-//! along it, from which the other side learns the reverse route. A hop that cannot follow a
+//! improvement with a `PathAnswer` that walks the breadcrumbs back, signed by the target for
+//! this search; every hop on the way adds its key prefix and its port toward the target (10
+//! bytes, so the answer grows with the path, not its square). A peer without
+//! `CAP_COMPACT_REPLY` gets the older `PathReply` instead, where every hop also signs. The
+//! searcher checks the answer (the target's signature, starts at the target, no repeated hop,
+//! bounded length), installs the source route and sends a probe along it, from which the other
+//! side learns the reverse route; the probe is what checks the hops. A hop that cannot follow a
 //! source route falls back to tree or ring routing and marks the frame broken; the receiver
 //! then searches again.
 //!
