@@ -31,8 +31,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::identity::{NodeKeypair, PublicKey, SigCache};
 use crate::wire::{
-    CAP_GUIDED_SEARCH, CAP_PATH_SEARCH, CAP_RECORDS, CAP_SOURCE_ROUTING, CAP_TEARDOWN, Frame,
-    Record, WireError,
+    CAP_COMPACT_REPLY, CAP_GUIDED_SEARCH, CAP_PATH_SEARCH, CAP_RECORDS, CAP_SOURCE_ROUTING,
+    CAP_TEARDOWN, Frame, Record, WireError,
 };
 
 pub use metrics::{DropReason, Metrics};
@@ -529,6 +529,7 @@ impl Router {
             Frame::Store(s) => self.handle_store(peer, s, now),
             Frame::Lookup(l) => self.handle_lookup(peer, l, now),
             Frame::LookupReply(r) => self.handle_lookup_reply(peer, r, now),
+            Frame::PathAnswer(a) => self.handle_path_answer(peer, a, now),
         };
         match result {
             Ok(()) => Ok(()),
@@ -635,6 +636,7 @@ impl Router {
         let frame = match frame {
             Frame::PathFind(_) | Frame::PathReply(_) if caps & CAP_PATH_SEARCH == 0 => return,
             Frame::PathSeek(_) if caps & CAP_GUIDED_SEARCH == 0 => return,
+            Frame::PathAnswer(_) if caps & CAP_COMPACT_REPLY == 0 => return,
             Frame::Teardown(_) if caps & CAP_TEARDOWN == 0 => return,
             Frame::Store(_) | Frame::Lookup(_) | Frame::LookupReply(_)
                 if caps & CAP_RECORDS == 0 =>

@@ -39,7 +39,9 @@ use serde::Serialize;
 use crate::identity::PublicKey;
 use crate::router::Config;
 
-pub use network::{Delivery, LookupResult, Network, PING, PONG, SIM_UNIX_EPOCH, Sent};
+pub use network::{
+    Delivery, KINDS, LookupResult, Network, PING, PONG, PROBE_KIND, SIM_UNIX_EPOCH, Sent, kind_name,
+};
 pub use records::{RecordOptions, RecordReport};
 pub use setup::SetupCost;
 pub use topology::{Topology, TopologySpec};

@@ -8,6 +8,7 @@
 //! length of its own. Decoding checks every length and never panics; a frame longer than
 //! [`MAX_FRAME_LEN`] is refused before it is parsed.
 
+mod answer;
 mod beacon;
 mod codec;
 mod frame;
@@ -16,15 +17,16 @@ mod record;
 #[cfg(test)]
 mod tests;
 
+pub use answer::{AnswerHop, KEY_PREFIX_LEN, PathAnswer, key_prefix};
 pub use beacon::{BEACON_LEN, BEACON_MAGIC, BEACON_VERSION, Beacon};
 pub use frame::{
     Announcement, AnnouncementHop, Bootstrap, Frame, FrameType, PathFind, PathHop, PathReply,
     PathSeek, Teardown, Traffic, Watermark, is_probe,
 };
 pub use hello::{
-    CAP_GUIDED_SEARCH, CAP_PATH_SEARCH, CAP_RECORDS, CAP_SOURCE_ROUTING, CAP_TEARDOWN,
-    CAPABILITIES, HELLO_LEN, HELLO_MAGIC, Hello, HelloError, MIN_VERSION, Negotiated, VERSION,
-    negotiate,
+    CAP_COMPACT_REPLY, CAP_GUIDED_SEARCH, CAP_PATH_SEARCH, CAP_RECORDS, CAP_SOURCE_ROUTING,
+    CAP_TEARDOWN, CAPABILITIES, HELLO_LEN, HELLO_MAGIC, Hello, HelloError, MIN_VERSION, Negotiated,
+    VERSION, negotiate,
 };
 pub use record::{
     Lookup, LookupReply, MAX_RECORD_VALUE, MAX_REPLICAS, RECORD_HEADER_LEN, Record, Store,

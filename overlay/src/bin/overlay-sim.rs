@@ -239,6 +239,20 @@ fn main() -> ExitCode {
                 );
             }
         }
+        for r in &traffic_rows {
+            if let Some(t) = &r.traffic {
+                let kinds: Vec<String> = t
+                    .protocol_by_kind
+                    .iter()
+                    .map(|(k, b)| format!("{k} {b:.1}"))
+                    .collect();
+                println!(
+                    "\n{}: protocol B/node/s by kind: {}",
+                    r.name,
+                    kinds.join(", ")
+                );
+            }
+        }
     }
     if traffic_rows.iter().any(|r| r.records.is_some()) {
         println!();

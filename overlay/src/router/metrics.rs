@@ -112,9 +112,9 @@ impl DropReason {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Metrics {
     /// Frames received, by [`FrameType::index`].
-    pub frames_in: [u64; 10],
+    pub frames_in: [u64; 11],
     /// Frames sent, by [`FrameType::index`].
-    pub frames_out: [u64; 10],
+    pub frames_out: [u64; 11],
     /// Bytes received in frames.
     pub bytes_in: u64,
     /// Bytes sent in frames.

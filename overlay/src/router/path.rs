@@ -11,10 +11,13 @@
 //! the searcher, and no hop count ever carries more frames than the width, however many peers
 //! a hub has. Each node keeps a breadcrumb (searcher, nonce) → (hops, upstream link) and passes
 //! a search on only when it sees it with fewer hops than before. The target answers each
-//! improvement with a `PathReply` that walks the breadcrumbs back; every hop on the way records
-//! the ports it used and signs. The searcher checks the chain (starts at the target, no
-//! repeated hop, bounded length, every signature), installs the source route and sends a probe
-//! along it, from which the other side learns the reverse route. A hop that cannot follow a
+//! improvement with a `PathAnswer` that walks the breadcrumbs back, signed by the target for
+//! this search; every hop on the way adds its key prefix and its port toward the target (10
+//! bytes, so the answer grows with the path, not its square). A peer without
+//! `CAP_COMPACT_REPLY` gets the older `PathReply` instead, where every hop also signs. The
+//! searcher checks the answer (the target's signature, starts at the target, no repeated hop,
+//! bounded length), installs the source route and sends a probe along it, from which the other
+//! side learns the reverse route; the probe is what checks the hops. A hop that cannot follow a
 //! source route falls back to tree or ring routing and marks the frame broken; the receiver
 //! then searches again.
 //!
@@ -40,9 +43,14 @@ use crate::identity::PublicKey;
 use crate::router::metrics::DropReason;
 use crate::router::{Peer, PeerId, Router, tree_distance};
 use crate::wire::{
-    CAP_GUIDED_SEARCH, CAP_SOURCE_ROUTING, Frame, MAX_ROUTE_LEN, MAX_SEEK_WIDTH, PathFind, PathHop,
-    PathReply, PathSeek,
+    AnswerHop, CAP_COMPACT_REPLY, CAP_GUIDED_SEARCH, CAP_SOURCE_ROUTING, Frame, KEY_PREFIX_LEN,
+    MAX_ROUTE_LEN, MAX_SEEK_WIDTH, PathAnswer, PathFind, PathReply, PathSeek, WireError,
+    key_prefix,
 };
+
+/// A hop of an answer as the searcher uses it: the hop's key prefix and its port toward the
+/// target.
+type HopPort = ([u8; KEY_PREFIX_LEN], u16);
 
 /// A source route: the port each hop leaves by, starting with ours.
 #[derive(Debug, Clone)]
@@ -330,14 +338,25 @@ impl Router {
             return Err(DropReason::RateLimited);
         }
         if seek.target == self.key {
-            let mut reply = PathReply {
-                searcher: seek.searcher,
-                target: self.key,
-                nonce: seek.nonce,
-                hops: Vec::new(),
-            };
-            reply.push_signed(&self.keypair, 0, from_port);
-            self.enqueue(from, &Frame::PathReply(reply));
+            // A peer of this build takes the compact answer, which grows with the path and not
+            // with its square; an older peer the reply signed at every hop.
+            let compact = self
+                .peers
+                .get(&from)
+                .is_some_and(|p| p.caps & CAP_COMPACT_REPLY != 0);
+            if compact {
+                let answer = PathAnswer::new(&self.keypair, seek.searcher, seek.nonce);
+                self.enqueue(from, &Frame::PathAnswer(answer));
+            } else {
+                let mut reply = PathReply {
+                    searcher: seek.searcher,
+                    target: self.key,
+                    nonce: seek.nonce,
+                    hops: Vec::new(),
+                };
+                reply.push_signed(&self.keypair, 0, from_port);
+                self.enqueue(from, &Frame::PathReply(reply));
+            }
             return Ok(());
         }
         self.seek_onward(Some(from), &seek);
@@ -451,26 +470,13 @@ impl Router {
             {
                 return Err(DropReason::NoBreadcrumb);
             }
-            r.verify().map_err(|e| match e {
-                crate::wire::WireError::BadSignature => DropReason::BadSignature,
-                _ => DropReason::BadPath,
-            })?;
-            // A hop nearer the target may be our own peer: go to it directly.
-            let (first, upto) = match self.shortcut(&r.hops) {
-                Some((j, port)) => (port, j),
-                None => (from_port, r.hops.len() - 1),
-            };
-            let mut ports = vec![first];
-            ports.extend(r.hops[1..=upto].iter().rev().map(|h| h.in_port));
-            let better = self
-                .paths
-                .routes
-                .get(&r.target)
-                .is_none_or(|old| ports.len() < old.ports.len());
-            if better {
-                self.install_route(r.target, ports, now);
-                self.send_traffic(r.target, Vec::new(), true, now);
-            }
+            r.verify().map_err(answer_error)?;
+            let hops: Vec<HopPort> = r
+                .hops
+                .iter()
+                .map(|h| (key_prefix(&h.key), h.in_port))
+                .collect();
+            self.accept_answer(r.target, from_port, &hops, now);
             return Ok(());
         }
         let crumb = self
@@ -490,7 +496,9 @@ impl Router {
         // On-path improvement: when a hop nearer the target is our peer, the way from here
         // goes to it directly and the hops in between are cut (each hop signs only those
         // before it, so the chain that remains still verifies).
-        let in_port = match self.shortcut(&r.hops) {
+        let prefixes: Vec<[u8; KEY_PREFIX_LEN]> =
+            r.hops.iter().map(|h| key_prefix(&h.key)).collect();
+        let in_port = match self.shortcut(&prefixes) {
             Some((j, port)) => {
                 r.hops.truncate(j + 1);
                 self.metrics.route_shortcuts += 1;
@@ -503,14 +511,105 @@ impl Router {
         Ok(())
     }
 
+    /// A compact search answer arrived: install it if it is ours, else add our hop and pass
+    /// it toward the searcher. Only the target signed it; see the crate README for why a
+    /// relay that lies about the hops gains nothing it could not do by misrouting.
+    pub(super) fn handle_path_answer(
+        &mut self,
+        from: PeerId,
+        mut a: PathAnswer,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let from_port = self
+            .peers
+            .get(&from)
+            .map(|p| p.port)
+            .ok_or(DropReason::UnknownPeer)?;
+        if a.hops.is_empty() || a.hops.len() >= MAX_ROUTE_LEN {
+            return Err(DropReason::BadPath);
+        }
+        if a.searcher == self.key {
+            if self
+                .paths
+                .searches
+                .get(&a.target)
+                .is_none_or(|(n, _)| *n != a.nonce)
+            {
+                return Err(DropReason::NoBreadcrumb);
+            }
+            a.verify().map_err(answer_error)?;
+            let hops: Vec<HopPort> = a.hops.iter().map(|h| (h.prefix, h.in_port)).collect();
+            self.accept_answer(a.target, from_port, &hops, now);
+            return Ok(());
+        }
+        let crumb = self
+            .paths
+            .crumbs
+            .get(&(a.searcher, a.nonce))
+            .ok_or(DropReason::NoBreadcrumb)?;
+        let up = crumb.upstream.ok_or(DropReason::NoBreadcrumb)?;
+        let up_caps = self
+            .peers
+            .get(&up)
+            .map(|p| p.caps)
+            .ok_or(DropReason::NoRoute)?;
+        // The search came through an older peer, which cannot read this answer; the searcher
+        // keeps the route it has and searches again after its backoff.
+        if up_caps & CAP_COMPACT_REPLY == 0 {
+            return Err(DropReason::NoRoute);
+        }
+        let own = key_prefix(&self.key);
+        if a.hops.iter().any(|h| h.prefix == own) {
+            return Err(DropReason::BadPath);
+        }
+        let prefixes: Vec<[u8; KEY_PREFIX_LEN]> = a.hops.iter().map(|h| h.prefix).collect();
+        let in_port = match self.shortcut(&prefixes) {
+            Some((j, port)) => {
+                a.hops.truncate(j + 1);
+                self.metrics.route_shortcuts += 1;
+                port
+            }
+            None => from_port,
+        };
+        a.hops.push(AnswerHop {
+            prefix: own,
+            in_port,
+        });
+        self.enqueue(up, &Frame::PathAnswer(a));
+        Ok(())
+    }
+
+    /// Builds the source route a checked answer describes and installs it if it is shorter
+    /// than the one held, then sends a probe along it.
+    fn accept_answer(&mut self, target: PublicKey, from_port: u16, hops: &[HopPort], now: Instant) {
+        let prefixes: Vec<[u8; KEY_PREFIX_LEN]> = hops.iter().map(|h| h.0).collect();
+        // A hop nearer the target may be our own peer: go to it directly.
+        let (first, upto) = match self.shortcut(&prefixes) {
+            Some((j, port)) => (port, j),
+            None => (from_port, hops.len() - 1),
+        };
+        let mut ports = vec![first];
+        ports.extend(hops[1..=upto].iter().rev().map(|h| h.1));
+        let better = self
+            .paths
+            .routes
+            .get(&target)
+            .is_none_or(|old| ports.len() < old.ports.len());
+        if better {
+            self.install_route(target, ports, now);
+            self.send_traffic(target, Vec::new(), true, now);
+        }
+    }
+
     /// The hop of a path reply nearest the target (not the last, which sent it to us) that is
-    /// one of our peers able to carry source routes, and our port to it.
-    fn shortcut(&self, hops: &[PathHop]) -> Option<(usize, u16)> {
+    /// one of our peers able to carry source routes, and our port to it. Hops are named by key
+    /// prefix, which tells a node's peers apart.
+    fn shortcut(&self, hops: &[[u8; KEY_PREFIX_LEN]]) -> Option<(usize, u16)> {
         let last = hops.len().checked_sub(1)?;
         hops[..last].iter().enumerate().find_map(|(j, h)| {
             self.peers
                 .values()
-                .find(|p| p.key == h.key && p.caps & CAP_SOURCE_ROUTING != 0)
+                .find(|p| key_prefix(&p.key) == *h && p.caps & CAP_SOURCE_ROUTING != 0)
                 .map(|p| (j, p.port))
         })
     }
@@ -566,5 +665,13 @@ impl Router {
             .retain(|_, (start, _)| *start + second > now);
         let coords_ttl = self.config.coords_ttl;
         self.coords_cache.retain(|_, (_, t)| *t + coords_ttl > now);
+    }
+}
+
+/// The drop reason for an answer that fails its checks.
+fn answer_error(e: WireError) -> DropReason {
+    match e {
+        WireError::BadSignature => DropReason::BadSignature,
+        _ => DropReason::BadPath,
     }
 }

@@ -119,6 +119,18 @@ pub struct Sent {
     pub record_bytes: u64,
     /// Record frames.
     pub record_frames: u64,
+    /// Bytes by frame type ([`FrameType::index`]), route probes apart at [`PROBE_KIND`].
+    pub by_kind: [u64; KINDS],
+}
+
+/// Slot of [`Sent::by_kind`] that counts route probes (traffic frames carrying no data).
+pub const PROBE_KIND: usize = FrameType::ALL.len();
+/// Slots of [`Sent::by_kind`]: every frame type and the probes.
+pub const KINDS: usize = PROBE_KIND + 1;
+
+/// The name of a slot of [`Sent::by_kind`].
+pub fn kind_name(kind: usize) -> &'static str {
+    FrameType::ALL.get(kind).map_or("probe", |t| t.as_str())
 }
 
 impl Sent {
@@ -130,7 +142,16 @@ impl Sent {
     /// Counts one frame by its type byte (and, for traffic, its probe flag).
     fn count(&mut self, bytes: &[u8]) {
         let len = bytes.len() as u64;
-        match bytes.first().map(|b| FrameType::from_byte(*b)) {
+        let ty = bytes.first().map(|b| FrameType::from_byte(*b));
+        let kind = match ty {
+            Some(Ok(FrameType::Traffic)) if crate::wire::is_probe(bytes) => Some(PROBE_KIND),
+            Some(Ok(t)) => Some(t.index()),
+            _ => None,
+        };
+        if let Some(slot) = kind.and_then(|k| self.by_kind.get_mut(k)) {
+            *slot += len;
+        }
+        match ty {
             Some(Ok(FrameType::Traffic)) if !crate::wire::is_probe(bytes) => {
                 self.data_bytes += len;
                 self.data_frames += 1;
@@ -143,7 +164,8 @@ impl Sent {
                 FrameType::Traffic
                 | FrameType::PathFind
                 | FrameType::PathReply
-                | FrameType::PathSeek,
+                | FrameType::PathSeek
+                | FrameType::PathAnswer,
             )) => {
                 self.setup_bytes += len;
                 self.setup_frames += 1;

@@ -17,8 +17,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::identity::PublicKey;
-use crate::sim::network::Network;
+use crate::sim::network::{KINDS, Network, kind_name};
 use crate::sim::{bfs_all, mean, percentile};
+use crate::wire::FrameType;
 
 /// Payload kind of traffic-run datagrams (not a ping: nobody answers them).
 const DATA: u8 = 0x03;
@@ -66,6 +67,8 @@ pub struct TrafficReport {
     pub protocol_bytes_per_node_sec: f64,
     /// The set-up share of it (searches, replies, probes).
     pub setup_bytes_per_node_sec: f64,
+    /// Protocol bytes per node per second by kind of frame ([`kind_name`]), largest first.
+    pub protocol_by_kind: Vec<(&'static str, f64)>,
     /// Datagrams counted.
     pub datagrams: u64,
     /// Share delivered of those whose destination did not restart under them, in percent.
@@ -156,11 +159,23 @@ pub(crate) fn run(
             (p + x.protocol_bytes(), s + x.setup_bytes)
         })
     };
+    let by_kind = |net: &Network| -> [u64; KINDS] {
+        let mut out = [0; KINDS];
+        for &i in comp {
+            for (o, b) in out.iter_mut().zip(net.sent(i).by_kind) {
+                *o += b;
+            }
+        }
+        out
+    };
+    let mut kinds_start = [0; KINDS];
+    let mut protocol_by_kind = Vec::new();
     let mut restarts = 0;
     let drain = 5;
     for t in 0..total + drain {
         if t == warmup {
             proto_start = proto(net);
+            kinds_start = by_kind(net);
         }
         let sending = t < total;
         if sending && t % 60 == 30 && churn_n > 0 {
@@ -246,6 +261,17 @@ pub(crate) fn run(
                 (end.0 - proto_start.0) as f64 / per,
                 (end.1 - proto_start.1) as f64 / per,
             );
+            // Datagrams are not protocol; their frame type is traffic, apart from probes.
+            let data = FrameType::Traffic.index();
+            protocol_by_kind = by_kind(net)
+                .iter()
+                .zip(kinds_start)
+                .enumerate()
+                .filter(|(k, _)| *k != data)
+                .map(|(k, (e, s))| (kind_name(k), e.saturating_sub(s) as f64 / per))
+                .filter(|(_, r)| *r > 0.0)
+                .collect();
+            protocol_by_kind.sort_by(|a, b| b.1.total_cmp(&a.1));
         }
     }
 
@@ -294,6 +320,7 @@ pub(crate) fn run(
     TrafficReport {
         protocol_bytes_per_node_sec: rates.0,
         setup_bytes_per_node_sec: rates.1,
+        protocol_by_kind,
         datagrams: n_all,
         delivery: pct(ok_all, n_all),
         delivery_between_churn: pct(ok_calm, n_calm),

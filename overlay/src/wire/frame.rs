@@ -4,6 +4,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::identity::{NodeKeypair, PUBLIC_KEY_LEN, PublicKey, SIGNATURE_LEN, SigCache, Signature};
+use crate::wire::answer::PathAnswer;
 use crate::wire::codec::{Reader, put_ports};
 use crate::wire::record::{Lookup, LookupReply, Store};
 use crate::wire::{MAX_ANNOUNCEMENT_HOPS, MAX_COORDS_LEN, MAX_FRAME_LEN, MAX_ROUTE_LEN, WireError};
@@ -48,6 +49,9 @@ pub enum FrameType {
     Lookup = 9,
     /// The answer to a lookup, routed by key back to the asker.
     LookupReply = 10,
+    /// Compact answer to a guided search: signed once by the target, walked back along the
+    /// search's breadcrumbs.
+    PathAnswer = 11,
 }
 
 /// Whether encoded bytes are a traffic frame flagged as a route probe, read from the first two
@@ -59,7 +63,7 @@ pub fn is_probe(bytes: &[u8]) -> bool {
 
 impl FrameType {
     /// Every frame type, for metrics tables.
-    pub const ALL: [FrameType; 10] = [
+    pub const ALL: [FrameType; 11] = [
         FrameType::Announce,
         FrameType::Bootstrap,
         FrameType::Traffic,
@@ -70,6 +74,7 @@ impl FrameType {
         FrameType::Store,
         FrameType::Lookup,
         FrameType::LookupReply,
+        FrameType::PathAnswer,
     ];
 
     /// The type named by a wire byte.
@@ -85,6 +90,7 @@ impl FrameType {
             8 => FrameType::Store,
             9 => FrameType::Lookup,
             10 => FrameType::LookupReply,
+            11 => FrameType::PathAnswer,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -102,6 +108,7 @@ impl FrameType {
             FrameType::Store => "store",
             FrameType::Lookup => "lookup",
             FrameType::LookupReply => "lookup_reply",
+            FrameType::PathAnswer => "path_answer",
         }
     }
 
@@ -518,6 +525,8 @@ pub enum Frame {
     Lookup(Lookup),
     /// See [`LookupReply`].
     LookupReply(LookupReply),
+    /// See [`PathAnswer`].
+    PathAnswer(PathAnswer),
 }
 
 fn ports_len(p: &[u16]) -> usize {
@@ -538,6 +547,7 @@ impl Frame {
             Frame::Store(_) => FrameType::Store,
             Frame::Lookup(_) => FrameType::Lookup,
             Frame::LookupReply(_) => FrameType::LookupReply,
+            Frame::PathAnswer(_) => FrameType::PathAnswer,
         }
     }
 
@@ -562,6 +572,7 @@ impl Frame {
             Frame::Store(s) => s.body_len(),
             Frame::Lookup(l) => l.body_len(),
             Frame::LookupReply(r) => r.body_len(),
+            Frame::PathAnswer(a) => a.body_len(),
         }
     }
 
@@ -671,6 +682,7 @@ impl Frame {
             Frame::Store(s) => s.put(&mut out),
             Frame::Lookup(l) => l.put(&mut out),
             Frame::LookupReply(r) => r.put(&mut out),
+            Frame::PathAnswer(a) => a.put(&mut out),
         }
         out
     }
@@ -828,6 +840,7 @@ impl Frame {
             FrameType::Store => Frame::Store(Store::read(&mut r)?),
             FrameType::Lookup => Frame::Lookup(Lookup::read(&mut r)?),
             FrameType::LookupReply => Frame::LookupReply(LookupReply::read(&mut r)?),
+            FrameType::PathAnswer => Frame::PathAnswer(PathAnswer::read(&mut r)?),
         };
         r.finish()?;
         Ok(frame)

@@ -25,11 +25,19 @@ pub const CAP_GUIDED_SEARCH: u32 = 1 << 3;
 /// [`Lookup`](crate::wire::Lookup), [`LookupReply`](crate::wire::LookupReply)). A peer
 /// without it refuses those frame types as unknown, so they are never sent to it.
 pub const CAP_RECORDS: u32 = 1 << 4;
+/// Capability: compact path answers ([`PathAnswer`](crate::wire::PathAnswer), type 11),
+/// signed once by the target instead of once per hop. A peer without it would refuse the
+/// frame type as unknown, so it is never sent one.
+pub const CAP_COMPACT_REPLY: u32 = 1 << 5;
 /// Every capability this build has. A peer is sent a frame (or a frame part) beyond the base
 /// protocol only if the link negotiated its bit; the base protocol is tree announcements,
 /// ring bootstraps and traffic routed by tree or key.
-pub const CAPABILITIES: u32 =
-    CAP_SOURCE_ROUTING | CAP_PATH_SEARCH | CAP_TEARDOWN | CAP_GUIDED_SEARCH | CAP_RECORDS;
+pub const CAPABILITIES: u32 = CAP_SOURCE_ROUTING
+    | CAP_PATH_SEARCH
+    | CAP_TEARDOWN
+    | CAP_GUIDED_SEARCH
+    | CAP_RECORDS
+    | CAP_COMPACT_REPLY;
 /// Length of an encoded hello without a network id (33 more with one).
 pub const HELLO_LEN: usize = 4 + 1 + 4 + 1;
 

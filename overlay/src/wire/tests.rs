@@ -179,6 +179,72 @@ fn path_reply_bytes() {
     );
 }
 
+fn sample_answer() -> PathAnswer {
+    let mut a = PathAnswer::new(&kp(2), kp(1).public_key(), 42);
+    a.hops.push(AnswerHop {
+        prefix: key_prefix(&kp(3).public_key()),
+        in_port: 1,
+    });
+    a
+}
+
+#[test]
+fn path_answer_bytes() {
+    let a = sample_answer();
+    assert_eq!(a.verify(), Ok(()));
+    check_frame(
+        &Frame::PathAnswer(a),
+        include_str!("snapshots/path_answer.hex").trim(),
+    );
+}
+
+/// What the searcher checks of a compact answer: the target's signature on this search, and a
+/// hop list that starts at the target and never repeats; any other change is refused.
+#[test]
+fn path_answer_checks() {
+    let mut other_nonce = sample_answer();
+    other_nonce.nonce = 43;
+    assert_eq!(other_nonce.verify(), Err(WireError::BadSignature));
+    let mut other_searcher = sample_answer();
+    other_searcher.searcher = kp(4).public_key();
+    assert_eq!(other_searcher.verify(), Err(WireError::BadSignature));
+    // Signed by a relay, not by the target it names.
+    let mut by_relay = PathAnswer::new(&kp(3), kp(1).public_key(), 42);
+    by_relay.target = kp(2).public_key();
+    by_relay.hops[0].prefix = key_prefix(&kp(2).public_key());
+    assert_eq!(by_relay.verify(), Err(WireError::BadSignature));
+    let mut not_at_target = sample_answer();
+    not_at_target.hops.remove(0);
+    assert!(matches!(not_at_target.verify(), Err(WireError::Invalid(_))));
+    let mut repeated = sample_answer();
+    let again = repeated.hops[1];
+    repeated.hops.push(again);
+    assert!(matches!(repeated.verify(), Err(WireError::Invalid(_))));
+    let mut through_searcher = sample_answer();
+    through_searcher.hops[1].prefix = key_prefix(&kp(1).public_key());
+    assert!(matches!(
+        through_searcher.verify(),
+        Err(WireError::Invalid(_))
+    ));
+    let mut zero = sample_answer();
+    zero.hops[1].in_port = 0;
+    assert_eq!(zero.verify(), Err(WireError::ZeroPort));
+    let empty = PathAnswer {
+        hops: Vec::new(),
+        ..sample_answer()
+    };
+    assert!(empty.verify().is_err());
+    // A hop count past the limit is refused before the hops are read.
+    let mut long = Frame::PathAnswer(sample_answer()).encode();
+    long[1 + 32 + 32 + 8 + 64] = (MAX_ROUTE_LEN + 1) as u8;
+    assert!(matches!(
+        Frame::decode(&long),
+        Err(WireError::TooLong { .. })
+    ));
+    let short = Frame::PathAnswer(sample_answer()).encode();
+    check_refused(&short[..short.len() - 1], WireError::Truncated);
+}
+
 #[test]
 fn hello_bytes_and_negotiation() {
     // The snapshot pins the layout; the bits are those of the first build.
@@ -488,7 +554,26 @@ fn frame() -> impl Strategy<Value = Frame> {
             upstream,
         })
     });
-    prop_oneof![ann, boot, traffic, find, seek, reply, teardown]
+    let answer = (
+        key(),
+        key(),
+        any::<u64>(),
+        sig(),
+        prop::collection::vec((any::<[u8; KEY_PREFIX_LEN]>(), any::<u16>()), 0..8),
+    )
+        .prop_map(|(searcher, target, nonce, signature, hops)| {
+            Frame::PathAnswer(PathAnswer {
+                searcher,
+                target,
+                nonce,
+                signature,
+                hops: hops
+                    .into_iter()
+                    .map(|(prefix, in_port)| AnswerHop { prefix, in_port })
+                    .collect(),
+            })
+        });
+    prop_oneof![ann, boot, traffic, find, seek, reply, teardown, answer]
 }
 
 proptest! {
@@ -585,4 +670,28 @@ fn traffic_that_fits_is_left_alone() {
     let before = t.clone();
     assert!(t.shrink_to(MAX_TRAFFIC_FRAME));
     assert_eq!(t, before);
+}
+
+/// Every input of the `frame` fuzz corpus (frames of every earlier layout among them) still
+/// decodes and re-encodes to itself, or is refused with an error; none panics.
+#[test]
+fn fuzz_corpus_for_frames_decodes_or_is_refused() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/frame");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let (mut decoded, mut refused) = (0, 0);
+    for entry in entries {
+        let path = entry.unwrap_or_else(|e| panic!("corpus entry: {e}")).path();
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        match Frame::decode(&bytes) {
+            Ok(f) => {
+                assert_eq!(f.encode(), bytes, "{}", path.display());
+                decoded += 1;
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        decoded > 0 && refused > 0,
+        "{decoded} decoded, {refused} refused"
+    );
 }

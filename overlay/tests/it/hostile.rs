@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use grove_overlay::identity::{NodeKeypair, Signature};
 use grove_overlay::router::{Config, DropReason, Event, FrameError, PeerId, Router};
 use grove_overlay::wire::{
-    Announcement, Bootstrap, Frame, MAX_FRAME_LEN, MAX_SEEK_WIDTH, PathFind, PathReply, PathSeek,
-    Traffic, WireError,
+    Announcement, Bootstrap, Frame, MAX_FRAME_LEN, MAX_SEEK_WIDTH, PathAnswer, PathFind, PathReply,
+    PathSeek, Traffic, WireError,
 };
 
 const PEER: PeerId = PeerId(1);
@@ -264,6 +264,17 @@ fn path_reply_without_a_search_is_dropped() {
     reply.push_signed(&peer, 0, 1);
     check(
         &Frame::PathReply(reply).encode(),
+        Ok(()),
+        DropReason::NoBreadcrumb,
+    );
+}
+
+#[test]
+fn path_answer_without_a_search_is_dropped() {
+    let (_, peer, _) = setup();
+    let answer = PathAnswer::new(&peer, NodeKeypair::from_seed([6; 32]).public_key(), 9);
+    check(
+        &Frame::PathAnswer(answer).encode(),
         Ok(()),
         DropReason::NoBreadcrumb,
     );

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use grove_overlay::router::{Config, Event};
 use grove_overlay::sim::{Network, PING};
-use grove_overlay::wire::{CAPABILITIES, Frame, FrameType};
+use grove_overlay::wire::{CAP_COMPACT_REPLY, CAPABILITIES, Frame, FrameType};
 
 const LINK: Duration = Duration::from_millis(5);
 
@@ -233,7 +233,12 @@ fn a_peer_without_capabilities_gets_only_the_base_protocol() {
                 assert!(!t.probe, "a route probe reached the old node");
                 assert!(t.route.is_empty() && t.reverse.is_empty(), "{t:?}");
             }
-            Ok(f @ (Frame::PathFind(_) | Frame::PathReply(_) | Frame::Teardown(_))) => {
+            Ok(
+                f @ (Frame::PathFind(_)
+                | Frame::PathReply(_)
+                | Frame::PathAnswer(_)
+                | Frame::Teardown(_)),
+            ) => {
                 panic!("the old node was sent {:?}", f.frame_type())
             }
             Ok(_) => {}
@@ -249,9 +254,30 @@ fn a_peer_without_capabilities_gets_only_the_base_protocol() {
             .map(|i| net.router(i).metrics().frames_in(ty))
             .sum()
     };
-    assert!(used(FrameType::PathReply) > 0);
+    assert!(used(FrameType::PathAnswer) > 0);
     assert!(used(FrameType::Teardown) > 0);
     assert_eq!(net.router(old).metrics().frames_in(FrameType::PathFind), 0);
+}
+
+/// Links between nodes of the build before compact answers: searches are answered with the
+/// reply signed at every hop, and every pair still gets a source route.
+#[test]
+fn links_without_compact_answers_use_signed_replies() {
+    let edges = ring_edges(10);
+    let mut net = Network::new(7, Config::default());
+    for _ in 0..10 {
+        net.add_node();
+    }
+    for (a, b) in &edges {
+        net.connect_with(*a, *b, LINK, CAPABILITIES & !CAP_COMPACT_REPLY);
+    }
+    converge(&mut net);
+    assert_eq!(all_pairs(&mut net), (90, 90));
+    assert_eq!(all_pairs(&mut net), (90, 90));
+    let total =
+        |ty: FrameType| -> u64 { (0..10).map(|i| net.router(i).metrics().frames_in(ty)).sum() };
+    assert!(total(FrameType::PathReply) > 0);
+    assert_eq!(total(FrameType::PathAnswer), 0);
 }
 
 /// A link (not a node) is cut on a ring with chords where every link negotiated every
