@@ -39,7 +39,8 @@ async fn local_messages_are_skipped_without_a_write_and_a_state_event_is_recorde
         let config = ServerConfig::new(key.server_name(), db.url.clone());
         let hs = Homeserver::open(config, key).await.expect("open");
         let ours = hs.config.server_name.clone();
-        let other = ServerName::parse("other.example").expect("name");
+        let other_name = ServerName::parse("other.example").expect("name");
+        let other: &ServerName = &other_name;
         let alice = UserId::parse(format!("@alice:{ours}")).expect("user");
         let bob = UserId::parse("@bob:other.example").expect("user");
         let queue = &hs.federation_queue;
