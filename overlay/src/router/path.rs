@@ -453,23 +453,9 @@ impl Router {
         mut r: PathReply,
         now: Instant,
     ) -> Result<(), DropReason> {
-        let from_port = self
-            .peers
-            .get(&from)
-            .map(|p| p.port)
-            .ok_or(DropReason::UnknownPeer)?;
-        if r.hops.is_empty() || r.hops.len() >= MAX_ROUTE_LEN {
-            return Err(DropReason::BadPath);
-        }
+        let from_port = self.answer_from(from, r.hops.len())?;
         if r.searcher == self.key {
-            if self
-                .paths
-                .searches
-                .get(&r.target)
-                .is_none_or(|(n, _)| *n != r.nonce)
-            {
-                return Err(DropReason::NoBreadcrumb);
-            }
+            self.our_search(&r.target, r.nonce)?;
             r.verify().map_err(answer_error)?;
             let hops: Vec<HopPort> = r
                 .hops
@@ -479,17 +465,8 @@ impl Router {
             self.accept_answer(r.target, from_port, &hops, now);
             return Ok(());
         }
-        let crumb = self
-            .paths
-            .crumbs
-            .get(&(r.searcher, r.nonce))
-            .ok_or(DropReason::NoBreadcrumb)?;
-        let up = crumb.upstream.ok_or(DropReason::NoBreadcrumb)?;
-        let up_port = self
-            .peers
-            .get(&up)
-            .map(|p| p.port)
-            .ok_or(DropReason::NoRoute)?;
+        let (up, upstream) = self.answer_upstream(&r.searcher, r.nonce)?;
+        let up_port = upstream.port;
         if r.hops.iter().any(|h| h.key == self.key) {
             return Err(DropReason::BadPath);
         }
@@ -520,39 +497,16 @@ impl Router {
         mut a: PathAnswer,
         now: Instant,
     ) -> Result<(), DropReason> {
-        let from_port = self
-            .peers
-            .get(&from)
-            .map(|p| p.port)
-            .ok_or(DropReason::UnknownPeer)?;
-        if a.hops.is_empty() || a.hops.len() >= MAX_ROUTE_LEN {
-            return Err(DropReason::BadPath);
-        }
+        let from_port = self.answer_from(from, a.hops.len())?;
         if a.searcher == self.key {
-            if self
-                .paths
-                .searches
-                .get(&a.target)
-                .is_none_or(|(n, _)| *n != a.nonce)
-            {
-                return Err(DropReason::NoBreadcrumb);
-            }
+            self.our_search(&a.target, a.nonce)?;
             a.verify().map_err(answer_error)?;
             let hops: Vec<HopPort> = a.hops.iter().map(|h| (h.prefix, h.in_port)).collect();
             self.accept_answer(a.target, from_port, &hops, now);
             return Ok(());
         }
-        let crumb = self
-            .paths
-            .crumbs
-            .get(&(a.searcher, a.nonce))
-            .ok_or(DropReason::NoBreadcrumb)?;
-        let up = crumb.upstream.ok_or(DropReason::NoBreadcrumb)?;
-        let up_caps = self
-            .peers
-            .get(&up)
-            .map(|p| p.caps)
-            .ok_or(DropReason::NoRoute)?;
+        let (up, upstream) = self.answer_upstream(&a.searcher, a.nonce)?;
+        let up_caps = upstream.caps;
         // The search came through an older peer, which cannot read this answer; the searcher
         // keeps the route it has and searches again after its backoff.
         if up_caps & CAP_COMPACT_REPLY == 0 {
@@ -577,6 +531,43 @@ impl Router {
         });
         self.enqueue(up, &Frame::PathAnswer(a));
         Ok(())
+    }
+
+    /// The port of the peer an answer came from, once its hop count is within bounds.
+    fn answer_from(&self, from: PeerId, hops: usize) -> Result<u16, DropReason> {
+        let port = self
+            .peers
+            .get(&from)
+            .map(|p| p.port)
+            .ok_or(DropReason::UnknownPeer)?;
+        if hops == 0 || hops >= MAX_ROUTE_LEN {
+            return Err(DropReason::BadPath);
+        }
+        Ok(port)
+    }
+
+    /// Whether an answer to us is for the search we have under way for `target`.
+    fn our_search(&self, target: &PublicKey, nonce: u64) -> Result<(), DropReason> {
+        match self.paths.searches.get(target) {
+            Some((n, _)) if *n == nonce => Ok(()),
+            _ => Err(DropReason::NoBreadcrumb),
+        }
+    }
+
+    /// The peer a search came from, which its answer goes back to.
+    fn answer_upstream(
+        &self,
+        searcher: &PublicKey,
+        nonce: u64,
+    ) -> Result<(PeerId, &Peer), DropReason> {
+        let crumb = self
+            .paths
+            .crumbs
+            .get(&(*searcher, nonce))
+            .ok_or(DropReason::NoBreadcrumb)?;
+        let up = crumb.upstream.ok_or(DropReason::NoBreadcrumb)?;
+        let peer = self.peers.get(&up).ok_or(DropReason::NoRoute)?;
+        Ok((up, peer))
     }
 
     /// Builds the source route a checked answer describes and installs it if it is shorter
