@@ -14,14 +14,15 @@ mod codec;
 mod frame;
 mod hello;
 mod record;
+mod search;
 #[cfg(test)]
 mod tests;
 
 pub use answer::{AnswerHop, KEY_PREFIX_LEN, PathAnswer, key_prefix};
 pub use beacon::{BEACON_LEN, BEACON_MAGIC, BEACON_VERSION, Beacon};
 pub use frame::{
-    Announcement, AnnouncementHop, Bootstrap, Frame, FrameType, PathFind, PathHop, PathReply,
-    PathSeek, Teardown, Traffic, Watermark, is_probe,
+    Announcement, AnnouncementHop, Bootstrap, Frame, FrameType, Teardown, Traffic, Watermark,
+    is_probe,
 };
 pub use hello::{
     CAP_COMPACT_REPLY, CAP_GUIDED_SEARCH, CAP_PATH_SEARCH, CAP_RECORDS, CAP_SOURCE_ROUTING,
@@ -32,6 +33,7 @@ pub use record::{
     Lookup, LookupReply, MAX_RECORD_VALUE, MAX_REPLICAS, RECORD_HEADER_LEN, Record, Store,
     placement,
 };
+pub use search::{PathFind, PathHop, PathReply, PathSeek};
 
 /// Largest routing frame accepted or produced, in bytes.
 pub const MAX_FRAME_LEN: usize = 16 * 1024;
