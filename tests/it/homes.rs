@@ -212,15 +212,7 @@ async fn a_home_is_reached_at_any_listed_replica_and_revoked_keys_are_refused() 
     // Whoever carries it, an event A signed after its key's expiry is refused; what A signed
     // before (the room's creation) still checks.
     let keys = &c.node().federation().expect("federation").keys;
-    let rules = grove_server::rooms::builder::rules_for(
-        &c.node()
-            .homeserver()
-            .rooms
-            .room_version(&ruma::RoomId::parse(&room).expect("room"))
-            .await
-            .expect("version"),
-    )
-    .expect("rules");
+    let rules = room_rules(&c, &room).await;
     let late = event_json(&a, &late).await;
     assert!(keys.check_event(&late, &rules).await.is_err());
     let synced = c.sync_now(&bob, None).await;
@@ -445,15 +437,7 @@ async fn an_event_of_a_home_never_met_checks_once_its_document_is_found_on_the_r
     let sent = a.send_text(&alice, &room, "relayed").await;
     // Signed by A's replica key, which only the home's document names.
     let object = event_json(a, &sent).await;
-    let rules = grove_server::rooms::builder::rules_for(
-        &a.node()
-            .homeserver()
-            .rooms
-            .room_version(&ruma::RoomId::parse(&room).expect("room"))
-            .await
-            .expect("version"),
-    )
-    .expect("rules");
+    let rules = room_rules(a, &room).await;
 
     // D has met neither replica: the event reaches it relayed by someone else.
     let d = TestNode::start_federated(Backend::Sqlite, vec![c.peer_address()]).await;
@@ -559,4 +543,16 @@ async fn replicas_of_a_home_tell_each_other_of_its_new_documents() {
             .await
             >= 1.0
     );
+}
+
+/// The rules of `room`'s version, as `node` holds it.
+async fn room_rules(node: &TestNode, room: &str) -> ruma::room_version_rules::RoomVersionRules {
+    let version = node
+        .node()
+        .homeserver()
+        .rooms
+        .room_version(&ruma::RoomId::parse(room).expect("room"))
+        .await
+        .expect("version");
+    grove_server::rooms::builder::rules_for(&version).expect("rules")
 }
