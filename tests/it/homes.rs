@@ -35,6 +35,16 @@ fn custody(dir: &Path, database_url: &str) -> Custody {
     })
 }
 
+/// Revokes `node` through the custody of `at`'s data directory: the new document.
+async fn revoke_at(at: &TestNode, node: &str) -> ReplicaDocument {
+    custody(at.dir.path(), &at.db.url)
+        .revoke(node)
+        .await
+        .expect("revoke")
+        .document
+        .expect("document")
+}
+
 /// The node key a data directory signs with.
 fn node_key_of(dir: &Path) -> NodeKey {
     NodeKey::load_or_create(&dir.join("node.key"))
@@ -177,12 +187,7 @@ async fn a_home_is_reached_at_any_listed_replica_and_revoked_keys_are_refused() 
     sees(&b, &alice_b, &room, "while A is away").await;
 
     // B revokes A. B's next transaction carries the new document to C.
-    let revoked = custody(b.dir.path(), &b.db.url)
-        .revoke(&a_node)
-        .await
-        .expect("revoke")
-        .document
-        .expect("document");
+    let revoked = revoke_at(&b, &a_node).await;
     b.send_text(&alice_b, &room, "A is revoked").await;
     sees(&c, &bob, &room, "A is revoked").await;
     eventually("C holds the document revoking A", async || {
@@ -503,12 +508,7 @@ async fn replicas_of_a_home_tell_each_other_of_its_new_documents() {
     .await;
 
     // B revokes A: A learns that it was dropped, and stops speaking for the home on the ring.
-    let revoked = custody(b.dir.path(), &b.db.url)
-        .revoke(&a_node)
-        .await
-        .expect("revoke")
-        .document
-        .expect("document");
+    let revoked = revoke_at(b, &a_node).await;
     let dropped = eventually("A holds the document dropping it", async || {
         match held(a, home).await {
             Some(doc) if doc.version() == revoked.version() => Ok(doc),

@@ -128,6 +128,17 @@ impl TestNode {
         let overlay_addr = node
             .peer_address()
             .and_then(|p| p.rsplit_once('@').and_then(|(_, addr)| addr.parse().ok()));
+        TestNode::federated(node, dir, db, static_peers, overlay_addr)
+    }
+
+    /// A node that runs the overlay at `overlay_addr`, peering with `static_peers`.
+    fn federated(
+        node: Node,
+        dir: tempfile::TempDir,
+        db: TestDb,
+        static_peers: Vec<String>,
+        overlay_addr: Option<std::net::SocketAddr>,
+    ) -> TestNode {
         TestNode {
             node: Some(node),
             dir,
@@ -163,14 +174,7 @@ impl TestNode {
         }
         let node = builder.start().await.expect("node starts");
         let overlay_addr = node.overlay_addr();
-        TestNode {
-            node: Some(node),
-            dir,
-            overlay: Some(static_peers),
-            overlay_addr,
-            db,
-            http: reqwest::Client::new(),
-        }
+        TestNode::federated(node, dir, db, static_peers, overlay_addr)
     }
 
     /// This node as a static peer for others.
